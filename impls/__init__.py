@@ -1,0 +1,89 @@
+"""backprop-bench implementations: the contract, the registry and the shared initialisation.
+
+Every implementation trains the same network (DESIGN.md section 2) and exchanges parameters as
+a list of ``(W, b)`` numpy pairs, ``W`` shaped ``(n_in, n_out)``, ``b`` shaped ``(n_out,)``::
+
+    import impls
+    spec = impls.NetSpec((784, 32, 32, 10), "sigmoid")
+    params = impls.init_params(spec, seed=0, scheme="homework")
+    net = impls.get("numpy-batch")(spec, params, lr=0.1, batch_size=32, dtype="float32")
+    loss = net.train_epoch(x, y, order)        # one epoch over x[order]
+    proba = net.predict_proba(x_test)          # (n, 10)
+
+Importing this package loads numpy only: the registry maps names to ``"module:Class"`` strings
+and imports a backend (numba, torch) the first time one of its implementations is asked for.
+"""
+from __future__ import annotations
+
+import importlib
+
+from impls.base import (
+    ACTIVATIONS,
+    DTYPES,
+    INIT_SCHEMES,
+    OPTIMIZERS,
+    ConfigError,
+    Implementation,
+    NetSpec,
+    flops_per_sample,
+    init_params,
+)
+
+__all__ = [
+    "ACTIVATIONS", "DTYPES", "INIT_SCHEMES", "OPTIMIZERS", "ConfigError", "Implementation",
+    "NetSpec", "UnknownImplementation", "available", "flops_per_sample", "get", "init_params",
+    "names",
+]
+
+# name -> "module:Class"; the order is the order of every table and figure.
+_REGISTRY = {
+    "numpy-sample": "impls.numpy_sample:NumpySample",
+    "numpy-batch": "impls.numpy_batch:NumpyBatch",
+    "numba-sample": "impls.numba_impl:NumbaSample",
+    "numba-batch": "impls.numba_impl:NumbaBatch",
+    "torch-cpu": "impls.torch_impl:TorchCPU",
+    "torch-cuda": "impls.torch_impl:TorchCUDA",
+}
+
+REFERENCE = "numpy-sample"
+
+
+class UnknownImplementation(KeyError):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"unknown implementation {self.name!r}; valid names: {', '.join(_REGISTRY)}"
+
+
+def names() -> list[str]:
+    """Every registered implementation name, available here or not."""
+    return list(_REGISTRY)
+
+
+def get(name: str) -> type[Implementation]:
+    """The class registered under ``name``; imports its backend module on first use.
+
+    A backend that is not installed raises ImportError here; ``available()`` reports it
+    as a reason instead.
+    """
+    try:
+        target = _REGISTRY[name]
+    except KeyError:
+        raise UnknownImplementation(name) from None
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def available() -> dict[str, str | None]:
+    """``{name: None}`` for implementations that can run here, else ``{name: reason}``."""
+    out: dict[str, str | None] = {}
+    for name in _REGISTRY:
+        try:
+            cls = get(name)
+        except ImportError as exc:  # the backend is not installed: say which one
+            out[name] = f"cannot import its backend: {exc}"
+            continue
+        out[name] = cls.unavailable_reason()
+    return out

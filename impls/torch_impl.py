@@ -1,0 +1,101 @@
+"""torch-cpu and torch-cuda: the network as torch tensors, autograd and torch.optim.
+
+The training set is copied to the device once and indexed with the epoch's order: no
+DataLoader (on this network its per-batch overhead costs more than the math, PERF-NOTES).
+The epoch's loss is summed on the device and read once, so the GPU is not synchronised per
+batch; ``train_epoch`` synchronises before it returns, so a timer around it is honest.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from impls.base import Implementation
+
+_TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class _TorchBase(Implementation):
+    def __init__(self, spec, params, **config):
+        super().__init__(spec, params, **config)
+        self._tdtype = _TORCH_DTYPES[self.dtype.name]
+        dev = torch.device(self.device)
+        self._params = []
+        for W, b in params:
+            self._params.append(torch.tensor(np.asarray(W), dtype=self._tdtype, device=dev).requires_grad_())
+            self._params.append(torch.tensor(np.asarray(b), dtype=self._tdtype, device=dev).requires_grad_())
+        if self.optimizer == "adam":
+            self._opt = torch.optim.Adam(self._params, lr=self.lr, betas=self.betas, eps=self.eps)
+        else:
+            self._opt = torch.optim.SGD(self._params, lr=self.lr, momentum=self.momentum)
+        self._resident = (None, None, None)  # (numpy x it came from, x tensor, y tensor)
+
+    def _to_device(self, x, y):
+        """Device copies of x and y, made once per training set."""
+        src, xt, yt = self._resident
+        if src is not x:
+            xt = torch.as_tensor(np.ascontiguousarray(x), dtype=self._tdtype, device=self.device)
+            yt = torch.as_tensor(np.asarray(y, dtype=np.int64), device=self.device)
+            self._resident = (x, xt, yt)
+        return xt, yt
+
+    def _logits(self, h):
+        L = len(self._params) // 2
+        for k in range(L):
+            W, b = self._params[2 * k], self._params[2 * k + 1]
+            h = torch.addmm(b, h, W)                          # (B, n_in) @ (n_in, n_out) + b
+            if k < L - 1:
+                h = torch.relu(h) if self.spec.activation == "relu" else torch.sigmoid(h)
+        return h
+
+    def train_epoch(self, x, y, order):
+        xt, yt = self._to_device(x, y)
+        order_t = torch.as_tensor(np.asarray(order, dtype=np.int64), device=self.device)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        for idx in torch.split(order_t, self.batch_size):
+            loss = F.cross_entropy(self._logits(xt[idx]), yt[idx])
+            self._opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self._opt.step()
+            total += loss.detach() * len(idx)
+        self._sync()
+        return float(total) / max(len(order), 1)
+
+    def predict_proba(self, x):
+        with torch.no_grad():
+            xt = torch.as_tensor(np.asarray(x), dtype=self._tdtype, device=self.device)
+            return torch.softmax(self._logits(xt), dim=1).cpu().numpy()
+
+    def get_params(self):
+        p = [t.detach().cpu().numpy().copy() for t in self._params]
+        return list(zip(p[0::2], p[1::2]))
+
+    def _sync(self):
+        pass
+
+    @classmethod
+    def threads(cls) -> int:
+        return torch.get_num_threads()
+
+
+class TorchCPU(_TorchBase):
+    name = "torch-cpu"
+    description = "torch eager on the CPU, autograd + torch.optim, resident tensors"
+    device = "cpu"
+
+
+class TorchCUDA(_TorchBase):
+    name = "torch-cuda"
+    description = "torch eager on a CUDA GPU, data resident on the device"
+    device = "cuda"
+    needs_gpu = True
+
+    @classmethod
+    def unavailable_reason(cls):
+        if not torch.cuda.is_available():
+            return "no CUDA device (torch.cuda.is_available() is False)"
+        return None
+
+    def _sync(self):
+        torch.cuda.synchronize()

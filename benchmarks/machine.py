@@ -1,0 +1,108 @@
+"""Thread pinning and the machine inventory recorded with every result.
+
+Threads are pinned once per process, for every pool that may run: numpy's BLAS (through
+threadpoolctl), numba's and torch's. Only backends already imported are touched, so pinning
+never drags numba or torch into a numpy-only run.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+
+_LIMITS = None  # keeps threadpoolctl's limits alive for the process
+
+
+def pin_threads(n: int) -> dict:
+    """Limit every loaded thread pool to ``n`` threads; returns ``thread_settings()``."""
+    global _LIMITS
+    from threadpoolctl import threadpool_limits
+    _LIMITS = threadpool_limits(limits=n)
+    if "numba" in sys.modules:
+        import numba
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    if "torch" in sys.modules:
+        import torch
+        torch.set_num_threads(n)
+    return thread_settings()
+
+
+def blas_info() -> list[dict]:
+    """threadpoolctl's view of every BLAS/OpenMP library loaded: which, version, kernel, threads."""
+    from threadpoolctl import threadpool_info
+    keep = ("user_api", "internal_api", "version", "num_threads", "architecture", "threading_layer", "prefix")
+    return [{k: lib.get(k) for k in keep} for lib in threadpool_info()]
+
+
+def thread_settings() -> dict:
+    out = {"blas": ";".join(f"{b['internal_api']}:{b['num_threads']}" for b in blas_info()
+                            if b["user_api"] == "blas")}
+    if "numba" in sys.modules:
+        import numba
+        out["numba"] = numba.get_num_threads()
+    if "torch" in sys.modules:
+        import torch
+        out["torch"] = torch.get_num_threads()
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpu() -> str:
+    if "torch" in sys.modules:
+        import torch
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    return "none"
+
+
+def git_commit(cwd: str | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=cwd or os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        commit = out.stdout.strip()
+        if commit:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5, cwd=cwd).stdout.strip()
+            return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+def _version(pkg: str) -> str:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def inventory() -> dict:
+    """Flat str -> str description of this machine and software, for tags and JSON."""
+    blas = [b for b in blas_info() if b["user_api"] == "blas"]
+    inv = {
+        "cpu_model": _cpu_model(),
+        "cpu_cores": str(os.cpu_count()),
+        "gpu": _gpu(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "blas": "; ".join(f"{b['internal_api']} {b['version']} {b['architecture']} threads={b['num_threads']}"
+                          for b in blas) or "unknown",
+        "openblas_env": " ".join(f"{k}={os.environ[k]}" for k in sorted(os.environ) if k.startswith("OPENBLAS_")) or "unset",
+        "git_commit": git_commit(),
+    }
+    for pkg in ("numpy", "numba", "torch", "mlflow", "pandas"):
+        inv[f"version_{pkg}"] = _version(pkg)
+    inv.update({f"threads_{k}": str(v) for k, v in thread_settings().items()})
+    return inv

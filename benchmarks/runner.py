@@ -1,0 +1,166 @@
+"""The training loop, written once: epochs, sample orders, timing, evaluation.
+
+An implementation owns what happens inside one epoch (``train_epoch``); everything around it
+is here, so every implementation is timed and evaluated the same way:
+
+1. first-call cost: a throwaway instance trains two short slices; the first call's extra time
+   over the second is ``compile_seconds`` (numba JIT or cache load, torch/CUDA start-up);
+2. steady state: each epoch's ``train_epoch`` is timed alone (evaluation excluded), and
+   ``samples_per_second`` is the epoch's samples over that time;
+3. after each epoch, test loss and accuracy; ``time_to_target_seconds`` is the training time
+   summed up to the first epoch whose test accuracy reaches the target.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+import impls
+from benchmarks.config import RunConfig
+from benchmarks.datasets import Dataset
+
+
+class Diverged(RuntimeError):
+    """Training produced a non-finite or exploding loss; ``result`` holds the epochs before."""
+
+    def __init__(self, message: str, result: "RunResult"):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    test_loss: float
+    test_accuracy: float
+    epoch_seconds: float
+    samples_per_second: float
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    epochs: list[EpochRecord] = field(default_factory=list)
+    compile_seconds: float = float("nan")
+    time_to_target_seconds: float | None = None
+    status: str = "running"          # finished | diverged | failed
+    error: str | None = None
+    final_proba: np.ndarray | None = None    # test-set probabilities after the last epoch
+
+    @property
+    def samples_per_second(self) -> float:
+        """Median over the timed epochs (all of them are past the first call)."""
+        rates = [e.samples_per_second for e in self.epochs]
+        return float(np.median(rates)) if rates else float("nan")
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.epochs[-1].test_accuracy if self.epochs else float("nan")
+
+    def to_dict(self) -> dict:
+        return {
+            "impl": self.config.impl,
+            "status": self.status,
+            "error": self.error,
+            "config": asdict(self.config),
+            "epochs": [asdict(e) for e in self.epochs],
+            "summary": {
+                "compile_seconds": self.compile_seconds,
+                "samples_per_second": self.samples_per_second,
+                "test_accuracy": self.final_accuracy,
+                "time_to_target_seconds": self.time_to_target_seconds,
+            },
+        }
+
+
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+    """The samples epoch ``epoch`` (1-based) visits; the same for every implementation."""
+    if not shuffle:
+        return np.arange(n, dtype=np.int64)
+    return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int64)
+
+
+def evaluate(proba: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of predicted probabilities."""
+    p = np.clip(proba[np.arange(len(y)), y].astype(np.float64), 1e-300, None)
+    return float(-np.log(p).mean()), float((proba.argmax(axis=1) == y).mean())
+
+
+def loss_diverged(loss: float, n_classes: int) -> bool:
+    """Non-finite, or far beyond the ln(C) of an untrained net: the run has blown up."""
+    return not math.isfinite(loss) or loss > 50 * math.log(n_classes)
+
+
+def make_impl(config: RunConfig):
+    """Class, spec and initial parameters of a configuration; ConfigError if it cannot run."""
+    cls = impls.get(config.impl)
+    reason = cls.unavailable_reason() or cls.supports(dtype=config.dtype, batch_size=config.batch_size)
+    if reason:
+        raise impls.ConfigError(f"{config.impl}: {reason}")
+    spec = impls.NetSpec(config.sizes, config.activation)
+    params = impls.init_params(spec, config.seed, config.init)
+    return cls, spec, params
+
+
+def impl_kwargs(config: RunConfig) -> dict:
+    return dict(lr=config.lr, batch_size=config.batch_size, dtype=config.dtype,
+                optimizer=config.optimizer, momentum=config.momentum)
+
+
+def measure_first_call(cls, spec, params, config: RunConfig, x, y) -> float:
+    """Seconds the first call costs beyond a steady one, on a throwaway instance."""
+    probe = cls(spec, params, **impl_kwargs(config))
+    n = min(len(x), max(2 * config.batch_size, 64))
+    order = np.arange(n, dtype=np.int64)
+    t0 = time.perf_counter()
+    probe.train_epoch(x, y, order)
+    probe.predict_proba(x[:8])
+    t1 = time.perf_counter()
+    probe.train_epoch(x, y, order)
+    probe.predict_proba(x[:8])
+    t2 = time.perf_counter()
+    return max((t1 - t0) - (t2 - t1), 0.0)
+
+
+def train(config: RunConfig, data: Dataset, on_epoch=None) -> RunResult:
+    """Run ``config`` to the end; ``on_epoch(result, record)`` is called after each epoch.
+
+    Raises ConfigError before any work if the configuration cannot run, Diverged (with the
+    finished epochs) when the loss blows up.
+    """
+    cls, spec, params = make_impl(config)
+    x = data.features("train", config.dtype, config.train_limit)
+    y = data.labels("train", config.train_limit)
+    x_test = data.features("test", config.dtype, config.test_limit)
+    y_test = data.labels("test", config.test_limit)
+    result = RunResult(config=config)
+    result.compile_seconds = measure_first_call(cls, spec, params, config, x, y)
+    net = cls(spec, params, **impl_kwargs(config))
+    trained = 0.0
+    for epoch in range(1, config.epochs + 1):
+        order = epoch_order(len(x), config.seed, epoch, config.shuffle)
+        t0 = time.perf_counter()
+        train_loss = net.train_epoch(x, y, order)
+        seconds = time.perf_counter() - t0
+        if loss_diverged(train_loss, spec.sizes[-1]):
+            result.status = "diverged"
+            result.error = (f"{config.impl} diverged in epoch {epoch}: training loss {train_loss:.4g} "
+                            f"(lr {config.lr} with {config.optimizer}, batch {config.batch_size}); "
+                            "lower the learning rate")
+            raise Diverged(result.error, result)
+        trained += seconds
+        proba = net.predict_proba(x_test)
+        test_loss, acc = evaluate(proba, y_test)
+        record = EpochRecord(epoch, float(train_loss), test_loss, acc, seconds, len(order) / seconds)
+        result.epochs.append(record)
+        if result.time_to_target_seconds is None and acc >= config.target_accuracy:
+            result.time_to_target_seconds = trained
+        result.final_proba = proba
+        if on_epoch:
+            on_epoch(result, record)
+    result.status = "finished"
+    return result

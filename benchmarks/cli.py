@@ -185,13 +185,18 @@ def cmd_run(args) -> int:
 
 
 def print_summary(results: list[dict]) -> None:
-    base = next((r for r in results if r["impl"] == impls.REFERENCE), results[0])
-    base_rate = base["summary"]["samples_per_second"]
-    print(f"\n{'implementation':<14}  {'test_acc':>8}  {'samples/s':>11}  {'speed-up vs ' + base['impl']:>24}  {'compile_s':>9}")
+    done = [r for r in results if r["status"] == "finished"]
+    base = next((r for r in done if r["impl"] == impls.REFERENCE), done[0] if done else None)
+    title = f"speed-up vs {base['impl']}" if base else "speed-up"
+    print(f"\n{'implementation':<14}  {'test_acc':>8}  {'samples/s':>11}  {title:>24}  {'compile_s':>9}")
     for r in results:
         s = r["summary"]
+        if r["status"] != "finished":
+            print(f"{r['impl']:<14}  {r['status']:>8}  {'-':>11}  {'-':>24}  {s['compile_seconds']:>9.3f}")
+            continue
+        speedup = s["samples_per_second"] / base["summary"]["samples_per_second"]
         print(f"{r['impl']:<14}  {s['test_accuracy']:>8.4f}  {_fmt_rate(s['samples_per_second']):>11}  "
-              f"{s['samples_per_second'] / base_rate:>23.2f}x  {s['compile_seconds']:>9.3f}")
+              f"{speedup:>23.2f}x  {s['compile_seconds']:>9.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,172 @@
+"""Every registered implementation against the numpy reference (one file, the whole registry).
+
+From the same ``init_params`` and the same sample order, each implementation trains one epoch
+on 1,000 real Fashion-MNIST samples and must land on the reference's parameters within the
+tolerance of its dtype. The reference runs in float64 (``impls.numpy_sample.reference_train``);
+float32 runs are held to the float32 row of the table. Implementations that cannot run here
+are skipped with the reason ``impls.available()`` gives.
+"""
+from functools import lru_cache
+
+import numpy as np
+import pytest
+
+import impls
+from impls.numpy_sample import batch_gradients, reference_train
+from tests.conftest import params_error, rel_error
+
+# Relative parity tolerances (max |got - ref| / max |ref| per array), one row per dtype.
+# Measured worst cases over this file's grid: float64 9.7e-14 (torch-cpu, relu, momentum,
+# batch 1); float32 1.7e-4 (the same case: 1,000 momentum steps amplify float32 rounding).
+# A real math error (a wrong bias gradient, an lr off by 1%) lands at 1e-2 or more.
+TOLERANCE = {"float64": 1e-9, "float32": 1e-3}
+# Per-epoch mean loss and predicted probabilities: same tolerances, absolute.
+
+NETS = {
+    "sigmoid": impls.NetSpec((784, 32, 32, 10), "sigmoid"),
+    "relu": impls.NetSpec((784, 48, 24, 10), "relu"),
+}
+OPTIMIZERS = {  # name -> (optimizer, momentum, lr)
+    "sgd": ("sgd", 0.0, 0.05),
+    "momentum": ("sgd", 0.9, 0.02),
+    "adam": ("adam", 0.0, 1e-3),
+}
+N = 1000
+AVAILABLE = impls.available()
+
+
+def implementation(name, dtype, batch):
+    reason = AVAILABLE[name]
+    if reason:
+        pytest.skip(f"{name}: {reason}")
+    cls = impls.get(name)
+    reason = cls.supports(dtype=dtype, batch_size=batch)
+    if reason:
+        pytest.skip(reason)
+    return cls
+
+
+@lru_cache(maxsize=None)
+def reference(net, opt, batch):
+    spec = NETS[net]
+    optimizer, momentum, lr = OPTIMIZERS[opt]
+    x, y, order, params = _problem(net)
+    return reference_train(spec, params, x, y, order, lr=lr, batch_size=batch,
+                           optimizer=optimizer, momentum=momentum)
+
+
+_DATA = {}
+
+
+def _problem(net):
+    return _DATA[net]
+
+
+@pytest.fixture(autouse=True)
+def _load(small):
+    if not _DATA:
+        x, y = small
+        order = np.random.default_rng(7).permutation(N)
+        for net, spec in NETS.items():
+            _DATA[net] = (x, y, order, impls.init_params(spec, seed=11, scheme="xavier"))
+
+
+@pytest.mark.parametrize("dtype", impls.DTYPES)
+@pytest.mark.parametrize("batch", [1, 32])
+@pytest.mark.parametrize("opt", list(OPTIMIZERS))
+@pytest.mark.parametrize("net", list(NETS))
+@pytest.mark.parametrize("name", impls.names())
+def test_one_epoch_parity(name, net, opt, batch, dtype):
+    cls = implementation(name, dtype, batch)
+    optimizer, momentum, lr = OPTIMIZERS[opt]
+    x, y, order, params = _problem(net)
+    want, want_loss = reference(net, opt, batch)
+    impl = cls(NETS[net], params, lr=lr, batch_size=batch, dtype=dtype, optimizer=optimizer, momentum=momentum)
+    loss = impl.train_epoch(x.astype(dtype), y, order)
+    got = impl.get_params()
+    err = params_error(got, want)
+    assert err <= TOLERANCE[dtype], f"{name} {net} {opt} batch {batch} {dtype}: parameter error {err:.2e}"
+    assert abs(loss - want_loss) <= TOLERANCE[dtype] * max(1.0, abs(want_loss))
+    # training moved the weights well beyond the tolerance: the check can fail
+    moved = max(rel_error(W0, W) for (W0, _), (W, _) in zip(params, want))
+    assert moved > 10 * TOLERANCE[dtype], f"the weights moved by {moved:.1e} only"
+    assert all(W.dtype == np.dtype(dtype) and b.dtype == np.dtype(dtype) for W, b in got)
+
+
+@pytest.mark.parametrize("dtype", impls.DTYPES)
+@pytest.mark.parametrize("net", list(NETS))
+@pytest.mark.parametrize("name", impls.names())
+def test_step_zero_gradient(name, net, dtype):
+    """One plain-SGD step on one batch: (p0 - p1) / lr is the implementation's gradient."""
+    batch = 1 if impls.get(name).batch_sizes == (1,) else 16
+    cls = implementation(name, dtype, batch)
+    x, y, order, params = _problem(net)
+    idx = order[:batch]
+    _, want = batch_gradients(params, x[idx], y[idx], NETS[net].activation)
+    lr = 1e-3
+    impl = cls(NETS[net], params, lr=lr, batch_size=batch, dtype=dtype, optimizer="sgd")
+    impl.train_epoch(x.astype(dtype), y, idx)
+    p0 = [(W.astype(dtype).astype(np.float64), b.astype(dtype).astype(np.float64)) for W, b in params]
+    got = [((W0 - W1) / lr, (b0 - b1) / lr) for (W0, b0), (W1, b1) in zip(p0, impl.get_params())]
+    # float32: (p0 - p1) / lr cancels digits, so the gradient is held to 1e-2 there
+    tol = 1e-6 if dtype == "float64" else 1e-2
+    for k, ((gW, gb), (wW, wb)) in enumerate(zip(got, want), start=1):
+        assert rel_error(gW, wW) < tol, f"dW{k}: {rel_error(gW, wW):.2e}"
+        assert rel_error(gb, wb) < tol, f"db{k}: {rel_error(gb, wb):.2e}"
+
+
+@pytest.mark.parametrize("dtype", impls.DTYPES)
+@pytest.mark.parametrize("name", impls.names())
+def test_predict_proba_matches_reference_forward(name, dtype, fashion):
+    from impls.numpy_sample import sample_forward
+    cls = implementation(name, dtype, cls_batch := (1 if impls.get(name).batch_sizes == (1,) else 8))
+    x, y, order, params = _problem("sigmoid")
+    impl = cls(NETS["sigmoid"], params, lr=0.01, batch_size=cls_batch, dtype=dtype)
+    proba = impl.predict_proba(x[:50].astype(dtype))
+    want = np.array([sample_forward(params, xi, "sigmoid")[1][-1] for xi in x[:50]])
+    assert proba.shape == (50, 10)
+    assert rel_error(proba, want) < TOLERANCE[dtype] * 10
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", impls.names())
+def test_capabilities_are_declared_and_enforced(name):
+    if AVAILABLE[name]:
+        pytest.skip(f"{name}: {AVAILABLE[name]}")
+    cls = impls.get(name)
+    spec = NETS["sigmoid"]
+    params = impls.init_params(spec, 0)
+    if cls.batch_sizes == (1,):
+        assert name.endswith("-sample")
+        with pytest.raises(impls.ConfigError, match="batch size 1 only"):
+            cls(spec, params, lr=0.1, batch_size=32)
+    with pytest.raises(impls.ConfigError, match="learning rate"):
+        cls(spec, params, lr=-1.0)
+    with pytest.raises(impls.ConfigError, match="dtype"):
+        cls(spec, params, lr=0.1, dtype="float16")
+    with pytest.raises(impls.ConfigError, match="expected"):
+        cls(spec, params[:-1], lr=0.1)
+
+
+def test_registry():
+    assert impls.names() == ["numpy-sample", "numpy-batch", "numba-sample", "numba-batch",
+                             "torch-cpu", "torch-cuda"]
+    with pytest.raises(impls.UnknownImplementation, match="valid names: numpy-sample, numpy-batch"):
+        impls.get("numpy-fast")
+    assert AVAILABLE["numpy-sample"] is None and AVAILABLE["numpy-batch"] is None
+    import torch
+    if not torch.cuda.is_available():
+        assert "no CUDA device" in AVAILABLE["torch-cuda"]
+
+
+def test_init_params_is_deterministic_and_follows_the_scheme():
+    spec = impls.NetSpec((784, 32, 32, 10))
+    a, b = impls.init_params(spec, 5), impls.init_params(spec, 5)
+    assert all(np.array_equal(x, y) for pa, pb in zip(a, b) for x, y in zip(pa, pb))
+    W1 = a[0][0]
+    assert abs(W1.std() - (1 / 784) ** 0.5) < 0.002           # homework: var 1/max(n_in, n_out)
+    assert all(not bias.any() for _, bias in a)
+    he = impls.init_params(impls.NetSpec((784, 256, 10), "relu"), 5, "he")
+    assert abs(he[0][0].std() - (2 / 784) ** 0.5) < 0.002
+    with pytest.raises(impls.ConfigError, match="init scheme"):
+        impls.init_params(spec, 0, "lecun")

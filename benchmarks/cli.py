@@ -207,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, datasets.DataError, impls.ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:
+        if type(exc).__name__ == "TrackingError":  # tracking is imported only by commands that track
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
     except KeyboardInterrupt:
         print("interrupted; results written so far are kept", file=sys.stderr)
         return EXIT_INTERRUPTED

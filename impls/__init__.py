@@ -22,6 +22,7 @@ from impls.base import (
     DTYPES,
     INIT_SCHEMES,
     OPTIMIZERS,
+    PARITY_TOLERANCE,
     ConfigError,
     Implementation,
     NetSpec,
@@ -30,7 +31,7 @@ from impls.base import (
 )
 
 __all__ = [
-    "ACTIVATIONS", "DTYPES", "INIT_SCHEMES", "OPTIMIZERS", "ConfigError", "Implementation",
+    "ACTIVATIONS", "DTYPES", "INIT_SCHEMES", "OPTIMIZERS", "PARITY_TOLERANCE", "ConfigError", "Implementation",
     "NetSpec", "UnknownImplementation", "available", "flops_per_sample", "get", "init_params",
     "names",
 ]

@@ -2,4 +2,5 @@ import sys
 
 from benchmarks.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":   # guarded: bench's spawned workers import this module too
+    sys.exit(main())

@@ -222,67 +222,163 @@ def run_cell(cell: Cell, data, track, peak_gflops: float, options: BenchOptions)
     return out
 
 
-def progress(items, desc: str):
-    """tqdm on a terminal; silent in CI and when output is piped."""
+def progress(total: int):
+    """A tqdm bar on a terminal; silent in CI and when output is piped."""
     from tqdm import tqdm
     quiet = bool(os.environ.get("CI")) or not sys.stderr.isatty()
-    return tqdm(items, desc=desc, disable=quiet, unit="cell", leave=False)
+    return tqdm(total=total, desc="bench", disable=quiet, unit="cell", leave=False)
 
 
 def examples_payload(data, outcomes: list[CellOutcome]) -> dict:
-    """The homework's picture as data: three test images and each accuracy cell's predictions."""
+    """The homework's picture as data: three test images and each accuracy cell's predictions
+    (``outcome.proba`` holds the rows of EXAMPLE_INDICES only)."""
     idx = list(EXAMPLE_INDICES)
     return {
         "classes": list(data.classes),
         "indices": idx,
         "labels": [int(v) for v in data.y_test[idx]],
         "images": [data.x_test[i].tolist() for i in idx],
-        "predictions": {o.cell.name: o.proba[idx].round(6).tolist() for o in outcomes
+        "predictions": {o.cell.name: np.round(o.proba, 6).tolist() for o in outcomes
                         if o.proba is not None and o.status == "FINISHED"},
         "accuracy": {o.cell.name: o.summary.get("test_accuracy") for o in outcomes if o.proba is not None},
     }
 
 
-def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: str,
-                mode: str = "full", pytest_benchmark: bool = False, log=print) -> int:
-    """Run every planned cell inside one tracked session; returns the exit status."""
+def run_group(cells: list[Cell], session, data, peak: float, options: BenchOptions, emit) -> None:
+    """Run ``cells`` in this process, logging into ``session``; ``emit(outcome)`` after each."""
     import tracking
-    available = impls.available()
-    cells, skipped = plan(options, available)
-    for name in {c.config.impl for c in cells}:
-        impls.get(name)                                   # load backends before pinning threads
-    settings = machine.pin_threads(threads)
     inventory = machine.inventory()
-    peak = peak_gemm_gflops()
-    session = tracking.Session(uri, name=f"bench-{mode}-{time.strftime('%Y%m%d-%H%M%S')}",
-                               params={**{f"option.{k}": v for k, v in asdict(options).items()},
-                                       "mode": mode, "threads": threads},
-                               tags={**{f"machine.{k}": v for k, v in inventory.items()},
-                                     "git_commit": inventory["git_commit"],
-                                     "dataset": data.name, "dataset_digest": data.digest})
-    session.log(metrics={"peak_gemm_gflops": peak, "cells_planned": len(cells)},
-                tags={"bpb.skipped": "; ".join(skipped) or "none"})
-    log(f"session {session.run_id} in {uri}: {len(cells)} cells, peak float32 GEMM {peak:.0f} GFLOP/s, "
-        f"threads {settings}")
-    for line in skipped:
-        log(f"  skipped {line}")
     train_x = data.features("train", "float32", options.train_limit)
     dataset = tracking.numpy_dataset(train_x, data.labels("train", options.train_limit), name=data.name,
                                      digest=data.digest, source=data.source)
-    outcomes: list[CellOutcome] = []
-    current = None
+    for cell in cells:
+        outcome = CellOutcome(cell)
+        with session.cell(cell.name, params=asdict(cell.config) | {"cell_kind": cell.kind},
+                          tags=cell_tags(cell, inventory), dataset=dataset) as track:
+            outcome = run_cell(cell, data, track, peak, options)
+        if track.failed:
+            outcome.status, outcome.reason = "FAILED", track.failed
+        if outcome.proba is not None:
+            outcome.proba = outcome.proba[list(EXAMPLE_INDICES)]
+        emit(outcome)
+
+
+def _worker(conn, job: dict) -> None:
+    """A spawned process running one implementation's cells, so that no other backend's
+    thread pool is alive beside it. Reports ("cell", outcome) ..., then ("done" | "interrupted"
+    | "error", detail)."""
+    import importlib
+    import traceback
+    import tracking
+    from benchmarks import datasets
     try:
-        for cell in progress(cells, "bench"):
-            current = cell
-            outcome = CellOutcome(cell)
-            with session.cell(cell.name, params=asdict(cell.config) | {"cell_kind": cell.kind},
-                              tags=cell_tags(cell, inventory), dataset=dataset) as track:
-                outcome = run_cell(cell, data, track, peak, options)
-            if track.failed:
-                outcome.status, outcome.reason = "FAILED", track.failed
-            outcomes.append(outcome)
-            log(describe(outcome))
-        current = None
+        if job["setup"]:                         # test hook (BenchOptions.worker_setup), never a CLI flag
+            module, func = job["setup"].split(":")
+            getattr(importlib.import_module(module), func)()
+        data = datasets.load(job["dataset"], job["data_dir"])
+        for cell in job["cells"]:
+            impls.get(cell.config.impl)
+        machine.pin_threads(job["threads"])
+        session = tracking.Session.attach(job["uri"], job["run_id"])
+        run_group(job["cells"], session, data, job["peak"], job["options"], emit=lambda o: conn.send(("cell", o)))
+        conn.send(("done", None))
+    except KeyboardInterrupt:
+        conn.send(("interrupted", None))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def run_isolated(cells: list[Cell], job: dict, on_outcome, on_error) -> None:
+    """Run ``cells`` in a fresh spawned process; KeyboardInterrupt if it was interrupted."""
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_worker, args=(send, {**job, "cells": cells}), name=f"bench-{cells[0].config.impl}")
+    proc.start()
+    send.close()
+    reported = 0
+    try:
+        while True:
+            try:
+                kind, value = receive.recv()
+            except EOFError:
+                proc.join()
+                kind, value = "error", f"worker process died (exit code {proc.exitcode})"
+            if kind == "cell":
+                reported += 1
+                on_outcome(value)
+                continue
+            break
+    finally:
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.terminate()
+    if kind == "interrupted":
+        raise KeyboardInterrupt
+    if kind == "error":
+        reason = value.strip().splitlines()[-1] if value.strip() else "worker failed"
+        for cell in cells[reported:]:
+            on_outcome(CellOutcome(cell, status="FAILED", reason=f"worker: {reason}"))
+        on_error(value)
+
+
+def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: str, mode: str = "full",
+                pytest_benchmark: bool = False, isolate: bool = True, worker_setup: str | None = None,
+                data_dir: str | None = None, log=print) -> int:
+    """Run every planned cell inside one tracked session; returns the exit status.
+
+    With ``isolate`` (the default) each implementation's cells run in a fresh process: numba's
+    and torch's OpenMP pools slowed each other 1.5-6x when they shared one (PERF-NOTES, and
+    measured again here). ``worker_setup`` ("module:function") runs first in each worker; it
+    exists for the fault-injection tests.
+    """
+    import tracking
+    available = impls.available()
+    cells, skipped = plan(options, available)
+    settings = machine.pin_threads(threads)
+    inventory = machine.inventory()
+    peak = peak_gemm_gflops()
+    session = tracking.Session.start(uri, name=f"bench-{mode}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                     params={**{f"option.{k}": v for k, v in asdict(options).items()},
+                                             "mode": mode, "threads": threads, "isolate": isolate},
+                                     tags={**{f"machine.{k}": v for k, v in inventory.items()},
+                                           "git_commit": inventory["git_commit"],
+                                           "dataset": data.name, "dataset_digest": data.digest})
+    session.log(metrics={"peak_gemm_gflops": peak, "cells_planned": len(cells)},
+                tags={"bpb.skipped": "; ".join(skipped) or "none"})
+    log(f"session {session.run_id} in {uri}: {len(cells)} cells, peak float32 GEMM {peak:.0f} GFLOP/s, "
+        f"threads {threads} ({settings}), {'one process per implementation' if isolate else 'one process'}")
+    for line in skipped:
+        log(f"  skipped {line}")
+    outcomes: list[CellOutcome] = []
+    bar = progress(total=len(cells))
+
+    def on_outcome(outcome):
+        outcomes.append(outcome)
+        bar.update(1)
+        log(describe(outcome))
+
+    def on_worker_error(details):
+        session.client.log_text(session.run_id, details, f"worker-errors/{len(outcomes)}.txt")
+        close_orphans(session, "FAILED", "its worker process failed")
+
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(cell.config.impl, []).append(cell)
+    job = {"uri": uri, "run_id": session.run_id, "dataset": data.name, "data_dir": data_dir,
+           "threads": threads, "peak": peak, "options": options, "setup": worker_setup}
+    try:
+        for impl_cells in groups.values():
+            if isolate:
+                run_isolated(impl_cells, job, on_outcome, on_worker_error)
+            else:
+                for name in {c.config.impl for c in impl_cells}:
+                    impls.get(name)
+                machine.pin_threads(threads)
+                run_group(impl_cells, session, data, peak, options, emit=on_outcome)
+        bar.close()
         failed = [o for o in outcomes if o.status != "FINISHED"]
         session.log(metrics={"cells_failed": len(failed), "cells_finished": len(outcomes) - len(failed)})
         session.client.log_dict(session.run_id, examples_payload(data, outcomes), "examples.json")
@@ -293,13 +389,26 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
         session.finish("FINISHED")
         log(f"report: {paths['markdown']}  (MLflow UI: tox -e ui, run {session.run_id})")
         if failed:
-            log(f"{len(failed)} cell(s) failed: " + "; ".join(f"{o.cell.name}: {o.reason}" for o in failed))
+            shown = "; ".join(f"{o.cell.name}: {o.reason}" for o in failed[:5])
+            log(f"{len(failed)} of {len(outcomes)} cells failed: {shown}" + (" ..." if len(failed) > 5 else ""))
             return 1
         return 0
     except KeyboardInterrupt:
-        where = f" during {current.name}" if current else ""
-        session.finish("KILLED", f"interrupted by the user (Ctrl-C){where}")
+        bar.close()
+        close_orphans(session, "KILLED", "interrupted by the user (Ctrl-C)")
+        session.finish("KILLED", f"interrupted by the user (Ctrl-C) after {len(outcomes)} of {len(cells)} cells")
         raise
+
+
+def close_orphans(session, status: str, reason: str) -> None:
+    """Child runs a dead or interrupted worker left RUNNING: end them with ``status``."""
+    import mlflow
+    runs = mlflow.search_runs(experiment_ids=[session.experiment_id],
+                              filter_string=f"tags.`mlflow.parentRunId` = '{session.run_id}' "
+                                            "and attributes.status = 'RUNNING'")
+    for run_id in runs.get("run_id", []):
+        session.client.set_tag(run_id, "bpb.failure_reason", reason)
+        session.client.set_terminated(run_id, status)
 
 
 def describe(o: CellOutcome) -> str:

@@ -46,6 +46,9 @@ def add_subcommands(sub, add_config_options, impl_list, positive_int):
     mode.add_argument("--dry-run", action="store_true", help="tiny: every stage once, in seconds (for CI)")
     bench.add_argument("--pytest-benchmark", action=argparse.BooleanOptionalAction, default=True,
                        help="also run the pytest-benchmark suite and attach its JSON (default: on; off with --dry-run)")
+    bench.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
+                       help="run each implementation in its own process, so numba's and torch's thread "
+                            "pools never share one (default: on; off starts faster but skews timings)")
     bench.add_argument("--output-dir", default=DEFAULT_OUT, help="report folder (default: %(default)s)")
     add_config_options(bench)
     bench.set_defaults(func=cmd_bench)
@@ -92,7 +95,8 @@ def cmd_bench(args) -> int:
     tracking.connect(uri)                                   # fail before any training
     data = datasets.load(options.dataset, args.data_dir, download_ok=args.download)
     return run_session(options, data, uri, args.threads, args.output_dir, mode=mode,
-                       pytest_benchmark=args.pytest_benchmark and mode != "dry-run")
+                       pytest_benchmark=args.pytest_benchmark and mode != "dry-run",
+                       isolate=args.isolate, data_dir=args.data_dir)
 
 
 def cmd_report(args) -> int:

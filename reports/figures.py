@@ -10,6 +10,13 @@ from matplotlib.figure import Figure
 from reports.tables import with_speedup
 
 
+def _legend(ax, **kw):
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
+    else:
+        ax.text(0.5, 0.5, "no finished cells to show", transform=ax.transAxes, ha="center", color="gray")
+
+
 def _impl_colors(names) -> dict:
     palette = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1"]
     return {n: palette[i % len(palette)] for i, n in enumerate(names)}
@@ -52,15 +59,18 @@ def throughput_figure(cells: pd.DataFrame, peak_gflops: float) -> Figure:
         ax.set_xticks(range(len(impls)), impls, rotation=20, ha="right")
         ax.set_ylabel("training throughput (samples/s, log scale)")
         ax.set_xlabel("implementation")
-        ax.set_title(f"{dtype}: median of repeats, IQR bars; label = speed-up over numpy-sample")
+        ax.set_title(dtype)
+        lo_lim, hi_lim = ax.get_ylim()
+        ax.set_ylim(lo_lim, hi_lim * 4)                       # room for the speed-up labels
         ax.grid(axis="y", which="both", alpha=0.3)
         if np.isfinite(flops) and peak_gflops > 0:
             to_pct = lambda s: s * flops / (peak_gflops * 1e9) * 100  # noqa: E731
             from_pct = lambda p: p * peak_gflops * 1e9 / flops / 100  # noqa: E731
             sec = ax.secondary_yaxis("right", functions=(to_pct, from_pct))
             sec.set_ylabel(f"% of peak float32 GEMM ({peak_gflops:.0f} GFLOP/s)")
-        ax.legend(loc="upper left", fontsize=8)
-    fig.suptitle(f"Throughput sweep on {network}", fontsize=12)
+        _legend(ax, loc="upper left", fontsize=8)
+    fig.suptitle(f"Throughput sweep on {network}: median of repeats, IQR error bars, "
+                 "labels = speed-up over numpy-sample", fontsize=11)
     return fig
 
 
@@ -87,7 +97,7 @@ def accuracy_figure(epochs: pd.DataFrame, targets: dict) -> Figure:
                 ax.axhline(targets[preset], color="gray", ls="--", lw=1, label=f"target {targets[preset]:g}")
             ax.set_ylabel("test accuracy (fraction correct)")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            _legend(ax, fontsize=8)
         row[0].set_xlabel("epoch")
         row[0].set_title(f"{preset}: test accuracy per epoch")
         row[1].set_xscale("log")
@@ -109,7 +119,7 @@ def loss_figure(epochs: pd.DataFrame) -> Figure:
         ax.set_ylabel("cross-entropy loss (nats per sample)")
         ax.set_title(f"{preset}: training loss (solid, mean over the epoch) and test loss (dashed)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, ncol=2)
+        _legend(ax, fontsize=8, ncol=2)
     return fig
 
 

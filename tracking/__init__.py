@@ -17,6 +17,7 @@ import contextlib
 import os
 import tempfile
 import traceback
+import warnings
 from pathlib import Path
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -42,6 +43,7 @@ def connect(uri: str, experiment: str = EXPERIMENT) -> str:
     """
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
     if uri.startswith("sqlite:///"):
         folder = Path(uri[len("sqlite:///"):]).expanduser().parent
@@ -65,18 +67,31 @@ def _flat(d: dict) -> dict[str, str]:
 
 
 class Session:
-    """One parent run; ``cell()`` opens the nested child runs one at a time."""
+    """A parent run. ``start`` creates it (the main process); ``attach`` binds to it from a
+    worker process, which then opens the nested child runs with ``cell()``."""
 
-    def __init__(self, uri: str, name: str, params: dict, tags: dict):
+    def __init__(self, uri: str, run_id: str, experiment_id: str):
         import mlflow
         self.mlflow = mlflow
-        self.uri = uri
-        self.experiment_id = connect(uri)
-        self.run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name,
-                                    tags={"bpb.kind": "session", **_flat(tags)})
-        self.run_id = self.run.info.run_id
+        self.uri, self.run_id, self.experiment_id = uri, run_id, experiment_id
         self.client = mlflow.MlflowClient(uri)
-        self._log(self.run_id, params=params)
+
+    @classmethod
+    def start(cls, uri: str, name: str, params: dict, tags: dict) -> "Session":
+        import mlflow
+        experiment_id = connect(uri)
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=name,
+                               tags={"bpb.kind": "session", **_flat(tags)})
+        session = cls(uri, run.info.run_id, experiment_id)
+        session._log(session.run_id, params=params)
+        return session
+
+    @classmethod
+    def attach(cls, uri: str, run_id: str) -> "Session":
+        import mlflow
+        connect(uri)
+        run = mlflow.MlflowClient(uri).get_run(run_id)
+        return cls(uri, run_id, run.info.experiment_id)
 
     def _log(self, run_id, params=None, metrics=None, tags=None, step=0):
         from mlflow.entities import Metric, Param, RunTag
@@ -93,8 +108,8 @@ class Session:
         """A nested child run; yields a ``CellRun``. Exceptions end it FAILED and are swallowed
         (the session goes on); KeyboardInterrupt ends it KILLED and propagates."""
         mlflow = self.mlflow
-        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=True,
-                               tags={"bpb.kind": "cell", **_flat(tags)})
+        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name, parent_run_id=self.run_id,
+                               nested=mlflow.active_run() is not None, tags={"bpb.kind": "cell", **_flat(tags)})
         cell = CellRun(self, run.info.run_id)
         try:
             self._log(cell.run_id, params=params)
@@ -119,9 +134,6 @@ class Session:
             self.client.log_text(run_id, details, "failure.txt")
         self.mlflow.end_run(status)
 
-    def log_artifacts(self, folder: str | os.PathLike, artifact_path: str | None = None):
-        self.client.log_artifacts(self.run_id, str(folder), artifact_path)
-
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None):
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
@@ -129,10 +141,13 @@ class Session:
         self._log(self.run_id, params=params, metrics=metrics, tags=tags)
 
     def finish(self, status: str = "FINISHED", reason: str | None = None):
+        """End the parent run (and any child left open) with ``status``."""
         if reason:
             self.client.set_tag(self.run_id, "bpb.failure_reason", reason)
         while self.mlflow.active_run() is not None:
             self.mlflow.end_run(status)
+        if self.client.get_run(self.run_id).info.status == "RUNNING":
+            self.client.set_terminated(self.run_id, status)
 
 
 class CellRun:
@@ -149,8 +164,11 @@ class CellRun:
 
 
 def numpy_dataset(features, targets, name: str, digest: str, source: str):
+    """An MLflow dataset record (name, digest, source folder, schema); no data is copied."""
     import mlflow.data
-    return mlflow.data.from_numpy(features, targets=targets, name=name, digest=digest, source=source)
+    with warnings.catch_warnings():   # "source can be interpreted in multiple ways": it is a local folder
+        warnings.simplefilter("ignore", UserWarning)
+        return mlflow.data.from_numpy(features, targets=targets, name=name, digest=digest, source=source)
 
 
 # ---- reading back ------------------------------------------------------------------------

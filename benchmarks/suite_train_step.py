@@ -1,0 +1,51 @@
+"""pytest-benchmark suite: the time of one training step (one minibatch), per implementation,
+dtype and batch size, on the hw1-q4 network and real Fashion-MNIST samples.
+
+    pytest benchmarks/suite_train_step.py --benchmark-enable --benchmark-json=out.json
+
+``python -m benchmarks bench`` runs it and logs the JSON to the session's MLflow run. Each
+case is warmed up (JIT compile, first call) before pytest-benchmark's rounds start, and
+implementations that cannot run here are skipped with their reason. Note: this suite runs all
+backends in one process, so read its numbers as per-step latency, and the bench session's
+isolated throughput cells for cross-backend comparisons.
+"""
+import numpy as np
+import pytest
+
+import impls
+from benchmarks import datasets, machine
+from benchmarks.runner import make_impl
+
+PRESET_SIZES = (784, 32, 32, 10)
+AVAILABLE = impls.available()
+
+
+@pytest.fixture(scope="module")
+def data():
+    try:
+        return datasets.load("fashion-mnist")
+    except datasets.DataError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.mark.parametrize("batch", [1, 32, 256, 1024], ids=lambda b: f"b{b}")
+@pytest.mark.parametrize("dtype", impls.DTYPES)
+@pytest.mark.parametrize("name", impls.names())
+def test_train_step(benchmark, data, name, dtype, batch):
+    if AVAILABLE[name]:
+        pytest.skip(f"{name}: {AVAILABLE[name]}")
+    from benchmarks.config import PRESETS
+    config = PRESETS["hw1-q4"].replace(impl=name, dtype=dtype, batch_size=batch)
+    try:
+        cls, spec, params = make_impl(config)
+    except impls.ConfigError as exc:
+        pytest.skip(str(exc))
+    machine.pin_threads(2)
+    x = data.features("train", dtype, 4096)
+    y = data.labels("train", 4096)
+    net = cls(spec, params, lr=config.lr, batch_size=batch, dtype=dtype)
+    steps = [np.arange(s, s + batch, dtype=np.int64) % len(x) for s in range(0, 64 * batch, batch)]
+    net.train_epoch(x, y, steps[0])                 # warm-up: compile / first call
+    it = iter(range(10 ** 9))
+    benchmark.extra_info.update(impl=name, dtype=dtype, batch=batch, samples_per_round=batch)
+    benchmark(lambda: net.train_epoch(x, y, steps[next(it) % len(steps)]))

@@ -1,0 +1,66 @@
+"""Fault injection for the tests, reachable only from code: bench workers call one of these
+through ``run_session(worker_setup="tests.faults:NAME")``; in-process tests call them directly.
+Each breaks one implementation class for the life of the process."""
+import numpy as np
+
+import impls
+
+
+def nan_loss_numpy_batch():
+    """numpy-batch trains correctly for one batch (so it passes the parity check), but any
+    longer pass reports a NaN loss: a cell that diverges while it is timed."""
+    cls = impls.get("numpy-batch")
+    original = cls.train_epoch
+
+    def train_epoch(self, x, y, order):
+        loss = original(self, x, y, order)
+        return float("nan") if len(order) > self.batch_size else loss
+    cls.train_epoch = train_epoch
+
+
+def raise_in_torch_cpu():
+    """torch-cpu raises in training (a crashing cell)."""
+    cls = impls.get("torch-cpu")
+
+    def boom(self, x, y, order):
+        raise RuntimeError("injected failure in torch-cpu")
+    cls.train_epoch = boom
+
+
+def wrong_gradient_numba_batch():
+    """numba-batch's update is 10% too large: the one-step parity check must refuse to time it."""
+    cls = impls.get("numba-batch")
+    original = cls.train_epoch
+
+    def train_epoch(self, x, y, order):
+        before = self.theta.copy()
+        loss = original(self, x, y, order)
+        self.theta += 0.1 * (self.theta - before)
+        return loss
+    cls.train_epoch = train_epoch
+
+
+def nan_loss_and_raise():
+    nan_loss_numpy_batch()
+    raise_in_torch_cpu()
+    wrong_gradient_numba_batch()
+
+
+def fixture_faults():
+    """The report fixture's mix: torch-cpu raises in float64, numba-batch's update is wrong at
+    batch 32 (caught by the parity check); everything else runs normally."""
+    torch_cls, numba_cls = impls.get("torch-cpu"), impls.get("numba-batch")
+    torch_train, numba_train = torch_cls.train_epoch, numba_cls.train_epoch
+
+    def torch_epoch(self, x, y, order):
+        if self.dtype == np.float64:
+            raise RuntimeError("injected failure in torch-cpu (float64)")
+        return torch_train(self, x, y, order)
+
+    def numba_epoch(self, x, y, order):
+        before = self.theta.copy()
+        loss = numba_train(self, x, y, order)
+        if self.batch_size == 32:
+            self.theta += 0.1 * (self.theta - before)
+        return loss
+    torch_cls.train_epoch, numba_cls.train_epoch = torch_epoch, numba_epoch

@@ -1,0 +1,163 @@
+"""The bench session end to end: logged schema, faults, interrupts, bad tracking URIs."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import fields
+
+import pytest
+
+import impls
+from benchmarks.bench import BenchOptions, plan
+from benchmarks.config import RunConfig
+from tests.conftest import ROOT, run_cli
+
+mlflow = pytest.importorskip("mlflow")
+
+
+def runs_of(uri):
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("backprop-bench")
+    df = mlflow.search_runs(experiment_ids=[exp.experiment_id], max_results=10000)
+    parents = df[df["tags.bpb.kind"] == "session"]
+    children = df[df["tags.bpb.kind"] == "cell"]
+    return client, parents, children
+
+
+def test_default_plan_covers_every_available_implementation():
+    available = {n: None for n in impls.names()} | {"torch-cuda": "no CUDA device"}
+    cells, skipped = plan(BenchOptions(), available)
+    acc = [c for c in cells if c.kind == "accuracy"]
+    thr = [c for c in cells if c.kind == "throughput"]
+    assert {c.config.impl for c in acc} == set(impls.names()) - {"torch-cuda"}
+    assert {c.config.preset for c in acc} == {"hw1-q4", "hw1-q3"}
+    assert "torch-cuda: no CUDA device" in skipped
+    sweep = {(c.config.impl, c.config.dtype, c.config.batch_size) for c in thr if c.config.preset == "hw1-q4"}
+    assert ("numpy-batch", "float64", 1024) in sweep and ("torch-cpu", "float32", 32) in sweep
+    assert ("numpy-sample", "float32", 32) not in sweep               # -sample: batch 1 only
+    assert {b for _, _, b in sweep} == {1, 32, 256, 1024}
+    # numpy-sample is also timed on hw1-q3's network, the baseline of its speed-ups
+    assert {(c.config.impl, c.config.preset) for c in thr if c.config.preset == "hw1-q3"} == {("numpy-sample", "hw1-q3")}
+
+
+def test_dry_run_through_the_cli_logs_the_whole_schema(tmp_path, fashion):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli("bench", "--dry-run", "--tracking-uri", uri, "--output-dir", str(tmp_path / "report"),
+                   env={"CI": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client, parents, children = runs_of(uri)
+    assert len(parents) == 1 and parents["status"].iat[0] == "FINISHED"
+    parent = parents.iloc[0]
+    assert (children["tags.mlflow.parentRunId"] == parent["run_id"]).all()
+    available = [n for n, why in impls.available().items() if why is None]
+    assert set(children["tags.implementation"]) == set(available)
+    assert (children["status"] == "FINISHED").all()
+    # params: the whole RunConfig, flat
+    for f in fields(RunConfig):
+        assert children[f"params.{f.name}"].notna().all(), f.name
+    # tags: implementation, device, dtype, git commit, machine inventory with BLAS and threads
+    for tag in ("implementation", "device", "dtype", "git_commit", "machine.cpu_model", "machine.cpu_cores",
+                "machine.gpu", "machine.blas", "machine.threads_blas", "machine.version_numpy", "bpb.cell"):
+        assert children[f"tags.{tag}"].notna().all(), tag
+    assert parent["tags.machine.blas"] and parent["metrics.peak_gemm_gflops"] > 0
+    # summary metrics on every cell, time-to-target or its reason on accuracy cells
+    for metric in ("compile_seconds", "parity_max_error", "samples_per_second_median", "samples_per_second_q1",
+                   "samples_per_second_q3", "roofline_fraction"):
+        assert children[f"metrics.{metric}"].notna().all(), metric
+    assert (children["metrics.roofline_fraction"] > 0).all()
+    acc = children[children["tags.bpb.cell_kind"] == "accuracy"]
+    assert len(acc) >= len(available)
+    for rid in acc["run_id"]:
+        for key in ("train_loss", "test_loss", "test_accuracy", "epoch_seconds", "samples_per_second"):
+            assert [m.step for m in client.get_metric_history(rid, key)] == [1], key
+        run = client.get_run(rid)
+        assert "metrics.time_to_target_seconds" in acc.columns or "bpb.time_to_target" in run.data.tags
+        ds = run.inputs.dataset_inputs[0].dataset
+        assert ds.name == "fashion-mnist" and ds.digest == fashion.digest
+    thr = children[children["tags.bpb.cell_kind"] == "throughput"]
+    for rid in thr["run_id"]:
+        assert len(client.get_metric_history(rid, "samples_per_second")) == 3      # repeats
+    # report files on disk and attached to the parent run
+    artifacts = {a.path for a in client.list_artifacts(parent["run_id"], "report")}
+    for name in ("report.md", "report.html", "throughput.png", "accuracy.png", "loss.png", "examples.png"):
+        assert (tmp_path / "report" / name).is_file()
+        assert f"report/{name}" in artifacts
+    assert "examples.json" in {a.path for a in client.list_artifacts(parent["run_id"])}
+    # the report command reads the same session back
+    proc = run_cli("report", "--tracking-uri", uri, "--output-dir", str(tmp_path / "again"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "again" / "report.html").is_file()
+
+
+def test_failed_cells_are_recorded_and_the_session_goes_on(tmp_path, fashion):
+    """A NaN loss, an exception and a wrong update, each in a worker process of its own."""
+    from benchmarks.bench import run_session
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    options = BenchOptions.dry_run(impls=("numpy-sample", "numpy-batch", "numba-batch", "torch-cpu"),
+                                   presets=("hw1-q4",), batch_sizes=(1,))
+    rc = run_session(options, fashion, uri, 2, str(tmp_path / "report"), mode="dry-run",
+                     worker_setup="tests.faults:nan_loss_and_raise", log=lambda *a: None)
+    assert rc == 1
+    client, parents, children = runs_of(uri)
+    assert parents["status"].tolist() == ["FINISHED"]
+    by_impl = children.groupby("tags.implementation")
+    assert set(by_impl.get_group("numpy-sample")["status"]) == {"FINISHED"}
+    assert by_impl.get_group("numpy-sample")["metrics.samples_per_second_median"].notna().all()
+    nan = by_impl.get_group("numpy-batch")
+    assert set(nan["status"]) == {"FAILED"} and nan["tags.bpb.failure_reason"].str.contains("diverged").all()
+    boom = by_impl.get_group("torch-cpu")
+    assert set(boom["status"]) == {"FAILED"}
+    assert boom["tags.bpb.failure_reason"].str.contains("RuntimeError: injected failure").all()
+    assert "failure.txt" in {a.path for a in client.list_artifacts(boom["run_id"].iat[0])}
+    wrong = by_impl.get_group("numba-batch")
+    assert set(wrong["status"]) == {"FAILED"}
+    assert wrong["tags.bpb.failure_reason"].str.startswith("parity check failed").all()
+    assert wrong["metrics.samples_per_second_median"].isna().all()              # never timed
+    assert (tmp_path / "report" / "report.md").is_file()
+
+
+def test_ctrl_c_marks_the_current_run_killed_and_keeps_finished_ones(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "CI": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "bench", "--dry-run", "--tracking-uri", uri,
+                             "--output-dir", str(tmp_path / "r"), "--impl", "numpy-sample,numpy-batch"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    seen, deadline = [], time.time() + 300
+    for line in proc.stdout:
+        if line.startswith("  accuracy/") or line.startswith("  throughput/"):
+            seen.append(line)
+        if len(seen) == 2 or time.time() > deadline:
+            break
+    os.killpg(proc.pid, signal.SIGINT)                # what Ctrl-C sends: the whole process group
+    out = proc.stdout.read()
+    assert proc.wait(timeout=120) == 130, out
+    assert "interrupted" in out and "Traceback" not in out
+    client, parents, children = runs_of(uri)
+    assert parents["status"].tolist() == ["KILLED"]
+    assert "interrupted by the user" in parents["tags.bpb.failure_reason"].iat[0]
+    assert (children["status"] == "FINISHED").sum() >= 2
+    assert set(children["status"]) <= {"FINISHED", "KILLED"}                # nothing left RUNNING
+    killed = children[children["status"] == "KILLED"]
+    assert killed["tags.bpb.failure_reason"].str.contains("interrupted").all()
+
+
+@pytest.mark.parametrize("uri, needle", [
+    ("http://127.0.0.1:9", "cannot use the MLflow tracking store at http://127.0.0.1:9"),
+    ("sqlite:////nonexistent-folder/x/mlflow.db", "does not exist"),
+    ("bogus-scheme://x", "cannot use the MLflow tracking store"),
+])
+def test_bad_tracking_uri_fails_before_any_training(uri, needle):
+    t0 = time.time()
+    proc = run_cli("bench", "--dry-run", "--tracking-uri", uri)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert needle in proc.stderr and "--tracking-uri" in proc.stderr
+    assert "Traceback" not in proc.stderr and "session" not in proc.stdout
+    assert time.time() - t0 < 60
+
+
+def test_report_without_a_session_says_so(tmp_path):
+    proc = run_cli("report", "--tracking-uri", f"sqlite:///{tmp_path / 'empty.db'}")
+    assert proc.returncode == 2 and "no benchmark session" in proc.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from reports.tables import with_speedup
 
@@ -99,6 +100,7 @@ def accuracy_figure(epochs: pd.DataFrame, targets: dict) -> Figure:
             ax.grid(alpha=0.3)
             _legend(ax, fontsize=8)
         row[0].set_xlabel("epoch")
+        row[0].xaxis.set_major_locator(MaxNLocator(integer=True))
         row[0].set_title(f"{preset}: test accuracy per epoch")
         row[1].set_xscale("log")
         row[1].set_xlabel("cumulative training time (s, log scale; evaluation excluded)")
@@ -116,6 +118,7 @@ def loss_figure(epochs: pd.DataFrame) -> Figure:
             ax.plot(g["epoch"], g["train_loss"], marker="o", color=colors[impl], label=f"{impl} train")
             ax.plot(g["epoch"], g["test_loss"], marker="s", ls="--", color=colors[impl], label=f"{impl} test")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("cross-entropy loss (nats per sample)")
         ax.set_title(f"{preset}: training loss (solid, mean over the epoch) and test loss (dashed)")
         ax.grid(alpha=0.3)

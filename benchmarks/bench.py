@@ -41,7 +41,8 @@ class BenchOptions:
     repeats: int = 5
     repeat_seconds: float = 0.4
     dataset: str = "fashion-mnist"
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)                    # accuracy cells run once per seed
+    paired_reference: bool = False                   # time numpy-sample between the repeats (regress)
     epochs: int | None = None                        # None: each preset's own
     train_limit: int | None = None
     test_limit: int | None = None
@@ -68,7 +69,7 @@ class Cell:
     @property
     def name(self) -> str:
         c = self.config
-        return f"{self.kind}/{c.impl}/{c.preset}/{c.dtype}/b{c.batch_size}"
+        return f"{self.kind}/{c.impl}/{c.preset}/{c.dtype}/b{c.batch_size}/s{c.seed}"
 
 
 @dataclass
@@ -88,7 +89,7 @@ def plan(options: BenchOptions, available: dict[str, str | None]) -> tuple[list[
     cells: list[Cell] = []
 
     def base(preset: str) -> RunConfig:
-        c = PRESETS[preset].replace(dataset=options.dataset, seed=options.seed,
+        c = PRESETS[preset].replace(dataset=options.dataset, seed=options.seeds[0],
                                     train_limit=options.train_limit, test_limit=options.test_limit)
         return c.replace(epochs=options.epochs) if options.epochs else c
 
@@ -99,7 +100,7 @@ def plan(options: BenchOptions, available: dict[str, str | None]) -> tuple[list[
             if reason:
                 skipped.append(f"accuracy/{name}/{preset}: {reason}")
             else:
-                cells.append(Cell("accuracy", config))
+                cells.extend(Cell("accuracy", config.replace(seed=seed)) for seed in options.seeds)
     sweep_presets = [options.sweep_preset] + [p for p in options.presets if p != options.sweep_preset]
     for preset in sweep_presets:
         # the full sweep on one network; elsewhere the numpy-sample baseline only (speed-ups)
@@ -150,25 +151,45 @@ def quartiles(values) -> tuple[float, float, float]:
     return float(q1), float(med), float(q3)
 
 
-def measure_throughput(cls, spec, params, config: RunConfig, x, y, repeats: int, repeat_seconds: float) -> list[float]:
-    """Samples/s of ``repeats`` timed passes; the pass length is calibrated first (untimed)."""
-    net = cls(spec, params, **impl_kwargs(config))
-    B = config.batch_size
-    probe = min(len(x), max(4 * B, 256))
-    t0 = time.perf_counter()
-    net.train_epoch(x, y, epoch_order(len(x), config.seed, 0, True)[:probe])
-    rate = probe / max(time.perf_counter() - t0, 1e-9)
-    n = int(min(len(x), max(B, math.ceil(rate * repeat_seconds / B) * B)))
-    rates = []
-    for r in range(1, repeats + 1):
-        order = epoch_order(len(x), config.seed, r, True)[:n]
+class _Timed:
+    """One network timed over fixed-length passes; the length is calibrated (untimed) so that
+    one pass takes about ``seconds``."""
+
+    def __init__(self, net, config: RunConfig, x, y, seconds: float):
+        self.net, self.config, self.x, self.y = net, config, x, y
+        B = config.batch_size
+        probe = min(len(x), max(4 * B, 256))
         t0 = time.perf_counter()
-        loss = net.train_epoch(x, y, order)
+        net.train_epoch(x, y, epoch_order(len(x), config.seed, 0, True)[:probe])
+        rate = probe / max(time.perf_counter() - t0, 1e-9)
+        self.n = int(min(len(x), max(B, math.ceil(rate * seconds / B) * B)))
+
+    def rate(self, repeat: int) -> float:
+        order = epoch_order(len(self.x), self.config.seed, repeat, True)[:self.n]
+        t0 = time.perf_counter()
+        loss = self.net.train_epoch(self.x, self.y, order)
         seconds = time.perf_counter() - t0
-        if loss_diverged(loss, spec.sizes[-1]):
-            raise Diverged(f"{config.impl} diverged in throughput repeat {r}: loss {loss:.4g}", None)
-        rates.append(n / seconds)
-    return rates
+        if loss_diverged(loss, self.net.spec.sizes[-1]):
+            raise Diverged(f"{self.config.impl} diverged in throughput repeat {repeat}: loss {loss:.4g}", None)
+        return self.n / seconds
+
+
+def measure_throughput(cls, spec, params, config: RunConfig, x, y, repeats: int, repeat_seconds: float,
+                       paired: bool = False) -> tuple[list[float], list[float]]:
+    """Samples/s of ``repeats`` timed passes, and with ``paired`` the reference's samples/s in
+    passes alternating with them (same process, same moment: drift cancels in the ratio)."""
+    timed = _Timed(cls(spec, params, **impl_kwargs(config)), config, x, y, repeat_seconds)
+    ref = None
+    if paired and config.impl != impls.REFERENCE:
+        ref_config = config.replace(impl=impls.REFERENCE, batch_size=1)
+        ref_cls = impls.get(impls.REFERENCE)
+        ref = _Timed(ref_cls(spec, params, **impl_kwargs(ref_config)), ref_config, x, y, repeat_seconds)
+    rates, ref_rates = [], []
+    for r in range(1, repeats + 1):
+        if ref is not None:
+            ref_rates.append(ref.rate(r))
+        rates.append(timed.rate(r))
+    return rates, ref_rates
 
 
 def cell_tags(cell: Cell, inventory: dict) -> dict:
@@ -199,9 +220,14 @@ def run_cell(cell: Cell, data, track, peak_gflops: float, options: BenchOptions)
         track.fail(out.reason)
         return out
     if cell.kind == "throughput":
-        rates = measure_throughput(cls, spec, params, c, x, y, options.repeats, options.repeat_seconds)
+        rates, ref_rates = measure_throughput(cls, spec, params, c, x, y, options.repeats, options.repeat_seconds,
+                                              paired=options.paired_reference)
         for r, rate in enumerate(rates, start=1):
             track.log({"samples_per_second": rate}, step=r)
+        for r, (rate, ref_rate) in enumerate(zip(rates, ref_rates), start=1):
+            track.log({"reference_samples_per_second": ref_rate, "speed_ratio": rate / ref_rate}, step=r)
+        if ref_rates:
+            out.summary["speed_ratio_median"] = float(np.median(np.divide(rates, ref_rates)))
     else:
         def on_epoch(result, record):
             track.log({**asdict(record), "train_seconds": sum(e.epoch_seconds for e in result.epochs)},
@@ -326,8 +352,10 @@ def run_isolated(cells: list[Cell], job: dict, on_outcome, on_error) -> None:
 
 def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: str, mode: str = "full",
                 pytest_benchmark: bool = False, isolate: bool = True, worker_setup: str | None = None,
-                data_dir: str | None = None, log=print) -> int:
-    """Run every planned cell inside one tracked session; returns the exit status.
+                data_dir: str | None = None, cells: list[Cell] | None = None, skipped: list[str] | None = None,
+                log=print) -> tuple[int, str]:
+    """Run every cell (``plan(options)`` unless ``cells`` is given) inside one tracked session;
+    returns (exit status, session run id).
 
     With ``isolate`` (the default) each implementation's cells run in a fresh process: numba's
     and torch's OpenMP pools slowed each other 1.5-6x when they shared one (PERF-NOTES, and
@@ -335,8 +363,9 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
     exists for the fault-injection tests.
     """
     import tracking
-    available = impls.available()
-    cells, skipped = plan(options, available)
+    if cells is None:
+        cells, skipped = plan(options, impls.available())
+    skipped = skipped or []
     settings = machine.pin_threads(threads)
     inventory = machine.inventory()
     peak = peak_gemm_gflops()
@@ -391,8 +420,8 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
         if failed:
             shown = "; ".join(f"{o.cell.name}: {o.reason}" for o in failed[:5])
             log(f"{len(failed)} of {len(outcomes)} cells failed: {shown}" + (" ..." if len(failed) > 5 else ""))
-            return 1
-        return 0
+            return 1, session.run_id
+        return 0, session.run_id
     except KeyboardInterrupt:
         bar.close()
         close_orphans(session, "KILLED", "interrupted by the user (Ctrl-C)")

@@ -38,6 +38,8 @@ def add_subcommands(sub, add_config_options, impl_list, positive_int):
     bench.add_argument("--repeats", type=positive_int, default=None,
                        help="timed repeats per throughput cell (default: 5; at least 3 is sensible)")
     bench.add_argument("--epochs", type=positive_int, default=None, help="override every preset's epochs")
+    bench.add_argument("--seeds", type=_csv(int), default=None,
+                       help="seeds of the accuracy cells, reported as mean ± std (default: 0)")
     bench.add_argument("--train-limit", type=positive_int, default=None, help="train on the first N samples only")
     bench.add_argument("--repeat-seconds", type=positive_float, default=None,
                        help="target duration of one timed repeat (default: 0.4)")
@@ -62,7 +64,7 @@ def add_subcommands(sub, add_config_options, impl_list, positive_int):
     report.set_defaults(func=cmd_report)
 
     from benchmarks import regress
-    regress.add_subcommand(sub, add_config_options)
+    regress.add_subcommand(sub, add_config_options, impl_list)
 
 
 def bench_options(args):
@@ -71,7 +73,7 @@ def bench_options(args):
         "impls": tuple(args.impl) if args.impl else None, "presets": args.presets,
         "batch_sizes": args.batch_sizes, "dtypes": args.dtypes, "repeats": args.repeats,
         "epochs": args.epochs, "train_limit": args.train_limit, "repeat_seconds": args.repeat_seconds,
-        "dataset": args.dataset,
+        "dataset": args.dataset, "seeds": args.seeds,
     }.items() if v is not None}
     if args.dry_run:
         return BenchOptions.dry_run(**overrides), "dry-run"
@@ -94,9 +96,10 @@ def cmd_bench(args) -> int:
     uri = tracking.resolve_uri(args.tracking_uri)
     tracking.connect(uri)                                   # fail before any training
     data = datasets.load(options.dataset, args.data_dir, download_ok=args.download)
-    return run_session(options, data, uri, args.threads, args.output_dir, mode=mode,
-                       pytest_benchmark=args.pytest_benchmark and mode != "dry-run",
-                       isolate=args.isolate, data_dir=args.data_dir)
+    status, _ = run_session(options, data, uri, args.threads, args.output_dir, mode=mode,
+                            pytest_benchmark=args.pytest_benchmark and mode != "dry-run",
+                            isolate=args.isolate, data_dir=args.data_dir)
+    return status
 
 
 def cmd_report(args) -> int:

@@ -83,14 +83,17 @@ def _preset_panels(epochs: pd.DataFrame, ncols: int, height: float = 4.2):
 
 
 def accuracy_figure(epochs: pd.DataFrame, targets: dict) -> Figure:
-    """Test accuracy per epoch and against training wall-clock seconds, a line per implementation."""
+    """Test accuracy per epoch and against training wall-clock seconds, a line per
+    implementation and seed (seeds share their implementation's colour)."""
     fig, presets, axes = _preset_panels(epochs, 2)
     colors = _impl_colors(dict.fromkeys(epochs["impl"]))
     for row, preset in zip(axes, presets):
         part = epochs[epochs["preset"] == preset]
+        labelled = set()
         for cell, g in part.groupby("cell", sort=False):
             impl = g["impl"].iat[0]
-            label = impl if g["seed"].nunique() <= 1 and part.groupby("impl")["cell"].nunique().get(impl, 1) == 1 else cell
+            label = "_nolegend_" if impl in labelled else impl       # one legend entry per impl, not per seed
+            labelled.add(impl)
             row[0].plot(g["epoch"], g["test_accuracy"], marker="o", color=colors[impl], label=label)
             row[1].plot(g["train_seconds"], g["test_accuracy"], marker="o", color=colors[impl], label=label)
         for ax in row:
@@ -113,10 +116,15 @@ def loss_figure(epochs: pd.DataFrame) -> Figure:
     fig, presets, axes = _preset_panels(epochs, 1)
     colors = _impl_colors(dict.fromkeys(epochs["impl"]))
     for (ax,), preset in zip(axes, presets):
+        labelled = set()
         for cell, g in epochs[epochs["preset"] == preset].groupby("cell", sort=False):
             impl = g["impl"].iat[0]
-            ax.plot(g["epoch"], g["train_loss"], marker="o", color=colors[impl], label=f"{impl} train")
-            ax.plot(g["epoch"], g["test_loss"], marker="s", ls="--", color=colors[impl], label=f"{impl} test")
+            first = impl not in labelled
+            labelled.add(impl)
+            ax.plot(g["epoch"], g["train_loss"], marker="o", color=colors[impl],
+                    label=f"{impl} train" if first else "_nolegend_")
+            ax.plot(g["epoch"], g["test_loss"], marker="s", ls="--", color=colors[impl],
+                    label=f"{impl} test" if first else "_nolegend_")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("cross-entropy loss (nats per sample)")

@@ -33,37 +33,76 @@ def _num(value, fmt: str, missing: str = NA) -> str:
     return format(value, fmt)
 
 
+def olympic_mean(values) -> float:
+    """MLPerf-style: the mean after dropping the fastest and the slowest (with 3+ values)."""
+    v = sorted(x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x)))
+    if not v:
+        return float("nan")
+    return float(np.mean(v[1:-1] if len(v) >= 3 else v))
+
+
+GROUP = ["kind", "impl", "preset", "network", "dtype", "batch_size"]
+
+
 def summary_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """Display table (strings), sorted: accuracy cells first, then the throughput sweep."""
+    """Display table (strings), one row per cell; cells that differ only by seed share a row,
+    with test accuracy as mean ± std and time-to-target as an olympic mean over the seeds.
+    Accuracy cells come first, then the throughput sweep."""
     cells = with_speedup(cells)
-    cells = cells.assign(_kind=(cells["kind"] != "accuracy").astype(int))
-    cells = cells.sort_values(["_kind", "preset", "network", "dtype", "batch_size", "impl"], kind="stable")
+    order = {name: i for i, name in enumerate(dict.fromkeys(cells["impl"]))}
+    cells = cells.assign(_kind=(cells["kind"] != "accuracy").astype(int), _impl=cells["impl"].map(order))
+    cells = cells.sort_values(["_kind", "preset", "network", "dtype", "batch_size", "_impl"], kind="stable")
     rows = []
-    for _, c in cells.iterrows():
-        ok = c["status"] == "FINISHED"
-        is_acc = c["kind"] == "accuracy"
-        failed = "failed" if not ok else NA
-        row = {
-            "implementation": c["impl"],
-            "cell": "accuracy " + str(c["preset"]) if is_acc else "throughput",
-            "network": c["network"],
-            "dtype": c["dtype"],
-            "batch": str(c["batch_size"]),
-            "samples/s (median)": _num(c["samples_per_second_median"], ",.0f", failed),
-            "IQR": (f"{c['samples_per_second_q1']:,.0f}-{c['samples_per_second_q3']:,.0f}"
-                    if ok and not math.isnan(c["samples_per_second_q1"]) else failed),
-            "speed-up": _num(c["speedup"], ".2f", failed if not ok else "no baseline") + ("x" if ok and not math.isnan(c["speedup"]) else ""),
-            "% roofline": _num(100 * c["roofline_fraction"] if ok else float("nan"), ".3f", failed),
-            "compile s": _num(c["compile_seconds"], ".3f", "failed before"),
-            "test acc": _num(c["test_accuracy"], ".4f", (failed if not ok else NA) if is_acc else NA),
-            "time to target s": (_num(c["time_to_target_seconds"], ".2f",
-                                      (f"not reached ({c['target_accuracy']:g})" if ok else failed))
-                                 if is_acc else NA),
-            "parity max err": _num(c["parity_max_error"], ".1e", "failed before"),
-            "status": "ok" if ok else f"{c['status']}: {c['reason']}",
-        }
-        rows.append(row)
+    for _, g in cells.groupby(GROUP, sort=False, dropna=False):
+        rows.append(_row(g))
     return pd.DataFrame(rows)
+
+
+def _row(g: pd.DataFrame) -> dict:
+    c = g.iloc[0]
+    done = g[g["status"] == "FINISHED"]
+    ok = len(done) == len(g)
+    is_acc = c["kind"] == "accuracy"
+    failed = "failed" if done.empty else NA
+    n = len(g)
+    med = float(done["samples_per_second_median"].median()) if not done.empty else float("nan")
+    speedup = float(done["speedup"].median()) if not done.empty else float("nan")
+    if is_acc and not done.empty:
+        accs = done["test_accuracy"].astype(float)
+        acc = f"{accs.mean():.4f}" if len(done) == 1 else f"{accs.mean():.4f} ± {accs.std(ddof=1):.4f} ({len(done)} seeds)"
+        ttt = olympic_mean(done["time_to_target_seconds"].astype(float))
+        reached = int(done["time_to_target_seconds"].notna().sum())
+        if math.isnan(ttt):
+            target = f"not reached ({c['target_accuracy']:g})"
+        elif len(done) == 1:
+            target = f"{ttt:.2f}"
+        else:
+            target = f"{ttt:.2f} (olympic mean, {reached}/{len(done)} reached)"
+    else:
+        acc = failed if is_acc else NA
+        target = failed if is_acc else NA
+    if ok:
+        status = "ok"
+    else:
+        bad = g[g["status"] != "FINISHED"]
+        status = f"{bad['status'].iat[0]}: {bad['reason'].iat[0]}" + (f" ({len(bad)}/{n} runs)" if n > 1 else "")
+    return {
+        "implementation": c["impl"],
+        "cell": "accuracy " + str(c["preset"]) if is_acc else "throughput",
+        "network": c["network"],
+        "dtype": c["dtype"],
+        "batch": str(c["batch_size"]),
+        "samples/s (median)": _num(med, ",.0f", failed),
+        "IQR": (f"{done['samples_per_second_q1'].min():,.0f}-{done['samples_per_second_q3'].max():,.0f}"
+                if not done.empty else failed),
+        "speed-up": (f"{speedup:.2f}x" if not math.isnan(speedup) else ("no baseline" if not done.empty else failed)),
+        "% roofline": _num(100 * float(done["roofline_fraction"].median()) if not done.empty else float("nan"), ".3f", failed),
+        "compile s": _num(float(g["compile_seconds"].median()), ".3f", "failed before"),
+        "test acc": acc,
+        "time to target s": target,
+        "parity max err": _num(float(g["parity_max_error"].max()), ".1e", "failed before"),
+        "status": status,
+    }
 
 
 def to_markdown(table: pd.DataFrame) -> str:

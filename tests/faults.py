@@ -64,3 +64,51 @@ def fixture_faults():
             self.theta += 0.1 * (self.theta - before)
         return loss
     torch_cls.train_epoch, numba_cls.train_epoch = torch_epoch, numba_epoch
+
+
+def lr_schedule_bug_numpy_batch():
+    """numpy-batch's learning rate drops to a fifth after its first step: the one-step parity
+    check still passes, only the accuracy gate can see it."""
+    cls = impls.get("numpy-batch")
+    original = cls.__init__
+
+    def __init__(self, *args, **kw):
+        original(self, *args, **kw)
+        step = self._opt.step
+        calls = [0]
+
+        def slowed_step(arrays, grads):
+            calls[0] += 1
+            if calls[0] == 2:
+                self._opt.lr *= 0.2
+            step(arrays, grads)
+        self._opt.step = slowed_step
+    cls.__init__ = __init__
+
+
+def float32_bug_numba_batch():
+    """numba-batch's float32 update is 1% too large; float64 is untouched."""
+    cls = impls.get("numba-batch")
+    original = cls.train_epoch
+
+    def train_epoch(self, x, y, order):
+        before = self.theta.copy()
+        loss = original(self, x, y, order)
+        if self.dtype == np.float32:
+            self.theta += np.float32(0.01) * (self.theta - before)
+        return loss
+    cls.train_epoch = train_epoch
+
+
+def slow_numpy_batch_3x():
+    """numpy-batch takes three times as long: it sleeps twice the time it trained."""
+    import time
+    cls = impls.get("numpy-batch")
+    original = cls.train_epoch
+
+    def train_epoch(self, x, y, order):
+        t0 = time.perf_counter()
+        loss = original(self, x, y, order)
+        time.sleep(2 * (time.perf_counter() - t0))
+        return loss
+    cls.train_epoch = train_epoch

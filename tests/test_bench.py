@@ -97,8 +97,8 @@ def test_failed_cells_are_recorded_and_the_session_goes_on(tmp_path, fashion):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     options = BenchOptions.dry_run(impls=("numpy-sample", "numpy-batch", "numba-batch", "torch-cpu"),
                                    presets=("hw1-q4",), batch_sizes=(1,))
-    rc = run_session(options, fashion, uri, 2, str(tmp_path / "report"), mode="dry-run",
-                     worker_setup="tests.faults:nan_loss_and_raise", log=lambda *a: None)
+    rc, _ = run_session(options, fashion, uri, 2, str(tmp_path / "report"), mode="dry-run",
+                        worker_setup="tests.faults:nan_loss_and_raise", log=lambda *a: None)
     assert rc == 1
     client, parents, children = runs_of(uri)
     assert parents["status"].tolist() == ["FINISHED"]

@@ -22,6 +22,9 @@ from pathlib import Path
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 EXPERIMENT = "backprop-bench"
+# histories read back: the per-epoch metrics, and the throughput repeats of the speed gate
+HISTORY_METRICS = ("train_loss", "test_loss", "test_accuracy", "epoch_seconds", "samples_per_second",
+                   "train_seconds", "reference_samples_per_second", "speed_ratio")
 EPOCH_METRICS = ("train_loss", "test_loss", "test_accuracy", "epoch_seconds", "samples_per_second",
                  "train_seconds")
 
@@ -199,7 +202,7 @@ def read_session(uri: str, run_id: str | None = None):
     client = mlflow.MlflowClient(uri)
     rows = []
     for rid in cells["run_id"] if not cells.empty else []:
-        for key in EPOCH_METRICS:
+        for key in HISTORY_METRICS:
             for m in client.get_metric_history(rid, key):
                 rows.append({"run_id": rid, "key": key, "step": m.step, "value": m.value})
     epochs = pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])

@@ -27,17 +27,23 @@ def raise_in_torch_cpu():
     cls.train_epoch = boom
 
 
-def wrong_gradient_numba_batch():
-    """numba-batch's update is 10% too large: the one-step parity check must refuse to time it."""
+def _overshoot_numba_batch(factor: float, when=lambda net: True):
+    """numba-batch's update comes out ``1 + factor`` times too large whenever ``when(net)``."""
     cls = impls.get("numba-batch")
     original = cls.train_epoch
 
     def train_epoch(self, x, y, order):
         before = self.theta.copy()
         loss = original(self, x, y, order)
-        self.theta += 0.1 * (self.theta - before)
+        if when(self):
+            self.theta += self.theta.dtype.type(factor) * (self.theta - before)
         return loss
     cls.train_epoch = train_epoch
+
+
+def wrong_gradient_numba_batch():
+    """numba-batch's update is 10% too large: the one-step parity check must refuse to time it."""
+    _overshoot_numba_batch(0.1)
 
 
 def nan_loss_and_raise():
@@ -49,21 +55,15 @@ def nan_loss_and_raise():
 def fixture_faults():
     """The report fixture's mix: torch-cpu raises in float64, numba-batch's update is wrong at
     batch 32 (caught by the parity check); everything else runs normally."""
-    torch_cls, numba_cls = impls.get("torch-cpu"), impls.get("numba-batch")
-    torch_train, numba_train = torch_cls.train_epoch, numba_cls.train_epoch
+    torch_cls = impls.get("torch-cpu")
+    torch_train = torch_cls.train_epoch
 
     def torch_epoch(self, x, y, order):
         if self.dtype == np.float64:
             raise RuntimeError("injected failure in torch-cpu (float64)")
         return torch_train(self, x, y, order)
-
-    def numba_epoch(self, x, y, order):
-        before = self.theta.copy()
-        loss = numba_train(self, x, y, order)
-        if self.batch_size == 32:
-            self.theta += 0.1 * (self.theta - before)
-        return loss
-    torch_cls.train_epoch, numba_cls.train_epoch = torch_epoch, numba_epoch
+    torch_cls.train_epoch = torch_epoch
+    _overshoot_numba_batch(0.1, when=lambda net: net.batch_size == 32)
 
 
 def lr_schedule_bug_numpy_batch():
@@ -88,16 +88,7 @@ def lr_schedule_bug_numpy_batch():
 
 def float32_bug_numba_batch():
     """numba-batch's float32 update is 1% too large; float64 is untouched."""
-    cls = impls.get("numba-batch")
-    original = cls.train_epoch
-
-    def train_epoch(self, x, y, order):
-        before = self.theta.copy()
-        loss = original(self, x, y, order)
-        if self.dtype == np.float32:
-            self.theta += np.float32(0.01) * (self.theta - before)
-        return loss
-    cls.train_epoch = train_epoch
+    _overshoot_numba_batch(0.01, when=lambda net: net.dtype == np.float32)
 
 
 def slow_numpy_batch_3x():

@@ -56,9 +56,21 @@ def test_update_keeps_an_unchanged_tree_unchanged_and_then_passes(gate, tmp_path
     shutil.copy(COMMITTED, baseline)
     proc = run_cli("regress", "--update", "--run-id", run_id, "--baseline", str(baseline), "--tracking-uri", uri)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
-    text = baseline.read_text()
-    json.loads(text)
-    assert text == COMMITTED.read_text(), "--update on an unchanged tree changed the baseline"
+    new, old = json.loads(baseline.read_text()), json.loads(COMMITTED.read_text())
+    if new != old:
+        # Only a speed entry may move, and only where this machine measured a significant
+        # shift beyond its band (the update keeps everything inside tolerance or band).
+        verdicts = json.loads(Path(__import__("mlflow").MlflowClient(uri).download_artifacts(
+            run_id, "regress/verdicts.json")).read_text())["verdicts"]
+        moved = {k for k in set(new["cells"]) | set(old["cells"]) if new["cells"].get(k) != old["cells"].get(k)}
+        for key in moved:
+            assert key.startswith("speed/"), f"--update on an unchanged tree changed {key}"
+            assert {k: v for k, v in new["cells"][key].items() if k != "speed"} == \
+                   {k: v for k, v in old["cells"][key].items() if k != "speed"}
+            speed = [v for v in verdicts if v["cell"] == key and v["check"] == "speed"]
+            assert speed and speed[0]["verdict"] != "ok", f"{key} moved although its speed was within band"
+    else:
+        assert baseline.read_text() == COMMITTED.read_text()
     proc = run_cli("regress", "--run-id", run_id, "--baseline", str(baseline), "--tracking-uri", uri)
     assert proc.returncode == 0, proc.stdout[-3000:]
 
@@ -93,7 +105,9 @@ def test_baseline_that_expects_more_than_the_code_delivers_fails(gate, tmp_path)
                    "--speed", "fail")
     assert proc.returncode == 1
     failed = {(r[0], r[1]) for r in verdict_rows(proc.stdout) if r[-1] == "FAIL"}
-    assert failed == {(acc_key, "accuracy"), (speed_key, "speed")}
+    assert {(acc_key, "accuracy"), (speed_key, "speed")} <= failed
+    # nothing else fails but, on a noisy machine, another cell's speed
+    assert all(check == "speed" for _, check in failed - {(acc_key, "accuracy")})
     assert f"FAILED accuracy of {acc_key}" in proc.stdout
 
 

@@ -75,12 +75,17 @@ class Dataset:
     classes: tuple[str, ...]
     source: str            # the folder the files came from
     digest: str            # SHA-256 over the four decompressed files, for tracking
+    _features: dict = field(default_factory=dict, compare=False, repr=False)
 
     def features(self, split: str, dtype: str, limit: int | None = None) -> np.ndarray:
-        """Images of ``split`` ("train" or "test") scaled to [0, 1] in ``dtype``."""
-        x = self.x_train if split == "train" else self.x_test
-        x = x[:limit] if limit else x
-        return (x.astype(dtype) / np.asarray(255, dtype=dtype))
+        """Images of ``split`` ("train" or "test") scaled to [0, 1] in ``dtype``. Converted once
+        per (split, dtype, limit) and shared: callers must not write into the array."""
+        key = (split, np.dtype(dtype).name, limit)
+        if key not in self._features:
+            x = self.x_train if split == "train" else self.x_test
+            x = x[:limit] if limit else x
+            self._features[key] = x.astype(dtype) / np.asarray(255, dtype=dtype)
+        return self._features[key]
 
     def labels(self, split: str, limit: int | None = None) -> np.ndarray:
         y = self.y_train if split == "train" else self.y_test

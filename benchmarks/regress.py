@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -83,15 +82,6 @@ def gate_cells(options: GateOptions, available: dict):
 def cell_key(row) -> str:
     """The baseline key of a cell: preset/dataset/impl/dtype/batch (seeds are in the entry)."""
     return f"{row['preset']}/{row['dataset']}/{row['impl']}/{row['dtype']}/b{int(row['batch_size'])}"
-
-
-def olympic_mean(values) -> float | None:
-    v = sorted(x for x in values if x is not None and not math.isnan(x))
-    if not v:
-        return None
-    if len(v) >= 3:
-        v = v[1:-1]
-    return float(np.mean(v))
 
 
 @dataclass
@@ -205,11 +195,12 @@ def judge(measured: dict[str, Measured], baseline: dict, speed_mode: str,
             e = entry["accuracy"]
             mean = m.acc_mean
             ok = mean is not None and mean >= e["expected"] - e["tolerance"] and len(m.accuracies) == len(e["seeds"])
-            ttt = olympic_mean(m.times_to_target)
+            from reports.tables import olympic_mean       # lazy: reports loads matplotlib
+            ttt = olympic_mean(m.times_to_target)       # nan when no seed reached the target
             reached = sum(t is not None for t in m.times_to_target)
             measured_txt = (f"{mean:.4f} ± {m.acc_std:.4f} ({len(m.accuracies)} seeds)" if mean is not None else "-")
             measured_txt += (f"; time-to-target {ttt:.2f} s olympic mean, {reached}/{len(m.times_to_target)} reached"
-                             if ttt is not None else "")
+                             if not math.isnan(ttt) else "")
             out.append(Verdict(key, "accuracy", f"{e['expected']:.4f} - {e['tolerance']:.4f}", measured_txt,
                                "-" if mean is None else f"{mean - e['expected']:+.4f}", "ok" if ok else "FAIL", not ok))
         if ("speed" in entry and m.kind == "speed" and speed_mode != "off" and "speed" in checks

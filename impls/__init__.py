@@ -28,12 +28,14 @@ from impls.base import (
     NetSpec,
     flops_per_sample,
     init_params,
+    parity_error,
+    relative_error,
 )
 
 __all__ = [
     "ACTIVATIONS", "DTYPES", "INIT_SCHEMES", "OPTIMIZERS", "PARITY_TOLERANCE", "ConfigError", "Implementation",
     "NetSpec", "UnknownImplementation", "available", "flops_per_sample", "get", "init_params",
-    "names",
+    "names", "parity_error", "relative_error",
 ]
 
 # name -> "module:Class"; the order is the order of every table and figure.

@@ -24,6 +24,19 @@ INIT_SCHEMES = ("homework", "xavier", "he")
 PARITY_TOLERANCE = {"float64": 1e-9, "float32": 1e-3}
 
 
+def relative_error(a, b) -> float:
+    """max |a - b| / max |b| over one array: relative to the array's scale, not elementwise
+    (an all-zero reference falls back to max |a|)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    scale = np.abs(b).max()
+    return float(np.abs(a - b).max() / scale) if scale > 0 else float(np.abs(a).max())
+
+
+def parity_error(got, want) -> float:
+    """The quantity PARITY_TOLERANCE bounds: the worst ``relative_error`` over every W and b."""
+    return max(relative_error(g, w) for gp, wp in zip(got, want) for g, w in zip(gp, wp))
+
+
 class ConfigError(ValueError):
     """A configuration an implementation cannot run; the message says which option."""
 

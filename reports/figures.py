@@ -90,7 +90,7 @@ def accuracy_figure(epochs: pd.DataFrame, targets: dict) -> Figure:
     for row, preset in zip(axes, presets):
         part = epochs[epochs["preset"] == preset]
         labelled = set()
-        for cell, g in part.groupby("cell", sort=False):
+        for _, g in part.groupby("cell", sort=False):
             impl = g["impl"].iat[0]
             label = "_nolegend_" if impl in labelled else impl       # one legend entry per impl, not per seed
             labelled.add(impl)
@@ -117,7 +117,7 @@ def loss_figure(epochs: pd.DataFrame) -> Figure:
     colors = _impl_colors(dict.fromkeys(epochs["impl"]))
     for (ax,), preset in zip(axes, presets):
         labelled = set()
-        for cell, g in epochs[epochs["preset"] == preset].groupby("cell", sort=False):
+        for _, g in epochs[epochs["preset"] == preset].groupby("cell", sort=False):
             impl = g["impl"].iat[0]
             first = impl not in labelled
             labelled.add(impl)

@@ -1,25 +1,24 @@
 """Command line: ``python -m benchmarks run|bench|report|regress``.
 
-User errors (bad flags, missing data, a configuration an implementation cannot run) print one
-short message and exit with status 2; a diverging run exits with status 3 after keeping what
-it finished. Nothing here prints a traceback for those.
+Every option is checked when it is parsed. User errors (bad flags, missing data, a
+configuration an implementation cannot run, an unusable tracking store, a bad baseline) print
+one short message and exit with status 2; a diverging run exits 3 after keeping what it
+finished; Ctrl-C exits 130. Nothing here prints a traceback for those.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+from pathlib import Path
 
 import impls
-from benchmarks import datasets
-from benchmarks.config import PRESETS, RunConfig
+import tracking
+from benchmarks import commands, datasets
+from benchmarks.config import EXIT_INTERRUPTED, EXIT_USAGE, PRESETS, UsageError
+from benchmarks.regress import BASELINE, MIN_BAND
 
-EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
-
-
-class UsageError(Exception):
-    """A mistake the user can fix; printed without a traceback, exit status 2."""
+DEFAULT_OUT = os.path.join("reports", "out")
 
 
 # ---- argument types: each names what it wants, argparse names the option -----------------
@@ -38,14 +37,28 @@ def _number(parse, ok, wanted: str):
 
 
 positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+seed_int = _number(int, lambda v: 0 <= v < 2 ** 32, "an integer in [0, 2**32)")
 positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive number")
 unit_interval = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+fraction = _number(float, lambda v: 0 < v < 1, "a fraction in (0, 1)")
+
+
+def csv_of(item, choices=None):
+    """A comma-separated list, each item converted by ``item`` (and one of ``choices``)."""
+    def parse(text: str) -> tuple:
+        values = tuple(item(v.strip()) for v in text.split(",") if v.strip())
+        bad = [v for v in values if choices is not None and v not in choices]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(map(str, choices))}"
+                                             f"; got {text!r}" if choices else f"expected a list; got {text!r}")
+        return values
+    return parse
 
 
 def impl_list(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
     if text.strip() == "all":
         return impls.names()
+    names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in impls.names()]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
@@ -54,8 +67,20 @@ def impl_list(text: str) -> list[str]:
     return names
 
 
-def add_config_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by every command that trains."""
+def output_file(text: str) -> str:
+    folder = Path(text).expanduser().resolve().parent
+    if not folder.is_dir() or Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: its folder must exist and it must not be a folder")
+    return text
+
+
+def output_dir(text: str) -> str:
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a folder")
+    return text
+
+
+def add_data_options(p) -> None:
     p.add_argument("--dataset", choices=sorted(datasets.DATASETS), default=None,
                    help="dataset (default: the preset's, fashion-mnist)")
     p.add_argument("--data-dir", default=None,
@@ -64,142 +89,107 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
                    help="download through torchvision when the files are not found (default: off)")
     p.add_argument("--threads", type=positive_int, default=os.cpu_count(),
                    help="threads for BLAS, numba and torch (default: %(default)s, this machine's cores)")
+
+
+def add_tracking_option(p) -> None:
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser("run", help="train implementations and print per-epoch results",
-                         description="Train one or more implementations on one configuration.")
+                         description="Train one or more implementations on one configuration (not tracked).")
     run.add_argument("--impl", type=impl_list, default=["numpy-sample"],
-                     help=f"comma-separated names or 'all' (default: numpy-sample); one of {', '.join(impls.names())}")
-    run.add_argument("--preset", choices=sorted(PRESETS), default="hw1-q4",
-                     help="base configuration (default: %(default)s)")
+                     help="comma-separated names, or 'all' for every one that can run the configuration "
+                          f"(default: numpy-sample); one of {', '.join(impls.names())}")
+    run.add_argument("--preset", choices=sorted(PRESETS), default="hw1-q4", help="base configuration (default: %(default)s)")
     run.add_argument("--epochs", type=positive_int, help="epochs (default: the preset's)")
     run.add_argument("--batch-size", type=positive_int, help="minibatch size (default: the preset's)")
     run.add_argument("--lr", type=positive_float, help="learning rate (default: the preset's)")
     run.add_argument("--optimizer", choices=impls.OPTIMIZERS, help="optimizer (default: the preset's)")
-    run.add_argument("--momentum", type=unit_interval, help="SGD momentum (default: the preset's, 0)")
+    run.add_argument("--momentum", type=unit_interval, help="SGD momentum (default: the preset's, 0; sgd only)")
     run.add_argument("--dtype", choices=impls.DTYPES, help="float32 or float64 (default: the preset's)")
-    run.add_argument("--seed", type=int, help="seed of initial weights and sample order (default: 0)")
+    run.add_argument("--seed", type=seed_int, help="seed of initial weights and sample order (default: 0)")
     run.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None,
                      help="reshuffle every epoch (default: the preset's)")
     run.add_argument("--train-limit", type=positive_int, help="train on the first N samples only")
     run.add_argument("--test-limit", type=positive_int, help="evaluate on the first N test samples only")
-    run.add_argument("--output-json", metavar="PATH", help="write per-epoch and summary results here")
-    add_config_options(run)
-    run.set_defaults(func=cmd_run)
+    run.add_argument("--output-json", metavar="PATH", type=output_file, help="write per-epoch and summary results here")
+    add_data_options(run)
+    run.set_defaults(func=commands.cmd_run)
 
-    from benchmarks import commands  # bench, report, regress: their own module
-    commands.add_subcommands(sub, add_config_options, impl_list, positive_int)
+    bench = sub.add_parser("bench", help="run a tracked benchmark session and write its report",
+                           description="Benchmark session: every available implementation on both presets "
+                                       "(accuracy curves), plus a throughput sweep over batch sizes and dtypes. "
+                                       "Logged to MLflow; the report goes to --output-dir.")
+    bench.add_argument("--impl", type=impl_list, default=None, help="implementations (default: every one available here)")
+    bench.add_argument("--presets", type=csv_of(str, sorted(PRESETS)), default=("hw1-q4", "hw1-q3"),
+                       help="presets trained for accuracy (default: hw1-q4,hw1-q3)")
+    bench.add_argument("--batch-sizes", type=csv_of(positive_int), default=None,
+                       help="throughput sweep batch sizes (default: 1,32,256,1024)")
+    bench.add_argument("--dtypes", type=csv_of(str, impls.DTYPES), default=None,
+                       help="throughput sweep dtypes (default: float32,float64)")
+    bench.add_argument("--repeats", type=positive_int, default=None,
+                       help="timed repeats per throughput cell (default: 5; at least 3 is sensible)")
+    bench.add_argument("--epochs", type=positive_int, default=None, help="override every preset's epochs")
+    bench.add_argument("--seeds", type=csv_of(seed_int), default=None,
+                       help="seeds of the accuracy cells, reported as mean ± std (default: 0)")
+    bench.add_argument("--train-limit", type=positive_int, default=None, help="train on the first N samples only")
+    bench.add_argument("--repeat-seconds", type=positive_float, default=None,
+                       help="target duration of one timed repeat (default: 0.4)")
+    mode = bench.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="smaller matrix: 1 epoch on 20k samples, batches 1 and 256")
+    mode.add_argument("--dry-run", action="store_true", help="tiny: every stage once, in seconds (for CI)")
+    bench.add_argument("--pytest-benchmark", action=argparse.BooleanOptionalAction, default=True,
+                       help="also run the pytest-benchmark suite and attach its JSON (default: on; off with --dry-run)")
+    bench.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
+                       help="run each implementation in its own process, so numba's and torch's thread "
+                            "pools never share one (default: on; off starts faster but skews timings)")
+    bench.add_argument("--output-dir", type=output_dir, default=DEFAULT_OUT, help="report folder (default: %(default)s)")
+    add_data_options(bench)
+    add_tracking_option(bench)
+    bench.set_defaults(func=commands.cmd_bench)
+
+    report = sub.add_parser("report", help="write the report of a tracked session",
+                            description="Read a session back from MLflow and write report.md, report.html and PNGs.")
+    report.add_argument("--run-id", default=None, help="session (parent) run id (default: the latest session)")
+    report.add_argument("--output-dir", type=output_dir, default=DEFAULT_OUT, help="report folder (default: %(default)s)")
+    add_tracking_option(report)
+    report.set_defaults(func=commands.cmd_report)
+
+    regress = sub.add_parser("regress", help="accuracy, parity and speed gate against benchmarks/baseline.json",
+                             description="Run the gated cells in a tracked session (or judge an existing one) "
+                                         "against the baseline and print cell, check, expected, measured, verdict.")
+    regress.add_argument("--baseline", default=str(BASELINE), help="baseline file (default: %(default)s)")
+    regress.add_argument("--run-id", default=None, help="judge this existing gate session instead of running one")
+    regress.add_argument("--speed", choices=("off", "warn", "fail"), default="warn",
+                         help="what a significant slowdown does (default: %(default)s; 'fail' is for a quiet, "
+                              "dedicated machine)")
+    regress.add_argument("--update", action="store_true",
+                         help="rewrite the baseline from this session (only entries that left their band move)")
+    regress.add_argument("--impl", type=impl_list, default=None, help="gate only these implementations")
+    regress.add_argument("--speed-band", type=fraction, default=MIN_BAND,
+                         help="with --update: half-width of new speed bands as a fraction of the ratio "
+                              "(default: %(default)s, for shared machines; 0.1 suits a quiet one)")
+    add_data_options(regress)
+    add_tracking_option(regress)
+    regress.set_defaults(func=commands.cmd_regress)
     return parser
-
-
-def config_from_args(args, impl: str) -> RunConfig:
-    overrides = {
-        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-        "optimizer": args.optimizer, "momentum": args.momentum, "dtype": args.dtype,
-        "seed": args.seed, "shuffle": args.shuffle, "dataset": args.dataset,
-        "train_limit": args.train_limit, "test_limit": args.test_limit,
-    }
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    return PRESETS[args.preset].replace(impl=impl, **changes)
-
-
-def check_runnable(configs: list[RunConfig]) -> None:
-    """Every configuration must be able to run here: checked before any training starts."""
-    from benchmarks.runner import make_impl
-    problems = []
-    for config in configs:
-        try:
-            make_impl(config)
-        except impls.ConfigError as exc:
-            problems.append(str(exc))
-        except ImportError as exc:
-            problems.append(f"{config.impl}: cannot import its backend ({exc})")
-    if problems:
-        raise UsageError("cannot run:\n  " + "\n  ".join(problems) +
-                         "\nChoose other implementations with --impl, or change --batch-size/--dtype.")
-
-
-def _fmt_rate(rate: float) -> str:
-    return f"{rate:,.0f}"
-
-
-def print_epoch(result, record) -> None:
-    print(f"{record.epoch:>5}  {record.train_loss:>10.4f}  {record.test_loss:>9.4f}  "
-          f"{record.test_accuracy:>8.4f}  {record.epoch_seconds:>8.2f}  {_fmt_rate(record.samples_per_second):>11}",
-          flush=True)
-
-
-def cmd_run(args) -> int:
-    from benchmarks import machine
-    from benchmarks.runner import Diverged, train
-
-    configs = [config_from_args(args, name) for name in args.impl]
-    check_runnable(configs)
-    data = datasets.load(configs[0].dataset, args.data_dir, download_ok=args.download)
-    threads = machine.pin_threads(args.threads)
-    payload = {"dataset": {"name": data.name, "digest": data.digest, "source": data.source},
-               "threads": threads, "machine": machine.inventory(), "results": []}
-    print(f"dataset {data.name} from {data.source} (digest {data.digest}); threads {threads}")
-
-    def save():
-        if args.output_json:
-            with open(args.output_json, "w") as f:
-                json.dump(payload, f, indent=2, default=float)
-
-    status = 0
-    for config in configs:
-        c = config
-        print(f"\n{c.impl}: {c.preset}, {'-'.join(map(str, c.sizes))} {c.activation}, {c.dtype}, "
-              f"{c.optimizer} lr {c.lr}, batch {c.batch_size}, {c.epochs} epochs, seed {c.seed}")
-        print(f"{'epoch':>5}  {'train_loss':>10}  {'test_loss':>9}  {'test_acc':>8}  {'epoch_s':>8}  {'samples/s':>11}")
-        try:
-            result = train(config, data, on_epoch=print_epoch)
-        except Diverged as exc:
-            print(f"stopped: {exc}", file=sys.stderr)
-            result, status = exc.result, EXIT_DIVERGED
-        print(f"first call (JIT compile / start-up), excluded from epoch times: {result.compile_seconds:.3f} s")
-        payload["results"].append(result.to_dict())
-        save()
-    if len(payload["results"]) > 1:
-        print_summary(payload["results"])
-    return status
-
-
-def print_summary(results: list[dict]) -> None:
-    done = [r for r in results if r["status"] == "finished"]
-    base = next((r for r in done if r["impl"] == impls.REFERENCE), done[0] if done else None)
-    title = f"speed-up vs {base['impl']}" if base else "speed-up"
-    print(f"\n{'implementation':<14}  {'test_acc':>8}  {'samples/s':>11}  {title:>24}  {'compile_s':>9}")
-    for r in results:
-        s = r["summary"]
-        if r["status"] != "finished":
-            print(f"{r['impl']:<14}  {r['status']:>8}  {'-':>11}  {'-':>24}  {s['compile_seconds']:>9.3f}")
-            continue
-        speedup = s["samples_per_second"] / base["summary"]["samples_per_second"]
-        print(f"{r['impl']:<14}  {s['test_accuracy']:>8.4f}  {_fmt_rate(s['samples_per_second']):>11}  "
-              f"{speedup:>23.2f}x  {s['compile_seconds']:>9.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "optimizer", None) == "adam" and getattr(args, "momentum", None):
+        parser.error("--momentum applies to sgd only; drop it, or use --optimizer sgd")
     try:
         return args.func(args)
-    except (UsageError, datasets.DataError, impls.ConfigError) as exc:
+    except (UsageError, datasets.DataError, impls.ConfigError, tracking.TrackingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception as exc:
-        if type(exc).__name__ == "TrackingError":  # tracking is imported only by commands that track
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        raise
     except KeyboardInterrupt:
         print("interrupted; results written so far are kept", file=sys.stderr)
         return EXIT_INTERRUPTED

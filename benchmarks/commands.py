@@ -1,98 +1,107 @@
-"""The bench and report subcommands (regress lives in benchmarks/regress.py)."""
+"""The handlers of ``python -m benchmarks`` (the parser is ``benchmarks/cli.py``): each takes
+the parsed arguments and returns the exit status."""
 from __future__ import annotations
 
-import argparse
-import os
+import json
+import sys
+from pathlib import Path
 
 import impls
-from benchmarks.config import PRESETS
-
-DEFAULT_OUT = os.path.join("reports", "out")
-
-
-def _csv(kind, choices=None):
-    def parse(text):
-        items = [kind(v.strip()) for v in text.split(",") if v.strip()]
-        bad = [v for v in items if choices is not None and v not in choices]
-        if bad or not items:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(map(str, choices or []))}"
-                                             f"; got {text!r}")
-        return tuple(items)
-    return parse
+import tracking
+from benchmarks import datasets, machine
+from benchmarks.config import EXIT_DIVERGED, PRESETS, Diverged, RunConfig, UsageError
 
 
-def add_subcommands(sub, add_config_options, impl_list, positive_int):
-    from benchmarks.cli import positive_float
-    bench = sub.add_parser("bench", help="run a tracked benchmark session and write its report",
-                           description="Benchmark session: every available implementation on both presets "
-                                       "(accuracy curves), plus a throughput sweep over batch sizes and dtypes. "
-                                       "Logged to MLflow; the report goes to --output-dir.")
-    bench.add_argument("--impl", type=impl_list, default=None,
-                       help="implementations (default: every one available here)")
-    bench.add_argument("--presets", type=_csv(str, sorted(PRESETS)), default=("hw1-q4", "hw1-q3"),
-                       help="presets trained for accuracy (default: hw1-q4,hw1-q3)")
-    bench.add_argument("--batch-sizes", type=_csv(int), default=None,
-                       help="throughput sweep batch sizes (default: 1,32,256,1024)")
-    bench.add_argument("--dtypes", type=_csv(str, impls.DTYPES), default=None,
-                       help="throughput sweep dtypes (default: float32,float64)")
-    bench.add_argument("--repeats", type=positive_int, default=None,
-                       help="timed repeats per throughput cell (default: 5; at least 3 is sensible)")
-    bench.add_argument("--epochs", type=positive_int, default=None, help="override every preset's epochs")
-    bench.add_argument("--seeds", type=_csv(int), default=None,
-                       help="seeds of the accuracy cells, reported as mean ± std (default: 0)")
-    bench.add_argument("--train-limit", type=positive_int, default=None, help="train on the first N samples only")
-    bench.add_argument("--repeat-seconds", type=positive_float, default=None,
-                       help="target duration of one timed repeat (default: 0.4)")
-    mode = bench.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="smaller matrix: 1 epoch on 20k samples, batches 1 and 256")
-    mode.add_argument("--dry-run", action="store_true", help="tiny: every stage once, in seconds (for CI)")
-    bench.add_argument("--pytest-benchmark", action=argparse.BooleanOptionalAction, default=True,
-                       help="also run the pytest-benchmark suite and attach its JSON (default: on; off with --dry-run)")
-    bench.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
-                       help="run each implementation in its own process, so numba's and torch's thread "
-                            "pools never share one (default: on; off starts faster but skews timings)")
-    bench.add_argument("--output-dir", default=DEFAULT_OUT, help="report folder (default: %(default)s)")
-    add_config_options(bench)
-    bench.set_defaults(func=cmd_bench)
-
-    report = sub.add_parser("report", help="write the report of a tracked session",
-                            description="Read a session back from MLflow and write report.md, report.html and PNGs.")
-    report.add_argument("--run-id", default=None, help="session (parent) run id (default: the latest session)")
-    report.add_argument("--output-dir", default=DEFAULT_OUT, help="report folder (default: %(default)s)")
-    report.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    report.set_defaults(func=cmd_report)
-
-    from benchmarks import regress
-    regress.add_subcommand(sub, add_config_options, impl_list)
+def config_from_args(args, impl: str) -> RunConfig:
+    overrides = {
+        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "optimizer": args.optimizer, "momentum": args.momentum, "dtype": args.dtype,
+        "seed": args.seed, "shuffle": args.shuffle, "dataset": args.dataset,
+        "train_limit": args.train_limit, "test_limit": args.test_limit,
+    }
+    return PRESETS[args.preset].replace(impl=impl, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def bench_options(args):
-    from benchmarks.bench import BenchOptions
-    overrides = {k: v for k, v in {
-        "impls": tuple(args.impl) if args.impl else None, "presets": args.presets,
-        "batch_sizes": args.batch_sizes, "dtypes": args.dtypes, "repeats": args.repeats,
-        "epochs": args.epochs, "train_limit": args.train_limit, "repeat_seconds": args.repeat_seconds,
-        "dataset": args.dataset, "seeds": args.seeds,
-    }.items() if v is not None}
-    if args.dry_run:
-        return BenchOptions.dry_run(**overrides), "dry-run"
-    if args.quick:
-        return BenchOptions.quick(**overrides), "quick"
-    return BenchOptions(**overrides), "full"
+def runnable_configs(configs: list[RunConfig], everything: bool) -> list[RunConfig]:
+    """The configurations that can run here. With ``--impl all`` the others are listed as
+    skipped; a named implementation that cannot run is a usage error, before any training."""
+    reasons = {c.impl: impls.runnable(c.impl, dtype=c.dtype, batch_size=c.batch_size) for c in configs}
+    blocked = [f"{r if r.startswith(n) else f'{n}: {r}'}" for n, r in reasons.items() if r]
+    if everything:
+        for line in blocked:
+            print(f"skipped {line}")
+        if len(blocked) < len(configs):
+            return [c for c in configs if not reasons[c.impl]]
+    if blocked:
+        raise UsageError("cannot run:\n  " + "\n  ".join(blocked) +
+                         "\nChoose other implementations with --impl, or change --batch-size/--dtype.")
+    return configs
+
+
+def print_epoch(result, record) -> None:
+    print(f"{record.epoch:>5}  {record.train_loss:>10.4f}  {record.test_loss:>9.4f}  "
+          f"{record.test_accuracy:>8.4f}  {record.epoch_seconds:>8.2f}  {record.samples_per_second:>11,.0f}",
+          flush=True)
+
+
+def cmd_run(args) -> int:
+    from benchmarks import runner
+    configs = runnable_configs([config_from_args(args, name) for name in args.impl],
+                               everything=args.impl == impls.names())
+    data = datasets.load(configs[0].dataset, args.data_dir, download_ok=args.download)
+    for name in {c.impl for c in configs}:
+        impls.get(name)
+    threads = machine.pin_threads(args.threads)
+    payload = {"dataset": {"name": data.name, "digest": data.digest, "source": data.source},
+               "threads": threads, "machine": machine.inventory(), "results": []}
+    print(f"dataset {data.name} from {data.source} (digest {data.digest}); threads {threads}")
+    status = 0
+    for c in configs:
+        print(f"\n{c.impl}: {c.preset}, {'-'.join(map(str, c.sizes))} {c.activation}, {c.dtype}, "
+              f"{c.optimizer} lr {c.lr}, batch {c.batch_size}, {c.epochs} epochs, seed {c.seed}")
+        print(f"{'epoch':>5}  {'train_loss':>10}  {'test_loss':>9}  {'test_acc':>8}  {'epoch_s':>8}  {'samples/s':>11}")
+        prepared = runner.prepare(c, data)
+        try:
+            result = runner.train(prepared, data, on_epoch=print_epoch)
+        except Diverged as exc:
+            print(f"stopped: {exc}", file=sys.stderr)
+            result, status = exc.result, EXIT_DIVERGED
+        print(f"first call (JIT compile / start-up), excluded from epoch times: {result.compile_seconds:.3f} s")
+        payload["results"].append(result.to_dict())
+        if args.output_json:
+            Path(args.output_json).write_text(json.dumps(payload, indent=2, default=float))
+    if len(payload["results"]) > 1:
+        print_summary(payload["results"])
+    return status
+
+
+def print_summary(results: list[dict]) -> None:
+    done = [r for r in results if r["status"] == "FINISHED"]
+    base = next((r for r in done if r["impl"] == impls.REFERENCE), done[0] if done else None)
+    title = f"speed-up vs {base['impl']}" if base else "speed-up"
+    print(f"\n{'implementation':<14}  {'test_acc':>8}  {'samples/s':>11}  {title:>24}  {'compile_s':>9}")
+    for r in results:
+        s = r["summary"]
+        if r["status"] != "FINISHED":
+            print(f"{r['impl']:<14}  {r['status']:>8}  {'-':>11}  {'-':>24}  {s['compile_seconds']:>9.3f}")
+            continue
+        speedup = s["samples_per_second"] / base["summary"]["samples_per_second"]
+        print(f"{r['impl']:<14}  {s['test_accuracy']:>8.4f}  {s['samples_per_second']:>11,.0f}  "
+              f"{speedup:>23.2f}x  {s['compile_seconds']:>9.3f}")
 
 
 def cmd_bench(args) -> int:
-    import tracking
-    from benchmarks import datasets
-    from benchmarks.bench import run_session
-    options, mode = bench_options(args)
-    if args.impl:
-        available = impls.available()
-        blocked = [f"{n}: {available[n]}" for n in args.impl if available[n]]
-        if blocked:
-            from benchmarks.cli import UsageError
-            raise UsageError("cannot run here: " + "; ".join(blocked))
+    from benchmarks.plan import BenchOptions
+    from benchmarks.session import run_session
+    mode = "dry-run" if args.dry_run else ("quick" if args.quick else "full")
+    overrides = {k: v for k, v in {
+        "impls": tuple(args.impl) if args.impl else None, "batch_sizes": args.batch_sizes, "dtypes": args.dtypes,
+        "repeats": args.repeats, "repeat_seconds": args.repeat_seconds, "seeds": args.seeds,
+        "dataset": args.dataset}.items() if v is not None}
+    options = BenchOptions.make(mode, args.presets, args.epochs, args.train_limit, **overrides)
+    blocked = [f"{n}: {impls.available_reason(n)}" for n in args.impl or () if impls.available_reason(n)]
+    if blocked:
+        raise UsageError("cannot run here: " + "; ".join(blocked))
     uri = tracking.resolve_uri(args.tracking_uri)
     tracking.connect(uri)                                   # fail before any training
     data = datasets.load(options.dataset, args.data_dir, download_ok=args.download)
@@ -103,7 +112,14 @@ def cmd_bench(args) -> int:
 
 
 def cmd_report(args) -> int:
-    import tracking
-    from benchmarks.report_cmd import render
-    render(tracking.resolve_uri(args.tracking_uri), args.run_id, args.output_dir)
+    from benchmarks.session import render_report
+    render_report(tracking.resolve_uri(args.tracking_uri), args.run_id, args.output_dir)
     return 0
+
+
+def cmd_regress(args) -> int:
+    from benchmarks.gate import GateOptions, run_gate
+    options = GateOptions(impls=tuple(args.impl or ()), dataset=args.dataset or "fashion-mnist",
+                          speed_band=args.speed_band)
+    return run_gate(options, Path(args.baseline), args.speed, args.update, uri=tracking.resolve_uri(args.tracking_uri),
+                    threads=args.threads, data_dir=args.data_dir, download=args.download, run_id=args.run_id)

@@ -1,4 +1,5 @@
-"""Run configuration: one frozen dataclass, and the presets that reproduce the homework.
+"""Run configuration: one frozen dataclass, the presets that reproduce the homework, and the
+errors a user can cause.
 
 ``dataclasses.asdict(RunConfig)`` is exactly what gets logged as a run's params.
 """
@@ -45,3 +46,21 @@ PRESETS = {
                         init="he", optimizer="adam", lr=1e-3, batch_size=256, epochs=5,
                         dtype="float32", shuffle=True, target_accuracy=0.85),
 }
+
+
+EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130   # and 1: a failed cell or check
+
+
+class UsageError(Exception):
+    """A mistake the user can fix (a flag, a file, a baseline); printed without a traceback,
+    exit status 2. ``benchmarks.datasets.DataError``, ``impls.ConfigError`` and
+    ``tracking.TrackingError`` are handled the same way by the CLI."""
+
+
+class Diverged(RuntimeError):
+    """Training produced a non-finite or exploding loss; ``result`` holds the epochs before
+    (a ``benchmarks.runner.RunResult``, or None when the loss blew up during timing)."""
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result

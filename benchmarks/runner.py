@@ -1,14 +1,20 @@
-"""The training loop, written once: epochs, sample orders, timing, evaluation.
+"""The training loop, written once: prepare a configuration, then epochs, sample orders,
+timing, evaluation.
 
 An implementation owns what happens inside one epoch (``train_epoch``); everything around it
 is here, so every implementation is timed and evaluated the same way:
 
-1. first-call cost: a throwaway instance trains two short slices; the first call's extra time
-   over the second is ``compile_seconds`` (numba JIT or cache load, torch/CUDA start-up);
-2. steady state: each epoch's ``train_epoch`` is timed alone (evaluation excluded), and
-   ``samples_per_second`` is the epoch's samples over that time;
+1. ``prepare(config, data)``, once per cell: the class, the initial parameters and the arrays;
+   the first-call cost, measured on a throwaway instance that trains two short slices (the first
+   call's extra time over the second is ``compile_seconds``: numba JIT or cache load,
+   torch/CUDA start-up); and one optimizer step checked against the float64 reference
+   (``parity_max_error``);
+2. ``train(prepared, data)``: each epoch's ``train_epoch`` is timed alone (evaluation
+   excluded), and ``samples_per_second`` is the epoch's samples over that time;
 3. after each epoch, test loss and accuracy; ``time_to_target_seconds`` is the training time
    summed up to the first epoch whose test accuracy reaches the target.
+
+Throughput timing (repeated fixed-length passes) is in ``benchmarks/timing.py``.
 """
 from __future__ import annotations
 
@@ -19,16 +25,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 import impls
-from benchmarks.config import RunConfig
+from benchmarks.config import Diverged, RunConfig
 from benchmarks.datasets import Dataset
-
-
-class Diverged(RuntimeError):
-    """Training produced a non-finite or exploding loss; ``result`` holds the epochs before."""
-
-    def __init__(self, message: str, result: "RunResult"):
-        super().__init__(message)
-        self.result = result
 
 
 @dataclass
@@ -46,8 +44,9 @@ class RunResult:
     config: RunConfig
     epochs: list[EpochRecord] = field(default_factory=list)
     compile_seconds: float = float("nan")
+    parity_max_error: float = float("nan")
     time_to_target_seconds: float | None = None
-    status: str = "running"          # finished | diverged | failed
+    status: str = "RUNNING"          # MLflow's words: FINISHED | FAILED (error says why)
     error: str | None = None
     final_proba: np.ndarray | None = None    # test-set probabilities after the last epoch
 
@@ -70,6 +69,7 @@ class RunResult:
             "epochs": [asdict(e) for e in self.epochs],
             "summary": {
                 "compile_seconds": self.compile_seconds,
+                "parity_max_error": self.parity_max_error,
                 "samples_per_second": self.samples_per_second,
                 "test_accuracy": self.final_accuracy,
                 "time_to_target_seconds": self.time_to_target_seconds,
@@ -95,15 +95,25 @@ def loss_diverged(loss: float, n_classes: int) -> bool:
     return not math.isfinite(loss) or loss > 50 * math.log(n_classes)
 
 
-def make_impl(config: RunConfig):
-    """Class, spec and initial parameters of a configuration; ConfigError if it cannot run."""
-    cls = impls.get(config.impl)
-    reason = cls.unavailable_reason() or cls.supports(dtype=config.dtype, batch_size=config.batch_size)
-    if reason:
-        raise impls.ConfigError(f"{config.impl}: {reason}")
-    spec = impls.NetSpec(config.sizes, config.activation)
-    params = impls.init_params(spec, config.seed, config.init)
-    return cls, spec, params
+@dataclass
+class Prepared:
+    """A configuration made ready to run, once: what ``prepare`` measured and the arrays."""
+    config: RunConfig
+    cls: type
+    spec: impls.NetSpec
+    params: list
+    x: np.ndarray                 # training features (run dtype) and labels
+    y: np.ndarray
+    compile_seconds: float
+    parity_max_error: float
+
+    def new(self) -> impls.Implementation:
+        """A fresh instance from the initial parameters."""
+        return self.cls(self.spec, self.params, **impl_kwargs(self.config))
+
+    @property
+    def parity_ok(self) -> bool:
+        return self.parity_max_error <= impls.PARITY_TOLERANCE[self.config.dtype]
 
 
 def impl_kwargs(config: RunConfig) -> dict:
@@ -111,35 +121,59 @@ def impl_kwargs(config: RunConfig) -> dict:
                 optimizer=config.optimizer, momentum=config.momentum)
 
 
-def measure_first_call(cls, spec, params, config: RunConfig, x, y) -> float:
+def prepare(config: RunConfig, data: Dataset) -> Prepared:
+    """Everything a cell needs before its timed work; ConfigError if it cannot run here."""
+    reason = impls.runnable(config.impl, dtype=config.dtype, batch_size=config.batch_size)
+    if reason:
+        raise impls.ConfigError(reason if reason.startswith(config.impl) else f"{config.impl}: {reason}")
+    cls = impls.get(config.impl)
+    spec = impls.NetSpec(config.sizes, config.activation)
+    params = impls.init_params(spec, config.seed, config.init)
+    x = data.features("train", config.dtype, config.train_limit)
+    y = data.labels("train", config.train_limit)
+    prepared = Prepared(config, cls, spec, params, x, y, float("nan"), float("nan"))
+    prepared.compile_seconds = measure_first_call(prepared)
+    prepared.parity_max_error = one_step_parity(prepared)
+    return prepared
+
+
+def measure_first_call(p: Prepared) -> float:
     """Seconds the first call costs beyond a steady one, on a throwaway instance."""
-    probe = cls(spec, params, **impl_kwargs(config))
-    n = min(len(x), max(2 * config.batch_size, 64))
+    probe = p.new()
+    n = min(len(p.x), max(2 * p.config.batch_size, 64))
     order = np.arange(n, dtype=np.int64)
     t0 = time.perf_counter()
-    probe.train_epoch(x, y, order)
-    probe.predict_proba(x[:8])
+    probe.train_epoch(p.x, p.y, order)
+    probe.predict_proba(p.x[:8])
     t1 = time.perf_counter()
-    probe.train_epoch(x, y, order)
-    probe.predict_proba(x[:8])
+    probe.train_epoch(p.x, p.y, order)
+    probe.predict_proba(p.x[:8])
     t2 = time.perf_counter()
     return max((t1 - t0) - (t2 - t1), 0.0)
 
 
-def train(config: RunConfig, data: Dataset, on_epoch=None) -> RunResult:
-    """Run ``config`` to the end; ``on_epoch(result, record)`` is called after each epoch.
+def one_step_parity(p: Prepared) -> float:
+    """One optimizer step on one batch, against the float64 reference: max relative error
+    (``impls.parity_error``, bounded by ``impls.PARITY_TOLERANCE``)."""
+    from impls.numpy_sample import reference_train
+    c = p.config
+    order = np.arange(min(c.batch_size, len(p.x)), dtype=np.int64)
+    net = p.new()
+    net.train_epoch(p.x, p.y, order)
+    want, _ = reference_train(p.spec, p.params, p.x.astype(np.float64), p.y, order, lr=c.lr,
+                              batch_size=c.batch_size, optimizer=c.optimizer, momentum=c.momentum)
+    return impls.parity_error(net.get_params(), want)
 
-    Raises ConfigError before any work if the configuration cannot run, Diverged (with the
-    finished epochs) when the loss blows up.
-    """
-    cls, spec, params = make_impl(config)
-    x = data.features("train", config.dtype, config.train_limit)
-    y = data.labels("train", config.train_limit)
+
+def train(p: Prepared, data: Dataset, on_epoch=None) -> RunResult:
+    """Run a prepared configuration to the end; ``on_epoch(result, record)`` is called after
+    each epoch. Raises Diverged (with the finished epochs) when the loss blows up."""
+    config, spec = p.config, p.spec
+    x, y = p.x, p.y
     x_test = data.features("test", config.dtype, config.test_limit)
     y_test = data.labels("test", config.test_limit)
-    result = RunResult(config=config)
-    result.compile_seconds = measure_first_call(cls, spec, params, config, x, y)
-    net = cls(spec, params, **impl_kwargs(config))
+    result = RunResult(config=config, compile_seconds=p.compile_seconds, parity_max_error=p.parity_max_error)
+    net = p.new()
     trained = 0.0
     for epoch in range(1, config.epochs + 1):
         order = epoch_order(len(x), config.seed, epoch, config.shuffle)
@@ -147,7 +181,7 @@ def train(config: RunConfig, data: Dataset, on_epoch=None) -> RunResult:
         train_loss = net.train_epoch(x, y, order)
         seconds = time.perf_counter() - t0
         if loss_diverged(train_loss, spec.sizes[-1]):
-            result.status = "diverged"
+            result.status = "FAILED"
             result.error = (f"{config.impl} diverged in epoch {epoch}: training loss {train_loss:.4g} "
                             f"(lr {config.lr} with {config.optimizer}, batch {config.batch_size}); "
                             "lower the learning rate")
@@ -162,5 +196,5 @@ def train(config: RunConfig, data: Dataset, on_epoch=None) -> RunResult:
         result.final_proba = proba
         if on_epoch:
             on_epoch(result, record)
-    result.status = "finished"
+    result.status = "FINISHED"
     return result

@@ -14,10 +14,7 @@ import pytest
 
 import impls
 from benchmarks import datasets, machine
-from benchmarks.runner import make_impl
-
-PRESET_SIZES = (784, 32, 32, 10)
-AVAILABLE = impls.available()
+from benchmarks.config import PRESETS
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +29,13 @@ def data():
 @pytest.mark.parametrize("dtype", impls.DTYPES)
 @pytest.mark.parametrize("name", impls.names())
 def test_train_step(benchmark, data, name, dtype, batch):
-    if AVAILABLE[name]:
-        pytest.skip(f"{name}: {AVAILABLE[name]}")
-    from benchmarks.config import PRESETS
+    reason = impls.runnable(name, dtype=dtype, batch_size=batch)
+    if reason:
+        pytest.skip(reason)
     config = PRESETS["hw1-q4"].replace(impl=name, dtype=dtype, batch_size=batch)
-    try:
-        cls, spec, params = make_impl(config)
-    except impls.ConfigError as exc:
-        pytest.skip(str(exc))
+    spec = impls.NetSpec(config.sizes, config.activation)
+    params = impls.init_params(spec, config.seed, config.init)
+    cls = impls.get(name)
     machine.pin_threads(2)
     x = data.features("train", dtype, 4096)
     y = data.labels("train", 4096)

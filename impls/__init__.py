@@ -35,7 +35,7 @@ from impls.base import (
 __all__ = [
     "ACTIVATIONS", "DTYPES", "INIT_SCHEMES", "OPTIMIZERS", "PARITY_TOLERANCE", "ConfigError", "Implementation",
     "NetSpec", "UnknownImplementation", "available", "flops_per_sample", "get", "init_params",
-    "names", "parity_error", "relative_error",
+    "names", "parity_error", "relative_error", "runnable",
 ]
 
 # name -> "module:Class"; the order is the order of every table and figure.
@@ -81,12 +81,25 @@ def get(name: str) -> type[Implementation]:
 
 def available() -> dict[str, str | None]:
     """``{name: None}`` for implementations that can run here, else ``{name: reason}``."""
-    out: dict[str, str | None] = {}
-    for name in _REGISTRY:
+    return {name: available_reason(name) for name in _REGISTRY}
+
+
+def runnable(name: str, *, dtype: str, batch_size: int) -> str | None:
+    """The one answer to "can ``name`` run this configuration here?": None, or why not
+    (backend missing, no device, dtype or batch size unsupported). Every planner, the CLI,
+    the pytest-benchmark suite and the tests ask this."""
+    reason = available_reason(name)
+    return f"{name}: {reason}" if reason else get(name).supports(dtype=dtype, batch_size=batch_size)
+
+
+_AVAILABLE: dict[str, str | None] = {}
+
+
+def available_reason(name: str) -> str | None:
+    """``available()[name]``, computed once per process (a CUDA probe is not free)."""
+    if name not in _AVAILABLE:
         try:
-            cls = get(name)
+            _AVAILABLE[name] = get(name).unavailable_reason()
         except ImportError as exc:  # the backend is not installed: say which one
-            out[name] = f"cannot import its backend: {exc}"
-            continue
-        out[name] = cls.unavailable_reason()
-    return out
+            _AVAILABLE[name] = f"cannot import its backend: {exc}"
+    return _AVAILABLE[name]

@@ -9,7 +9,7 @@ inner loops over W's rows. Activations and deltas of all layers share one buffer
 ``a_off[k]`` (layer 0 is the input).
 
 Why loops and not np.dot: inside njit, np.dot goes through SciPy's BLAS with a per-call cost
-that dominates per-sample work (PERF-NOTES). The loops are dense on purpose: skipping the zero
+that dominates per-sample work (docs/performance.md). The loops are dense on purpose: skipping the zero
 pixels (half of a Fashion-MNIST image) measured 1.9x slower here, because the branch stops
 LLVM from vectorising the 32-wide inner loop.
 Typed constants (``one``) come from the run dtype, since a Python float literal would turn
@@ -340,9 +340,6 @@ class _NumbaBase(Implementation):
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
 
-    @classmethod
-    def threads(cls) -> int:
-        return numba.get_num_threads()
 
 
 class NumbaSample(_NumbaBase):

@@ -1,7 +1,7 @@
 """torch-cpu and torch-cuda: the network as torch tensors, autograd and torch.optim.
 
 The training set is copied to the device once and indexed with the epoch's order: no
-DataLoader (on this network its per-batch overhead costs more than the math, PERF-NOTES).
+DataLoader (on this network its per-batch overhead costs more than the math, docs/performance.md).
 The epoch's loss is summed on the device and read once, so the GPU is not synchronised per
 batch; ``train_epoch`` synchronises before it returns, so a timer around it is honest.
 """
@@ -74,9 +74,6 @@ class _TorchBase(Implementation):
     def _sync(self):
         pass
 
-    @classmethod
-    def threads(cls) -> int:
-        return torch.get_num_threads()
 
 
 class TorchCPU(_TorchBase):

@@ -10,6 +10,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from reports.stats import olympic_mean
+
 BASELINE = "numpy-sample"
 NA = "n/a"
 
@@ -31,14 +33,6 @@ def _num(value, fmt: str, missing: str = NA) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return missing
     return format(value, fmt)
-
-
-def olympic_mean(values) -> float:
-    """MLPerf-style: the mean after dropping the fastest and the slowest (with 3+ values)."""
-    v = sorted(x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x)))
-    if not v:
-        return float("nan")
-    return float(np.mean(v[1:-1] if len(v) >= 3 else v))
 
 
 GROUP = ["kind", "impl", "preset", "network", "dtype", "batch_size"]

@@ -1,6 +1,6 @@
-"""Fault injection for the tests, reachable only from code: bench workers call one of these
-through ``run_session(worker_setup="tests.faults:NAME")``; in-process tests call them directly.
-Each breaks one implementation class for the life of the process."""
+"""Fault injection for the tests, reachable only from the environment: bench workers call one of
+these when ``BPB_FAULT=tests.faults:NAME`` is set (``benchmarks/workers.py``); in-process tests
+call them directly. Each breaks one implementation class for the life of the process."""
 import numpy as np
 
 import impls

@@ -9,9 +9,9 @@ from dataclasses import fields
 import pytest
 
 import impls
-from benchmarks.bench import BenchOptions, plan
+from benchmarks.plan import BenchOptions, gate_options, plan
 from benchmarks.config import RunConfig
-from tests.conftest import ROOT, run_cli
+from tests.helpers import ROOT, run_cli
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -27,19 +27,33 @@ def runs_of(uri):
 
 
 def test_default_plan_covers_every_available_implementation():
-    available = {n: None for n in impls.names()} | {"torch-cuda": "no CUDA device"}
-    cells, skipped = plan(BenchOptions(), available)
+    available = {n for n, why in impls.available().items() if why is None}
+    cells, skipped = plan(BenchOptions())
     acc = [c for c in cells if c.kind == "accuracy"]
     thr = [c for c in cells if c.kind == "throughput"]
-    assert {c.config.impl for c in acc} == set(impls.names()) - {"torch-cuda"}
+    assert {c.config.impl for c in acc} == available
     assert {c.config.preset for c in acc} == {"hw1-q4", "hw1-q3"}
-    assert "torch-cuda: no CUDA device" in skipped
+    for name in set(impls.names()) - available:
+        assert f"{name}: {impls.available()[name]}" in skipped
+    assert "accuracy/numpy-sample/hw1-q3: numpy-sample takes batch size 1 only, not 256" in skipped
     sweep = {(c.config.impl, c.config.dtype, c.config.batch_size) for c in thr if c.config.preset == "hw1-q4"}
     assert ("numpy-batch", "float64", 1024) in sweep and ("torch-cpu", "float32", 32) in sweep
     assert ("numpy-sample", "float32", 32) not in sweep               # -sample: batch 1 only
     assert {b for _, _, b in sweep} == {1, 32, 256, 1024}
     # numpy-sample is also timed on hw1-q3's network, the baseline of its speed-ups
     assert {(c.config.impl, c.config.preset) for c in thr if c.config.preset == "hw1-q3"} == {("numpy-sample", "hw1-q3")}
+
+
+def test_the_gate_is_another_matrix_of_the_same_planner():
+    cells, _ = plan(gate_options())
+    cpu = [n for n, why in impls.available().items() if why is None and not impls.get(n).needs_gpu]
+    acc = [c.config for c in cells if c.kind == "accuracy"]
+    assert {(c.preset, c.epochs, c.train_limit) for c in acc} == {("hw1-q4", 1, 20000), ("hw1-q3", 2, 20000)}
+    assert sorted({c.seed for c in acc}) == [0, 1, 2]
+    speed = {c.config.impl: c.config for c in cells if c.kind == "throughput"}
+    assert set(speed) == set(cpu)                                     # one speed cell each
+    assert all(c.preset == "hw1-q4" and c.dtype == "float32" and c.train_limit is None for c in speed.values())
+    assert speed["numpy-sample"].batch_size == 1 and speed["numpy-batch"].batch_size == 256
 
 
 def test_dry_run_through_the_cli_logs_the_whole_schema(tmp_path, fashion):
@@ -91,14 +105,14 @@ def test_dry_run_through_the_cli_logs_the_whole_schema(tmp_path, fashion):
     assert (tmp_path / "again" / "report.html").is_file()
 
 
-def test_failed_cells_are_recorded_and_the_session_goes_on(tmp_path, fashion):
+def test_failed_cells_are_recorded_and_the_session_goes_on(tmp_path, fashion, monkeypatch):
     """A NaN loss, an exception and a wrong update, each in a worker process of its own."""
-    from benchmarks.bench import run_session
+    from benchmarks.session import run_session
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    options = BenchOptions.dry_run(impls=("numpy-sample", "numpy-batch", "numba-batch", "torch-cpu"),
-                                   presets=("hw1-q4",), batch_sizes=(1,))
-    rc, _ = run_session(options, fashion, uri, 2, str(tmp_path / "report"), mode="dry-run",
-                        worker_setup="tests.faults:nan_loss_and_raise", log=lambda *a: None)
+    options = BenchOptions.make("dry-run", presets=("hw1-q4",), impls=("numpy-sample", "numpy-batch", "numba-batch",
+                                                                       "torch-cpu"), batch_sizes=(1,))
+    monkeypatch.setenv("BPB_FAULT", "tests.faults:nan_loss_and_raise")
+    rc, _ = run_session(options, fashion, uri, 2, str(tmp_path / "report"), mode="dry-run", log=lambda *a: None)
     assert rc == 1
     client, parents, children = runs_of(uri)
     assert parents["status"].tolist() == ["FINISHED"]
@@ -142,6 +156,59 @@ def test_ctrl_c_marks_the_current_run_killed_and_keeps_finished_ones(tmp_path):
     assert set(children["status"]) <= {"FINISHED", "KILLED"}                # nothing left RUNNING
     killed = children[children["status"] == "KILLED"]
     assert killed["tags.bpb.failure_reason"].str.contains("interrupted").all()
+
+
+class ListRecorder:
+    """A recorder (benchmarks/cells.py) that keeps everything in lists."""
+
+    def __init__(self):
+        self.opened, self.logged, self.closed = [], [], []
+
+    def open(self, cell, params, tags):
+        self.opened.append(cell)
+
+    def log(self, metrics=None, tags=None, step=0):
+        self.logged.append((metrics or {}, tags or {}, step))
+
+    def close(self, outcome, details=None):
+        self.closed.append(outcome)
+
+
+def test_an_accuracy_cell_prepares_its_implementation_exactly_once(fashion, monkeypatch):
+    from benchmarks import cells, runner
+    from benchmarks.config import PRESETS
+    from benchmarks.plan import Cell
+    first_calls, instances = [], []
+    measure = runner.measure_first_call
+    monkeypatch.setattr(runner, "measure_first_call", lambda p: first_calls.append(p.config.impl) or measure(p))
+    cls = impls.get("numpy-batch")
+    init = cls.__init__
+    monkeypatch.setattr(cls, "__init__", lambda self, *a, **kw: instances.append(1) or init(self, *a, **kw))
+    config = PRESETS["hw1-q3"].replace(impl="numpy-batch", epochs=2, train_limit=1024, test_limit=256)
+    rec = ListRecorder()
+    cells.run_group([Cell("accuracy", config)], fashion, rec, 100.0, BenchOptions())
+    assert [o.status for o in rec.closed] == ["FINISHED"], rec.closed[0].reason
+    assert first_calls == ["numpy-batch"]
+    # one throwaway for the first call, one for the parity step, one trained: never a second preparation
+    assert len(instances) == 3
+    compile_logged = [m["compile_seconds"] for m, _, _ in rec.logged if "compile_seconds" in m]
+    assert compile_logged == [rec.closed[0].summary["compile_seconds"]]
+    assert [step for m, _, step in rec.logged if "test_accuracy" in m] == [1, 2]
+
+
+def test_a_raising_cell_is_failed_with_its_reason_and_the_group_goes_on(fashion, monkeypatch):
+    from benchmarks import cells
+    from benchmarks.config import PRESETS
+    from benchmarks.plan import Cell
+    from tests import faults
+    monkeypatch.setattr(impls.get("torch-cpu"), "train_epoch", impls.get("torch-cpu").train_epoch)
+    faults.raise_in_torch_cpu()
+    base = PRESETS["hw1-q4"].replace(epochs=1, train_limit=300, test_limit=100)
+    group = [Cell("accuracy", base.replace(impl="torch-cpu")), Cell("accuracy", base.replace(impl="numpy-sample"))]
+    rec = ListRecorder()
+    cells.run_group(group, fashion, rec, 100.0, BenchOptions())
+    assert [o.status for o in rec.closed] == ["FAILED", "FINISHED"]
+    assert rec.closed[0].reason == "RuntimeError: injected failure in torch-cpu"
 
 
 @pytest.mark.parametrize("uri, needle", [

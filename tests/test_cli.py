@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.helpers import ROOT, run_cli
 
 
 def assert_user_error(proc, *needles):
@@ -36,14 +36,15 @@ def test_run_writes_per_epoch_and_summary_json(tmp_path):
     names = [r["impl"] for r in payload["results"]]
     assert names == ["numpy-batch", "numba-batch"]
     for r in payload["results"]:
-        assert r["status"] == "finished" and r["config"]["batch_size"] == 256
+        assert r["status"] == "FINISHED" and r["config"]["batch_size"] == 256
         assert [e["epoch"] for e in r["epochs"]] == [1, 2]
         for e in r["epochs"]:
             assert set(e) == {"epoch", "train_loss", "test_loss", "test_accuracy", "epoch_seconds",
                               "samples_per_second"}
             assert e["samples_per_second"] == pytest.approx(3000 / e["epoch_seconds"])
-        assert set(r["summary"]) == {"compile_seconds", "samples_per_second", "test_accuracy",
+        assert set(r["summary"]) == {"compile_seconds", "parity_max_error", "samples_per_second", "test_accuracy",
                                      "time_to_target_seconds"}
+        assert r["summary"]["parity_max_error"] <= 1e-9
     # same math, same data, same order, float64: the two agree
     a, b = (r["epochs"][-1]["test_accuracy"] for r in payload["results"])
     assert round(a, 4) == round(b, 4)
@@ -100,20 +101,27 @@ def test_diverging_run_stops_with_a_message_and_keeps_finished_results(tmp_path)
     assert "diverged in epoch 1" in proc.stderr and "lower the learning rate" in proc.stderr
     assert "nan" not in proc.stdout.lower() and "Traceback" not in proc.stderr
     results = json.loads(out.read_text())["results"]
-    assert [r["status"] for r in results] == ["diverged", "diverged"]
+    assert [r["status"] for r in results] == ["FAILED", "FAILED"]
+    assert all("diverged in epoch 1" in r["error"] for r in results)
 
 
-@pytest.mark.slow
-def test_hw1_q4_numpy_and_numba_sample_reach_081_and_agree(tmp_path):
-    """The issue's acceptance run: 3 full epochs of per-sample SGD on real Fashion-MNIST."""
+@pytest.mark.parametrize("size", [
+    pytest.param("reduced", id="reduced"),
+    pytest.param("full", id="full", marks=pytest.mark.slow),
+])
+def test_hw1_q4_numpy_and_numba_sample_agree_and_learn(tmp_path, size):
+    """The acceptance run of the first issue: per-sample SGD on real Fashion-MNIST, numpy and
+    numba in float64 on the same order, the same losses to 1e-9. ``full``: 3 epochs on all
+    60,000 samples (>= 0.81, the slow tier); ``reduced``: 1 epoch on 20,000 (>= 0.50; the gate expects 0.558)."""
     out = tmp_path / "r.json"
+    extra, epochs, floor = ([], 3, 0.81) if size == "full" else (["--epochs", "1", "--train-limit", "20000"], 1, 0.50)
     proc = run_cli("run", "--impl", "numpy-sample,numba-sample", "--preset", "hw1-q4",
-                   "--dataset", "fashion-mnist", "--output-json", str(out))
+                   "--dataset", "fashion-mnist", "--output-json", str(out), *extra)
     assert proc.returncode == 0, proc.stderr
     numpy_run, numba_run = json.loads(out.read_text())["results"]
     for run in (numpy_run, numba_run):
-        assert len(run["epochs"]) == 3
-        assert run["summary"]["test_accuracy"] >= 0.81
+        assert len(run["epochs"]) == epochs
+        assert run["summary"]["test_accuracy"] >= floor
     assert round(numpy_run["summary"]["test_accuracy"], 4) == round(numba_run["summary"]["test_accuracy"], 4)
     for a, b in zip(numpy_run["epochs"], numba_run["epochs"]):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9)

@@ -13,7 +13,6 @@ import pytest
 
 import impls
 from impls.numpy_sample import batch_gradients, reference_train
-from tests.conftest import params_error, rel_error
 
 # The one table of parity tolerances, shared with the harness's pre-timing check; the worst
 # cases measured over this file's grid are written beside it in impls/base.py.
@@ -34,14 +33,10 @@ AVAILABLE = impls.available()
 
 
 def implementation(name, dtype, batch):
-    reason = AVAILABLE[name]
-    if reason:
-        pytest.skip(f"{name}: {reason}")
-    cls = impls.get(name)
-    reason = cls.supports(dtype=dtype, batch_size=batch)
+    reason = impls.runnable(name, dtype=dtype, batch_size=batch)
     if reason:
         pytest.skip(reason)
-    return cls
+    return impls.get(name)
 
 
 @lru_cache(maxsize=None)
@@ -82,11 +77,11 @@ def test_one_epoch_parity(name, net, opt, batch, dtype):
     impl = cls(NETS[net], params, lr=lr, batch_size=batch, dtype=dtype, optimizer=optimizer, momentum=momentum)
     loss = impl.train_epoch(x.astype(dtype), y, order)
     got = impl.get_params()
-    err = params_error(got, want)
+    err = impls.parity_error(got, want)
     assert err <= TOLERANCE[dtype], f"{name} {net} {opt} batch {batch} {dtype}: parameter error {err:.2e}"
     assert abs(loss - want_loss) <= TOLERANCE[dtype] * max(1.0, abs(want_loss))
     # training moved the weights well beyond the tolerance: the check can fail
-    moved = max(rel_error(W0, W) for (W0, _), (W, _) in zip(params, want))
+    moved = max(impls.relative_error(W0, W) for (W0, _), (W, _) in zip(params, want))
     assert moved > 10 * TOLERANCE[dtype], f"the weights moved by {moved:.1e} only"
     assert all(W.dtype == np.dtype(dtype) and b.dtype == np.dtype(dtype) for W, b in got)
 
@@ -109,8 +104,8 @@ def test_step_zero_gradient(name, net, dtype):
     # float32: (p0 - p1) / lr cancels digits, so the gradient is held to 1e-2 there
     tol = 1e-6 if dtype == "float64" else 1e-2
     for k, ((gW, gb), (wW, wb)) in enumerate(zip(got, want), start=1):
-        assert rel_error(gW, wW) < tol, f"dW{k}: {rel_error(gW, wW):.2e}"
-        assert rel_error(gb, wb) < tol, f"db{k}: {rel_error(gb, wb):.2e}"
+        assert impls.relative_error(gW, wW) < tol, f"dW{k}: {impls.relative_error(gW, wW):.2e}"
+        assert impls.relative_error(gb, wb) < tol, f"db{k}: {impls.relative_error(gb, wb):.2e}"
 
 
 @pytest.mark.parametrize("dtype", impls.DTYPES)
@@ -123,7 +118,7 @@ def test_predict_proba_matches_reference_forward(name, dtype, fashion):
     proba = impl.predict_proba(x[:50].astype(dtype))
     want = np.array([sample_forward(params, xi, "sigmoid")[1][-1] for xi in x[:50]])
     assert proba.shape == (50, 10)
-    assert rel_error(proba, want) < TOLERANCE[dtype] * 10
+    assert impls.relative_error(proba, want) < TOLERANCE[dtype] * 10
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import reports
+from reports.render import write_report
 from reports.tables import summary_table
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report_session.json"
@@ -21,7 +21,7 @@ def session():
 
 def test_report_files_and_figures(session, tmp_path):
     cells, epochs, examples, meta = session
-    paths = reports.write_report(cells, epochs, examples, meta, tmp_path)
+    paths = write_report(cells, epochs, examples, meta, tmp_path)
     for name in ("throughput", "accuracy", "loss", "examples", "markdown", "html"):
         assert paths[name].is_file() and paths[name].stat().st_size > 1000, name
     for name in ("throughput", "accuracy", "loss", "examples"):

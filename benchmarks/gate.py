@@ -1,0 +1,112 @@
+"""A regression-gate session: run the gate's matrix (or re-read a finished gate session), judge
+it against the baseline (``benchmarks/regress.py``), print the table, log the verdicts onto
+the session's run, and with ``update`` rewrite the baseline by its one rule.
+
+A gate never passes on nothing: a missing or malformed baseline, a session that is not a
+complete gate session, or zero checks is a usage error (exit 2), not a pass.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import tracking
+from benchmarks import regress
+from benchmarks.config import UsageError
+from benchmarks.plan import BenchOptions, gate_options
+from benchmarks.session import run_session
+
+CHECKS = ("accuracy", "parity", "speed")
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    """What the gate runs and judges. Defaults: every available CPU implementation, both
+    presets on a shortened schedule, three seeds, speed on hw1-q4's network in float32."""
+    impls: tuple[str, ...] = ()
+    dataset: str = "fashion-mnist"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    speed_repeats: int = 7
+    speed_seconds: float = 0.2
+    # half-width of a new speed band, as a fraction of the median ratio. Shared machines swing
+    # 5-50% between runs (docs/performance.md), so the default only flags slowdowns of 2x and
+    # more; on a dedicated machine --speed-band 0.1 is reasonable.
+    speed_band: float = regress.MIN_BAND
+    checks: tuple[str, ...] = CHECKS
+
+    def matrix(self) -> BenchOptions:
+        m = gate_options(self.impls, self.dataset, self.seeds, self.speed_repeats, self.speed_seconds)
+        # without the speed check the throughput cells are there for their parity only
+        return m if "speed" in self.checks else replace(m, repeats=3, repeat_seconds=0.02)
+
+    def in_scope(self, key: str) -> bool:
+        """Whether this run of the gate covers a baseline key (``--impl`` and check subsets)."""
+        if self.impls and key.split("/")[-3] not in self.impls:
+            return False
+        wanted = ("speed", "parity") if key.startswith("speed/") else ("accuracy", "parity")
+        return any(c in self.checks for c in wanted)
+
+    def record(self) -> dict:
+        """What the baseline file says about how it was made."""
+        return {"dataset": self.dataset, "seeds": list(self.seeds), "speed_repeats": self.speed_repeats,
+                "schedule": [list(s) for s in gate_options().schedule]}
+
+
+def run_gate(options: GateOptions, baseline_path: Path, speed: str = "warn", update: bool = False, *,
+             uri: str, threads: int = 2, data_dir=None, download: bool = False, run_id: str | None = None,
+             isolate: bool = True, out_dir: str = "reports/out/regress", log=print) -> int:
+    """Run (or, with ``run_id``, re-read) a gate session, judge it, print and log the verdicts.
+    Returns the exit status: 1 when a check fails, else 0; UsageError for a gate on nothing."""
+    from benchmarks import datasets
+    tracking.connect(uri)
+    baseline = regress.load_baseline(baseline_path, missing_ok=update)
+    if run_id is None:
+        data = datasets.load(options.dataset, data_dir, download_ok=download)
+        _, run_id = run_session(options.matrix(), data, uri, threads, out_dir, mode="regress", isolate=isolate,
+                                data_dir=data_dir, log=log)
+    parent, raw_cells, raw_epochs = tracking.read_session(uri, run_id)
+    meta = tracking.session_meta(parent)
+    if meta["mode"] != "regress":
+        raise UsageError(f"run {run_id} is not a regression-gate session (its mode is {meta['mode']!r}); "
+                         "pass the id of a `regress` session's parent run, or run the gate without --run-id")
+    if meta["status"] != "FINISHED":
+        raise UsageError(f"gate session {run_id} is {meta['status']}, not complete: it cannot be judged")
+    cells, _ = tracking.tidy(raw_cells, raw_epochs)
+    measured = regress.collect(cells, tracking.repeat_series(raw_epochs),
+                               tracking.repeat_series(raw_epochs, "speed_ratio"))
+    measured = {k: m for k, m in measured.items() if options.in_scope(k)}
+    verdicts = regress.judge(measured, baseline, speed, options.checks, options.in_scope)
+    if not verdicts:
+        raise UsageError(f"the gate judged nothing (no gated cell ran in session {run_id}, and the baseline "
+                         "has no entry in scope): check --impl and that the implementations can run here")
+    regress.print_table(verdicts)
+    moved: list[str] = []
+    if update:
+        broken = [f"{k}: {m.failures[0]}" for k, m in measured.items() if m.failures]
+        if broken:
+            log("not updating the baseline from a session with failed cells:\n  " + "\n  ".join(broken))
+            return 1
+        new, moved = regress.updated_baseline(baseline, measured, verdicts, options.speed_band, options.record())
+        text = regress.dump(new)
+        unchanged = baseline_path.exists() and baseline_path.read_text() == text
+        if not unchanged:
+            regress.write_atomically(baseline_path, text)
+        log(f"baseline {baseline_path} {'unchanged' if unchanged else 'rewritten'} from session {run_id}"
+            + (f"; moved (left their band): {', '.join(moved)}" if moved else ""))
+        baseline = new
+    # after an update, the exit status is the verdict against the baseline just written
+    final = regress.judge(measured, baseline, speed, options.checks, options.in_scope) if update else verdicts
+    failing = [v for v in final if v.failing]
+    warned = [v for v in final if v.verdict.startswith("SLOWER")]
+    result = "fail" if failing else ("warn" if warned else "pass")
+    tracking.annotate(uri, run_id, metrics={"regress_failing": len(failing), "regress_checks": len(final)},
+                      tags={"regress.result": result},
+                      dicts={"regress/verdicts.json": {"baseline": str(baseline_path), "speed": speed,
+                                                       "verdicts": [asdict(v) for v in verdicts],
+                                                       "updated": update, "moved": moved}})
+    log(f"regress: {len(final) - len(failing)} of {len(final)} checks pass"
+        + (f", {len(warned)} speed warning(s)" if warned else "")
+        + f" (session {run_id}, baseline {baseline_path}, speed {speed})")
+    for v in failing:
+        log(f"  FAILED {v.check} of {v.cell}: expected {v.expected}, measured {v.measured}")
+    return 1 if failing else 0

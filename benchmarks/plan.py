@@ -1,0 +1,122 @@
+"""What a session runs: the options, the cells, and the one planner.
+
+Two kinds of cell, both from one RunConfig:
+
+- accuracy: a preset trained to the end (an accuracy curve per epoch, time-to-target), once
+  per seed;
+- throughput: steady-state training speed over ``repeats`` timed passes (``benchmarks/timing.py``).
+
+The bench session and the regression gate are two matrices of the same planner: the gate is
+``gate_options()``. Whether an implementation can run a configuration is asked of
+``impls.runnable`` and nothing else; a cell it refuses is SKIPPED, with its reason.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import impls
+from benchmarks.config import PRESETS, RunConfig
+
+FULL_SCHEDULE = (("hw1-q4", None, None), ("hw1-q3", None, None))
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    impls: tuple[str, ...] = ()          # empty: every registered implementation
+    # accuracy cells: (preset, epochs or None for the preset's, training samples or None for all)
+    schedule: tuple[tuple[str, int | None, int | None], ...] = FULL_SCHEDULE
+    seeds: tuple[int, ...] = (0,)        # accuracy cells run once per seed
+    sweep_preset: str = "hw1-q4"         # the network of the throughput sweep
+    batch_sizes: tuple[int, ...] = (1, 32, 256, 1024)
+    dtypes: tuple[str, ...] = ("float32", "float64")
+    # "all": every (dtype, batch) an implementation supports; "largest": one cell per
+    # implementation and dtype, at the largest batch size it supports (the gate's speed cells)
+    sweep: str = "all"
+    reference_every_preset: bool = True  # numpy-sample timed on each scheduled network (speed-ups)
+    cpu_only: bool = False
+    repeats: int = 5
+    repeat_seconds: float = 0.4
+    paired_reference: bool = False       # time numpy-sample between the repeats (the gate's ratios)
+    dataset: str = "fashion-mnist"
+    train_limit: int | None = None       # throughput cells: use only the first N training samples
+    test_limit: int | None = None
+
+    @property
+    def presets(self) -> tuple[str, ...]:
+        return tuple(p for p, _, _ in self.schedule)
+
+    @classmethod
+    def make(cls, mode: str = "full", presets=("hw1-q4", "hw1-q3"), epochs: int | None = None,
+             train_limit: int | None = None, **kw) -> "BenchOptions":
+        """The bench command's matrices: ``full``; ``quick`` (one epoch on 20k samples,
+        batches 1 and 256, 3 repeats); ``dry-run`` (every stage once, tiny, in seconds)."""
+        base = {"full": {},
+                "quick": dict(batch_sizes=(1, 256), repeats=3, repeat_seconds=0.25, epochs=1, train_limit=20000),
+                "dry-run": dict(batch_sizes=(1, 32), dtypes=("float32",), repeats=3, repeat_seconds=0.02,
+                                epochs=1, train_limit=512, test_limit=256)}[mode]
+        epochs = epochs or base.pop("epochs", None)
+        train_limit = train_limit or base.pop("train_limit", None)
+        base.pop("epochs", None), base.pop("train_limit", None)
+        schedule = tuple((p, epochs, train_limit) for p in presets)
+        return cls(**{**base, "schedule": schedule, "train_limit": train_limit, **kw})
+
+
+def gate_options(impl_names: tuple[str, ...] = (), dataset: str = "fashion-mnist", seeds=(0, 1, 2),
+                 repeats: int = 7, repeat_seconds: float = 0.2) -> BenchOptions:
+    """The regression gate's matrix: every CPU implementation on shortened presets (long enough
+    to separate a 2-point regression), three seeds, and one paired speed cell per
+    implementation on hw1-q4's network in float32."""
+    return BenchOptions(impls=impl_names, schedule=(("hw1-q4", 1, 20000), ("hw1-q3", 2, 20000)), seeds=seeds,
+                        batch_sizes=(1, 256), dtypes=("float32",), sweep="largest", reference_every_preset=False,
+                        cpu_only=True, repeats=repeats, repeat_seconds=repeat_seconds, paired_reference=True,
+                        dataset=dataset)
+
+
+@dataclass(frozen=True)
+class Cell:
+    kind: str            # accuracy | throughput
+    config: RunConfig
+
+    @property
+    def name(self) -> str:
+        c = self.config
+        return f"{self.kind}/{c.impl}/{c.preset}/{c.dtype}/b{c.batch_size}/s{c.seed}"
+
+
+def plan(options: BenchOptions) -> tuple[list[Cell], list[str]]:
+    """The cells to run, and one line per implementation or cell SKIPPED, with its reason."""
+    names = list(options.impls) or impls.names()
+    if options.cpu_only:
+        names = [n for n in names if not impls.get(n).needs_gpu]
+    skipped = [f"{n}: {impls.available_reason(n)}" for n in names if impls.available_reason(n)]
+    names = [n for n in names if not impls.available_reason(n)]
+    cells: list[Cell] = []
+
+    def base(preset: str, epochs=None, limit=None) -> RunConfig:
+        c = PRESETS[preset].replace(dataset=options.dataset, seed=options.seeds[0], train_limit=limit,
+                                    test_limit=options.test_limit)
+        return c.replace(epochs=epochs) if epochs else c
+
+    for preset, epochs, limit in options.schedule:
+        for name in names:
+            config = base(preset, epochs, limit).replace(impl=name)
+            reason = impls.runnable(name, dtype=config.dtype, batch_size=config.batch_size)
+            if reason:
+                skipped.append(f"accuracy/{name}/{preset}: {reason}")
+                continue
+            cells.extend(Cell("accuracy", config.replace(seed=seed)) for seed in options.seeds)
+
+    others = [p for p in options.presets if p != options.sweep_preset] if options.reference_every_preset else []
+    for preset in [options.sweep_preset] + others:
+        # the full sweep on one network; elsewhere the numpy-sample baseline only (speed-ups)
+        sweep_names = names if preset == options.sweep_preset else [n for n in names if n == impls.REFERENCE]
+        for name in sweep_names:
+            for dtype in options.dtypes:
+                batches = [b for b in options.batch_sizes if not impls.runnable(name, dtype=dtype, batch_size=b)]
+                if options.sweep == "largest":
+                    batches = batches[-1:] if batches else []
+                # an unsupported (dtype, batch), e.g. a -sample implementation above batch 1, is
+                # not a cell of the sweep at all
+                cells.extend(Cell("throughput", base(preset, limit=options.train_limit).replace(
+                    impl=name, dtype=dtype, batch_size=b)) for b in sorted(batches))
+    return cells, skipped

@@ -1,0 +1,195 @@
+"""A bench session from plan to report: plan the cells, open the tracked session, run each
+implementation's cells (in a worker process of its own, by default), then the examples, the
+pytest-benchmark suite and the report.
+
+Statuses are MLflow's: a session ends FINISHED (even with failed cells: they are recorded),
+KILLED on Ctrl-C (finished cells kept, the cell in flight KILLED); cells that never ran are
+listed as SKIPPED with their reason.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+import impls
+import tracking
+from benchmarks import machine, timing, workers
+from benchmarks.cells import EXAMPLE_INDICES, CellOutcome, run_group
+from benchmarks.plan import BenchOptions, Cell, plan
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class TrackingRecorder:
+    """The main process's recorder (see ``benchmarks/cells.py``): writes to the session's
+    MLflow runs, remembers the cell in flight, and hands each outcome to ``on_outcome``."""
+
+    def __init__(self, session: tracking.Session, dataset, on_outcome):
+        self.session, self.dataset, self.on_outcome = session, dataset, on_outcome
+        self.current: tuple[Cell, str] | None = None
+
+    def open(self, cell, params, tags):
+        self.current = (cell, self.session.open_cell(cell.name, params, tags, self.dataset))
+
+    def log(self, metrics=None, tags=None, step=0):
+        self.session.log(self.current[1], metrics=metrics, tags=tags, step=step)
+
+    def close(self, outcome: CellOutcome, details=None):
+        _, run_id = self.current
+        self.current = None
+        self.session.end_cell(run_id, outcome.status, outcome.reason, details)
+        self.on_outcome(outcome)
+
+    def abort(self, status: str, reason: str):
+        """Close the cell in flight, if any, with ``status`` (KILLED, or FAILED for a dead worker)."""
+        if self.current is not None:
+            self.close(CellOutcome(self.current[0], status, reason))
+
+
+def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: str, mode: str = "full",
+                pytest_benchmark: bool = False, isolate: bool = True, data_dir: str | None = None,
+                log=print) -> tuple[int, str]:
+    """Run every cell of ``plan(options)`` inside one tracked session; returns (exit status,
+    session run id). Exit status 1 when a cell failed."""
+    cells, skipped = plan(options)
+    settings = machine.pin_threads(threads)
+    inventory = machine.inventory()
+    peak = timing.peak_gemm_gflops()
+    session = tracking.Session.start(uri, name=f"bench-{mode}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                     params={**{f"option.{k}": v for k, v in asdict(options).items()},
+                                             "mode": mode, "threads": threads, "isolate": isolate},
+                                     tags={**{f"machine.{k}": v for k, v in inventory.items()},
+                                           "git_commit": inventory["git_commit"],
+                                           "dataset": data.name, "dataset_digest": data.digest})
+    session.log(metrics={"peak_gemm_gflops": peak, "cells_planned": len(cells)},
+                tags={"bpb.skipped": "; ".join(skipped) or "none"})
+    log(f"session {session.run_id} in {tracking.display_uri(uri)}: {len(cells)} cells, peak float32 GEMM "
+        f"{peak:.0f} GFLOP/s, threads {threads} ({settings}), "
+        f"{'one process per implementation' if isolate else 'one process'}")
+    for line in skipped:
+        log(f"  SKIPPED {line}")
+    outcomes: list[CellOutcome] = []
+    bar = progress(total=len(cells))
+
+    def on_outcome(outcome):
+        outcomes.append(outcome)
+        bar.update(1)
+        log(describe(outcome))
+
+    train_x = data.features("train", "float32", options.train_limit)
+    dataset = tracking.session.dataset_record(train_x, data.labels("train", options.train_limit), name=data.name,
+                                              digest=data.digest, source=data.source)
+    recorder = TrackingRecorder(session, dataset, on_outcome)
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(cell.config.impl, []).append(cell)
+    job = workers.Job(data.name, data_dir, threads, peak, options)
+    try:
+        for impl_cells in groups.values():
+            if not isolate:
+                workers.prepare_process({c.config.impl for c in impl_cells}, threads)
+                run_group(impl_cells, data, recorder, peak, options)
+                continue
+            try:
+                workers.run_isolated(impl_cells, job, recorder)
+            except workers.WorkerFailed as exc:
+                session.log_text(exc.details, f"worker-errors/{len(outcomes)}.txt")
+                recorder.abort("FAILED", f"worker: {exc}")
+                done = {o.cell for o in outcomes}
+                for cell in impl_cells:
+                    if cell not in done:
+                        on_outcome(CellOutcome(cell, "FAILED", f"worker: {exc} (never started)"))
+        bar.close()
+        failed = [o for o in outcomes if o.status != "FINISHED"]
+        session.log(metrics={"cells_failed": len(failed), "cells_finished": len(outcomes) - len(failed)})
+        session.log_dict(examples_payload(data, outcomes), "examples.json")
+        if pytest_benchmark:
+            attach_pytest_benchmark(session, out_dir, quick=mode != "full", log=log)
+        paths = render_report(uri, session.run_id, out_dir, log=log)
+        session.finish("FINISHED")
+        log(f"report: {paths['markdown']}  (MLflow UI: tox -e ui, run {session.run_id})")
+        if failed:
+            shown = "; ".join(f"{o.cell.name}: {o.reason}" for o in failed[:5])
+            log(f"{len(failed)} of {len(outcomes)} cells failed: {shown}" + (" ..." if len(failed) > 5 else ""))
+            return 1, session.run_id
+        return 0, session.run_id
+    except KeyboardInterrupt:
+        bar.close()
+        reason = "interrupted by the user (Ctrl-C)"
+        recorder.abort("KILLED", reason)
+        session.finish("KILLED", f"{reason} after {len(outcomes)} of {len(cells)} cells")
+        raise
+
+
+def render_report(uri: str, run_id: str | None, out_dir: str, log=print) -> dict:
+    """Read a session back from MLflow, write its report files, attach them to its run."""
+    from reports.render import write_report
+    parent, raw_cells, raw_epochs = tracking.read_session(uri, run_id)
+    meta = tracking.session_meta(parent)
+    cells, epochs = tracking.tidy(raw_cells, raw_epochs)
+    paths = write_report(cells, epochs, tracking.read_examples(uri, meta["run_id"]), meta, out_dir)
+    tracking.annotate(uri, meta["run_id"], files=paths.values(), artifact_path="report")
+    log(f"report for session {meta['run_id']}: {', '.join(str(p) for p in paths.values())}")
+    return paths
+
+
+def progress(total: int):
+    """A tqdm bar on a terminal; silent in CI and when output is piped."""
+    from tqdm import tqdm
+    quiet = bool(os.environ.get("CI")) or not sys.stderr.isatty()
+    return tqdm(total=total, desc="bench", disable=quiet, unit="cell", leave=False)
+
+
+def examples_payload(data, outcomes: list[CellOutcome]) -> dict:
+    """The homework's picture as data: three test images and each accuracy cell's predictions."""
+    idx = list(EXAMPLE_INDICES)
+    return {
+        "classes": list(data.classes),
+        "indices": idx,
+        "labels": [int(v) for v in data.y_test[idx]],
+        "images": [data.x_test[i].tolist() for i in idx],
+        "predictions": {o.cell.name: np.round(o.proba, 6).tolist() for o in outcomes
+                        if o.proba is not None and o.status == "FINISHED"},
+        "accuracy": {o.cell.name: o.summary.get("test_accuracy") for o in outcomes if o.proba is not None},
+    }
+
+
+def describe(o: CellOutcome) -> str:
+    if o.status != "FINISHED":
+        return f"  {o.cell.name}: {o.status} ({o.reason})"
+    s = o.summary
+    text = (f"  {o.cell.name}: {s['samples_per_second_median']:,.0f} samples/s "
+            f"(IQR {s['samples_per_second_q1']:,.0f}-{s['samples_per_second_q3']:,.0f}), "
+            f"{100 * s['roofline_fraction']:.2f}% of peak, compile {s['compile_seconds']:.2f} s")
+    if "test_accuracy" in s:
+        text += f", test accuracy {s['test_accuracy']:.4f}"
+    return text
+
+
+def attach_pytest_benchmark(session: tracking.Session, out_dir: str, quick: bool, log=print) -> None:
+    """Run the pytest-benchmark suite in a subprocess; log its JSON to the session."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "pytest-benchmark.json")
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "suite_train_step.py"),
+           "-q", "-p", "no:cacheprovider", "--benchmark-enable", f"--benchmark-json={path}",
+           "--benchmark-max-time=0.2", "--benchmark-min-rounds=5"]
+    if quick:
+        cmd += ["-k", "float32 and (b1 or b256)"]
+    log("pytest-benchmark suite: " + " ".join(cmd[2:]))
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    tail = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
+    log("  " + (tail[0] if tail else f"exit {proc.returncode}"))
+    if os.path.exists(path):
+        session.log_artifact(path, "pytest-benchmark")
+        with open(path) as f:
+            n = len(json.load(f).get("benchmarks", []))
+        session.log(metrics={"pytest_benchmark_cases": n})
+    else:
+        session.log(tags={"bpb.pytest_benchmark": f"failed: exit {proc.returncode}"})

@@ -1,0 +1,76 @@
+"""Timed work: throughput passes, paired timing against the reference, the peak-GEMM probe.
+
+A throughput figure is samples/s over ``repeats`` passes of a fixed number of samples; the
+length of a pass is calibrated, untimed, so that one pass takes about ``seconds``. With
+``paired``, the reference (numpy-sample) is timed in passes alternating with the measured ones,
+in the same process at the same moment: machine drift cancels in their ratio, which is what the
+regression gate compares (docs/performance.md: unpaired ratios swung 20x -> 39x between
+sessions on one machine).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+import impls
+from benchmarks.config import Diverged
+from benchmarks.runner import Prepared, epoch_order, loss_diverged
+
+
+class Timed:
+    """One network timed over fixed-length passes of the training data."""
+
+    def __init__(self, net, p: Prepared, seconds: float):
+        self.net, self.p = net, p
+        B = p.config.batch_size
+        probe = min(len(p.x), max(4 * B, 256))
+        t0 = time.perf_counter()
+        net.train_epoch(p.x, p.y, epoch_order(len(p.x), p.config.seed, 0, True)[:probe])
+        rate = probe / max(time.perf_counter() - t0, 1e-9)
+        self.n = int(min(len(p.x), max(B, math.ceil(rate * seconds / B) * B)))
+
+    def rate(self, repeat: int) -> float:
+        """Samples/s of one pass; Diverged if its loss blew up."""
+        p = self.p
+        order = epoch_order(len(p.x), p.config.seed, repeat, True)[:self.n]
+        t0 = time.perf_counter()
+        loss = self.net.train_epoch(p.x, p.y, order)
+        seconds = time.perf_counter() - t0
+        if loss_diverged(loss, p.spec.sizes[-1]):
+            raise Diverged(f"{p.config.impl} diverged in throughput repeat {repeat}: loss {loss:.4g}")
+        return self.n / seconds
+
+
+def measure_throughput(p: Prepared, repeats: int, seconds: float,
+                       reference: Prepared | None = None) -> tuple[list[float], list[float]]:
+    """Samples/s of ``repeats`` timed passes and, with a prepared ``reference``, the
+    reference's samples/s in passes alternating with them."""
+    timed = Timed(p.new(), p, seconds)
+    ref = Timed(reference.new(), reference, seconds) if reference is not None else None
+    rates, ref_rates = [], []
+    for r in range(1, repeats + 1):
+        if ref is not None:
+            ref_rates.append(ref.rate(r))
+        rates.append(timed.rate(r))
+    return rates, ref_rates
+
+
+def reference_config(p: Prepared):
+    """The configuration a paired measurement times beside ``p``: numpy-sample at batch 1."""
+    return p.config.replace(impl=impls.REFERENCE, batch_size=1)
+
+
+def peak_gemm_gflops(n: int = 1024, seconds: float = 1.0) -> float:
+    """Best float32 GEMM rate numpy reaches here (BLAS as configured, threads as pinned)."""
+    rng = np.random.default_rng(0)
+    a = rng.random((n, n), dtype=np.float32)
+    b = rng.random((n, n), dtype=np.float32)
+    a @ b
+    best, start = 0.0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
+    return best / 1e9

@@ -1,0 +1,136 @@
+"""Process-per-implementation isolation: each implementation's cells run in a fresh spawned
+process, so that no other backend's thread pool is alive beside it (docs/performance.md:
+numba's and torch's OpenMP pools slowed each other 1.5-6x when they shared a process).
+
+A worker imports neither mlflow nor pandas: it sends what ``cells.run_group`` records to the
+main process over a pipe and waits for an acknowledgement after each message, so no tracking
+write ever overlaps a timed region, and the main process always knows which cell is in flight.
+When a worker dies, that cell is closed FAILED by the main process; when the main process dies,
+the worker's next message fails and it exits quietly.
+
+Test hook: ``BPB_FAULT=module:function`` in the environment makes each worker call that
+function first (``tests/faults.py`` breaks one implementation class for the process).
+"""
+from __future__ import annotations
+
+import importlib
+import multiprocessing as mp
+import os
+import traceback
+from dataclasses import dataclass
+
+import impls
+from benchmarks import machine
+from benchmarks.plan import BenchOptions, Cell
+
+FAULT_ENV = "BPB_FAULT"
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs besides its cells (all picklable)."""
+    dataset: str
+    data_dir: str | None
+    threads: int
+    peak_gflops: float
+    options: BenchOptions
+
+
+def prepare_process(names, threads: int) -> None:
+    """Import the backends of ``names``, then pin every pool (pinning only touches pools that
+    are loaded). The fault hook, if set, runs first."""
+    fault = os.environ.get(FAULT_ENV)
+    if fault:
+        module, func = fault.split(":")
+        getattr(importlib.import_module(module), func)()
+    for name in names:
+        impls.get(name)
+    machine.pin_threads(threads)
+
+
+class PipeRecorder:
+    """The worker's side of a recorder: every call becomes a message, answered by an ack."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def _send(self, *msg):
+        self.conn.send(msg)
+        self.conn.recv()          # the ack: the main process has written it
+
+    def open(self, cell, params, tags):
+        self._send("open", cell, params, tags)
+
+    def log(self, metrics=None, tags=None, step=0):
+        self._send("log", metrics, tags, step)
+
+    def close(self, outcome, details=None):
+        self._send("close", outcome, details)
+
+
+def _worker(conn, job: Job, cells: list[Cell]) -> None:
+    from benchmarks import datasets
+    from benchmarks.cells import run_group
+    try:
+        prepare_process({c.config.impl for c in cells}, job.threads)
+        data = datasets.load(job.dataset, job.data_dir)
+        run_group(cells, data, PipeRecorder(conn), job.peak_gflops, job.options)
+        conn.send(("done",))
+    except KeyboardInterrupt:
+        _quietly(conn.send, ("interrupted",))
+    except (BrokenPipeError, EOFError, ConnectionResetError):
+        pass                      # the main process is gone: stop, there is nobody to report to
+    except BaseException:
+        _quietly(conn.send, ("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def _quietly(func, *args):
+    try:
+        func(*args)
+    except OSError:
+        pass
+
+
+class WorkerFailed(Exception):
+    """A worker died or raised outside any cell; ``details`` is its traceback or exit code."""
+
+    def __init__(self, reason: str, details: str):
+        super().__init__(reason)
+        self.details = details
+
+
+def run_isolated(cells: list[Cell], job: Job, recorder) -> None:
+    """Run ``cells`` in a fresh spawned process, relaying its messages to ``recorder``.
+
+    Raises KeyboardInterrupt if the worker was interrupted, WorkerFailed if it died; either
+    way the cell in flight is left open on ``recorder`` for the caller to close.
+    """
+    ctx = mp.get_context("spawn")
+    conn, child = ctx.Pipe(duplex=True)
+    proc = ctx.Process(target=_worker, args=(child, job, cells), name=f"bench-{cells[0].config.impl}")
+    proc.start()
+    child.close()
+    try:
+        while True:
+            try:
+                kind, *args = conn.recv()
+            except EOFError:
+                proc.join()
+                raise WorkerFailed(f"worker process died (exit code {proc.exitcode})",
+                                   f"exit code {proc.exitcode}") from None
+            if kind == "done":
+                return
+            if kind == "interrupted":
+                raise KeyboardInterrupt
+            if kind == "error":
+                raise WorkerFailed(args[0].strip().splitlines()[-1], args[0])
+            getattr(recorder, kind)(*args)
+            conn.send("ack")
+    finally:
+        conn.close()
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=10)

@@ -1,0 +1,20 @@
+"""Helpers shared by the test modules (imported by them; conftest.py holds fixtures only)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, cwd=None, env=None, timeout=600):
+    """``python -m benchmarks ARGS`` in a subprocess; returns CompletedProcess (text)."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "benchmarks", *args], capture_output=True,
+                          text=True, cwd=cwd or ROOT, env=full_env, timeout=timeout)
+
+
+def sqlite_uri(folder: Path, name: str = "mlflow.db") -> str:
+    return f"sqlite:///{folder / name}"

@@ -1,0 +1,194 @@
+"""The regression gate's logic on recorded and synthetic samples: nothing is timed here.
+
+Speed: the significance test and the band together (benchmarks/regress.py, judge_speed), on
+repeat distributions with a known 3x shift, no shift, a shift inside the band, and a speed-up
+beyond it. Update: ``--update``'s one rule (``left_band``), the baseline's schema, and the
+atomic write.
+"""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import regress
+from benchmarks.config import UsageError
+from benchmarks.regress import Measured, judge, updated_baseline
+
+COMMITTED = Path(regress.BASELINE)
+SPEED_KEY = "speed/hw1-q4/fashion-mnist/numba-sample/float32/b1"
+ACC_KEY = "hw1-q4/fashion-mnist/numpy-batch/float64/b1"
+
+
+def recorded() -> dict:
+    """The committed baseline: real repeat distributions measured by the gate."""
+    return json.loads(COMMITTED.read_text())
+
+
+def speed(ratios, key=SPEED_KEY) -> Measured:
+    return Measured(key, "speed", key.split("/")[-3], "float32", parity=[1e-7], ratios=list(ratios))
+
+
+def noisy(center: float, n: int = 7, spread: float = 0.08, seed: int = 0) -> list[float]:
+    """``n`` ratios around ``center`` with lognormal noise of ``spread`` (a noisy shared machine)."""
+    return list(center * np.exp(np.random.default_rng(seed).normal(0, spread, n)))
+
+
+def entry_from(ratios, band=regress.MIN_BAND) -> dict:
+    med = float(np.median(ratios))
+    return {"ratio": med, "band": [med * (1 - band), med * (1 + band)], "samples": sorted(ratios)}
+
+
+def verdict_of(measured: Measured, entry: dict, mode="fail"):
+    return regress.judge_speed(measured.key, entry, measured, mode)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_3x_slowdown_is_flagged_and_leaves_its_band(seed):
+    base = noisy(10.0, seed=seed)
+    v = verdict_of(speed(noisy(10.0 / 3, seed=seed + 100)), entry_from(base))
+    assert (v.verdict, v.failing, v.left_band) == ("FAIL", True, True)
+    v = verdict_of(speed(noisy(10.0 / 3, seed=seed + 100)), entry_from(base), mode="warn")
+    assert (v.verdict, v.failing, v.left_band) == ("SLOWER (warn)", False, True)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_no_shift_is_ok(seed):
+    v = verdict_of(speed(noisy(10.0, seed=seed + 100)), entry_from(noisy(10.0, seed=seed)))
+    assert (v.verdict, v.failing, v.left_band) == ("ok", False, False)
+
+
+def test_a_significant_shift_inside_the_band_is_ok():
+    """30% slower, with no overlap at all (p tiny), is still inside a +-50% band: noise on a
+    shared machine, not a regression."""
+    base, slower = noisy(10.0, spread=0.01), noisy(7.0, spread=0.01, seed=1)
+    p_slower, _ = regress.shift_pvalues(slower, base)
+    assert p_slower < regress.ALPHA
+    v = verdict_of(speed(slower), entry_from(base))
+    assert (v.verdict, v.failing, v.left_band) == ("ok", False, False)
+
+
+def test_below_the_band_without_significance_is_ok():
+    """A median below the band, from repeats so scattered that they overlap the baseline's:
+    not significant (p about 0.28), so not a regression."""
+    base = [8.0, 9.0, 10.0, 10.0, 11.0, 12.0, 30.0]
+    entry = {"ratio": 10.0, "band": [5.5, 15.0], "samples": base}
+    scattered = [1.0, 2.0, 3.0, 5.0, 20.0, 30.0, 40.0]
+    assert np.median(scattered) < entry["band"][0]
+    v = verdict_of(speed(scattered), entry)
+    assert v.verdict == "ok" and not v.left_band
+
+
+def test_a_speed_up_beyond_the_band_is_reported_not_failed():
+    v = verdict_of(speed(noisy(30.0, seed=3)), entry_from(noisy(10.0)))
+    assert (v.verdict, v.failing, v.left_band) == ("faster", False, True)
+
+
+def test_recorded_samples_judge_against_themselves_ok_and_a_third_of_them_fail():
+    e = recorded()["cells"][SPEED_KEY]["speed"]
+    assert verdict_of(speed(e["samples"]), e).verdict == "ok"
+    assert verdict_of(speed([r / 3 for r in e["samples"]]), e).verdict == "FAIL"
+
+
+def test_too_few_samples_never_pass_in_fail_mode():
+    e = recorded()["cells"][SPEED_KEY]["speed"]
+    assert verdict_of(speed(e["samples"][:2]), e).failing
+    assert not verdict_of(speed(e["samples"][:2]), e, mode="warn").failing
+
+
+# ---- --update's rule -----------------------------------------------------------------------
+def accuracy(mean: float, seeds=(0, 1, 2), key=ACC_KEY) -> Measured:
+    accs = [mean - 0.001, mean, mean + 0.001]
+    return Measured(key, "accuracy", key.split("/")[-3], "float64", seeds=list(seeds), accuracies=accs,
+                    times_to_target=[None] * 3, parity=[1e-15])
+
+
+def update(old: dict, measured: dict[str, Measured]):
+    verdicts = judge(measured, old, "warn")
+    new, moved = updated_baseline(old, measured, verdicts, regress.MIN_BAND, old.get("options", {}))
+    return verdicts, new, moved
+
+
+def test_update_moves_exactly_the_entries_whose_verdict_left_their_band():
+    old = recorded()
+    acc_expected = old["cells"][ACC_KEY]["accuracy"]["expected"]
+    e = old["cells"][SPEED_KEY]["speed"]
+    measured = {
+        ACC_KEY: accuracy(acc_expected + 0.002),                          # inside tolerance: kept
+        SPEED_KEY: speed([r / 3 for r in e["samples"]]),                   # left its band: moves
+        "hw1-q4/fashion-mnist/numba-sample/float64/b1": accuracy(0.5, key="hw1-q4/fashion-mnist/numba-sample/"
+                                                                            "float64/b1"),  # FAIL: moves
+    }
+    verdicts, new, moved = update(old, measured)
+    assert sorted(moved) == sorted({v.cell for v in verdicts if v.left_band})
+    assert sorted(moved) == sorted([SPEED_KEY, "hw1-q4/fashion-mnist/numba-sample/float64/b1"])
+    assert new["cells"][ACC_KEY] == old["cells"][ACC_KEY]
+    assert new["cells"][SPEED_KEY]["speed"]["ratio"] == pytest.approx(e["ratio"] / 3, rel=0.05)
+    for key in set(old["cells"]) - set(moved):
+        assert new["cells"][key] == old["cells"][key]                     # untouched, nothing dropped
+
+
+def test_update_of_an_unchanged_measurement_is_byte_identical():
+    old = recorded()
+    e = old["cells"][SPEED_KEY]["speed"]
+    acc = old["cells"][ACC_KEY]["accuracy"]
+    _, new, moved = update(old, {SPEED_KEY: speed(e["samples"]), ACC_KEY: accuracy(acc["expected"])})
+    assert moved == [] and regress.dump(new) == regress.dump(old)
+
+
+def test_new_cells_are_added_and_a_better_accuracy_moves():
+    old = {"cells": {ACC_KEY: {"accuracy": {"expected": 0.70, "tolerance": 0.01, "seeds": [0, 1, 2]},
+                               "parity": {"bound": 1e-9}}}}
+    verdicts, new, moved = update(old, {ACC_KEY: accuracy(0.75), SPEED_KEY: speed(noisy(10.0))})
+    assert {v.cell: v.verdict for v in verdicts if v.check in ("accuracy", "all")} == {ACC_KEY: "better",
+                                                                                       SPEED_KEY: "new"}
+    assert sorted(moved) == sorted([ACC_KEY, SPEED_KEY])
+    assert new["cells"][ACC_KEY]["accuracy"]["expected"] == 0.75
+    assert set(new["cells"][SPEED_KEY]) == {"parity", "speed"}
+
+
+def test_a_baseline_entry_that_was_not_measured_is_missing_and_fails():
+    old = recorded()
+    verdicts = judge({}, old, "warn")
+    assert verdicts and all(v.verdict == "missing" and v.failing for v in verdicts)
+
+
+# ---- the baseline file -----------------------------------------------------------------------
+@pytest.mark.parametrize("text, needle", [
+    ("[]", '"cells" object'),
+    ("{}", '"cells" object'),
+    ('{"cells": {"k": {"accuracy": {"expected": "high"}}}}', "accuracy needs"),
+    ('{"cells": {"k": {"speed": {"ratio": 2, "band": [1], "samples": [1, 2, 3]}}}}', "speed needs"),
+    ('{"cells": {"k": {"parity": {}}}}', "parity needs"),
+    ('{"cells": {"k": {}}}', "expected some of"),
+    ("{not json", "not valid JSON"),
+])
+def test_a_malformed_baseline_is_a_usage_error(tmp_path, text, needle):
+    path = tmp_path / "b.json"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=needle):
+        regress.load_baseline(path)
+
+
+def test_a_missing_baseline_is_an_error_unless_update_creates_it(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        regress.load_baseline(tmp_path / "none.json")
+    assert regress.load_baseline(tmp_path / "none.json", missing_ok=True) == {"cells": {}}
+    assert regress.schema_problem(recorded()) is None
+
+
+def test_the_baseline_is_replaced_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "baseline.json"
+    path.write_text("old contents\n")
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError):
+        regress.write_atomically(path, "new contents\n")
+    assert path.read_text() == "old contents\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["baseline.json"]      # no temporary left behind
+    monkeypatch.undo()
+    regress.write_atomically(path, "new contents\n")
+    assert path.read_text() == "new contents\n"

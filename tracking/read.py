@@ -1,0 +1,159 @@
+"""Reading sessions back: tidy pandas frames for the report and the gate, artifacts, and
+verdicts written onto an existing run. Every read validates the run id first: it goes into
+MLflow's filter strings, so only 32 hexadecimal digits are accepted."""
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+
+from tracking.store import EXPERIMENT, TrackingError, connect, display_uri
+
+# histories read back: the per-epoch metrics, and the throughput repeats of the speed gate
+HISTORY_METRICS = ("train_loss", "test_loss", "test_accuracy", "epoch_seconds", "samples_per_second",
+                   "train_seconds", "reference_samples_per_second", "speed_ratio")
+EPOCH_METRICS = ("train_loss", "test_loss", "test_accuracy", "epoch_seconds", "samples_per_second",
+                 "train_seconds")
+
+
+def _client(uri: str):
+    import mlflow
+    connect(uri)
+    return mlflow.MlflowClient(uri)
+
+
+def check_run_id(run_id: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{32}", run_id or ""):
+        raise TrackingError(f"{run_id!r} is not an MLflow run id (32 hexadecimal digits)")
+    return run_id
+
+
+def latest_session(uri: str) -> str:
+    import mlflow
+    connect(uri)
+    runs = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="tags.`bpb.kind` = 'session'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if runs.empty:
+        raise TrackingError(f"no benchmark session in {display_uri(uri)}; run `python -m benchmarks bench` first")
+    return runs.iloc[0]["run_id"]
+
+
+def read_session(uri: str, run_id: str | None = None):
+    """(parent, cells, epochs) as pandas: the parent run's row, one row per child run
+    (columns ``metrics.*``, ``params.*``, ``tags.*``, ``status``), and every per-epoch metric
+    of every child in long form (run_id, key, step, value)."""
+    import mlflow
+    import pandas as pd
+    client = _client(uri)
+    run_id = check_run_id(run_id) if run_id else latest_session(uri)
+    parent = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string=f"attributes.run_id = '{run_id}'")
+    if parent.empty:
+        raise TrackingError(f"no run {run_id} in experiment {EXPERIMENT!r} at {display_uri(uri)}")
+    cells = mlflow.search_runs(experiment_names=[EXPERIMENT],
+                               filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'",
+                               order_by=["attributes.start_time ASC"])
+    rows = []
+    for rid in cells["run_id"] if not cells.empty else []:
+        for key in HISTORY_METRICS:
+            for m in client.get_metric_history(rid, key):
+                rows.append({"run_id": rid, "key": key, "step": m.step, "value": m.value})
+    epochs = pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+    return parent.iloc[0], cells, epochs
+
+
+def session_meta(parent) -> dict:
+    """What a report says about its session: id, status, mode, dataset, peak, inventory."""
+    machine = {k[len("tags.machine."):]: v for k, v in parent.items()
+               if isinstance(k, str) and k.startswith("tags.machine.")}
+    return {"run_id": parent["run_id"], "status": parent.get("status", "?"), "mode": parent.get("params.mode", "?"),
+            "peak_gemm_gflops": parent.get("metrics.peak_gemm_gflops", float("nan")),
+            "machine": machine, "dataset": parent.get("tags.dataset", "?")}
+
+
+def repeat_series(raw_epochs, key: str = "samples_per_second") -> dict[str, list[float]]:
+    """run_id -> one value per timed repeat, in order (throughput cells log one per step)."""
+    rows = raw_epochs[raw_epochs["key"] == key]
+    return {rid: g.sort_values("step")["value"].tolist() for rid, g in rows.groupby("run_id")}
+
+
+def read_examples(uri: str, run_id: str) -> dict:
+    """The session's examples.json (three test images and predictions), or {} without one."""
+    client = _client(uri)
+    with tempfile.TemporaryDirectory(prefix="bpb-") as tmp:
+        try:
+            path = client.download_artifacts(check_run_id(run_id), "examples.json", tmp)
+        except Exception:  # absent artifact: MlflowException or OSError depending on the store
+            return {}
+        return json.loads(Path(path).read_text())
+
+
+def annotate(uri: str, run_id: str, *, metrics=None, tags=None, dicts=None, files=(), artifact_path=None):
+    """Write onto an existing run: metrics, tags, JSON artifacts (``{path: obj}``) and files."""
+    client = _client(uri)
+    check_run_id(run_id)
+    for key, value in (metrics or {}).items():
+        client.log_metric(run_id, key, float(value))
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, key, str(value))
+    for path, obj in (dicts or {}).items():
+        client.log_dict(run_id, obj, path)
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path)
+
+
+CELL_COLUMNS = ["run_id", "cell", "kind", "impl", "device", "preset", "dataset", "network", "dtype",
+                "batch_size", "seed", "status", "reason", "samples_per_second_median",
+                "samples_per_second_q1", "samples_per_second_q3", "roofline_fraction",
+                "compile_seconds", "test_accuracy", "time_to_target_seconds", "target_accuracy",
+                "parity_max_error", "flops_per_sample"]
+EPOCH_COLUMNS = ["run_id", "cell", "impl", "preset", "dtype", "batch_size", "seed", "epoch",
+                 *EPOCH_METRICS]
+
+
+def tidy(cells, epochs):
+    """MLflow's frames -> (cells, epochs) with the fixed columns above, one row per cell and
+    one row per (accuracy cell, epoch)."""
+    import numpy as np
+    import pandas as pd
+
+    def col(name, default=np.nan):
+        return cells[name] if name in cells.columns else pd.Series(default, index=cells.index)
+
+    out = pd.DataFrame({
+        "run_id": col("run_id"),
+        "cell": col("tags.bpb.cell"),
+        "kind": col("tags.bpb.cell_kind"),
+        "impl": col("tags.implementation"),
+        "device": col("tags.device"),
+        "preset": col("params.preset"),
+        "dataset": col("params.dataset"),
+        "network": col("params.sizes").astype(str).str.replace(",", "-") + " " + col("params.activation").astype(str),
+        "dtype": col("params.dtype"),
+        "batch_size": pd.to_numeric(col("params.batch_size"), errors="coerce").astype("Int64"),
+        "seed": pd.to_numeric(col("params.seed"), errors="coerce").astype("Int64"),
+        "status": col("status"),
+        "reason": col("tags.bpb.failure_reason", None),
+        "samples_per_second_median": col("metrics.samples_per_second_median"),
+        "samples_per_second_q1": col("metrics.samples_per_second_q1"),
+        "samples_per_second_q3": col("metrics.samples_per_second_q3"),
+        "roofline_fraction": col("metrics.roofline_fraction"),
+        "compile_seconds": col("metrics.compile_seconds"),
+        "test_accuracy": col("metrics.test_accuracy"),
+        "time_to_target_seconds": col("metrics.time_to_target_seconds"),
+        "target_accuracy": pd.to_numeric(col("params.target_accuracy"), errors="coerce"),
+        "parity_max_error": col("metrics.parity_max_error"),
+        "flops_per_sample": col("metrics.flops_per_sample"),
+    }, columns=CELL_COLUMNS).reset_index(drop=True)
+    if epochs.empty or out.empty:
+        return out, pd.DataFrame(columns=EPOCH_COLUMNS)
+    accuracy_ids = set(out.loc[out["kind"] == "accuracy", "run_id"])
+    long = epochs[epochs["run_id"].isin(accuracy_ids)]
+    wide = long.pivot_table(index=["run_id", "step"], columns="key", values="value", aggfunc="last").reset_index()
+    wide = wide.rename(columns={"step": "epoch"})
+    meta = out[["run_id", "cell", "impl", "preset", "dtype", "batch_size", "seed"]]
+    merged = meta.merge(wide, on="run_id")
+    for key in EPOCH_METRICS:
+        if key not in merged.columns:
+            merged[key] = np.nan
+    return out, merged[EPOCH_COLUMNS].sort_values(["cell", "epoch"]).reset_index(drop=True)

@@ -1,0 +1,109 @@
+"""A bench session in MLflow: one parent run, one nested child run per cell.
+
+- parent (tag ``bpb.kind = session``): the session's options as params, the machine inventory
+  as tags, the report and pytest-benchmark JSON as artifacts;
+- child (``bpb.kind = cell``): the whole RunConfig as params, per-epoch (or per-repeat)
+  metrics with ``step``, summary metrics, tags (implementation, device, dtype, git commit,
+  inventory) and the dataset as an input.
+
+Only the harness's main process writes here; worker processes send what they measured to it
+(``benchmarks/workers.py``). What to do when a cell fails is the harness's decision
+(``benchmarks/cells.py``): this class records whatever status it is told.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+
+from tracking.store import connect
+
+REASON_TAG = "bpb.failure_reason"
+
+
+def _flat(d: dict) -> dict[str, str]:
+    return {k: (",".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)) for k, v in d.items()}
+
+
+class Session:
+    """The parent run of a session, and the child runs of its cells, by run id."""
+
+    def __init__(self, uri: str, run_id: str, experiment_id: str):
+        import mlflow
+        self.uri, self.run_id, self.experiment_id = uri, run_id, experiment_id
+        self.client = mlflow.MlflowClient(uri)
+
+    @classmethod
+    def start(cls, uri: str, name: str, params: dict, tags: dict) -> "Session":
+        import mlflow
+        experiment_id = connect(uri)
+        run = mlflow.MlflowClient(uri).create_run(experiment_id, run_name=name,
+                                                  tags={"bpb.kind": "session", **_flat(tags)})
+        session = cls(uri, run.info.run_id, experiment_id)
+        session.log(params=params)
+        return session
+
+    # ---- writing ---------------------------------------------------------------------------
+    def log(self, run_id: str | None = None, *, params=None, metrics=None, tags=None, step: int = 0):
+        """Params, metrics (at ``step``) and tags on the parent, or on child ``run_id``."""
+        from mlflow.entities import Metric, Param, RunTag
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id or self.run_id,
+            metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v is not None],
+            params=[Param(k, v) for k, v in _flat(params or {}).items()],
+            tags=[RunTag(k, v) for k, v in _flat(tags or {}).items()])
+
+    def open_cell(self, name: str, params: dict, tags: dict, dataset=None) -> str:
+        """A RUNNING child run; returns its id. ``dataset``: ``dataset_record(...)``."""
+        from mlflow.entities import DatasetInput, InputTag
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags={"bpb.kind": "cell", "mlflow.parentRunId": self.run_id, **_flat(tags)})
+        run_id = run.info.run_id
+        self.log(run_id, params=params)
+        if dataset is not None:
+            self.client.log_inputs(run_id, [DatasetInput(dataset._to_mlflow_entity(),
+                                                         tags=[InputTag("mlflow.data.context", "training")])])
+        return run_id
+
+    def end_cell(self, run_id: str, status: str, reason: str | None = None, details: str | None = None):
+        """End a child run with MLflow's ``status``; a reason and details go with any but FINISHED."""
+        if reason:
+            self.client.set_tag(run_id, REASON_TAG, reason[:5000])
+        if details:
+            self.client.log_text(run_id, details, "failure.txt")
+        self.client.set_terminated(run_id, status)
+
+    def close_running_cells(self, status: str, reason: str) -> int:
+        """End every child still RUNNING (a worker died or the session was stopped); returns
+        how many there were."""
+        runs = self.client.search_runs([self.experiment_id],
+                                       filter_string=f"tags.`mlflow.parentRunId` = '{self.run_id}' "
+                                                     "and attributes.status = 'RUNNING'")
+        for run in runs:
+            self.end_cell(run.info.run_id, status, reason)
+        return len(runs)
+
+    def finish(self, status: str = "FINISHED", reason: str | None = None):
+        """End the parent run with ``status`` (children left RUNNING get the same)."""
+        if status != "FINISHED":
+            self.close_running_cells(status, reason or status.lower())
+        if reason:
+            self.client.set_tag(self.run_id, REASON_TAG, reason[:5000])
+        self.client.set_terminated(self.run_id, status)
+
+    def log_artifact(self, path, artifact_path: str | None = None):
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_dict(self, obj: dict, artifact_file: str, run_id: str | None = None):
+        self.client.log_dict(run_id or self.run_id, obj, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str, run_id: str | None = None):
+        self.client.log_text(run_id or self.run_id, text, artifact_file)
+
+
+def dataset_record(features, targets, name: str, digest: str, source: str):
+    """An MLflow dataset record (name, digest, source folder, schema); no data is copied."""
+    import mlflow.data
+    with warnings.catch_warnings():   # "source can be interpreted in multiple ways": it is a local folder
+        warnings.simplefilter("ignore", UserWarning)
+        return mlflow.data.from_numpy(features, targets=targets, name=name, digest=digest, source=source)

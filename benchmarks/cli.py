@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import impls
 import tracking
 from benchmarks import commands, datasets
 from benchmarks.config import EXIT_INTERRUPTED, EXIT_USAGE, PRESETS, UsageError
-from benchmarks.regress import BASELINE, MIN_BAND
+from benchmarks.baseline import BASELINE
+from benchmarks.regress import MIN_BAND
 
 DEFAULT_OUT = os.path.join("reports", "out")
 
@@ -180,7 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: what is finished is kept, the run in flight ends KILLED."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated("terminated (SIGTERM)")
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _on_sigterm)
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "optimizer", None) == "adam" and getattr(args, "momentum", None):
@@ -190,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, datasets.DataError, impls.ConfigError, tracking.TrackingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted; results written so far are kept", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"{str(exc) or 'interrupted'}; results written so far are kept", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:   # a full disk, a file that vanished: the session recorded it FAILED
+        print(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}; results written "
+              "so far are kept", file=sys.stderr)
+        return 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -109,7 +110,11 @@ def _find_file(folder: Path, info: DatasetInfo, fname: str) -> Path | None:
 
 
 def _complete(folder: Path, info: DatasetInfo) -> bool:
-    return all(_find_file(folder, info, fname) for fname, _, _ in FILES.values())
+    try:
+        return all(_find_file(folder, info, fname) for fname, _, _ in FILES.values())
+    except PermissionError:
+        raise DataError(f"{folder}: permission denied, the folder cannot be read. Fix its permissions "
+                        "(chmod), run as a user who can read it, or point --data-dir elsewhere.") from None
 
 
 def _read(path: Path) -> bytes:
@@ -118,7 +123,10 @@ def _read(path: Path) -> bytes:
             with gzip.open(path, "rb") as f:
                 return f.read()
         return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except PermissionError:
+        raise DataError(f"{path}: permission denied, the file cannot be read. Fix its permissions "
+                        "(chmod), run as a user who can read it, or point --data-dir elsewhere.") from None
+    except (OSError, EOFError, zlib.error) as exc:   # gzip.BadGzipFile is an OSError
         raise DataError(f"{path}: cannot be read ({exc}). The file is damaged: delete it and "
                         "install or download the dataset again.") from None
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import tracking
-from benchmarks import regress
+from benchmarks import baseline as baseline_file, regress
 from benchmarks.config import UsageError
 from benchmarks.plan import BenchOptions, gate_options
 from benchmarks.session import run_session
@@ -59,7 +59,7 @@ def run_gate(options: GateOptions, baseline_path: Path, speed: str = "warn", upd
     Returns the exit status: 1 when a check fails, else 0; UsageError for a gate on nothing."""
     from benchmarks import datasets
     tracking.connect(uri)
-    baseline = regress.load_baseline(baseline_path, missing_ok=update)
+    baseline = baseline_file.load_baseline(baseline_path, missing_ok=update)
     if run_id is None:
         data = datasets.load(options.dataset, data_dir, download_ok=download)
         _, run_id = run_session(options.matrix(), data, uri, threads, out_dir, mode="regress", isolate=isolate,
@@ -73,7 +73,8 @@ def run_gate(options: GateOptions, baseline_path: Path, speed: str = "warn", upd
         raise UsageError(f"gate session {run_id} is {meta['status']}, not complete: it cannot be judged")
     cells, _ = tracking.tidy(raw_cells, raw_epochs)
     measured = regress.collect(cells, tracking.repeat_series(raw_epochs),
-                               tracking.repeat_series(raw_epochs, "speed_ratio"))
+                               tracking.repeat_series(raw_epochs, "speed_ratio"),
+                               tracking.repeat_series(raw_epochs, "train_loss"))
     measured = {k: m for k, m in measured.items() if options.in_scope(k)}
     verdicts = regress.judge(measured, baseline, speed, options.checks, options.in_scope)
     if not verdicts:
@@ -87,10 +88,10 @@ def run_gate(options: GateOptions, baseline_path: Path, speed: str = "warn", upd
             log("not updating the baseline from a session with failed cells:\n  " + "\n  ".join(broken))
             return 1
         new, moved = regress.updated_baseline(baseline, measured, verdicts, options.speed_band, options.record())
-        text = regress.dump(new)
+        text = baseline_file.dump(new)
         unchanged = baseline_path.exists() and baseline_path.read_text() == text
         if not unchanged:
-            regress.write_atomically(baseline_path, text)
+            baseline_file.write_atomically(baseline_path, text)
         log(f"baseline {baseline_path} {'unchanged' if unchanged else 'rewritten'} from session {run_id}"
             + (f"; moved (left their band): {', '.join(moved)}" if moved else ""))
         baseline = new

@@ -5,6 +5,10 @@ runs a gate session and reads it back; this module only compares numbers.
 - accuracy: each gated accuracy cell runs several seeds; the mean over seeds must reach the
   baseline's expected value minus its tolerance. The table shows mean ± std, and time-to-target
   as an MLPerf-style olympic mean (fastest and slowest seed dropped).
+- loss: the training-loss curve (mean over seeds, per epoch) must stay below the baseline's
+  plus a tolerance from the seeds' spread (3 std, at least 2% of the loss). It sees what
+  training does, not only where it ends: an lr that drops after the first step costs Adam on
+  hw1-q3 about one point of accuracy (inside that tolerance) but 50% more loss in epoch 1.
 - parity: every cell's one-step parity error must stay within the baseline's bound (the
   contract's tolerance for its dtype). A cell that fails parity is never timed.
 - speed: an implementation's speed ratio over numpy-sample, timed in alternation with it in the
@@ -13,6 +17,8 @@ runs a gate session and reads it back; this module only compares numbers.
   (p < ALPHA) and beyond the band (by default at least +-50% of the baseline ratio:
   ``MIN_BAND``). ``--speed off|warn|fail`` decides what a slowdown does.
 
+The baseline file itself (schema, atomic write) is ``benchmarks/baseline.py``.
+
 The update rule, in one place (``left_band``): an entry is rewritten only when its own verdict,
 judged against the old entry, says the measurement left its tolerance or band (or the entry is
 new). Everything else is kept byte for byte, so ``--update`` on an unchanged tree is a no-op;
@@ -20,22 +26,15 @@ entries the session did not measure are kept too, never dropped.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
-from numbers import Real
-from pathlib import Path
 
 import numpy as np
 
 import impls
-from benchmarks.config import UsageError
 from reports.stats import olympic_mean, shift_pvalues
 
-BASELINE = Path(__file__).with_name("baseline.json")
 ALPHA = 0.01              # significance level of the speed test
 MIN_BAND = 0.5            # default speed band: at least +-50% of the baseline median ratio
 ACC_TOL = (0.005, 0.015)  # accuracy tolerance: 3 std over seeds, clipped to this range
@@ -60,6 +59,7 @@ class Measured:
     failures: list = field(default_factory=list)
     rates: list = field(default_factory=list)         # throughput samples (samples/s)
     ratios: list = field(default_factory=list)        # rates / numpy-sample's median
+    curves: list = field(default_factory=list)        # per seed: training loss per epoch
 
     @property
     def acc_mean(self):
@@ -70,8 +70,9 @@ class Measured:
         return float(np.std(self.accuracies, ddof=1)) if len(self.accuracies) > 1 else 0.0
 
 
-def collect(cells, samples, paired_ratios=None) -> dict[str, Measured]:
-    """Group a session's tidy cells by baseline key. ``samples``: run_id -> samples/s per repeat;
+def collect(cells, samples, paired_ratios=None, curves=None) -> dict[str, Measured]:
+    """Group a session's tidy cells by baseline key. ``curves``: run_id -> training loss per
+    epoch (accuracy cells); ``samples``: run_id -> samples/s per repeat;
     ``paired_ratios``: run_id -> speed ratio per repeat, timed against numpy-sample in
     alternation (preferred: machine drift cancels); without them a ratio is a repeat's rate
     over the numpy-sample cell's median."""
@@ -91,6 +92,8 @@ def collect(cells, samples, paired_ratios=None) -> dict[str, Measured]:
             m.accuracies.append(float(row["test_accuracy"]))
             ttt = row["time_to_target_seconds"]
             m.times_to_target.append(None if ttt is None or math.isnan(ttt) else float(ttt))
+            if curves and curves.get(row["run_id"]):
+                m.curves.append(list(curves[row["run_id"]]))
         else:
             m.rates = list(samples.get(row["run_id"], []))
             m.ratios = list(paired_ratios.get(row["run_id"], []))
@@ -140,8 +143,13 @@ def judge(measured: dict[str, Measured], baseline: dict, speed_mode: str, checks
             ok = worst is not None and worst <= bound
             out.append(Verdict(key, "parity", f"<= {bound:.0e}", _fmt(worst, ".1e"),
                                "-" if worst is None else f"{worst / bound:.2g}x bound", "ok" if ok else "FAIL", not ok))
-        if "accuracy" in entry and m.kind == "accuracy" and "accuracy" in checks:
-            out.append(judge_accuracy(key, entry["accuracy"], m))
+        if m.kind == "accuracy" and "accuracy" in checks:
+            if "accuracy" in entry:
+                out.append(judge_accuracy(key, entry["accuracy"], m))
+            if "loss" in entry:
+                out.append(judge_loss(key, entry["loss"], m))
+            elif m.curves:
+                out.append(Verdict(key, "loss", "no baseline", "measured", "-", "new", False, left_band=True))
         if ("speed" in entry and m.kind == "speed" and speed_mode != "off" and "speed" in checks
                 and m.impl != impls.REFERENCE):   # the reference's ratio to itself is 1 by definition
             out.append(judge_speed(key, entry["speed"], m, speed_mode))
@@ -162,6 +170,29 @@ def judge_accuracy(key: str, e: dict, m: Measured) -> Verdict:
     return Verdict(key, "accuracy", f"{e['expected']:.4f} - {e['tolerance']:.4f}", text,
                    "-" if mean is None else f"{mean - e['expected']:+.4f}",
                    "better" if better else ("ok" if ok else "FAIL"), not ok, left_band=left)
+
+
+def loss_curve(m: Measured) -> tuple[list[float], list[float]] | None:
+    """(mean, std over seeds) of the training loss per epoch, or None without full curves."""
+    if not m.curves or len({len(c) for c in m.curves}) != 1:
+        return None
+    a = np.asarray(m.curves, dtype=np.float64)
+    std = a.std(axis=0, ddof=1) if len(a) > 1 else np.zeros(a.shape[1])
+    return a.mean(axis=0).tolist(), std.tolist()
+
+
+def judge_loss(key: str, e: dict, m: Measured) -> Verdict:
+    curve = loss_curve(m)
+    expected = "[" + ", ".join(f"{x:.3f}+{t:.3f}" for x, t in zip(e["expected"], e["tolerance"])) + "]"
+    if curve is None or len(curve[0]) != len(e["expected"]) or sorted(m.seeds) != sorted(e["seeds"]):
+        return Verdict(key, "loss", expected, "no comparable curve", "-", "FAIL", True, left_band=True)
+    mean = curve[0]
+    worst = max(range(len(mean)), key=lambda i: (mean[i] - e["expected"][i]) / e["tolerance"][i])
+    over = [mu > x + t for mu, x, t in zip(mean, e["expected"], e["tolerance"])]
+    left = any(abs(mu - x) > t for mu, x, t in zip(mean, e["expected"], e["tolerance"]))
+    return Verdict(key, "loss", expected, "[" + ", ".join(f"{x:.3f}" for x in mean) + "]",
+                   f"{mean[worst] - e['expected'][worst]:+.3f} (epoch {worst + 1})",
+                   "FAIL" if any(over) else "ok", any(over), left_band=left)
 
 
 def judge_speed(key: str, e: dict, m: Measured, mode: str) -> Verdict:
@@ -194,52 +225,6 @@ def print_table(verdicts: list[Verdict], out=None) -> None:
         print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)), file=out)
 
 
-# ---- the baseline file --------------------------------------------------------------------
-def load_baseline(path: Path, *, missing_ok: bool = False) -> dict:
-    """The baseline, checked against its schema; UsageError (exit 2) naming what is wrong."""
-    if not path.exists():
-        if missing_ok:
-            return {"cells": {}}
-        raise UsageError(f"baseline {path} does not exist: a gate without a baseline judges nothing. "
-                         "Restore it from git, pass --baseline, or create it with --update")
-    try:
-        baseline = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: not valid JSON ({exc}); restore it from git or rebuild it with --update") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read baseline {path}: {exc.strerror}") from None
-    problem = schema_problem(baseline)
-    if problem:
-        raise UsageError(f"{path}: not a baseline file: {problem}; restore it from git or rebuild it with --update")
-    return baseline
-
-
-def _numbers(x, n=None) -> bool:
-    return isinstance(x, list) and (n is None or len(x) == n) and all(
-        isinstance(v, Real) and not isinstance(v, bool) for v in x)
-
-
-def schema_problem(b) -> str | None:
-    """What is wrong with a parsed baseline, or None."""
-    if not isinstance(b, dict) or not isinstance(b.get("cells"), dict):
-        return 'expected an object with a "cells" object'
-    num = lambda v: isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
-    for key, e in b["cells"].items():
-        if not isinstance(e, dict) or not e or set(e) - {"accuracy", "parity", "speed"}:
-            return f"entry {key!r}: expected some of accuracy, parity, speed"
-        a, p, s = e.get("accuracy"), e.get("parity"), e.get("speed")
-        if a is not None and not (isinstance(a, dict) and num(a.get("expected")) and num(a.get("tolerance"))
-                                  and isinstance(a.get("seeds"), list) and a["seeds"]
-                                  and all(isinstance(v, int) for v in a["seeds"])):
-            return f"entry {key!r}: accuracy needs expected, tolerance (numbers) and seeds (integers)"
-        if p is not None and not (isinstance(p, dict) and num(p.get("bound"))):
-            return f"entry {key!r}: parity needs a numeric bound"
-        if s is not None and not (isinstance(s, dict) and num(s.get("ratio")) and _numbers(s.get("band"), 2)
-                                  and _numbers(s.get("samples")) and len(s["samples"]) >= 3):
-            return f"entry {key!r}: speed needs ratio, band [low, high] and at least 3 samples"
-    return None
-
-
 def updated_baseline(old: dict, measured: dict[str, Measured], verdicts: list[Verdict], speed_band: float,
                      options_record: dict) -> tuple[dict, list[str]]:
     """(the new baseline, the keys that moved). The rule is ``left_band`` on each verdict
@@ -255,6 +240,11 @@ def updated_baseline(old: dict, measured: dict[str, Measured], verdicts: list[Ve
         if m.kind == "accuracy" and m.accuracies and (new or (key, "accuracy") in moved_checks):
             tol = round(min(max(3 * m.acc_std, ACC_TOL[0]), ACC_TOL[1]), 4)
             entry["accuracy"] = {"expected": round(m.acc_mean, 4), "tolerance": tol, "seeds": sorted(m.seeds)}
+        curve = loss_curve(m) if m.kind == "accuracy" else None
+        if curve and (new or (key, "loss") in moved_checks):
+            mean, std = curve
+            entry["loss"] = {"expected": [round(x, 4) for x in mean], "seeds": sorted(m.seeds),
+                             "tolerance": [round(max(3 * s, 0.02 * abs(x)), 4) for x, s in zip(mean, std)]}
         if (m.kind == "speed" and len(m.ratios) >= 3 and m.impl != impls.REFERENCE
                 and (new or (key, "speed") in moved_checks)):
             med = float(np.median(m.ratios))
@@ -272,20 +262,3 @@ def _sig(x: float, digits: int = 3) -> float:
     return float(f"{x:.{digits}g}")
 
 
-def dump(baseline: dict) -> str:
-    return json.dumps(baseline, indent=2, sort_keys=True) + "\n"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """A temporary file in the same folder, flushed, then renamed over ``path``: a full disk or
-    a crash leaves the old file as it was."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-import impls
 import tracking
 from benchmarks import machine, timing, workers
 from benchmarks.cells import EXAMPLE_INDICES, CellOutcome, run_group
@@ -90,7 +89,7 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
     groups: dict[str, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(cell.config.impl, []).append(cell)
-    job = workers.Job(data.name, data_dir, threads, peak, options)
+    job = workers.Job(data.name, data_dir, threads, peak, options, parent_pid=os.getpid())
     try:
         for impl_cells in groups.values():
             if not isolate:
@@ -120,24 +119,47 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
             log(f"{len(failed)} of {len(outcomes)} cells failed: {shown}" + (" ..." if len(failed) > 5 else ""))
             return 1, session.run_id
         return 0, session.run_id
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        # KeyboardInterrupt (Ctrl-C, or SIGTERM: benchmarks/cli.py) ends it KILLED; anything else
+        # (a full disk, a broken store) FAILED, with the real cause as the one reason
         bar.close()
-        reason = "interrupted by the user (Ctrl-C)"
-        recorder.abort("KILLED", reason)
-        session.finish("KILLED", f"{reason} after {len(outcomes)} of {len(cells)} cells")
+        killed = isinstance(exc, KeyboardInterrupt)
+        reason = (str(exc) or "interrupted by the user (Ctrl-C)") if killed else f"{type(exc).__name__}: {exc}"
+        status = "KILLED" if killed else "FAILED"
+        try:
+            recorder.abort(status, reason)
+            session.finish(status, f"{reason} (after {len(outcomes)} of {len(cells)} cells)")
+        except Exception as second:   # the store itself may be what failed: keep the first cause
+            log(f"could not mark session {session.run_id} {status} in the store: {type(second).__name__}")
         raise
 
 
 def render_report(uri: str, run_id: str | None, out_dir: str, log=print) -> dict:
-    """Read a session back from MLflow, write its report files, attach them to its run."""
+    """Read a session back from MLflow, write its report files into ``out_dir/<session id>/``,
+    point ``out_dir/latest`` at them, and attach them to the session's run."""
     from reports.render import write_report
+    tracking.connect(uri, create=False)
+    tracking.reap_stale(uri)
     parent, raw_cells, raw_epochs = tracking.read_session(uri, run_id)
     meta = tracking.session_meta(parent)
+    if meta["status"] not in ("FINISHED", "RUNNING"):
+        log(f"session {meta['run_id']} is {meta['status']} ({meta['reason']}): "
+            "the report shows the cells it finished")
     cells, epochs = tracking.tidy(raw_cells, raw_epochs)
-    paths = write_report(cells, epochs, tracking.read_examples(uri, meta["run_id"]), meta, out_dir)
+    folder = Path(out_dir) / meta["run_id"]
+    paths = write_report(cells, epochs, tracking.read_examples(uri, meta["run_id"]), meta, folder)
+    point_latest(folder)
     tracking.annotate(uri, meta["run_id"], files=paths.values(), artifact_path="report")
     log(f"report for session {meta['run_id']}: {', '.join(str(p) for p in paths.values())}")
     return paths
+
+
+def point_latest(folder: Path) -> None:
+    """``latest`` beside ``folder`` becomes a link to it, replaced atomically."""
+    link, tmp = folder.parent / "latest", folder.parent / f".latest-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(folder.name, target_is_directory=True)
+    os.replace(tmp, link)
 
 
 def progress(total: int):

@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib
 import multiprocessing as mp
 import os
+import threading
+import time
 import traceback
 from dataclasses import dataclass
 
@@ -34,6 +36,7 @@ class Job:
     threads: int
     peak_gflops: float
     options: BenchOptions
+    parent_pid: int = 0
 
 
 def prepare_process(names, threads: int) -> None:
@@ -68,9 +71,18 @@ class PipeRecorder:
         self._send("close", outcome, details)
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A daemon thread: when the main process is gone (kill -9), stop at once instead of
+    training on for nobody."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 def _worker(conn, job: Job, cells: list[Cell]) -> None:
     from benchmarks import datasets
     from benchmarks.cells import run_group
+    threading.Thread(target=_exit_with_parent, args=(job.parent_pid,), daemon=True).start()
     try:
         prepare_process({c.config.impl for c in cells}, job.threads)
         data = datasets.load(job.dataset, job.data_dir)

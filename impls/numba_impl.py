@@ -22,7 +22,6 @@ numba's pool is the only one working while it runs.
 from __future__ import annotations
 
 import numpy as np
-import numba
 from numba import njit, prange
 
 from impls.base import Implementation

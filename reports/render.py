@@ -60,6 +60,8 @@ def write_report(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, meta
     machine = meta.get("machine", {})
     facts = [
         f"session run `{meta.get('run_id', '?')}`, dataset {meta.get('dataset', '?')}",
+        *([f"INCOMPLETE: the session ended {meta['status']} ({meta.get('reason') or 'no reason recorded'}); "
+           "only the cells it finished are shown"] if meta.get("status", "FINISHED") not in ("FINISHED", "RUNNING") else []),
         f"CPU {machine.get('cpu_model', '?')} ({machine.get('cpu_cores', '?')} cores), GPU {machine.get('gpu', '?')}",
         f"BLAS {machine.get('blas', '?')}; {machine.get('openblas_env', '')}",
         f"peak float32 GEMM {float(meta.get('peak_gemm_gflops', float('nan'))):.0f} GFLOP/s (measured at session start)",

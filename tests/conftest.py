@@ -2,6 +2,9 @@
 (``apt-get install dataset-fashion-mnist``); a missing copy fails loudly instead of skipping."""
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 
 
@@ -18,3 +21,19 @@ def fashion():
 def small(fashion):
     """1,000 real training samples in float64 and their labels."""
     return fashion.features("train", "float64", 1000), fashion.labels("train", 1000)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 128 kB tmpfs (``tests.helpers.fill`` fills it); skipped where it cannot be mounted."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mnt)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])

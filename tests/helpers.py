@@ -18,3 +18,13 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
 
 def sqlite_uri(folder: Path, name: str = "mlflow.db") -> str:
     return f"sqlite:///{folder / name}"
+
+
+def fill(mnt: Path) -> None:
+    """Fill the file system of ``mnt`` to the last byte."""
+    with open(mnt / "filler", "wb", buffering=0) as f:
+        try:
+            while f.write(b"\0" * 4096):
+                pass
+        except OSError:
+            pass

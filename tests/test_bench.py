@@ -96,13 +96,14 @@ def test_dry_run_through_the_cli_logs_the_whole_schema(tmp_path, fashion):
     # report files on disk and attached to the parent run
     artifacts = {a.path for a in client.list_artifacts(parent["run_id"], "report")}
     for name in ("report.md", "report.html", "throughput.png", "accuracy.png", "loss.png", "examples.png"):
-        assert (tmp_path / "report" / name).is_file()
+        assert (tmp_path / "report" / "latest" / name).is_file()
         assert f"report/{name}" in artifacts
     assert "examples.json" in {a.path for a in client.list_artifacts(parent["run_id"])}
     # the report command reads the same session back
     proc = run_cli("report", "--tracking-uri", uri, "--output-dir", str(tmp_path / "again"))
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "again" / "report.html").is_file()
+    assert (tmp_path / "again" / parent["run_id"] / "report.html").is_file()
+    assert (tmp_path / "again" / "latest").resolve() == (tmp_path / "again" / parent["run_id"]).resolve()
 
 
 def test_failed_cells_are_recorded_and_the_session_goes_on(tmp_path, fashion, monkeypatch):
@@ -129,7 +130,7 @@ def test_failed_cells_are_recorded_and_the_session_goes_on(tmp_path, fashion, mo
     assert set(wrong["status"]) == {"FAILED"}
     assert wrong["tags.bpb.failure_reason"].str.startswith("parity check failed").all()
     assert wrong["metrics.samples_per_second_median"].isna().all()              # never timed
-    assert (tmp_path / "report" / "report.md").is_file()
+    assert (tmp_path / "report" / "latest" / "report.md").is_file()
 
 
 def test_ctrl_c_marks_the_current_run_killed_and_keeps_finished_ones(tmp_path):
@@ -226,5 +227,6 @@ def test_bad_tracking_uri_fails_before_any_training(uri, needle):
 
 
 def test_report_without_a_session_says_so(tmp_path):
+    (tmp_path / "empty.db").touch()
     proc = run_cli("report", "--tracking-uri", f"sqlite:///{tmp_path / 'empty.db'}")
     assert proc.returncode == 2 and "no benchmark session" in proc.stderr

@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import http.server
+import os
 import shutil
 import threading
 from functools import partial
@@ -70,6 +71,32 @@ def test_broken_gzip_is_named(damaged):
     bad.write_bytes(b"\x1f\x8b\x08\x00garbage")
     with pytest.raises(datasets.DataError, match="t10k-labels-idx1-ubyte.gz: cannot be read"):
         datasets.load("fashion-mnist", damaged)
+
+
+def test_corrupt_deflate_stream_is_named_as_damaged(damaged):
+    """A valid gzip header over a broken deflate stream raises zlib.error inside gzip."""
+    import gzip
+    target = damaged / "t10k-labels-idx1-ubyte"
+    packed = bytearray(gzip.compress(target.read_bytes()))
+    packed[20:40] = bytes(range(20))
+    target.unlink()
+    bad = damaged / "t10k-labels-idx1-ubyte.gz"
+    bad.write_bytes(bytes(packed))
+    with pytest.raises(datasets.DataError, match="ubyte.gz: cannot be read .* damaged"):
+        datasets.load("fashion-mnist", damaged)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file: chmod cannot make one unreadable")
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_unreadable_data_says_permission_denied_not_damaged(damaged, what):
+    target = damaged / "t10k-labels-idx1-ubyte" if what == "file" else damaged
+    target.chmod(0)
+    try:
+        with pytest.raises(datasets.DataError, match="permission denied") as err:
+            datasets.load("fashion-mnist", damaged)
+        assert "damaged" not in str(err.value)
+    finally:
+        target.chmod(0o755)
 
 
 def test_missing_dataset_names_every_fix(tmp_path):

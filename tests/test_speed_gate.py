@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import regress
+from benchmarks import baseline as baseline_file, regress
 from benchmarks.config import UsageError
 from benchmarks.regress import Measured, judge, updated_baseline
 
-COMMITTED = Path(regress.BASELINE)
+COMMITTED = Path(baseline_file.BASELINE)
 SPEED_KEY = "speed/hw1-q4/fashion-mnist/numba-sample/float32/b1"
 ACC_KEY = "hw1-q4/fashion-mnist/numpy-batch/float64/b1"
 
@@ -98,10 +98,12 @@ def test_too_few_samples_never_pass_in_fail_mode():
 
 
 # ---- --update's rule -----------------------------------------------------------------------
-def accuracy(mean: float, seeds=(0, 1, 2), key=ACC_KEY) -> Measured:
+def accuracy(mean: float, seeds=(0, 1, 2), key=ACC_KEY, loss_shift: float = 0.0) -> Measured:
+    """Three seeds around ``mean``, with the recorded training-loss curve (shifted by ``loss_shift``)."""
     accs = [mean - 0.001, mean, mean + 0.001]
+    curve = [x + loss_shift for x in recorded()["cells"].get(key, {}).get("loss", {}).get("expected", [1.0, 0.5])]
     return Measured(key, "accuracy", key.split("/")[-3], "float64", seeds=list(seeds), accuracies=accs,
-                    times_to_target=[None] * 3, parity=[1e-15])
+                    times_to_target=[None] * 3, parity=[1e-15], curves=[curve] * 3)
 
 
 def update(old: dict, measured: dict[str, Measured]):
@@ -134,7 +136,7 @@ def test_update_of_an_unchanged_measurement_is_byte_identical():
     e = old["cells"][SPEED_KEY]["speed"]
     acc = old["cells"][ACC_KEY]["accuracy"]
     _, new, moved = update(old, {SPEED_KEY: speed(e["samples"]), ACC_KEY: accuracy(acc["expected"])})
-    assert moved == [] and regress.dump(new) == regress.dump(old)
+    assert moved == [] and baseline_file.dump(new) == baseline_file.dump(old)
 
 
 def test_new_cells_are_added_and_a_better_accuracy_moves():
@@ -146,6 +148,18 @@ def test_new_cells_are_added_and_a_better_accuracy_moves():
     assert sorted(moved) == sorted([ACC_KEY, SPEED_KEY])
     assert new["cells"][ACC_KEY]["accuracy"]["expected"] == 0.75
     assert set(new["cells"][SPEED_KEY]) == {"parity", "speed"}
+
+
+def test_a_training_loss_curve_above_its_tolerance_fails_and_moves():
+    old = recorded()
+    e = old["cells"][ACC_KEY]
+    verdicts, new, moved = update(old, {ACC_KEY: accuracy(e["accuracy"]["expected"], loss_shift=0.5)})
+    loss = [v for v in verdicts if v.check == "loss"]
+    assert [(v.verdict, v.failing, v.left_band) for v in loss] == [("FAIL", True, True)]
+    assert moved == [ACC_KEY] and new["cells"][ACC_KEY]["accuracy"] == e["accuracy"]
+    assert new["cells"][ACC_KEY]["loss"]["expected"] == [round(x + 0.5, 4) for x in e["loss"]["expected"]]
+    within = judge({ACC_KEY: accuracy(e["accuracy"]["expected"], loss_shift=-0.001)}, old, "warn")
+    assert [v.verdict for v in within if v.check == "loss"] == ["ok"]
 
 
 def test_a_baseline_entry_that_was_not_measured_is_missing_and_fails():
@@ -168,14 +182,14 @@ def test_a_malformed_baseline_is_a_usage_error(tmp_path, text, needle):
     path = tmp_path / "b.json"
     path.write_text(text)
     with pytest.raises(UsageError, match=needle):
-        regress.load_baseline(path)
+        baseline_file.load_baseline(path)
 
 
 def test_a_missing_baseline_is_an_error_unless_update_creates_it(tmp_path):
     with pytest.raises(UsageError, match="does not exist"):
-        regress.load_baseline(tmp_path / "none.json")
-    assert regress.load_baseline(tmp_path / "none.json", missing_ok=True) == {"cells": {}}
-    assert regress.schema_problem(recorded()) is None
+        baseline_file.load_baseline(tmp_path / "none.json")
+    assert baseline_file.load_baseline(tmp_path / "none.json", missing_ok=True) == {"cells": {}}
+    assert baseline_file.schema_problem(recorded()) is None
 
 
 def test_the_baseline_is_replaced_atomically(tmp_path, monkeypatch):
@@ -186,9 +200,9 @@ def test_the_baseline_is_replaced_atomically(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(os, "replace", full_disk)
     with pytest.raises(OSError):
-        regress.write_atomically(path, "new contents\n")
+        baseline_file.write_atomically(path, "new contents\n")
     assert path.read_text() == "old contents\n"
     assert [p.name for p in tmp_path.iterdir()] == ["baseline.json"]      # no temporary left behind
     monkeypatch.undo()
-    regress.write_atomically(path, "new contents\n")
+    baseline_file.write_atomically(path, "new contents\n")
     assert path.read_text() == "new contents\n"

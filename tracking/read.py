@@ -19,7 +19,7 @@ EPOCH_METRICS = ("train_loss", "test_loss", "test_accuracy", "epoch_seconds", "s
 
 def _client(uri: str):
     import mlflow
-    connect(uri)
+    connect(uri, create=False)
     return mlflow.MlflowClient(uri)
 
 
@@ -31,7 +31,7 @@ def check_run_id(run_id: str) -> str:
 
 def latest_session(uri: str) -> str:
     import mlflow
-    connect(uri)
+    connect(uri, create=False)
     runs = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="tags.`bpb.kind` = 'session'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     if runs.empty:
@@ -67,6 +67,7 @@ def session_meta(parent) -> dict:
     machine = {k[len("tags.machine."):]: v for k, v in parent.items()
                if isinstance(k, str) and k.startswith("tags.machine.")}
     return {"run_id": parent["run_id"], "status": parent.get("status", "?"), "mode": parent.get("params.mode", "?"),
+            "reason": parent.get("tags.bpb.failure_reason") or "",
             "peak_gemm_gflops": parent.get("metrics.peak_gemm_gflops", float("nan")),
             "machine": machine, "dataset": parent.get("tags.dataset", "?")}
 

@@ -12,12 +12,34 @@ Only the harness's main process writes here; worker processes send what they mea
 """
 from __future__ import annotations
 
+import os
+import socket
 import time
 import warnings
 
-from tracking.store import connect
+from tracking.store import EXPERIMENT, connect
 
 REASON_TAG = "bpb.failure_reason"
+
+
+def process_start(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, from /proc), or "" where unknown:
+    with the pid it tells a live session from a dead one whose pid was reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def alive(pid: int, started: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass                      # someone else's process: it exists
+    return not started or process_start(pid) in ("", started)
 
 
 def _flat(d: dict) -> dict[str, str]:
@@ -36,8 +58,10 @@ class Session:
     def start(cls, uri: str, name: str, params: dict, tags: dict) -> "Session":
         import mlflow
         experiment_id = connect(uri)
+        reap_stale(uri)
+        me = {"bpb.host": socket.gethostname(), "bpb.pid": os.getpid(), "bpb.pid_start": process_start(os.getpid())}
         run = mlflow.MlflowClient(uri).create_run(experiment_id, run_name=name,
-                                                  tags={"bpb.kind": "session", **_flat(tags)})
+                                                  tags={"bpb.kind": "session", **_flat(me), **_flat(tags)})
         session = cls(uri, run.info.run_id, experiment_id)
         session.log(params=params)
         return session
@@ -99,6 +123,33 @@ class Session:
 
     def log_text(self, text: str, artifact_file: str, run_id: str | None = None):
         self.client.log_text(run_id or self.run_id, text, artifact_file)
+
+
+def reap_stale(uri: str) -> list[str]:
+    """Sessions left RUNNING by a process that is gone (kill -9, a crash, a power cut), on this
+    host: end them and their RUNNING cells KILLED, saying so. A live session, or one on another
+    host, is never touched. Returns the run ids ended."""
+    import mlflow
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        return []
+    host = socket.gethostname()
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`bpb.kind` = 'session' and "
+                              f"attributes.status = 'RUNNING' and tags.`bpb.host` = '{host}'")
+    ended = []
+    for run in runs:
+        tags = run.data.tags
+        try:
+            pid = int(tags.get("bpb.pid", ""))
+        except ValueError:
+            continue
+        if alive(pid, tags.get("bpb.pid_start", "")):
+            continue
+        stale = Session(uri, run.info.run_id, exp.experiment_id)
+        stale.finish("KILLED", f"stale: its process (pid {pid} on {host}) is gone; it never finished")
+        ended.append(run.info.run_id)
+    return ended
 
 
 def dataset_record(features, targets, name: str, digest: str, source: str):

@@ -23,26 +23,57 @@ def display_uri(uri: str) -> str:
     return re.sub(r"(//[^/@:]*):[^/@]*@", r"\1:***@", uri)
 
 
-def connect(uri: str, experiment: str = EXPERIMENT) -> str:
-    """Point MLflow at ``uri`` and prove it answers; returns the experiment id.
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]).expanduser() if uri.startswith("sqlite:///") else None
 
-    Called before any training, so a bad URI costs nothing. HTTP stores get one quick try
-    instead of MLflow's default minutes of retries.
+
+def connect(uri: str, experiment: str = EXPERIMENT, *, create: bool = True) -> str:
+    """Point MLflow at ``uri``, prove it answers and takes a write; returns the experiment id.
+
+    Called before any training, so a bad store costs nothing and its real cause is named.
+    HTTP stores get one quick try instead of MLflow's default minutes of retries. A sqlite
+    store's first use (MLflow creates its tables then) is serialised by a file lock beside it,
+    so sessions started together on a new store never leave it half-migrated. With
+    ``create=False`` (report, a gate judging a session) a sqlite file must already exist.
     """
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    path = sqlite_path(uri)
+    if path is None:
+        return _connect(uri, experiment, None)
+    if not path.parent.is_dir():
+        raise TrackingError(f"tracking URI {display_uri(uri)}: folder {path.parent} does not exist; create it or "
+                            "pass another --tracking-uri")
+    if path.is_dir():
+        raise TrackingError(f"tracking URI {display_uri(uri)}: {path} is a folder, not a database file; "
+                            "name a file in it, e.g. sqlite:///" + str(path / "mlflow.db"))
+    if not create and not path.exists():
+        raise TrackingError(f"no tracking store at {path} (from {display_uri(uri)}): check the path, or "
+                            "run `python -m benchmarks bench` to create one")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise TrackingError(f"tracking URI {display_uri(uri)}: {path if path.exists() else path.parent} is "
+                            "read-only; make it writable or pass another --tracking-uri")
+    from filelock import FileLock, Timeout
+    try:
+        with FileLock(f"{path}.lock", timeout=300):
+            # artifacts beside the database, not in whatever folder the command ran from
+            return _connect(uri, experiment, (path.resolve().parent / "mlruns").as_uri())
+    except Timeout:
+        raise TrackingError(f"{path}.lock is held by another process for more than 5 minutes; "
+                            "if none is running, delete the lock file") from None
+
+
+def _connect(uri: str, experiment: str, artifact_location: str | None) -> str:
     import mlflow
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).expanduser().parent
-        if not folder.is_dir():
-            raise TrackingError(f"tracking URI {display_uri(uri)}: folder {folder} does not exist; create it or "
-                                "pass another --tracking-uri")
     try:
         mlflow.set_tracking_uri(uri)
         client = mlflow.MlflowClient(uri)
         exp = client.get_experiment_by_name(experiment)
-        return exp.experiment_id if exp else client.create_experiment(experiment)
+        experiment_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location)
+        # a real write (a read-only database, a full disk or a read-only server fail here)
+        client.set_experiment_tag(experiment_id, "bpb.store_checked", "writable")
+        return experiment_id
     except Exception as exc:  # MLflow raises MlflowException, requests and SQLAlchemy errors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TrackingError(

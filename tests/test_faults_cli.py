@@ -1,0 +1,159 @@
+"""Faults a user can cause, tried as a user would: through the CLI, in subprocesses, on small
+data. Nothing recorded is lost, every status tells the truth, no traceback reaches the user
+and no password is printed (docs/reliability.md lists each fault and what it does now)."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, fill, run_cli
+
+mlflow = pytest.importorskip("mlflow")
+SMALL = ("bench", "--dry-run", "--impl", "numpy-sample,numpy-batch")
+
+
+def runs(uri):
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("backprop-bench")
+    found = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in found if r.data.tags.get("bpb.kind") == "session"]
+    children = [r for r in found if r.data.tags.get("bpb.kind") == "cell"]
+    return parents, children
+
+
+def start(uri, tmp_path, *extra):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "CI": "1"}
+    return subprocess.Popen([sys.executable, "-m", "benchmarks", *SMALL, "--tracking-uri", uri,
+                             "--output-dir", str(tmp_path / "out"), *extra], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_for_first_cell(proc, timeout=300):
+    deadline, lines = time.time() + timeout, []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("  accuracy/") or time.time() > deadline:
+            return lines
+    return lines
+
+
+def group_gone(pgid, timeout=15) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_three_sessions_started_together_on_a_fresh_store_all_finish(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    procs = [start(uri, tmp_path, "--impl", "numpy-sample") for _ in range(3)]    # one output folder
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    parents, children = runs(uri)
+    assert sorted(r.info.status for r in parents) == ["FINISHED"] * 3
+    client = mlflow.MlflowClient(uri)
+    for run in parents:                    # each session's report is its own, on disk and attached
+        run_id = run.info.run_id
+        assert run_id in (tmp_path / "out" / run_id / "report.md").read_text()
+        attached = client.download_artifacts(run_id, "report/report.md", str(tmp_path / run_id))
+        assert run_id in Path(attached).read_text()
+    assert children and all(r.info.status == "FINISHED" for r in children)
+    tables = {t for (t,) in sqlite3.connect(tmp_path / "fresh.db").execute(
+        "select name from sqlite_master where type = 'table'")}
+    assert not any(t.startswith("_alembic_tmp") for t in tables)
+
+
+def test_kill_9_leaves_a_stale_session_that_the_next_report_marks_killed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    proc = start(uri, tmp_path)
+    wait_for_first_cell(proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert group_gone(proc.pid), "the worker trained on after its parent was killed"
+    parents, _ = runs(uri)
+    assert [r.info.status for r in parents] == ["RUNNING"]                  # what kill -9 leaves
+    report = run_cli("report", "--tracking-uri", uri, "--output-dir", str(tmp_path / "r"))
+    assert report.returncode == 0, report.stderr
+    assert "KILLED" in report.stdout and "stale" in report.stdout and "Traceback" not in report.stderr
+    parents, children = runs(uri)
+    assert [r.info.status for r in parents] == ["KILLED"]
+    assert "stale" in parents[0].data.tags["bpb.failure_reason"]
+    assert not [r for r in children if r.info.status == "RUNNING"]
+    assert any(r.info.status == "FINISHED" for r in children)              # finished cells kept
+    assert "INCOMPLETE" in (tmp_path / "r" / "latest" / "report.md").read_text()
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    proc = start(uri, tmp_path)
+    wait_for_first_cell(proc)
+    os.kill(proc.pid, signal.SIGTERM)                                       # the parent only
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out
+    assert "terminated (SIGTERM)" in out and "Traceback" not in out
+    assert group_gone(proc.pid)
+    parents, children = runs(uri)
+    assert [r.info.status for r in parents] == ["KILLED"]
+    assert "terminated (SIGTERM)" in parents[0].data.tags["bpb.failure_reason"]
+    assert not [r for r in children if r.info.status == "RUNNING"]
+
+
+def test_a_full_disk_fails_the_session_with_one_readable_reason(tmp_path, full_disk):
+    (full_disk / "out").mkdir()
+    fill(full_disk)
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    proc = run_cli("bench", "--dry-run", "--impl", "numpy-sample", "--tracking-uri", uri,
+                   "--output-dir", str(full_disk / "out"), env={"CI": "1"})
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr
+    assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
+    parents, children = runs(uri)
+    assert [r.info.status for r in parents] == ["FAILED"]
+    reason = parents[0].data.tags["bpb.failure_reason"]
+    assert "No space left on device" in reason and "\n" not in reason
+    assert children and all(r.info.status == "FINISHED" for r in children)   # measured cells kept
+
+
+def test_passwords_in_a_tracking_uri_are_never_printed():
+    proc = run_cli("bench", "--dry-run", "--tracking-uri", "http://alice:s3cret@127.0.0.1:9")
+    assert proc.returncode == 2
+    assert "s3cret" not in proc.stdout + proc.stderr and "alice:***@127.0.0.1:9" in proc.stderr
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda p: p.mkdir(), "is a folder, not a database file"),
+    (lambda p: None, "no tracking store at"),
+])
+def test_report_on_a_wrong_sqlite_path_creates_nothing(tmp_path, make, needle):
+    path = tmp_path / "typo.db"
+    make(path)
+    proc = run_cli("report", "--tracking-uri", f"sqlite:///{path}")
+    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+    assert not path.is_file()
+
+
+@pytest.mark.parametrize("args, option", [
+    (["run", "--seed=-1"], "--seed"),
+    (["bench", "--batch-sizes", "0,-5"], "--batch-sizes"),
+    (["bench", "--seeds=-1"], "--seeds"),
+    (["run", "--output-json", "/nonexistent-folder/x.json"], "--output-json"),
+    (["run", "--optimizer", "adam", "--momentum", "0.9"], "--momentum"),
+    (["run", "--tracking-uri", "sqlite:///x.db"], "--tracking-uri"),
+])
+def test_bad_options_are_refused_before_any_work(args, option):
+    proc = run_cli(*args)
+    assert proc.returncode == 2 and option in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_report_output_dir_naming_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    proc = run_cli("report", "--output-dir", str(tmp_path / "file"))
+    assert proc.returncode == 2 and "--output-dir" in proc.stderr

@@ -86,9 +86,12 @@ class Cell:
 def plan(options: BenchOptions) -> tuple[list[Cell], list[str]]:
     """The cells to run, and one line per implementation or cell SKIPPED, with its reason."""
     names = list(options.impls) or impls.names()
+    skipped = []
     if options.cpu_only:
+        skipped = [f"{n}: a GPU implementation; this matrix runs CPU ones only" for n in names
+                   if impls.get(n).needs_gpu]
         names = [n for n in names if not impls.get(n).needs_gpu]
-    skipped = [f"{n}: {impls.available_reason(n)}" for n in names if impls.available_reason(n)]
+    skipped += [f"{n}: {impls.available_reason(n)}" for n in names if impls.available_reason(n)]
     names = [n for n in names if not impls.available_reason(n)]
     cells: list[Cell] = []
 

@@ -21,6 +21,7 @@ import numpy as np
 import tracking
 from benchmarks import machine, timing, workers
 from benchmarks.cells import EXAMPLE_INDICES, CellOutcome, run_group
+from benchmarks.config import UsageError
 from benchmarks.plan import BenchOptions, Cell, plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +59,9 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
     """Run every cell of ``plan(options)`` inside one tracked session; returns (exit status,
     session run id). Exit status 1 when a cell failed."""
     cells, skipped = plan(options)
+    if not cells:
+        raise UsageError("nothing to run here: " + ("; ".join(skipped) or "the matrix is empty") +
+                         ". Choose other implementations with --impl.")
     settings = machine.pin_threads(threads)
     inventory = machine.inventory()
     peak = timing.peak_gemm_gflops()

@@ -157,3 +157,8 @@ def test_report_output_dir_naming_a_file_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     proc = run_cli("report", "--output-dir", str(tmp_path / "file"))
     assert proc.returncode == 2 and "--output-dir" in proc.stderr
+
+
+def test_a_gate_with_no_runnable_implementation_is_an_error_not_a_pass(tmp_path):
+    proc = run_cli("regress", "--impl", "torch-cuda", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}")
+    assert proc.returncode == 2 and "nothing to run here" in proc.stderr and "checks pass" not in proc.stdout

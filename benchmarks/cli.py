@@ -179,6 +179,34 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(regress)
     add_tracking_option(regress)
     regress.set_defaults(func=commands.cmd_regress)
+
+    compare = sub.add_parser("compare", help="compare two sessions cell by cell",
+                             description="Compare two sessions: samples/s with B/A and its 95%% bootstrap interval, "
+                                         "accuracy and parity, and what differs between them.")
+    compare.add_argument("a", metavar="A", help="session id, 'latest' or 'latest~N' (the Nth before the latest)")
+    compare.add_argument("b", metavar="B", help="the session compared with A (same forms)")
+    compare.add_argument("--fail-on", choices=("slower", "accuracy", "any"), default=None,
+                         help="exit 1 when a cell is slower, when accuracy or parity got worse, or either "
+                              "(default: never; for CI)")
+    compare.add_argument("--threshold", type=fraction, default=0.1,
+                         help="smallest change of B/A called faster or slower (default: %(default)s)")
+    compare.add_argument("--output-dir", type=output_dir, default=DEFAULT_OUT, help="folder (default: %(default)s)")
+    add_tracking_option(compare)
+    compare.set_defaults(func=commands.cmd_compare)
+
+    history = sub.add_parser("history", help="every cell across sessions in git order, with its steps",
+                             description="Every cell's samples/s, accuracy and time-to-target across sessions, "
+                                         "ordered by git history, with change points found and marked.")
+    history.add_argument("--machine", default=None, help="only sessions from this host (default: all)")
+    history.add_argument("--cell", default=None, help="only cells whose name contains this (wildcards allowed)")
+    history.add_argument("--since", default=None, help="only sessions started on or after this date (YYYY-MM-DD)")
+    span = history.add_mutually_exclusive_group()
+    span.add_argument("--branch", default=None, help="the branch whose history orders the sessions (default: HEAD)")
+    span.add_argument("--commits", default=None, metavar="A..B", help="a commit range instead of a branch")
+    history.add_argument("--repo", default=None, help="the git repository (default: this one)")
+    history.add_argument("--output-dir", type=output_dir, default=DEFAULT_OUT, help="folder (default: %(default)s)")
+    add_tracking_option(history)
+    history.set_defaults(func=commands.cmd_history)
     return parser
 
 

@@ -123,3 +123,15 @@ def cmd_regress(args) -> int:
                           speed_band=args.speed_band)
     return run_gate(options, Path(args.baseline), args.speed, args.update, uri=tracking.resolve_uri(args.tracking_uri),
                     threads=args.threads, data_dir=args.data_dir, download=args.download, run_id=args.run_id)
+
+
+def cmd_compare(args) -> int:
+    from benchmarks.compare import run_compare
+    return run_compare(tracking.resolve_uri(args.tracking_uri), args.a, args.b, args.output_dir, args.fail_on,
+                       args.threshold)
+
+
+def cmd_history(args) -> int:
+    from benchmarks.history import ROOT, run_history
+    return run_history(tracking.resolve_uri(args.tracking_uri), args.output_dir, args.repo or ROOT,
+                       args.commits or args.branch or "HEAD", args.machine, args.cell, args.since)

@@ -214,15 +214,10 @@ def judge_speed(key: str, e: dict, m: Measured, mode: str) -> Verdict:
 
 
 def print_table(verdicts: list[Verdict], out=None) -> None:
-    out = out or sys.stdout
+    import pandas as pd
+    from reports.tables import to_text
     cols = ["cell", "check", "expected", "measured", "delta", "verdict"]
-    rows = [[getattr(v, c) for c in cols] for v in verdicts]
-    widths = [max(len(str(x)) for x in [c, *[r[i] for r in rows]]) for i, c in enumerate(cols)]
-    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths))
-    print(line, file=out)
-    print("  ".join("-" * w for w in widths), file=out)
-    for r in rows:
-        print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)), file=out)
+    print(to_text(pd.DataFrame([[getattr(v, c) for c in cols] for v in verdicts], columns=cols)), file=out or sys.stdout)
 
 
 def updated_baseline(old: dict, measured: dict[str, Measured], verdicts: list[Verdict], speed_band: float,

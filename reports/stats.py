@@ -32,3 +32,52 @@ def shift_pvalues(measured, expected) -> tuple[float, float]:
     less = mannwhitneyu(measured, expected, alternative="less").pvalue
     greater = mannwhitneyu(measured, expected, alternative="greater").pvalue
     return float(less), float(greater)
+
+
+def bootstrap_ratio(a, b, n: int = 4000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """(median(b) / median(a), low, high): the ratio of medians with a percentile bootstrap
+    confidence interval, resampling each session's repeats independently. With 3-7 repeats a
+    side it is wide, which is the honest answer on a shared machine."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    ra = np.median(rng.choice(a, size=(n, len(a))), axis=1)
+    rb = np.median(rng.choice(b, size=(n, len(b))), axis=1)
+    ratios = rb / ra
+    lo, hi = np.percentile(ratios, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return float(np.median(b) / np.median(a)), float(lo), float(hi)
+
+
+def series_noise(values, spreads=None) -> float:
+    """The noise of one series of session values: the larger of the robust scatter between
+    neighbouring sessions (MAD of first differences, scaled to a standard deviation) and the
+    median within-session spread (IQR / 1.349), when the sessions measured one."""
+    y = np.asarray(values, dtype=np.float64)
+    between = 1.4826 * float(np.median(np.abs(np.diff(y)))) / math.sqrt(2) if len(y) > 2 else 0.0
+    within = float(np.median(spreads)) / 1.349 if spreads is not None and len(spreads) else 0.0
+    return max(between, within, 1e-12)
+
+
+def detect_steps(values, spreads=None, min_size: int = 3, z: float = 4.0, min_effect: float = 0.0) -> list[dict]:
+    """Change points in one series (in session order), each kept only when it stands out of the
+    measured noise. PELT (``ruptures``) with the least-absolute-deviation cost proposes the
+    segments (a least-squares cost took clusters of outliers for steps: 50 false alarms in 200
+    flat series with 5% outliers, against 0 for this one), with a penalty of 3 sigma ln(n); a
+    proposed step is kept when the medians of the segments on its two sides differ by more than
+    ``z`` standard errors (sigma from ``series_noise``) and by more than ``min_effect``.
+    Returns ``[{"index": first index after the step, "before", "after"}]``."""
+    import ruptures
+    y = np.asarray(values, dtype=np.float64)
+    if len(y) < 2 * min_size:
+        return []
+    sigma = series_noise(y, spreads)
+    ends = ruptures.Pelt(model="l1", min_size=min_size, jump=1).fit(y.reshape(-1, 1)).predict(
+        pen=3 * sigma * math.log(len(y)))
+    bounds = [0, *ends]
+    steps = []
+    for k in range(1, len(bounds) - 1):
+        before, after = y[bounds[k - 1]:bounds[k]], y[bounds[k]:bounds[k + 1]]
+        delta = float(np.median(after) - np.median(before))
+        se = 1.253 * sigma * math.sqrt(1 / len(before) + 1 / len(after))
+        if abs(delta) > z * se and abs(delta) > min_effect:
+            steps.append({"index": bounds[k], "before": float(np.median(before)), "after": float(np.median(after))})
+    return steps

@@ -106,3 +106,13 @@ def to_markdown(table: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines)
+
+
+def to_text(table: pd.DataFrame) -> str:
+    """A plain, left-aligned terminal table with a rule under the header."""
+    cols = [str(c) for c in table.columns]
+    rows = [[str(v) for v in row] for row in table.itertuples(index=False)]
+    widths = [max(len(x) for x in [c, *[r[i] for r in rows]]) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip(), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)

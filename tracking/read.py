@@ -39,6 +39,39 @@ def latest_session(uri: str) -> str:
     return runs.iloc[0]["run_id"]
 
 
+def list_sessions(uri: str):
+    """Every session in the store, newest first: one row per parent run with its status,
+    start time, commit, host, mode and machine tags (MLflow's column names)."""
+    import mlflow
+    connect(uri, create=False)
+    return mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="tags.`bpb.kind` = 'session'",
+                              order_by=["attributes.start_time DESC"], max_results=50000)
+
+
+def resolve_ref(uri: str, ref: str) -> str:
+    """A session id from ``ref``: a run id, ``latest``, or ``latest~N`` (the Nth before it)."""
+    m = re.fullmatch(r"latest(?:~(\d+))?", ref)
+    if not m:
+        return check_run_id(ref)
+    sessions = list_sessions(uri)
+    n = int(m.group(1) or 0)
+    if n >= len(sessions):
+        raise TrackingError(f"{ref}: the store at {display_uri(uri)} holds {len(sessions)} session(s)")
+    return sessions.iloc[n]["run_id"]
+
+
+def all_cells(uri: str):
+    """Every cell of every session, in one query: MLflow's columns plus ``session`` (the parent
+    run id). Summary metrics only; per-repeat histories are ``read_session``'s."""
+    import mlflow
+    connect(uri, create=False)
+    cells = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="tags.`bpb.kind` = 'cell'",
+                               max_results=50000)
+    if not cells.empty:
+        cells["session"] = cells["tags.mlflow.parentRunId"]
+    return cells
+
+
 def read_session(uri: str, run_id: str | None = None):
     """(parent, cells, epochs) as pandas: the parent run's row, one row per child run
     (columns ``metrics.*``, ``params.*``, ``tags.*``, ``status``), and every per-epoch metric

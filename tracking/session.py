@@ -60,7 +60,7 @@ class Session:
         experiment_id = connect(uri)
         reap_stale(uri)
         me = {"bpb.host": socket.gethostname(), "bpb.pid": os.getpid(), "bpb.pid_start": process_start(os.getpid())}
-        run = mlflow.MlflowClient(uri).create_run(experiment_id, run_name=name,
+        run = mlflow.MlflowClient(uri).create_run(experiment_id, run_name=name,   # tags may set another bpb.kind
                                                   tags={"bpb.kind": "session", **_flat(me), **_flat(tags)})
         session = cls(uri, run.info.run_id, experiment_id)
         session.log(params=params)

@@ -1,0 +1,92 @@
+"""``python -m benchmarks history``: every cell across the store's sessions, ordered by git
+history, with its steps found (``reports/history.py``); written as a page with small
+multiples, and logged to the store as a run of kind ``history`` so the UI shows it.
+
+Only FINISHED sessions whose commit is in the selected git history are used (a ``-dirty``
+commit counts as its commit); the others are counted and said so.
+"""
+from __future__ import annotations
+
+import fnmatch
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+
+import tracking
+from benchmarks.config import UsageError
+from reports.history import build_series, cell_key, find_steps, render
+from reports.tables import to_text
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def git_order(repo: str | Path, revisions: str) -> list[str]:
+    """Commits of ``revisions`` (a branch, or a range ``A..B``), oldest first, as git orders them."""
+    proc = subprocess.run(["git", "-C", str(repo), "rev-list", "--reverse", "--topo-order", revisions],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UsageError(f"git rev-list {revisions} in {repo}: {proc.stderr.strip() or 'failed'}")
+    return proc.stdout.split()
+
+
+def select_sessions(uri: str, commits: list[str], machine: str | None, since: str | None, log=print) -> pd.DataFrame:
+    """session, commit, in git order then start time; what was left out is said."""
+    sessions = tracking.list_sessions(uri)
+    if sessions.empty:
+        raise UsageError(f"no session in {tracking.display_uri(uri)}")
+    sessions = sessions.assign(commit=sessions.get("tags.git_commit", pd.Series("", index=sessions.index))
+                               .fillna("").str.removesuffix("-dirty"))
+    keep = sessions["status"] == "FINISHED"
+    if machine:
+        keep &= sessions.get("tags.bpb.host", pd.Series("", index=sessions.index)) == machine
+    if since:
+        try:
+            keep &= sessions["start_time"] >= pd.Timestamp(since, tz="UTC")
+        except ValueError:
+            raise UsageError(f"--since {since!r}: expected a date such as 2026-11-01") from None
+    position = {c: i for i, c in enumerate(commits)}
+    keep &= sessions["commit"].isin(position)
+    left_out = int((~keep).sum())
+    chosen = sessions[keep].assign(pos=lambda d: d["commit"].map(position))
+    chosen = chosen.sort_values(["pos", "start_time"]).rename(columns={"run_id": "session"})
+    log(f"history: {len(chosen)} sessions over {chosen['commit'].nunique()} commits"
+        + (f"; {left_out} left out (not FINISHED, other machine, too old, or commit not in the history)"
+           if left_out else ""))
+    return chosen[["session", "commit"]]
+
+
+def run_history(uri: str, output_dir: str, repo: str | Path = ROOT, revisions: str = "HEAD",
+                machine: str | None = None, cell: str | None = None, since: str | None = None, log=print) -> int:
+    order = select_sessions(uri, git_order(repo, revisions), machine, since, log=log)
+    raw = tracking.all_cells(uri)
+    cells, _ = tracking.tidy(raw, pd.DataFrame(columns=["run_id", "key", "step", "value"]))
+    cells["session"] = raw["session"].to_numpy() if not raw.empty else []
+    if cell:
+        cells = cells[[fnmatch.fnmatch(cell_key(r), f"*{cell}*") for _, r in cells.iterrows()]]
+    series = build_series(cells, order)
+    if series.empty:
+        raise UsageError("history: no cell matches (check --cell, --machine, --since and the commit range)")
+    steps = find_steps(series)
+    log(to_text(steps[["text"]].rename(columns={"text": "step"})) if not steps.empty else "no step found")
+    scope = f"{revisions}" + (f", machine {machine}" if machine else "") + (f", cells *{cell}*" if cell else "")
+    md, page, pngs = render(series, steps, scope)
+    folder = Path(output_dir) / "history"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / "history.md", folder / "history.html"]
+    paths[0].write_text(md)
+    paths[1].write_text(page)
+    for name, data in pngs.items():
+        paths.append(folder / f"history-{name}.png")
+        paths[-1].write_bytes(data)
+    run = tracking.Session.start(uri, name=f"history-{time.strftime('%Y%m%d-%H%M%S')}",
+                                 params={"revisions": revisions, "machine": machine or "any", "cell": cell or "any",
+                                         "since": since or "any"},
+                                 tags={"bpb.kind": "history", "bpb.steps": len(steps)})
+    for path in paths:
+        run.log_artifact(path, "history")
+    run.log(metrics={"sessions": len(order), "steps": len(steps)})
+    run.finish("FINISHED")
+    log(f"written: {paths[1]} (and logged as history run {run.run_id})")
+    return 0

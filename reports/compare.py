@@ -1,0 +1,127 @@
+"""Two sessions side by side: per cell, samples/s in A and B, the ratio B/A with a bootstrap
+confidence interval and a verdict, accuracy and parity in both; above it, only what differs
+between the sessions. Pure functions from tidy frames (``tracking.CELL_COLUMNS``) to tables
+and markdown/HTML; ``benchmarks/compare.py`` reads the sessions and writes the files.
+
+A verdict of *faster* or *slower* needs both: the 95% bootstrap interval of the ratio of
+medians excludes 1, and the ratio is beyond ``threshold`` (default +-10%). The interval alone
+is not enough on a shared machine: with 3-5 repeats a session, two sessions of the same tree
+differ by a few percent as a matter of course (tests/test_compare.py measures that rate).
+"""
+from __future__ import annotations
+
+import html
+import math
+
+import numpy as np
+import pandas as pd
+
+from reports.stats import bootstrap_ratio
+from reports.tables import to_markdown
+
+LEVEL = 0.95
+MIN_REPEATS = 3           # fewer timed repeats a side give no interval worth the name
+COLUMNS = ["cell", "samples/s A", "samples/s B", "B/A", "95% CI", "verdict", "test acc A", "test acc B",
+           "parity A", "parity B"]
+
+
+def _fmt(x, spec):
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def compare_cells(a: pd.DataFrame, a_samples: dict, b: pd.DataFrame, b_samples: dict,
+                  threshold: float = 0.1, accuracy_tolerance: float = 0.005) -> pd.DataFrame:
+    """One row per cell present in either session. ``*_samples``: run_id -> samples/s per
+    timed repeat (per epoch for accuracy cells). Columns: COLUMNS, plus ``kind`` of verdict
+    (``slower``, ``faster``, ``same``, ``unknown``, ``only in A``, ``only in B``, ``failed``) and
+    ``accuracy_drop`` (B's accuracy or parity is worse beyond the tolerance)."""
+    ia, ib = a.set_index("cell"), b.set_index("cell")
+    rows = []
+    for cell in sorted(set(ia.index) | set(ib.index)):
+        ra, rb = (ia.loc[cell] if cell in ia.index else None), (ib.loc[cell] if cell in ib.index else None)
+        row = {"cell": cell, "samples/s A": "-", "samples/s B": "-", "B/A": "-", "95% CI": "-",
+               "test acc A": _fmt(None if ra is None else ra["test_accuracy"], ".4f"),
+               "test acc B": _fmt(None if rb is None else rb["test_accuracy"], ".4f"),
+               "parity A": _fmt(None if ra is None else ra["parity_max_error"], ".1e"),
+               "parity B": _fmt(None if rb is None else rb["parity_max_error"], ".1e"),
+               "accuracy_drop": False}
+        if ra is None or rb is None:
+            row["verdict"] = row["kind"] = "only in A" if rb is None else "only in B"
+            rows.append(row)
+            continue
+        sa, sb = a_samples.get(ra["run_id"], []), b_samples.get(rb["run_id"], [])
+        if ra["status"] != "FINISHED" or rb["status"] != "FINISHED" or not sa or not sb:
+            row["kind"] = "failed"
+            row["verdict"] = f"not comparable: A {ra['status']}, B {rb['status']}"
+            row["accuracy_drop"] = rb["status"] != "FINISHED" and ra["status"] == "FINISHED"
+            rows.append(row)
+            continue
+        if min(len(sa), len(sb)) < MIN_REPEATS:
+            row.update({"samples/s A": f"{np.median(sa):,.0f}", "samples/s B": f"{np.median(sb):,.0f}",
+                        "B/A": f"{np.median(sb) / np.median(sa):.3f}", "kind": "unknown",
+                        "verdict": f"too few repeats for a verdict ({len(sa)} and {len(sb)}, need {MIN_REPEATS})"})
+            rows.append(row)
+            continue
+        ratio, lo, hi = bootstrap_ratio(sa, sb, level=LEVEL)
+        kind = ("slower" if hi < 1 and ratio < 1 - threshold else
+                "faster" if lo > 1 and ratio > 1 + threshold else "same")
+        row.update({"samples/s A": f"{np.median(sa):,.0f}", "samples/s B": f"{np.median(sb):,.0f}",
+                    "B/A": f"{ratio:.3f}", "95% CI": f"{lo:.3f}-{hi:.3f}", "kind": kind,
+                    "verdict": "no significant change" if kind == "same" else kind})
+        acc_a, acc_b = ra["test_accuracy"], rb["test_accuracy"]
+        worse_acc = not (isinstance(acc_a, float) and math.isnan(acc_a)) and acc_b < acc_a - accuracy_tolerance
+        worse_parity = rb["parity_max_error"] > max(ra["parity_max_error"] * 10, 1e-12) and \
+            not math.isnan(rb["parity_max_error"])
+        row["accuracy_drop"] = bool(worse_acc or worse_parity)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*COLUMNS, "kind", "accuracy_drop"])
+
+
+MACHINE_KEYS = ("cpu_model", "cpu_cores", "gpu", "blas", "openblas_env", "platform")
+
+
+def session_differences(a: pd.Series, b: pd.Series) -> tuple[list[tuple[str, str, str]], str | None]:
+    """(what differs: [(name, A, B)], a plain sentence when the machines differ, else None).
+    Compared: the session's params, its machine inventory and versions, git commit, host, dataset."""
+    keys = sorted(k for k in set(a.index) | set(b.index) if isinstance(k, str) and (
+        k.startswith("params.") or k.startswith("tags.machine.") or
+        k in ("tags.git_commit", "tags.bpb.host", "tags.dataset_digest")))
+    diffs = []
+    for k in keys:
+        va, vb = a.get(k), b.get(k)
+        va, vb = ("-" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in (va, vb))
+        if va != vb:
+            diffs.append((k.split(".", 1)[1], va, vb))
+    machine = [k for k in ("tags.bpb.host", *(f"tags.machine.{m}" for m in MACHINE_KEYS))
+               if str(a.get(k)) != str(b.get(k))]
+    note = None
+    if machine:
+        note = (f"DIFFERENT MACHINES: A ran on {a.get('tags.bpb.host', '?')} ({a.get('tags.machine.cpu_model', '?')}), "
+                f"B on {b.get('tags.bpb.host', '?')} ({b.get('tags.machine.cpu_model', '?')}); a speed ratio "
+                "here compares machines as much as code")
+    return diffs, note
+
+
+def render(table: pd.DataFrame, diffs, machine_note, a_id: str, b_id: str, threshold: float) -> tuple[str, str]:
+    """(markdown, self-contained HTML) of a comparison."""
+    title = f"backprop-bench compare: A {a_id} vs B {b_id}"
+    rule = (f"Verdict: faster/slower when the {LEVEL:.0%} bootstrap interval of B/A (ratio of medians over the "
+            f"timed repeats) excludes 1 and the ratio is beyond ±{threshold:.0%}.")
+    shown = table[COLUMNS]
+    diff_frame = pd.DataFrame(diffs, columns=["what", "A", "B"])
+    md = [f"# {title}", ""]
+    if machine_note:
+        md += [f"**{machine_note}**", ""]
+    md += ["## What differs", "", to_markdown(diff_frame) if diffs else "nothing but the measurements", "",
+           "## Cells", "", rule, "", to_markdown(shown), ""]
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    if machine_note:
+        body.append(f"<p><strong>{html.escape(machine_note)}</strong></p>")
+    body += ["<h2>What differs</h2>",
+             diff_frame.to_html(index=False, border=0, classes="cells") if diffs else "<p>nothing but the measurements</p>",
+             f"<h2>Cells</h2><p>{html.escape(rule)}</p>", shown.to_html(index=False, border=0, classes="cells")]
+    style = ("body{font-family:sans-serif;margin:2em} table.cells{border-collapse:collapse;font-size:12px}"
+             " .cells td,.cells th{border:1px solid #ccc;padding:3px 6px}")
+    page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
+    return "\n".join(md), page

@@ -1,0 +1,118 @@
+"""``compare``: the verdict logic on recorded and synthetic repeats (no live timing), what
+differs between two sessions, and the command end to end on real sessions read back from a
+store. The live check that a 3x slowdown is flagged on real timings is in the ``timing`` tier."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from reports.compare import compare_cells, session_differences
+from tests.helpers import run_cli
+
+CELLS = ["throughput/numpy-batch/hw1-q4/float32/b256/s0", "throughput/numpy-sample/hw1-q4/float32/b1/s0",
+         "accuracy/numpy-batch/hw1-q3/float32/b256/s0"]
+
+
+def session(tag, rates: dict, acc=0.87, parity=1e-6, status="FINISHED"):
+    rows = [{"run_id": f"{tag}{i}", "cell": c, "status": status, "test_accuracy": acc if c.startswith("accuracy") else
+             float("nan"), "parity_max_error": parity} for i, c in enumerate(rates)]
+    return pd.DataFrame(rows), {f"{tag}{i}": list(r) for i, r in enumerate(rates.values())}
+
+
+def noisy(center, n=5, spread=0.05, seed=0):
+    return list(center * np.exp(np.random.default_rng(seed).normal(0, spread, n)))
+
+
+def verdicts(table):
+    return dict(zip(table["cell"], table["kind"]))
+
+
+def test_same_distributions_are_no_significant_change():
+    a = session("a", {c: noisy(1e5, seed=k) for k, c in enumerate(CELLS)})
+    b = session("b", {c: noisy(1e5, seed=10 + k) for k, c in enumerate(CELLS)})
+    assert set(verdicts(compare_cells(*a, *b)).values()) == {"same"}
+
+
+def test_a_3x_slowdown_is_flagged_on_exactly_its_cells():
+    a = session("a", {c: noisy(1e5, seed=k) for k, c in enumerate(CELLS)})
+    b = session("b", {c: noisy(1e5 / (3 if "numpy-batch" in c else 1), seed=10 + k) for k, c in enumerate(CELLS)})
+    got = verdicts(compare_cells(*a, *b))
+    assert {c for c, k in got.items() if k != "same"} == {CELLS[0], CELLS[2]}
+    assert got[CELLS[0]] == got[CELLS[2]] == "slower"
+
+
+def test_a_change_inside_the_threshold_or_with_too_few_repeats_is_not_a_verdict():
+    a = session("a", {CELLS[0]: noisy(1e5, spread=0.001), CELLS[1]: [1e5, 1e5]})
+    b = session("b", {CELLS[0]: noisy(0.95e5, spread=0.001, seed=1), CELLS[1]: [5e4, 5e4]})
+    t = compare_cells(*a, *b)
+    assert verdicts(t) == {CELLS[0]: "same", CELLS[1]: "unknown"}        # -5% is significant, not beyond 10%
+    assert "too few repeats" in t.set_index("cell").loc[CELLS[1], "verdict"]
+
+
+def test_cells_in_one_session_only_and_accuracy_drops_are_listed():
+    a = session("a", {CELLS[0]: noisy(1e5), CELLS[2]: noisy(1e5)})
+    b = session("b", {CELLS[1]: noisy(1e5), CELLS[2]: noisy(1e5)}, acc=0.85)
+    t = compare_cells(*a, *b).set_index("cell")
+    assert t.loc[CELLS[0], "kind"] == "only in A" and t.loc[CELLS[1], "kind"] == "only in B"
+    assert bool(t.loc[CELLS[2], "accuracy_drop"]) and not t.loc[CELLS[1], "accuracy_drop"]
+
+
+def test_only_what_differs_is_shown_and_another_machine_is_said_plainly():
+    a = pd.Series({"params.option.repeats": "5", "params.threads": "2", "tags.git_commit": "aaa",
+                   "tags.bpb.host": "one", "tags.machine.cpu_model": "AMD EPYC", "tags.machine.version_numpy": "2.1"})
+    b = a.copy()
+    b["tags.git_commit"] = "bbb"
+    diffs, note = session_differences(a, b)
+    assert diffs == [("git_commit", "aaa", "bbb")] and note is None
+    b["tags.bpb.host"], b["tags.machine.cpu_model"] = "two", "Intel Xeon"
+    diffs, note = session_differences(a, b)
+    assert note.startswith("DIFFERENT MACHINES") and "Intel Xeon" in note
+
+
+@pytest.fixture(scope="module")
+def two_sessions(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cmp")
+    uri = f"sqlite:///{folder / 'm.db'}"
+    for _ in range(2):
+        proc = run_cli("bench", "--dry-run", "--impl", "numpy-sample,numpy-batch", "--tracking-uri", uri,
+                       "--output-dir", str(folder / "out"), env={"CI": "1"})
+        assert proc.returncode == 0, proc.stderr
+    return uri, folder
+
+
+def test_compare_two_real_sessions_through_the_cli(two_sessions):
+    uri, folder = two_sessions
+    proc = run_cli("compare", "latest~1", "latest", "--tracking-uri", uri, "--output-dir", str(folder / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert "differs: nothing but the measurements" in proc.stdout
+    import re
+    rows = [re.split(r"\s{2,}", line) for line in proc.stdout.splitlines() if line.startswith(("throughput/", "accuracy/"))]
+    assert len(rows) == 7
+    for r in rows:                             # same tree, same seed: the same accuracy and parity
+        assert r[-4] == r[-3] and r[-2] == r[-1], r
+    pages = list((folder / "out").glob("compare-*/compare.html"))
+    assert len(pages) == 1 and "95%" in pages[0].read_text()
+    import mlflow
+    b = mlflow.MlflowClient(uri).search_runs(
+        [mlflow.MlflowClient(uri).get_experiment_by_name("backprop-bench").experiment_id],
+        "tags.`bpb.kind` = 'session'", order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert "compare" in {a.path for a in mlflow.MlflowClient(uri).list_artifacts(b.info.run_id)}
+    for bad, needle in (("latest~5", "holds 2 session(s)"), ("nope", "not an MLflow run id")):
+        proc = run_cli("compare", bad, "latest", "--tracking-uri", uri)
+        assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.timing
+def test_live_compare_flags_a_3x_slowdown_and_rarely_anything_else(two_sessions):
+    """Live timing (``pytest -m timing``): a third session with numpy-batch slowed 3x."""
+    uri, folder = two_sessions
+    clean = run_cli("compare", "latest~1", "latest", "--tracking-uri", uri, "--output-dir", str(folder / "out"))
+    flagged = [line for line in clean.stdout.splitlines() if line.startswith(("throughput/", "accuracy/"))
+               and (" slower " in line or " faster " in line)]
+    print(f"clean vs clean: {len(flagged)} of 7 cells flagged")
+    proc = run_cli("bench", "--dry-run", "--impl", "numpy-sample,numpy-batch", "--tracking-uri", uri,
+                   "--output-dir", str(folder / "out"), env={"CI": "1", "BPB_FAULT": "tests.faults:slow_numpy_batch_3x"})
+    assert proc.returncode == 0
+    slow = run_cli("compare", "latest~1", "latest", "--tracking-uri", uri, "--fail-on", "slower")
+    assert slow.returncode == 1
+    slower = {line.split()[0] for line in slow.stdout.splitlines() if " slower " in line}
+    assert {c for c in slower if "numpy-batch" in c} and all("numpy-batch" in c for c in slower), slow.stdout

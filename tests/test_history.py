@@ -1,0 +1,79 @@
+"""``history`` and its step detector: on synthetic series (20 flat noisy ones must give no step)
+and end to end on a seeded history of 40 sessions in a temporary store and git repository
+(tests/seed_history.py), where every injected step must be found at its commit."""
+import math
+import re
+
+import numpy as np
+import pytest
+
+from reports.stats import detect_steps
+from tests.helpers import run_cli
+from tests.seed_history import ACC_DROP_AT, HOST, SPEED, seed_history
+
+LOG5 = math.log(1.05)
+
+
+def noisy(level, n, sigma, rng, outliers=0.0):
+    return np.log(level * np.exp(rng.normal(0, sigma, n)) * np.where(rng.random(n) < outliers, 0.6, 1.0))
+
+
+def test_twenty_flat_noisy_series_give_no_step():
+    rng = np.random.default_rng(7)
+    found = [detect_steps(noisy(100, 40, sigma, rng, outliers=0.05), min_effect=LOG5)
+             for sigma in np.linspace(0.01, 0.15, 20)]
+    assert sum(map(len, found)) == 0, found
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_injected_steps_are_found_where_they_are(seed):
+    rng = np.random.default_rng(seed)
+    twice = np.r_[noisy(100, 16, 0.08, rng), noisy(50, 24, 0.08, rng)]            # 2x slower at commit 17
+    assert [s["index"] for s in detect_steps(twice, min_effect=LOG5)] == [16]
+    quiet = np.r_[noisy(100, 24, 0.01, rng), noisy(90, 16, 0.01, rng)]            # 10% slower at commit 25
+    assert [abs(s["index"] - 24) <= 1 for s in detect_steps(quiet, min_effect=LOG5)] == [True]
+    acc = np.r_[0.87 + rng.normal(0, 0.003, 29), 0.85 + rng.normal(0, 0.003, 11)]  # -2 points at commit 30
+    steps = detect_steps(acc, min_effect=0.005)
+    assert len(steps) == 1 and abs(steps[0]["index"] - 29) <= 1
+    assert steps[0]["after"] - steps[0]["before"] == pytest.approx(-0.02, abs=0.005)
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    return seed_history(tmp_path_factory.mktemp("seeded"), n=40)
+
+
+def test_history_finds_every_injected_step_at_its_commit(seeded, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("history", "--repo", str(seeded["repo"]), "--tracking-uri", seeded["uri"],
+                   "--output-dir", str(out), "--machine", HOST, env={"CI": "1"})
+    assert proc.returncode == 0, proc.stderr
+    commits = seeded["commits"]
+    steps = re.findall(r"^(\S+) (\S+): (\S+ ?\S*) at ([0-9a-f]{7})$", proc.stdout, re.M)
+    found = {(cell.split("/")[1], metric): (change, commit) for cell, metric, change, commit in steps}
+    for impl, (*_, factor, at) in SPEED.items():
+        if at is None:
+            assert (impl, "samples_per_second") not in {(c.split("/")[1], m) for c, m, *_ in steps if "throughput" in c}
+            continue
+        change, commit = found[(impl, "samples_per_second")]
+        assert commit == commits[at - 1][:7], (impl, commit)
+        assert float(change.rstrip("%")) == pytest.approx(100 * (1 / factor - 1), abs=5)
+    change, commit = found[("numpy-batch", "test_accuracy")]
+    assert commit == commits[ACC_DROP_AT - 1][:7] and change.startswith("-2")
+    assert len(steps) == 3, proc.stdout
+    page = (out / "history" / "history.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "at " + commits[16][:7] in page
+
+
+def test_history_is_logged_as_a_run_and_filters_say_what_they_left_out(seeded, tmp_path):
+    import mlflow
+    client = mlflow.MlflowClient(seeded["uri"])
+    exp = client.get_experiment_by_name("backprop-bench")
+    proc = run_cli("history", "--repo", str(seeded["repo"]), "--tracking-uri", seeded["uri"], "--output-dir",
+                   str(tmp_path), "--commits", f"{seeded['commits'][9]}..main", "--cell", "torch-cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert "history: 30 sessions over 30 commits; 10 left out" in proc.stdout and "no step found" in proc.stdout
+    runs = client.search_runs([exp.experiment_id], "tags.`bpb.kind` = 'history'")
+    assert runs and "history/history.html" in {a.path for a in client.list_artifacts(runs[0].info.run_id, "history")}
+    proc = run_cli("history", "--repo", str(seeded["repo"]), "--tracking-uri", seeded["uri"], "--machine", "nobody")
+    assert proc.returncode == 2 and "no cell matches" in proc.stderr

@@ -35,7 +35,8 @@ def run_compare(uri: str, ref_a: str, ref_b: str, output_dir: str, fail_on: str 
     log("differs: " + ("; ".join(f"{k}: {va} -> {vb}" for k, va, vb in diffs) if diffs else "nothing but the measurements"))
     log(to_text(table.drop(columns=["kind", "accuracy_drop"])))
     counts = table["kind"].value_counts().to_dict()
-    log("summary: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    log("summary: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        + f"; a verdict needs B/A beyond ×/÷{1 + table.attrs['cut']:.3f} (threshold or session drift)")
     md, page = render(table, diffs, machine_note, a_id, b_id, threshold)
     folder = Path(output_dir) / f"compare-{a_id[:8]}-{b_id[:8]}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,7 @@ fraction = _number(float, lambda v: 0 < v < 1, "a fraction in (0, 1)")
 def csv_of(item, choices=None):
     """A comma-separated list, each item converted by ``item`` (and one of ``choices``)."""
     def parse(text: str) -> tuple:
-        values = tuple(item(v.strip()) for v in text.split(",") if v.strip())
+        values = tuple(dict.fromkeys(item(v.strip()) for v in text.split(",") if v.strip()))   # no repeats
         bad = [v for v in values if choices is not None and v not in choices]
         if bad or not values:
             raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(map(str, choices))}"
@@ -60,7 +60,7 @@ def csv_of(item, choices=None):
 def impl_list(text: str) -> list[str]:
     if text.strip() == "all":
         return impls.names()
-    names = [n.strip() for n in text.split(",") if n.strip()]
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     unknown = [n for n in names if n not in impls.names()]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
@@ -70,16 +70,17 @@ def impl_list(text: str) -> list[str]:
 
 
 def output_file(text: str) -> str:
-    folder = Path(text).expanduser().resolve().parent
-    if not folder.is_dir() or Path(text).is_dir():
+    path = Path(text).expanduser()
+    if not path.resolve().parent.is_dir() or path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r}: its folder must exist and it must not be a folder")
-    return text
+    return str(path)
 
 
 def output_dir(text: str) -> str:
-    if Path(text).exists() and not Path(text).is_dir():
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} exists and is not a folder")
-    return text
+    return str(path)
 
 
 def add_data_options(p) -> None:

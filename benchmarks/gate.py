@@ -43,6 +43,8 @@ class GateOptions:
         """Whether this run of the gate covers a baseline key (``--impl`` and check subsets)."""
         if self.impls and key.split("/")[-3] not in self.impls:
             return False
+        if key.split("/")[-4] != self.dataset:
+            return False
         wanted = ("speed", "parity") if key.startswith("speed/") else ("accuracy", "parity")
         return any(c in self.checks for c in wanted)
 
@@ -58,7 +60,7 @@ def run_gate(options: GateOptions, baseline_path: Path, speed: str = "warn", upd
     """Run (or, with ``run_id``, re-read) a gate session, judge it, print and log the verdicts.
     Returns the exit status: 1 when a check fails, else 0; UsageError for a gate on nothing."""
     from benchmarks import datasets
-    tracking.connect(uri)
+    tracking.connect(uri, create=run_id is None)
     baseline = baseline_file.load_baseline(baseline_path, missing_ok=update)
     if run_id is None:
         data = datasets.load(options.dataset, data_dir, download_ok=download)
@@ -103,8 +105,9 @@ def run_gate(options: GateOptions, baseline_path: Path, speed: str = "warn", upd
     tracking.annotate(uri, run_id, metrics={"regress_failing": len(failing), "regress_checks": len(final)},
                       tags={"regress.result": result},
                       dicts={"regress/verdicts.json": {"baseline": str(baseline_path), "speed": speed,
-                                                       "verdicts": [asdict(v) for v in verdicts],
-                                                       "updated": update, "moved": moved}})
+                                                       "verdicts": [asdict(v) for v in final], "updated": update,
+                                                       "verdicts_before_update": [asdict(v) for v in verdicts],
+                                                       "moved": moved}})
     log(f"regress: {len(final) - len(failing)} of {len(final)} checks pass"
         + (f", {len(warned)} speed warning(s)" if warned else "")
         + f" (session {run_id}, baseline {baseline_path}, speed {speed})")

@@ -146,13 +146,16 @@ def judge(measured: dict[str, Measured], baseline: dict, speed_mode: str, checks
         if m.kind == "accuracy" and "accuracy" in checks:
             if "accuracy" in entry:
                 out.append(judge_accuracy(key, entry["accuracy"], m))
+            elif m.accuracies:
+                out.append(Verdict(key, "accuracy", "no baseline", "measured", "-", "new", False, left_band=True))
             if "loss" in entry:
                 out.append(judge_loss(key, entry["loss"], m))
             elif m.curves:
                 out.append(Verdict(key, "loss", "no baseline", "measured", "-", "new", False, left_band=True))
-        if ("speed" in entry and m.kind == "speed" and speed_mode != "off" and "speed" in checks
+        if (m.kind == "speed" and speed_mode != "off" and "speed" in checks
                 and m.impl != impls.REFERENCE):   # the reference's ratio to itself is 1 by definition
-            out.append(judge_speed(key, entry["speed"], m, speed_mode))
+            out.append(judge_speed(key, entry["speed"], m, speed_mode) if "speed" in entry else
+                       Verdict(key, "speed", "no baseline", "measured", "-", "new", False, left_band=True))
     return out
 
 
@@ -239,7 +242,7 @@ def updated_baseline(old: dict, measured: dict[str, Measured], verdicts: list[Ve
         if curve and (new or (key, "loss") in moved_checks):
             mean, std = curve
             entry["loss"] = {"expected": [round(x, 4) for x in mean], "seeds": sorted(m.seeds),
-                             "tolerance": [round(max(3 * s, 0.02 * abs(x)), 4) for x, s in zip(mean, std)]}
+                             "tolerance": [round(max(3 * s, 0.02 * abs(x), 1e-4), 4) for x, s in zip(mean, std)]}
         if (m.kind == "speed" and len(m.ratios) >= 3 and m.impl != impls.REFERENCE
                 and (new or (key, "speed") in moved_checks)):
             med = float(np.median(m.ratios))

@@ -200,9 +200,12 @@ def describe(o: CellOutcome) -> str:
 
 
 def attach_pytest_benchmark(session: tracking.Session, out_dir: str, quick: bool, log=print) -> None:
-    """Run the pytest-benchmark suite in a subprocess; log its JSON to the session."""
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "pytest-benchmark.json")
+    """Run the pytest-benchmark suite in a subprocess; log its JSON to the session. The JSON is
+    this session's own (``out_dir/<session id>/``), and only a suite that passed is attached."""
+    folder = Path(out_dir) / session.run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "pytest-benchmark.json"
+    path.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "suite_train_step.py"),
            "-q", "-p", "no:cacheprovider", "--benchmark-enable", f"--benchmark-json={path}",
            "--benchmark-max-time=0.2", "--benchmark-min-rounds=5"]
@@ -212,10 +215,9 @@ def attach_pytest_benchmark(session: tracking.Session, out_dir: str, quick: bool
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     tail = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
     log("  " + (tail[0] if tail else f"exit {proc.returncode}"))
-    if os.path.exists(path):
+    if proc.returncode == 0 and path.exists():
         session.log_artifact(path, "pytest-benchmark")
-        with open(path) as f:
-            n = len(json.load(f).get("benchmarks", []))
+        n = len(json.loads(path.read_text()).get("benchmarks", []))
         session.log(metrics={"pytest_benchmark_cases": n})
     else:
         session.log(tags={"bpb.pytest_benchmark": f"failed: exit {proc.returncode}"})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import multiprocessing as mp
 import os
+import signal
 import threading
 import time
 import traceback
@@ -36,7 +37,7 @@ class Job:
     threads: int
     peak_gflops: float
     options: BenchOptions
-    parent_pid: int = 0
+    parent_pid: int | None = None   # the main process; the worker exits when it is gone
 
 
 def prepare_process(names, threads: int) -> None:
@@ -80,10 +81,14 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _worker(conn, job: Job, cells: list[Cell]) -> None:
-    from benchmarks import datasets
-    from benchmarks.cells import run_group
-    threading.Thread(target=_exit_with_parent, args=(job.parent_pid,), daemon=True).start()
     try:
+        # started with SIGINT ignored (run_isolated), so that Ctrl-C during start-up cannot print
+        # a traceback from multiprocessing's bootstrap; from here on it is a KeyboardInterrupt
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        from benchmarks import datasets
+        from benchmarks.cells import run_group
+        if job.parent_pid:
+            threading.Thread(target=_exit_with_parent, args=(job.parent_pid,), daemon=True).start()
         prepare_process({c.config.impl for c in cells}, job.threads)
         data = datasets.load(job.dataset, job.data_dir)
         run_group(cells, data, PipeRecorder(conn), job.peak_gflops, job.options)
@@ -122,13 +127,17 @@ def run_isolated(cells: list[Cell], job: Job, recorder) -> None:
     ctx = mp.get_context("spawn")
     conn, child = ctx.Pipe(duplex=True)
     proc = ctx.Process(target=_worker, args=(child, job, cells), name=f"bench-{cells[0].config.impl}")
-    proc.start()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)   # inherited by the new process only
+    try:
+        proc.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     child.close()
     try:
         while True:
             try:
                 kind, *args = conn.recv()
-            except EOFError:
+            except (EOFError, OSError):        # died, possibly in the middle of a message
                 proc.join()
                 raise WorkerFailed(f"worker process died (exit code {proc.exitcode})",
                                    f"exit code {proc.exitcode}") from None
@@ -139,7 +148,10 @@ def run_isolated(cells: list[Cell], job: Job, recorder) -> None:
             if kind == "error":
                 raise WorkerFailed(args[0].strip().splitlines()[-1], args[0])
             getattr(recorder, kind)(*args)
-            conn.send("ack")
+            try:
+                conn.send("ack")
+            except OSError:                    # died before reading it; the next recv says how
+                pass
     finally:
         conn.close()
         proc.join(timeout=10)

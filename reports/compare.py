@@ -26,6 +26,7 @@ LEVEL = 0.95
 MIN_REPEATS = 3           # fewer timed repeats a side give no interval worth the name
 DRIFT_Z = 4.0             # a verdict needs |ln(B/A)| beyond this many drift sigmas ...
 MIN_CELLS_FOR_DRIFT = 5   # ... estimated when at least this many cells are comparable
+MAX_CUT = 1.5             # ... and never beyond x/÷1.5 (the speed gate's default band, +-50%)
 COLUMNS = ["cell", "samples/s A", "samples/s B", "B/A", "95% CI", "verdict", "test acc A", "test acc B",
            "parity A", "parity B"]
 
@@ -54,11 +55,12 @@ def compare_cells(a: pd.DataFrame, a_samples: dict, b: pd.DataFrame, b_samples: 
             row["verdict"] = row["kind"] = "only in A" if rb is None else "only in B"
             rows.append(row)
             continue
+        row["accuracy_drop"] = accuracy_dropped(ra, rb, accuracy_tolerance)
         sa, sb = a_samples.get(ra["run_id"], []), b_samples.get(rb["run_id"], [])
         if ra["status"] != "FINISHED" or rb["status"] != "FINISHED" or not sa or not sb:
             row["kind"] = "failed"
             row["verdict"] = f"not comparable: A {ra['status']}, B {rb['status']}"
-            row["accuracy_drop"] = rb["status"] != "FINISHED" and ra["status"] == "FINISHED"
+            row["accuracy_drop"] = row["accuracy_drop"] or (rb["status"] != "FINISHED" and ra["status"] == "FINISHED")
             rows.append(row)
             continue
         if min(len(sa), len(sb)) < MIN_REPEATS:
@@ -70,11 +72,6 @@ def compare_cells(a: pd.DataFrame, a_samples: dict, b: pd.DataFrame, b_samples: 
         ratio, lo, hi = bootstrap_ratio(sa, sb, level=LEVEL)
         row.update({"samples/s A": f"{np.median(sa):,.0f}", "samples/s B": f"{np.median(sb):,.0f}",
                     "B/A": f"{ratio:.3f}", "95% CI": f"{lo:.3f}-{hi:.3f}", "_ratio": (ratio, lo, hi)})
-        acc_a, acc_b = ra["test_accuracy"], rb["test_accuracy"]
-        worse_acc = not (isinstance(acc_a, float) and math.isnan(acc_a)) and acc_b < acc_a - accuracy_tolerance
-        worse_parity = rb["parity_max_error"] > max(ra["parity_max_error"] * 10, 1e-12) and \
-            not math.isnan(rb["parity_max_error"])
-        row["accuracy_drop"] = bool(worse_acc or worse_parity)
         rows.append(row)
     cut = verdict_cut([r["_ratio"][0] for r in rows if "_ratio" in r], threshold)
     for r in rows:
@@ -88,13 +85,24 @@ def compare_cells(a: pd.DataFrame, a_samples: dict, b: pd.DataFrame, b_samples: 
     return table
 
 
+def accuracy_dropped(ra, rb, tolerance: float) -> bool:
+    """B's test accuracy below A's beyond ``tolerance``, or B's parity error 10x A's."""
+    acc_a, acc_b = float(ra["test_accuracy"]), float(rb["test_accuracy"])
+    par_a, par_b = float(ra["parity_max_error"]), float(rb["parity_max_error"])
+    worse_acc = not math.isnan(acc_a) and (math.isnan(acc_b) or acc_b < acc_a - tolerance)
+    worse_parity = not math.isnan(par_b) and par_b > max(par_a * 10, 1e-12)
+    return bool(worse_acc or worse_parity)
+
+
 def verdict_cut(ratios, threshold: float) -> float:
-    """The |ln(B/A)| a cell must exceed: ln(1 + threshold), or DRIFT_Z drift sigmas if larger."""
+    """The |ln(B/A)| a cell must exceed: ln(1 + threshold), or DRIFT_Z drift sigmas if larger,
+    but never more than ln(MAX_CUT): when half the cells moved, the median absolute deviation
+    measures the move itself, not the drift, and must not hide it."""
     logs = np.log(np.asarray(ratios, dtype=np.float64))
     cut = math.log(1 + threshold)
     if len(logs) >= MIN_CELLS_FOR_DRIFT:
         drift = 1.4826 * float(np.median(np.abs(logs - np.median(logs))))
-        cut = max(cut, DRIFT_Z * drift)
+        cut = max(cut, min(DRIFT_Z * drift, math.log(MAX_CUT)))
     return cut
 
 

@@ -103,3 +103,17 @@ def slow_numpy_batch_3x():
         time.sleep(2 * (time.perf_counter() - t0))
         return loss
     cls.train_epoch = train_epoch
+
+
+def die_in_numpy_batch():
+    """numpy-batch's process dies outright (as the OOM killer would) on its first long pass,
+    after the parity step: the worker vanishes in the middle of a cell."""
+    import os
+    cls = impls.get("numpy-batch")
+    original = cls.train_epoch
+
+    def train_epoch(self, x, y, order):
+        if len(order) > 4 * self.batch_size:
+            os._exit(9)
+        return original(self, x, y, order)
+    cls.train_epoch = train_epoch

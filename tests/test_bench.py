@@ -133,6 +133,24 @@ def test_failed_cells_are_recorded_and_the_session_goes_on(tmp_path, fashion, mo
     assert (tmp_path / "report" / "latest" / "report.md").is_file()
 
 
+def test_a_worker_that_dies_fails_its_cells_and_the_session_goes_on(tmp_path, fashion, monkeypatch):
+    from benchmarks.session import run_session
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    options = BenchOptions.make("dry-run", presets=("hw1-q4",), impls=("numpy-batch", "numpy-sample"), batch_sizes=(1,))
+    monkeypatch.setenv("BPB_FAULT", "tests.faults:die_in_numpy_batch")
+    lines = []
+    rc, _ = run_session(options, fashion, uri, 2, str(tmp_path / "report"), mode="dry-run", log=lines.append)
+    assert rc == 1
+    client, parents, children = runs_of(uri)
+    assert parents["status"].tolist() == ["FINISHED"]
+    dead = children[children["tags.implementation"] == "numpy-batch"]
+    assert dead["status"].tolist() == ["FAILED"]                           # the cell in flight
+    assert dead["tags.bpb.failure_reason"].str.contains("worker process died .exit code 9.").all()
+    assert any("never started" in line for line in lines)                  # its later cells, no run
+    assert set(children[children["tags.implementation"] == "numpy-sample"]["status"]) == {"FINISHED"}
+    assert not (children["status"] == "RUNNING").any()
+
+
 def test_ctrl_c_marks_the_current_run_killed_and_keeps_finished_ones(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "CI": "1"}

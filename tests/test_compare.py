@@ -56,6 +56,23 @@ def test_cells_in_one_session_only_and_accuracy_drops_are_listed():
     assert bool(t.loc[CELLS[2], "accuracy_drop"]) and not t.loc[CELLS[1], "accuracy_drop"]
 
 
+def test_an_accuracy_drop_is_seen_even_with_one_epoch():
+    """A --quick or gate accuracy cell has one or two epochs: no speed verdict, but accuracy counts."""
+    a = session("a", {CELLS[2]: [1e5]})
+    b = session("b", {CELLS[2]: [1e5]}, acc=0.80)
+    t = compare_cells(*a, *b).set_index("cell")
+    assert t.loc[CELLS[2], "kind"] == "unknown" and bool(t.loc[CELLS[2], "accuracy_drop"])
+
+
+def test_half_the_cells_slowed_still_stand_out():
+    """When half the cells moved, the drift estimate is the move itself: the cut is capped."""
+    cells = [f"throughput/impl{k}/hw1-q4/float32/b{b}/s0" for k in (1, 2) for b in (1, 32, 256, 1024)]
+    a = session("a", {c: noisy(1e5, seed=i) for i, c in enumerate(cells)})
+    b = session("b", {c: noisy(1e5 / (3 if "impl2" in c else 1), seed=20 + i) for i, c in enumerate(cells)})
+    got = verdicts(compare_cells(*a, *b))
+    assert {c for c, k in got.items() if k == "slower"} == {c for c in cells if "impl2" in c}
+
+
 def test_only_what_differs_is_shown_and_another_machine_is_said_plainly():
     a = pd.Series({"params.option.repeats": "5", "params.threads": "2", "tags.git_commit": "aaa",
                    "tags.bpb.host": "one", "tags.machine.cpu_model": "AMD EPYC", "tags.machine.version_numpy": "2.1"})

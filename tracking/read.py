@@ -52,12 +52,26 @@ def resolve_ref(uri: str, ref: str) -> str:
     """A session id from ``ref``: a run id, ``latest``, or ``latest~N`` (the Nth before it)."""
     m = re.fullmatch(r"latest(?:~(\d+))?", ref)
     if not m:
-        return check_run_id(ref)
+        run = _client(uri).get_run(check_run_id(ref)) if _exists(uri, ref) else None
+        if run is None or run.data.tags.get("bpb.kind") != "session":
+            raise TrackingError(f"{ref} is not a session in {display_uri(uri)} (a cell's run id, or from "
+                                "another store?); `latest` and `latest~N` name sessions too")
+        return ref
     sessions = list_sessions(uri)
     n = int(m.group(1) or 0)
     if n >= len(sessions):
         raise TrackingError(f"{ref}: the store at {display_uri(uri)} holds {len(sessions)} session(s)")
     return sessions.iloc[n]["run_id"]
+
+
+def _exists(uri: str, run_id: str) -> bool:
+    try:
+        _client(uri).get_run(check_run_id(run_id))
+        return True
+    except TrackingError:
+        raise
+    except Exception:  # MlflowException: RESOURCE_DOES_NOT_EXIST
+        return False
 
 
 def all_cells(uri: str):

@@ -32,6 +32,15 @@ def process_start(pid: int) -> str:
         return ""
 
 
+def pid_namespace() -> str:
+    """This process's pid namespace ("" where unknown): containers that share a hostname and a
+    store see different pids, and must not judge each other's sessions dead."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def alive(pid: int, started: str) -> bool:
     try:
         os.kill(pid, 0)
@@ -59,7 +68,8 @@ class Session:
         import mlflow
         experiment_id = connect(uri)
         reap_stale(uri)
-        me = {"bpb.host": socket.gethostname(), "bpb.pid": os.getpid(), "bpb.pid_start": process_start(os.getpid())}
+        me = {"bpb.host": socket.gethostname(), "bpb.pid": os.getpid(), "bpb.pid_start": process_start(os.getpid()),
+              "bpb.pid_ns": pid_namespace()}
         run = mlflow.MlflowClient(uri).create_run(experiment_id, run_name=name,   # tags may set another bpb.kind
                                                   tags={"bpb.kind": "session", **_flat(me), **_flat(tags)})
         session = cls(uri, run.info.run_id, experiment_id)
@@ -144,8 +154,8 @@ def reap_stale(uri: str) -> list[str]:
             pid = int(tags.get("bpb.pid", ""))
         except ValueError:
             continue
-        if alive(pid, tags.get("bpb.pid_start", "")):
-            continue
+        if tags.get("bpb.pid_ns", "") != pid_namespace() or alive(pid, tags.get("bpb.pid_start", "")):
+            continue              # another container's session, or a live one
         stale = Session(uri, run.info.run_id, exp.experiment_id)
         stale.finish("KILLED", f"stale: its process (pid {pid} on {host}) is gone; it never finished")
         ended.append(run.info.run_id)

@@ -94,6 +94,11 @@ def add_data_options(p) -> None:
                    help="threads for BLAS, numba and torch (default: %(default)s, this machine's cores)")
 
 
+def add_output_option(p) -> None:
+    p.add_argument("--output-dir", type=output_dir, default=DEFAULT_OUT,
+                   help="folder for the files written, each set in a subfolder of its own (default: %(default)s)")
+
+
 def add_tracking_option(p) -> None:
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
@@ -151,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
                        help="run each implementation in its own process, so numba's and torch's thread "
                             "pools never share one (default: on; off starts faster but skews timings)")
-    bench.add_argument("--output-dir", type=output_dir, default=DEFAULT_OUT, help="report folder (default: %(default)s)")
+    add_output_option(bench)
     add_data_options(bench)
     add_tracking_option(bench)
     bench.set_defaults(func=commands.cmd_bench)
@@ -159,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write the report of a tracked session",
                             description="Read a session back from MLflow and write report.md, report.html and PNGs.")
     report.add_argument("--run-id", default=None, help="session (parent) run id (default: the latest session)")
-    report.add_argument("--output-dir", type=output_dir, default=DEFAULT_OUT, help="report folder (default: %(default)s)")
+    add_output_option(report)
     add_tracking_option(report)
     report.set_defaults(func=commands.cmd_report)
 
@@ -191,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "(default: never; for CI)")
     compare.add_argument("--threshold", type=fraction, default=0.1,
                          help="smallest change of B/A called faster or slower (default: %(default)s)")
-    compare.add_argument("--output-dir", type=output_dir, default=DEFAULT_OUT, help="folder (default: %(default)s)")
+    add_output_option(compare)
     add_tracking_option(compare)
     compare.set_defaults(func=commands.cmd_compare)
 
@@ -205,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     span.add_argument("--branch", default=None, help="the branch whose history orders the sessions (default: HEAD)")
     span.add_argument("--commits", default=None, metavar="A..B", help="a commit range instead of a branch")
     history.add_argument("--repo", default=None, help="the git repository (default: this one)")
-    history.add_argument("--output-dir", type=output_dir, default=DEFAULT_OUT, help="folder (default: %(default)s)")
+    add_output_option(history)
     add_tracking_option(history)
     history.set_defaults(func=commands.cmd_history)
     return parser

@@ -135,7 +135,7 @@ def judge(measured: dict[str, Measured], baseline: dict, speed_mode: str, checks
         if m.failures and not (m.accuracies or m.rates):
             out.append(Verdict(key, "run", "finished", m.failures[0][:90], "-", "FAIL", True))
         if entry is None:
-            out.append(Verdict(key, "all", "no baseline", "measured", "-", "new", False, left_band=True))
+            out.append(new_verdict(key, "all"))
             continue
         if "parity" in entry and "parity" in checks:
             bound = entry["parity"]["bound"]
@@ -147,16 +147,21 @@ def judge(measured: dict[str, Measured], baseline: dict, speed_mode: str, checks
             if "accuracy" in entry:
                 out.append(judge_accuracy(key, entry["accuracy"], m))
             elif m.accuracies:
-                out.append(Verdict(key, "accuracy", "no baseline", "measured", "-", "new", False, left_band=True))
+                out.append(new_verdict(key, "accuracy"))
             if "loss" in entry:
                 out.append(judge_loss(key, entry["loss"], m))
             elif m.curves:
-                out.append(Verdict(key, "loss", "no baseline", "measured", "-", "new", False, left_band=True))
+                out.append(new_verdict(key, "loss"))
         if (m.kind == "speed" and speed_mode != "off" and "speed" in checks
                 and m.impl != impls.REFERENCE):   # the reference's ratio to itself is 1 by definition
             out.append(judge_speed(key, entry["speed"], m, speed_mode) if "speed" in entry else
-                       Verdict(key, "speed", "no baseline", "measured", "-", "new", False, left_band=True))
+                       new_verdict(key, "speed"))
     return out
+
+
+def new_verdict(key: str, check: str) -> Verdict:
+    """Measured, with nothing in the baseline to judge it by: ``--update`` adds it."""
+    return Verdict(key, check, "no baseline", "measured", "-", "new", False, left_band=True)
 
 
 def judge_accuracy(key: str, e: dict, m: Measured) -> Verdict:

@@ -29,49 +29,42 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-def latest_session(uri: str) -> str:
-    import mlflow
-    connect(uri, create=False)
-    runs = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="tags.`bpb.kind` = 'session'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    if runs.empty:
-        raise TrackingError(f"no benchmark session in {display_uri(uri)}; run `python -m benchmarks bench` first")
-    return runs.iloc[0]["run_id"]
-
-
-def list_sessions(uri: str):
-    """Every session in the store, newest first: one row per parent run with its status,
-    start time, commit, host, mode and machine tags (MLflow's column names)."""
+def list_sessions(uri: str, max_results: int = 50000):
+    """The store's sessions, newest first: one row per parent run with its status, start time,
+    commit, host, mode and machine tags (MLflow's column names)."""
     import mlflow
     connect(uri, create=False)
     return mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="tags.`bpb.kind` = 'session'",
-                              order_by=["attributes.start_time DESC"], max_results=50000)
+                              order_by=["attributes.start_time DESC"], max_results=max_results)
+
+
+def latest_session(uri: str) -> str:
+    runs = list_sessions(uri, max_results=1)
+    if runs.empty:
+        raise TrackingError(f"no benchmark session in {display_uri(uri)}; run `python -m benchmarks bench` first")
+    return runs.iloc[0]["run_id"]
 
 
 def resolve_ref(uri: str, ref: str) -> str:
     """A session id from ``ref``: a run id, ``latest``, or ``latest~N`` (the Nth before it)."""
     m = re.fullmatch(r"latest(?:~(\d+))?", ref)
     if not m:
-        run = _client(uri).get_run(check_run_id(ref)) if _exists(uri, ref) else None
-        if run is None or run.data.tags.get("bpb.kind") != "session":
+        client = _client(uri)
+        try:
+            kind = client.get_run(check_run_id(ref)).data.tags.get("bpb.kind")
+        except TrackingError:
+            raise
+        except Exception:  # MlflowException: RESOURCE_DOES_NOT_EXIST
+            kind = None
+        if kind != "session":
             raise TrackingError(f"{ref} is not a session in {display_uri(uri)} (a cell's run id, or from "
                                 "another store?); `latest` and `latest~N` name sessions too")
         return ref
-    sessions = list_sessions(uri)
     n = int(m.group(1) or 0)
+    sessions = list_sessions(uri, max_results=n + 1)
     if n >= len(sessions):
         raise TrackingError(f"{ref}: the store at {display_uri(uri)} holds {len(sessions)} session(s)")
     return sessions.iloc[n]["run_id"]
-
-
-def _exists(uri: str, run_id: str) -> bool:
-    try:
-        _client(uri).get_run(check_run_id(run_id))
-        return True
-    except TrackingError:
-        raise
-    except Exception:  # MlflowException: RESOURCE_DOES_NOT_EXIST
-        return False
 
 
 def all_cells(uri: str):

@@ -64,8 +64,14 @@ def connect(uri: str, experiment: str = EXPERIMENT, *, create: bool = True) -> s
                             "if none is running, delete the lock file") from None
 
 
+_CONNECTED: dict[tuple[str, str], str] = {}   # (uri, experiment) -> id: proven once per process
+
+
 def _connect(uri: str, experiment: str, artifact_location: str | None) -> str:
     import mlflow
+    if (uri, experiment) in _CONNECTED:
+        mlflow.set_tracking_uri(uri)           # the read helpers use MLflow's search on this URI
+        return _CONNECTED[uri, experiment]
     try:
         mlflow.set_tracking_uri(uri)
         client = mlflow.MlflowClient(uri)
@@ -73,6 +79,7 @@ def _connect(uri: str, experiment: str, artifact_location: str | None) -> str:
         experiment_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location)
         # a real write (a read-only database, a full disk or a read-only server fail here)
         client.set_experiment_tag(experiment_id, "bpb.store_checked", "writable")
+        _CONNECTED[uri, experiment] = experiment_id
         return experiment_id
     except Exception as exc:  # MLflow raises MlflowException, requests and SQLAlchemy errors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -12,17 +12,24 @@ sends it there from a worker process (``benchmarks.workers``)::
 
     recorder.open(cell, params, tags)        # a RUNNING child run
     recorder.log(metrics, tags, step)        # as the cell goes
+    recorder.progress(text)                  # a line for the person watching (each epoch, long repeats)
     recorder.close(outcome, details)         # FINISHED or FAILED, with the reason
+
+MLflow conventions (docs/architecture.md): constants of a cell are params; a metric with a
+``step`` is per epoch (``epoch/*``, step = epoch) or per timed repeat (``repeat/*``, step =
+repeat); the rest are the cell's summary (step 0). The prefixes are also the UI's chart
+sections, so a cell's page opens on its training curves.
 """
 from __future__ import annotations
 
+import os
 import traceback
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 import impls
-from benchmarks import machine, runner, timing
+from benchmarks import budget, machine, runner, timing
 from benchmarks.plan import BenchOptions, Cell
 from reports.stats import quartiles
 
@@ -48,14 +55,35 @@ def cell_tags(cell: Cell, inventory: dict) -> dict:
             "batch_size": c.batch_size, "git_commit": inventory.get("git_commit", "unknown")}
 
 
-def run_cell(cell: Cell, data, recorder, peak_gflops: float, options: BenchOptions) -> CellOutcome:
-    """Validate, warm up, time; logs to ``recorder`` as it goes. Exceptions propagate."""
+def cell_params(cell: Cell, peaks: dict, options: BenchOptions) -> dict:
+    """The child run's params: the whole RunConfig and the cell's constants."""
+    c = cell.config
+    constants = {"cell_kind": cell.kind, "flops_per_sample": impls.flops_per_sample(impls.NetSpec(c.sizes, c.activation)),
+                 "peak_gemm_gflops": round(peaks[c.dtype], 1), "cell_budget_seconds": options.cell_budget}
+    if cell.kind == "throughput":
+        constants.update(repeats=options.repeats, repeat_seconds=options.repeat_seconds,
+                         paired_reference=options.paired_reference)
+    return asdict(c) | constants
+
+
+def load_average() -> float:
+    """The 1-minute load average (all processes of the machine, this one's included)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def run_cell(cell: Cell, data, recorder, peaks: dict, options: BenchOptions) -> CellOutcome:
+    """Validate, warm up, time; logs to ``recorder`` as it goes. Exceptions propagate.
+    ``peaks``: the machine's measured GEMM GFLOP/s per dtype (the roofline of the cell's dtype)."""
     c = cell.config
     out = CellOutcome(cell)
+    recorder.log({"load_average_start": load_average()})
     p = runner.prepare(c, data)
     flops = impls.flops_per_sample(p.spec)
-    recorder.log({"compile_seconds": p.compile_seconds, "parity_max_error": p.parity_max_error,
-                  "flops_per_sample": flops, "peak_gemm_gflops": peak_gflops})
+    peak_gflops = peaks[c.dtype]
+    recorder.log({"compile_seconds": p.compile_seconds, "parity_max_error": p.parity_max_error})
     out.summary.update(compile_seconds=p.compile_seconds, parity_max_error=p.parity_max_error)
     if not p.parity_ok:
         tol = impls.PARITY_TOLERANCE[c.dtype]
@@ -66,18 +94,42 @@ def run_cell(cell: Cell, data, recorder, peak_gflops: float, options: BenchOptio
         reference = None
         if options.paired_reference and c.impl != impls.REFERENCE:
             reference = runner.prepare(timing.reference_config(p), data)
-        rates, ref_rates = timing.measure_throughput(p, options.repeats, options.repeat_seconds, reference)
+
+        def on_repeat(r, seconds, rate):
+            if seconds >= 5:                       # short repeats go by in the cell's own line
+                recorder.progress(f"repeat {r}/{options.repeats}: {rate:,.0f} samples/s ({seconds:.0f} s)")
+        rates, ref_rates = timing.measure_throughput(p, options.repeats, options.repeat_seconds, reference,
+                                                     on_repeat=on_repeat)
         for r, rate in enumerate(rates, start=1):
-            recorder.log({"samples_per_second": rate}, step=r)
+            recorder.log({"repeat/samples_per_second": rate}, step=r)
         for r, (rate, ref_rate) in enumerate(zip(rates, ref_rates), start=1):
-            recorder.log({"reference_samples_per_second": ref_rate, "speed_ratio": rate / ref_rate}, step=r)
+            recorder.log({"repeat/reference_samples_per_second": ref_rate, "repeat/speed_ratio": rate / ref_rate},
+                         step=r)
         if ref_rates:
             out.summary["speed_ratio_median"] = float(np.median(np.divide(rates, ref_rates)))
     else:
+        p, fitted = budget.fit(p, options.cell_budget)
+        if "note" in fitted:
+            recorder.log(tags={"bpb.budget": fitted["note"]})
+            recorder.progress(fitted["note"])
+            out.summary["budget_note"] = fitted["note"]
+        if fitted:
+            recorder.log({"projected_train_seconds": fitted["projected_seconds"],
+                          "train_samples": fitted["train_samples"]})
+
         def on_epoch(result, record):
-            recorder.log({**asdict(record), "train_seconds": sum(e.epoch_seconds for e in result.epochs)},
-                         step=record.epoch)
-        result = runner.train(p, data, on_epoch=on_epoch)   # Diverged propagates: the cell fails
+            trained = sum(e.epoch_seconds for e in result.epochs)
+            recorder.log({f"epoch/{k}": v for k, v in asdict(record).items() if k != "epoch"}
+                         | {"epoch/train_seconds": trained}, step=record.epoch)
+            recorder.progress(f"epoch {record.epoch}/{c.epochs}: test accuracy {record.test_accuracy:.4f}, "
+                              f"loss {record.train_loss:.4f}, {record.samples_per_second:,.0f} samples/s, "
+                              f"{record.epoch_seconds:.1f} s")
+        clock = budget.Clock(options.cell_budget)
+        result = runner.train(p, data, on_epoch=on_epoch, keep_going=clock)   # Diverged propagates: the cell fails
+        if clock.stopped:
+            recorder.log(tags={"bpb.budget": clock.stopped})
+            recorder.progress(clock.stopped)
+            out.summary["budget_note"] = "; ".join(filter(None, [out.summary.get("budget_note"), clock.stopped]))
         rates = [e.samples_per_second for e in result.epochs]
         out.proba = result.final_proba[list(EXAMPLE_INDICES)]
         out.summary.update(test_accuracy=result.final_accuracy,
@@ -86,23 +138,23 @@ def run_cell(cell: Cell, data, recorder, peak_gflops: float, options: BenchOptio
             recorder.log(tags={"bpb.time_to_target": f"not reached ({c.target_accuracy:g})"})
     q1, med, q3 = quartiles(rates)
     out.summary.update(samples_per_second_median=med, samples_per_second_q1=q1, samples_per_second_q3=q3,
-                       roofline_fraction=med * flops / (peak_gflops * 1e9), repeats=len(rates))
-    # test_accuracy is already logged per epoch; logging it again would add a step-0 point
-    recorder.log({k: v for k, v in out.summary.items()
-                  if k not in ("compile_seconds", "parity_max_error", "test_accuracy")})
+                       samples_per_second_relative_iqr=(q3 - q1) / med if med > 0 else float("nan"),
+                       roofline_fraction=med * flops / (peak_gflops * 1e9))
+    recorder.log({k: v for k, v in out.summary.items() if k not in ("compile_seconds", "parity_max_error", "budget_note")}
+                 | {"load_average_end": load_average()})
     return out
 
 
-def run_group(cells: list[Cell], data, recorder, peak_gflops: float, options: BenchOptions) -> None:
+def run_group(cells: list[Cell], data, recorder, peaks: dict, options: BenchOptions) -> None:
     """Run ``cells`` one after the other in this process. A cell that raises is closed FAILED
     with ``Type: message`` as its reason and the traceback as details; the next one starts.
     KeyboardInterrupt propagates (the caller closes the open cell KILLED)."""
     inventory = machine.inventory()
     for cell in cells:
-        recorder.open(cell, asdict(cell.config) | {"cell_kind": cell.kind}, cell_tags(cell, inventory))
+        recorder.open(cell, cell_params(cell, peaks, options), cell_tags(cell, inventory))
         details = None
         try:
-            outcome = run_cell(cell, data, recorder, peak_gflops, options)
+            outcome = run_cell(cell, data, recorder, peaks, options)
         except Exception as exc:
             outcome = CellOutcome(cell, "FAILED", f"{type(exc).__name__}: {exc}")
             details = traceback.format_exc()

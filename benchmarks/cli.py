@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmarks run|bench|report|regress``.
+"""Command line: ``python -m benchmarks run|bench|report|regress|compare|history|look|ui``.
 
 Every option is checked when it is parsed. User errors (bad flags, missing data, a
 configuration an implementation cannot run, an unusable tracking store, a bad baseline) print
@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--train-limit", type=positive_int, default=None, help="train on the first N samples only")
     bench.add_argument("--repeat-seconds", type=positive_float, default=None,
                        help="target duration of one timed repeat (default: 0.4)")
+    bench.add_argument("--cell-budget", type=positive_float, default=None, metavar="SECONDS",
+                       help="most seconds an accuracy cell may train: one that would take longer trains on "
+                            "fewer samples, and stops early if it still runs over; both are recorded "
+                            "(default: 180, --quick and --dry-run 60)")
     mode = bench.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="smaller matrix: 1 epoch on 20k samples, batches 1 and 256")
     mode.add_argument("--dry-run", action="store_true", help="tiny: every stage once, in seconds (for CI)")
@@ -213,6 +217,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_option(history)
     add_tracking_option(history)
     history.set_defaults(func=commands.cmd_history)
+
+    look = sub.add_parser("look", help="screenshots of a session's report and of the MLflow UI",
+                          description="Render the report and the MLflow UI (experiment page, the session's run, one "
+                                      "cell's charts) in headless Chromium and save the screenshots.")
+    look.add_argument("session", nargs="?", default="latest", help="session id, 'latest' or 'latest~N' (default: latest)")
+    look.add_argument("--output-dir", type=output_dir, default=os.path.join("reports", "out", "look"),
+                      help="folder for the screenshots (default: %(default)s)")
+    add_tracking_option(look)
+    look.set_defaults(func=commands.cmd_look)
+
+    ui = sub.add_parser("ui", help="the MLflow UI on the tracking store, opening on the latest session",
+                        description="Start `mlflow ui` on the tracking store and print the address of the latest "
+                                    "session's runs view.")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+    ui.add_argument("--port", type=positive_int, default=5000, help="port (default: %(default)s)")
+    add_tracking_option(ui)
+    ui.set_defaults(func=commands.cmd_ui)
     return parser
 
 
@@ -226,6 +247,7 @@ def _on_sigterm(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
+    sys.stdout.reconfigure(line_buffering=True)      # progress lines reach a pipe (CI logs) as printed
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "optimizer", None) == "adam" and getattr(args, "momentum", None):

@@ -97,6 +97,7 @@ def cmd_bench(args) -> int:
     overrides = {k: v for k, v in {
         "impls": tuple(args.impl) if args.impl else None, "batch_sizes": args.batch_sizes, "dtypes": args.dtypes,
         "repeats": args.repeats, "repeat_seconds": args.repeat_seconds, "seeds": args.seeds,
+        "cell_budget": args.cell_budget,
         "dataset": args.dataset}.items() if v is not None}
     options = BenchOptions.make(mode, args.presets, args.epochs, args.train_limit, **overrides)
     blocked = [f"{n}: {impls.available_reason(n)}" for n in args.impl or () if impls.available_reason(n)]
@@ -135,3 +136,14 @@ def cmd_history(args) -> int:
     from benchmarks.history import ROOT, run_history
     return run_history(tracking.resolve_uri(args.tracking_uri), args.output_dir, args.repo or ROOT,
                        args.commits or args.branch or "HEAD", args.machine, args.cell, args.since)
+
+
+def cmd_look(args) -> int:
+    from benchmarks.look import run_look
+    run_look(tracking.resolve_uri(args.tracking_uri), args.session, args.output_dir)
+    return 0
+
+
+def cmd_ui(args) -> int:
+    from benchmarks.look import run_ui
+    return run_ui(tracking.resolve_uri(args.tracking_uri), args.host, args.port)

@@ -54,6 +54,15 @@ class GateOptions:
                 "schedule": [list(s) for s in gate_options().schedule]}
 
 
+def matrix_differences(parent, matrix: BenchOptions) -> list[str]:
+    """What a session's recorded options say differently from the gate's ``matrix`` (schedule,
+    seeds, dataset): a session run another way cannot be judged against the baseline."""
+    wanted = {"schedule": ",".join(map(str, matrix.schedule)), "seeds": ",".join(map(str, matrix.seeds)),
+              "dataset": matrix.dataset}
+    return [f"{key} is {parent.get(f'params.option.{key}')!r}, the gate's {value!r}"
+            for key, value in wanted.items() if parent.get(f"params.option.{key}") != value]
+
+
 def run_gate(options: GateOptions, baseline_path: Path, speed: str = "warn", update: bool = False, *,
              uri: str, threads: int = 2, data_dir=None, download: bool = False, run_id: str | None = None,
              isolate: bool = True, out_dir: str = "reports/out/regress", log=print) -> int:
@@ -73,6 +82,10 @@ def run_gate(options: GateOptions, baseline_path: Path, speed: str = "warn", upd
                          "pass the id of a `regress` session's parent run, or run the gate without --run-id")
     if meta["status"] != "FINISHED":
         raise UsageError(f"gate session {run_id} is {meta['status']}, not complete: it cannot be judged")
+    differ = matrix_differences(parent, options.matrix())
+    if differ:
+        raise UsageError(f"session {run_id} did not run the gate's matrix: its {'; its '.join(differ)}. Its accuracies "
+                         "are not comparable with the baseline's; run the gate without --run-id")
     cells, _ = tracking.tidy(raw_cells, raw_epochs)
     measured = regress.collect(cells, tracking.repeat_series(raw_epochs),
                                tracking.repeat_series(raw_epochs, "speed_ratio"),

@@ -18,6 +18,9 @@ import impls
 from benchmarks.config import PRESETS, RunConfig
 
 FULL_SCHEDULE = (("hw1-q4", None, None), ("hw1-q3", None, None))
+# seconds of training an accuracy cell may take, per bench mode: on a quiet machine of this
+# kind the slowest full cell (torch-cpu, hw1-q4, batch 1) trains in well under this
+DEFAULT_BUDGET = {"full": 180.0, "quick": 60.0, "dry-run": 60.0}
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,10 @@ class BenchOptions:
     dataset: str = "fashion-mnist"
     train_limit: int | None = None       # throughput cells: use only the first N training samples
     test_limit: int | None = None
+    # seconds an accuracy cell may train (epochs and evaluation): one that would take longer
+    # trains on fewer samples, and stops early if it still runs over (``benchmarks/budget.py``);
+    # None: no budget (the regression gate's cells must be the baseline's, whatever they cost)
+    cell_budget: float | None = None
 
     @property
     def presets(self) -> tuple[str, ...]:
@@ -49,11 +56,13 @@ class BenchOptions:
     def make(cls, mode: str = "full", presets=("hw1-q4", "hw1-q3"), epochs: int | None = None,
              train_limit: int | None = None, **kw) -> "BenchOptions":
         """The bench command's matrices: ``full``; ``quick`` (one epoch on 20k samples,
-        batches 1 and 256, 3 repeats); ``dry-run`` (every stage once, tiny, in seconds)."""
+        batches 1 and 256, 3 repeats); ``dry-run`` (every stage once, tiny, in seconds). Each
+        with its default cell budget (``DEFAULT_BUDGET``)."""
         base = {"full": {},
                 "quick": dict(batch_sizes=(1, 256), repeats=3, repeat_seconds=0.25, epochs=1, train_limit=20000),
                 "dry-run": dict(batch_sizes=(1, 32), dtypes=("float32",), repeats=3, repeat_seconds=0.02,
                                 epochs=1, train_limit=512, test_limit=256)}[mode]
+        base["cell_budget"] = DEFAULT_BUDGET[mode]
         epochs = epochs or base.pop("epochs", None)
         train_limit = train_limit or base.pop("train_limit", None)
         base.pop("epochs", None), base.pop("train_limit", None)
@@ -81,6 +90,13 @@ class Cell:
     def name(self) -> str:
         c = self.config
         return f"{self.kind}/{c.impl}/{c.preset}/{c.dtype}/b{c.batch_size}/s{c.seed}"
+
+    @property
+    def title(self) -> str:
+        """The run name in the MLflow UI: what tells cells apart first (the UI cuts long names)."""
+        c = self.config
+        what = f"throughput {c.preset}" if self.kind == "throughput" else f"{c.preset} seed {c.seed}"
+        return f"{c.impl} {c.dtype.replace('float', 'f')} b{c.batch_size} · {what}"
 
 
 def plan(options: BenchOptions) -> tuple[list[Cell], list[str]]:

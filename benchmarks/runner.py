@@ -165,9 +165,10 @@ def one_step_parity(p: Prepared) -> float:
     return impls.parity_error(net.get_params(), want)
 
 
-def train(p: Prepared, data: Dataset, on_epoch=None) -> RunResult:
+def train(p: Prepared, data: Dataset, on_epoch=None, keep_going=None) -> RunResult:
     """Run a prepared configuration to the end; ``on_epoch(result, record)`` is called after
-    each epoch. Raises Diverged (with the finished epochs) when the loss blows up."""
+    each epoch, and ``keep_going(result)``, when given, may end it early (a time budget:
+    ``benchmarks/budget.py``). Raises Diverged (with the finished epochs) when the loss blows up."""
     config, spec = p.config, p.spec
     x, y = p.x, p.y
     x_test = data.features("test", config.dtype, config.test_limit)
@@ -196,5 +197,7 @@ def train(p: Prepared, data: Dataset, on_epoch=None) -> RunResult:
         result.final_proba = proba
         if on_epoch:
             on_epoch(result, record)
+        if keep_going is not None and not keep_going(result):
+            break
     result.status = "FINISHED"
     return result

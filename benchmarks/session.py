@@ -8,10 +8,8 @@ listed as SKIPPED with their reason.
 """
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
+import socket
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -20,26 +18,49 @@ import numpy as np
 
 import tracking
 from benchmarks import machine, timing, workers
-from benchmarks.cells import EXAMPLE_INDICES, CellOutcome, run_group
+from benchmarks.pytest_suite import attach_pytest_benchmark
+from benchmarks.cells import EXAMPLE_INDICES, CellOutcome, load_average, run_group
 from benchmarks.config import UsageError
 from benchmarks.plan import BenchOptions, Cell, plan
 
 ROOT = Path(__file__).resolve().parents[1]
+SYSTEM_METRICS_SECONDS = 1.0     # cells of a quick session last seconds: sample every second
 
 
 class TrackingRecorder:
     """The main process's recorder (see ``benchmarks/cells.py``): writes to the session's
-    MLflow runs, remembers the cell in flight, and hands each outcome to ``on_outcome``."""
+    MLflow runs, remembers the cell in flight, prints its progress lines, and hands each outcome
+    to ``on_outcome``."""
 
-    def __init__(self, session: tracking.Session, dataset, on_outcome):
-        self.session, self.dataset, self.on_outcome = session, dataset, on_outcome
+    def __init__(self, session: tracking.Session, dataset, on_outcome, total: int, log=print):
+        self.session, self.dataset, self.on_outcome, self.total, self.say = session, dataset, on_outcome, total, log
         self.current: tuple[Cell, str] | None = None
+        self.run_ids: dict[str, str] = {}          # cell name -> its child run
+        self.opened = 0
+        self.cell_start = self.last_line = time.monotonic()
 
     def open(self, cell, params, tags):
-        self.current = (cell, self.session.open_cell(cell.name, params, tags, self.dataset))
+        self.current = (cell, self.session.open_cell(cell.title, params, tags, self.dataset))
+        self.run_ids[cell.name] = self.current[1]
+        self.opened += 1
+        self.cell_start = time.monotonic()
+        self._line(f"[{self.opened}/{self.total}] {cell.title} ...")
 
     def log(self, metrics=None, tags=None, step=0):
         self.session.log(self.current[1], metrics=metrics, tags=tags, step=step)
+
+    def progress(self, text: str):
+        self._line(f"    {self.current[0].title}: {text}")
+
+    def heartbeat(self):
+        """Called while a worker is silent: a line that says the cell is alive, and for how long."""
+        if self.current is not None:
+            self._line(f"    {self.current[0].title}: still running, {time.monotonic() - self.cell_start:.0f} s "
+                       "in this cell")
+
+    def _line(self, text: str):
+        self.last_line = time.monotonic()
+        self.say(text)
 
     def close(self, outcome: CellOutcome, details=None):
         _, run_id = self.current
@@ -64,41 +85,47 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
                          ". Choose other implementations with --impl.")
     settings = machine.pin_threads(threads)
     inventory = machine.inventory()
-    peak = timing.peak_gemm_gflops()
-    session = tracking.Session.start(uri, name=f"bench-{mode}-{time.strftime('%Y%m%d-%H%M%S')}",
+    log(estimate(cells, options, tracking.previous_durations(uri, mode)))
+    peaks = {dtype: timing.peak_gemm_gflops(dtype=dtype) for dtype in ("float32", "float64")}
+    session = tracking.Session.start(uri, name=f"bench {mode} · {time.strftime('%Y-%m-%d %H:%M')} · {socket.gethostname()}",
                                      params={**{f"option.{k}": v for k, v in asdict(options).items()},
-                                             "mode": mode, "threads": threads, "isolate": isolate},
+                                             "mode": mode, "threads": threads, "isolate": isolate,
+                                             **{f"peak_gemm_gflops_{d}": round(v, 1) for d, v in peaks.items()}},
                                      tags={**{f"machine.{k}": v for k, v in inventory.items()},
                                            "git_commit": inventory["git_commit"],
+                                           "mlflow.note.content": f"bench {mode} session: running ({len(cells)} cells)",
                                            "dataset": data.name, "dataset_digest": data.digest})
-    session.log(metrics={"peak_gemm_gflops": peak, "cells_planned": len(cells)},
+    session.log(metrics={"cells_planned": len(cells),
+                         "load_average_start": load_average()},
                 tags={"bpb.skipped": "; ".join(skipped) or "none"})
-    log(f"session {session.run_id} in {tracking.display_uri(uri)}: {len(cells)} cells, peak float32 GEMM "
-        f"{peak:.0f} GFLOP/s, threads {threads} ({settings}), "
-        f"{'one process per implementation' if isolate else 'one process'}")
+    session.log_dict({"skipped": skipped}, "skipped.json")
+    monitoring = session.monitor_system(SYSTEM_METRICS_SECONDS)
+    log(f"session {session.run_id} in {tracking.display_uri(uri)}: {len(cells)} cells, peak GEMM "
+        f"{peaks['float32']:.0f} GFLOP/s float32, {peaks['float64']:.0f} float64, threads {threads} ({settings}), "
+        f"{'one process per implementation' if isolate else 'one process'}, cell budget "
+        f"{f'{options.cell_budget:g} s' if options.cell_budget else 'none'}; system metrics: {monitoring}")
     for line in skipped:
         log(f"  SKIPPED {line}")
     outcomes: list[CellOutcome] = []
-    bar = progress(total=len(cells))
 
     def on_outcome(outcome):
         outcomes.append(outcome)
-        bar.update(1)
         log(describe(outcome))
 
     train_x = data.features("train", "float32", options.train_limit)
     dataset = tracking.session.dataset_record(train_x, data.labels("train", options.train_limit), name=data.name,
                                               digest=data.digest, source=data.source)
-    recorder = TrackingRecorder(session, dataset, on_outcome)
+    session.log_dataset(dataset)
+    recorder = TrackingRecorder(session, dataset, on_outcome, len(cells), log=log)
     groups: dict[str, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(cell.config.impl, []).append(cell)
-    job = workers.Job(data.name, data_dir, threads, peak, options, parent_pid=os.getpid())
+    job = workers.Job(data.name, data_dir, threads, peaks, options, parent_pid=os.getpid())
     try:
         for impl_cells in groups.values():
             if not isolate:
                 workers.prepare_process({c.config.impl for c in impl_cells}, threads)
-                run_group(impl_cells, data, recorder, peak, options)
+                run_group(impl_cells, data, recorder, peaks, options)
                 continue
             try:
                 workers.run_isolated(impl_cells, job, recorder)
@@ -109,15 +136,16 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
                 for cell in impl_cells:
                     if cell not in done:
                         on_outcome(CellOutcome(cell, "FAILED", f"worker: {exc} (never started)"))
-        bar.close()
         failed = [o for o in outcomes if o.status != "FINISHED"]
-        session.log(metrics={"cells_failed": len(failed), "cells_finished": len(outcomes) - len(failed)})
+        session.log(metrics={"cells_failed": len(failed), "cells_finished": len(outcomes) - len(failed),
+                             "load_average_end": load_average()})
         session.log_dict(examples_payload(data, outcomes), "examples.json")
         if pytest_benchmark:
-            attach_pytest_benchmark(session, out_dir, quick=mode != "full", log=log)
-        paths = render_report(uri, session.run_id, out_dir, log=log)
+            attach_pytest_benchmark(session, out_dir, threads, quick=mode != "full", log=log)
+        paths = render_report(uri, session.run_id, out_dir, log=log, describe_runs=recorder.run_ids)
+        view = session.publish_view()
         session.finish("FINISHED")
-        log(f"report: {paths['markdown']}  (MLflow UI: tox -e ui, run {session.run_id})")
+        log(f"report: {paths['html']}\nMLflow UI: `tox -e ui`, then http://127.0.0.1:5000/{view}")
         if failed:
             shown = "; ".join(f"{o.cell.name}: {o.reason}" for o in failed[:5])
             log(f"{len(failed)} of {len(outcomes)} cells failed: {shown}" + (" ..." if len(failed) > 5 else ""))
@@ -126,7 +154,6 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
     except BaseException as exc:
         # KeyboardInterrupt (Ctrl-C, or SIGTERM: benchmarks/cli.py) ends it KILLED; anything else
         # (a full disk, a broken store) FAILED, with the real cause as the one reason
-        bar.close()
         killed = isinstance(exc, KeyboardInterrupt)
         reason = (str(exc) or "interrupted by the user (Ctrl-C)") if killed else f"{type(exc).__name__}: {exc}"
         status = "KILLED" if killed else "FAILED"
@@ -138,10 +165,14 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
         raise
 
 
-def render_report(uri: str, run_id: str | None, out_dir: str, log=print) -> dict:
+def render_report(uri: str, run_id: str | None, out_dir: str, log=print, describe_runs: dict | None = None) -> dict:
     """Read a session back from MLflow, write its report files into ``out_dir/<session id>/``,
-    point ``out_dir/latest`` at them, and attach them to the session's run."""
+    point ``out_dir/latest`` at them, and attach them to the session's run. With
+    ``describe_runs`` (cell name -> run id, at the end of a session), each cell's run gets its
+    ``speedup_vs_reference`` metric and the session's run its description: the headline."""
+    from reports.answer import headline
     from reports.render import write_report
+    from reports.tables import with_speedup
     tracking.connect(uri, create=False)
     tracking.reap_stale(uri)
     parent, raw_cells, raw_epochs = tracking.read_session(uri, run_id)
@@ -151,9 +182,23 @@ def render_report(uri: str, run_id: str | None, out_dir: str, log=print) -> dict
             "the report shows the cells it finished")
     cells, epochs = tracking.tidy(raw_cells, raw_epochs)
     folder = Path(out_dir) / meta["run_id"]
-    paths = write_report(cells, epochs, tracking.read_examples(uri, meta["run_id"]), meta, folder)
+    extras = {"examples": tracking.read_json_artifact(uri, meta["run_id"], "examples.json"),
+              "skipped": tracking.read_json_artifact(uri, meta["run_id"], "skipped.json").get("skipped"),
+              "pytest_benchmark": tracking.read_json_artifact(uri, meta["run_id"], "pytest-benchmark/pytest-benchmark.json")}
+    paths = write_report(cells, epochs, extras["examples"], meta, folder, skipped=extras["skipped"],
+                         pytest_benchmark=extras["pytest_benchmark"])
     point_latest(folder)
     tracking.annotate(uri, meta["run_id"], files=paths.values(), artifact_path="report")
+    if describe_runs is not None:
+        speedups = with_speedup(cells).set_index("cell")["speedup"].dropna()
+        for cell, run in describe_runs.items():
+            if cell in speedups.index:
+                tracking.annotate(uri, run, metrics={"speedup_vs_reference": speedups[cell]})
+        lines = headline(cells)
+        tracking.annotate(uri, meta["run_id"], tags={"mlflow.note.content": "\n".join(
+            [f"**{meta['mode']} session on {meta['machine'].get('cpu_model', '?')}**, dataset {meta['dataset']}", "",
+             *[f"- {line}" for line in lines], "",
+             f"Report: artifact `report/report.html` of this run (Artifacts tab); on disk {paths['html']}"])})
     log(f"report for session {meta['run_id']}: {', '.join(str(p) for p in paths.values())}")
     return paths
 
@@ -166,11 +211,27 @@ def point_latest(folder: Path) -> None:
     os.replace(tmp, link)
 
 
-def progress(total: int):
-    """A tqdm bar on a terminal; silent in CI and when output is piped."""
-    from tqdm import tqdm
-    quiet = bool(os.environ.get("CI")) or not sys.stderr.isatty()
-    return tqdm(total=total, desc="bench", disable=quiet, unit="cell", leave=False)
+def estimate(cells: list[Cell], options: BenchOptions, previous: tuple[str, dict]) -> str:
+    """The line a session prints before it starts: how long, from the last session of this
+    mode on this machine where there is one, bounded by the cell budget where there is not."""
+    before_id, seconds = previous
+    known = [seconds[c.name] for c in cells if c.name in seconds]
+    new = [c for c in cells if c.name not in seconds]
+    # a new throughput cell: its repeats (with the paired reference's), calibration and start-up
+    per_repeat = options.repeat_seconds * (2 if options.paired_reference else 1)
+    guess = sum(options.repeats * per_repeat + 3 for c in new if c.kind == "throughput")
+    unbounded = [c for c in new if c.kind == "accuracy"]
+    text = f"estimate: about {(sum(known) + guess) / 60:.1f} min"
+    if known:
+        text += f" ({len(known)} of {len(cells)} cells as long as in session {before_id[:8]} on this machine"
+    else:
+        text += " (no earlier session of this mode on this machine"
+    if unbounded and options.cell_budget:
+        text += (f"; {len(unbounded)} new accuracy cell(s) not counted: at most {options.cell_budget:g} s of "
+                 f"training each, {len(unbounded) * options.cell_budget / 60:.0f} min in all")
+    elif unbounded:
+        text += f"; {len(unbounded)} new accuracy cell(s) not counted, with no cell budget"
+    return text + ")"
 
 
 def examples_payload(data, outcomes: list[CellOutcome]) -> dict:
@@ -189,35 +250,11 @@ def examples_payload(data, outcomes: list[CellOutcome]) -> dict:
 
 def describe(o: CellOutcome) -> str:
     if o.status != "FINISHED":
-        return f"  {o.cell.name}: {o.status} ({o.reason})"
+        return f"  {o.cell.title}: {o.status} ({o.reason})"
     s = o.summary
-    text = (f"  {o.cell.name}: {s['samples_per_second_median']:,.0f} samples/s "
+    text = (f"  {o.cell.title}: {s['samples_per_second_median']:,.0f} samples/s "
             f"(IQR {s['samples_per_second_q1']:,.0f}-{s['samples_per_second_q3']:,.0f}), "
             f"{100 * s['roofline_fraction']:.2f}% of peak, compile {s['compile_seconds']:.2f} s")
     if "test_accuracy" in s:
         text += f", test accuracy {s['test_accuracy']:.4f}"
     return text
-
-
-def attach_pytest_benchmark(session: tracking.Session, out_dir: str, quick: bool, log=print) -> None:
-    """Run the pytest-benchmark suite in a subprocess; log its JSON to the session. The JSON is
-    this session's own (``out_dir/<session id>/``), and only a suite that passed is attached."""
-    folder = Path(out_dir) / session.run_id
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "pytest-benchmark.json"
-    path.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "suite_train_step.py"),
-           "-q", "-p", "no:cacheprovider", "--benchmark-enable", f"--benchmark-json={path}",
-           "--benchmark-max-time=0.2", "--benchmark-min-rounds=5"]
-    if quick:
-        cmd += ["-k", "float32 and (b1 or b256)"]
-    log("pytest-benchmark suite: " + " ".join(cmd[2:]))
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    tail = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
-    log("  " + (tail[0] if tail else f"exit {proc.returncode}"))
-    if proc.returncode == 0 and path.exists():
-        session.log_artifact(path, "pytest-benchmark")
-        n = len(json.loads(path.read_text()).get("benchmarks", []))
-        session.log(metrics={"pytest_benchmark_cases": n})
-    else:
-        session.log(tags={"bpb.pytest_benchmark": f"failed: exit {proc.returncode}"})

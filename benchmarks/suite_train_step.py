@@ -5,10 +5,13 @@ dtype and batch size, on the hw1-q4 network and real Fashion-MNIST samples.
 
 ``python -m benchmarks bench`` runs it and logs the JSON to the session's MLflow run. Each
 case is warmed up (JIT compile, first call) before pytest-benchmark's rounds start, and
-implementations that cannot run here are skipped with their reason. Note: this suite runs all
+implementations that cannot run here are skipped with their reason. Threads: ``$BPB_THREADS``
+(a bench session sets it from ``--threads``), else the core count. Note: this suite runs all
 backends in one process, so read its numbers as per-step latency, and the bench session's
 isolated throughput cells for cross-backend comparisons.
 """
+import os
+
 import numpy as np
 import pytest
 
@@ -36,7 +39,7 @@ def test_train_step(benchmark, data, name, dtype, batch):
     spec = impls.NetSpec(config.sizes, config.activation)
     params = impls.init_params(spec, config.seed, config.init)
     cls = impls.get(name)
-    machine.pin_threads(2)
+    machine.pin_threads(int(os.environ.get("BPB_THREADS") or os.cpu_count()))
     x = data.features("train", dtype, 4096)
     y = data.labels("train", 4096)
     net = cls(spec, params, lr=config.lr, batch_size=batch, dtype=dtype)

@@ -43,17 +43,21 @@ class Timed:
         return self.n / seconds
 
 
-def measure_throughput(p: Prepared, repeats: int, seconds: float,
-                       reference: Prepared | None = None) -> tuple[list[float], list[float]]:
+def measure_throughput(p: Prepared, repeats: int, seconds: float, reference: Prepared | None = None,
+                       on_repeat=None) -> tuple[list[float], list[float]]:
     """Samples/s of ``repeats`` timed passes and, with a prepared ``reference``, the
-    reference's samples/s in passes alternating with them."""
+    reference's samples/s in passes alternating with them. ``on_repeat(r, seconds, rate)`` is
+    called after each (outside the timed region)."""
     timed = Timed(p.new(), p, seconds)
     ref = Timed(reference.new(), reference, seconds) if reference is not None else None
     rates, ref_rates = [], []
     for r in range(1, repeats + 1):
+        t0 = time.perf_counter()
         if ref is not None:
             ref_rates.append(ref.rate(r))
         rates.append(timed.rate(r))
+        if on_repeat is not None:
+            on_repeat(r, time.perf_counter() - t0, rates[-1])
     return rates, ref_rates
 
 
@@ -62,11 +66,11 @@ def reference_config(p: Prepared):
     return p.config.replace(impl=impls.REFERENCE, batch_size=1)
 
 
-def peak_gemm_gflops(n: int = 1024, seconds: float = 1.0) -> float:
-    """Best float32 GEMM rate numpy reaches here (BLAS as configured, threads as pinned)."""
+def peak_gemm_gflops(n: int = 1024, seconds: float = 1.0, dtype: str = "float32") -> float:
+    """Best GEMM rate numpy reaches here in ``dtype`` (BLAS as configured, threads as pinned)."""
     rng = np.random.default_rng(0)
-    a = rng.random((n, n), dtype=np.float32)
-    b = rng.random((n, n), dtype=np.float32)
+    a = rng.random((n, n)).astype(dtype)
+    b = rng.random((n, n)).astype(dtype)
     a @ b
     best, start = 0.0, time.perf_counter()
     while time.perf_counter() - start < seconds:

@@ -27,6 +27,7 @@ from benchmarks import machine
 from benchmarks.plan import BenchOptions, Cell
 
 FAULT_ENV = "BPB_FAULT"
+HEARTBEAT_SECONDS = 20.0   # the longest the main process stays silent while a worker computes
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Job:
     dataset: str
     data_dir: str | None
     threads: int
-    peak_gflops: float
+    peaks: dict                     # dtype -> measured peak GEMM GFLOP/s
     options: BenchOptions
     parent_pid: int | None = None   # the main process; the worker exits when it is gone
 
@@ -68,6 +69,9 @@ class PipeRecorder:
     def log(self, metrics=None, tags=None, step=0):
         self._send("log", metrics, tags, step)
 
+    def progress(self, text):
+        self._send("progress", text)
+
     def close(self, outcome, details=None):
         self._send("close", outcome, details)
 
@@ -91,7 +95,7 @@ def _worker(conn, job: Job, cells: list[Cell]) -> None:
             threading.Thread(target=_exit_with_parent, args=(job.parent_pid,), daemon=True).start()
         prepare_process({c.config.impl for c in cells}, job.threads)
         data = datasets.load(job.dataset, job.data_dir)
-        run_group(cells, data, PipeRecorder(conn), job.peak_gflops, job.options)
+        run_group(cells, data, PipeRecorder(conn), job.peaks, job.options)
         conn.send(("done",))
     except KeyboardInterrupt:
         _quietly(conn.send, ("interrupted",))
@@ -122,7 +126,9 @@ def run_isolated(cells: list[Cell], job: Job, recorder) -> None:
     """Run ``cells`` in a fresh spawned process, relaying its messages to ``recorder``.
 
     Raises KeyboardInterrupt if the worker was interrupted, WorkerFailed if it died; either
-    way the cell in flight is left open on ``recorder`` for the caller to close.
+    way the cell in flight is left open on ``recorder`` for the caller to close. While the
+    worker is silent, ``recorder.heartbeat()`` is called every ``HEARTBEAT_SECONDS``: one epoch
+    of a slow cell on a loaded machine can take minutes, and a log must show that it is alive.
     """
     ctx = mp.get_context("spawn")
     conn, child = ctx.Pipe(duplex=True)
@@ -136,6 +142,8 @@ def run_isolated(cells: list[Cell], job: Job, recorder) -> None:
     try:
         while True:
             try:
+                while not conn.poll(HEARTBEAT_SECONDS):
+                    recorder.heartbeat()
                 kind, *args = conn.recv()
             except (EOFError, OSError):        # died, possibly in the middle of a message
                 proc.join()

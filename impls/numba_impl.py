@@ -17,10 +17,12 @@ float32 arithmetic into float64.
 
 numba-sample is sequential by nature; numba-batch parallelises with prange over the rows of a
 batch (forward, input gradients) and over output units (weight gradients): one level only, and
-numba's pool is the only one working while it runs.
+numba's pool is the only one working while it runs. Small batches (``SERIAL_BELOW``) and a
+single thread run the same kernel compiled serial.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -113,7 +115,8 @@ def _optimizer_step(theta, g, m, v, hp, kind, t):
 
 
 _optimizer_step_serial = njit(cache=True, fastmath=_FASTMATH)(_optimizer_step)
-_optimizer_step_parallel = njit(cache=True, fastmath=_FASTMATH, parallel=True)(_optimizer_step)
+# inlined into the epoch kernels below: parallel inside the parallel one, serial in the serial one
+_optimizer_step_inline = njit(cache=True, fastmath=_FASTMATH, inline="always")(_optimizer_step)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -243,10 +246,10 @@ def _weight_grad_cols(g, w, b, n_in, n_out, A, D, nb, j0, width, ai0, ao0):
             g[b + j] += D[r, ao0 + j]
 
 
-@njit(cache=True, fastmath=_FASTMATH, parallel=True)
 def _epoch_batch(x, y, order, theta, sizes, w_off, b_off, a_off, hp, relu, kind, batch,
                  g, m, v, state, A, D, losses):
-    """Minibatch training over x[order]; A and D are (batch, sum(sizes)) work buffers."""
+    """Minibatch training over x[order]; A and D are (batch, sum(sizes)) work buffers.
+    Compiled twice below: with prange parallel, and serial (prange is range there)."""
     L = sizes.shape[0] - 1
     n0 = sizes[0]
     one = hp[ONE]
@@ -292,8 +295,16 @@ def _epoch_batch(x, y, order, theta, sizes, w_off, b_off, a_off, hp, relu, kind,
                 else:
                     _weight_grad_cols(g, w, b, n_in, n_out, A, D, nb, 4 * full + (blk - full), 1, ai0, ao0)
         state[0] += 1
-        _optimizer_step_parallel(theta, g, m, v, hp, kind, state[0])
+        _optimizer_step_inline(theta, g, m, v, hp, kind, state[0])
     return total / max(n, 1)
+
+
+_epoch_batch_parallel = njit(cache=True, fastmath=_FASTMATH, parallel=True)(_epoch_batch)
+_epoch_batch_serial = njit(cache=True, fastmath=_FASTMATH)(_epoch_batch)
+# Below this batch size a step is too small to share: each of its ~11 parallel regions costs a
+# fork and a join, and on a loaded machine a join waits for a descheduled thread
+# (docs/performance.md, "numba-batch below batch SERIAL_BELOW").
+SERIAL_BELOW = 64
 
 
 class _NumbaBase(Implementation):
@@ -371,7 +382,9 @@ class NumbaBatch(_NumbaBase):
 
     def train_epoch(self, x, y, order):
         x, y, order = self._check_data(x, y, order)
-        return float(_epoch_batch(x, y, order, self.theta, self._sizes, self._w_off, self._b_off,
+        serial = self.batch_size < SERIAL_BELOW or numba.get_num_threads() == 1
+        kernel = _epoch_batch_serial if serial else _epoch_batch_parallel
+        return float(kernel(x, y, order, self.theta, self._sizes, self._w_off, self._b_off,
                                   self._a_off, self._hp, self.spec.activation == "relu", self._kind,
                                   self.batch_size, self._g, self._m, self._v, self._state,
                                   self._A, self._D, self._losses))

@@ -23,61 +23,86 @@ def _impl_colors(names) -> dict:
     return {n: palette[i % len(palette)] for i, n in enumerate(names)}
 
 
-def throughput_figure(cells: pd.DataFrame, peak_gflops: float) -> Figure:
-    """Grouped bars per dtype panel: samples/s (log) by implementation and batch, IQR error
-    bars, speed-up over numpy-sample above each bar, % of peak GEMM on the right axis."""
-    sweep = with_speedup(cells)
-    sweep = sweep[(sweep["kind"] == "throughput") & (sweep["status"] == "FINISHED")]
-    network = sweep["network"].mode().iat[0] if not sweep.empty else ""
-    sweep = sweep[sweep["network"] == network]
-    dtypes = sorted(sweep["dtype"].unique()) or ["-"]
-    impls = list(dict.fromkeys(sweep["impl"]))
-    batches = sorted(sweep["batch_size"].dropna().unique())
-    fig = Figure(figsize=(6.5 * len(dtypes), 5.2), layout="constrained")
-    axes = fig.subplots(1, len(dtypes), squeeze=False)[0]
+def _throughput_rows(cells: pd.DataFrame) -> pd.DataFrame:
+    """The bars: each network's throughput cells; on a network the sweep did not cover (only
+    numpy-sample's reference cell), its accuracy cells' epochs instead, one bar per
+    implementation, dtype and batch (median over seeds)."""
+    done = with_speedup(cells)
+    done = done[done["status"] == "FINISHED"]
+    parts = []
+    for _, g in done.groupby("network", sort=False):
+        thr = g[g["kind"] == "throughput"]
+        part = thr if thr["impl"].nunique() > 1 else g[g["kind"] == "accuracy"]
+        parts.append(part.assign(source="throughput cells" if part is thr else "accuracy cells' epochs"))
+    if not parts:
+        return done.assign(source="")
+    rows = pd.concat(parts)
+    keys = ["network", "source", "impl", "dtype", "batch_size"]
+    return (rows.groupby(keys, sort=False, dropna=False)
+            .agg(samples_per_second_median=("samples_per_second_median", "median"),
+                 samples_per_second_q1=("samples_per_second_q1", "min"),
+                 samples_per_second_q3=("samples_per_second_q3", "max"),
+                 speedup=("speedup", "median"), flops_per_sample=("flops_per_sample", "first"))
+            .reset_index())
+
+
+def throughput_figure(cells: pd.DataFrame, peaks) -> Figure:
+    """One row of panels per network, one panel per dtype: samples/s (log) by implementation
+    and batch, IQR error bars, the speed-up over numpy-sample above each bar's error bar, and
+    % of that dtype's measured peak GEMM on the right axis. ``peaks``: dtype -> GFLOP/s (a
+    number: the float32 peak of sessions that measured only that one)."""
+    if not isinstance(peaks, dict):
+        peaks = {"float32": float(peaks)}
+    rows = _throughput_rows(cells)
+    networks = list(dict.fromkeys(rows["network"])) or ["-"]
+    dtypes = sorted(rows["dtype"].dropna().unique()) or ["-"]
+    batches = sorted(rows["batch_size"].dropna().unique())
     colors = dict(zip(batches, ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#e15759", "#76b7b2"]))
     width = 0.8 / max(len(batches), 1)
-    flops = float(sweep["flops_per_sample"].iat[0]) if not sweep.empty else np.nan
-    for ax, dtype in zip(axes, dtypes):
-        part = sweep[sweep["dtype"] == dtype]
-        for k, batch in enumerate(batches):
-            rows = part[part["batch_size"] == batch].set_index("impl")
-            xs, ys, lo, hi, ups = [], [], [], [], []
-            for i, name in enumerate(impls):
-                if name in rows.index:
-                    r = rows.loc[name]
-                    xs.append(i - 0.4 + width * (k + 0.5))
-                    ys.append(r["samples_per_second_median"])
-                    lo.append(r["samples_per_second_median"] - r["samples_per_second_q1"])
-                    hi.append(r["samples_per_second_q3"] - r["samples_per_second_median"])
-                    ups.append(r["speedup"])
-            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, color=colors[batch], label=f"batch {batch}")
-            for x, y, up in zip(xs, ys, ups):
-                if np.isfinite(up):
-                    ax.annotate(f"{up:.3g}x", (x, y), xytext=(0, 3), textcoords="offset points",
-                                ha="center", va="bottom", fontsize=7, rotation=90)
-        ax.set_yscale("log")
-        ax.set_xticks(range(len(impls)), impls, rotation=20, ha="right")
-        ax.set_ylabel("training throughput (samples/s, log scale)")
-        ax.set_xlabel("implementation")
-        ax.set_title(dtype)
-        lo_lim, hi_lim = ax.get_ylim()
-        ax.set_ylim(lo_lim, hi_lim * 4)                       # room for the speed-up labels
-        ax.grid(axis="y", which="both", alpha=0.3)
-        if np.isfinite(flops) and peak_gflops > 0:
-            to_pct = lambda s: s * flops / (peak_gflops * 1e9) * 100  # noqa: E731
-            from_pct = lambda p: p * peak_gflops * 1e9 / flops / 100  # noqa: E731
-            sec = ax.secondary_yaxis("right", functions=(to_pct, from_pct))
-            sec.set_ylabel(f"% of peak float32 GEMM ({peak_gflops:.0f} GFLOP/s)")
-        _legend(ax, loc="upper left", fontsize=8)
-    fig.suptitle(f"Throughput sweep on {network}: median of repeats, IQR error bars, "
-                 "labels = speed-up over numpy-sample", fontsize=11)
+    fig = Figure(figsize=(7.5 * len(dtypes), 5.4 * len(networks)), layout="constrained")
+    grid = fig.subplots(len(networks), len(dtypes), squeeze=False)
+    for axes, network in zip(grid, networks):
+        on_net = rows[rows["network"] == network]
+        impls = list(dict.fromkeys(on_net["impl"]))
+        source = on_net["source"].iat[0] if not on_net.empty else ""
+        for ax, dtype in zip(axes, dtypes):
+            part = on_net[on_net["dtype"] == dtype]
+            for k, batch in enumerate(batches):
+                sel = part[part["batch_size"] == batch].set_index("impl")
+                xs = [i - 0.4 + width * (k + 0.5) for i, name in enumerate(impls) if name in sel.index]
+                r = sel.reindex([n for n in impls if n in sel.index])
+                if r.empty:
+                    continue
+                med, q1, q3 = (r[c].to_numpy(float) for c in ("samples_per_second_median", "samples_per_second_q1",
+                                                                 "samples_per_second_q3"))
+                ax.bar(xs, med, width, yerr=[med - q1, q3 - med], capsize=2, color=colors[batch], label=f"batch {batch}")
+                for x, top, up in zip(xs, q3, r["speedup"].to_numpy(float)):
+                    if np.isfinite(up):      # above the error bar, never across it
+                        ax.annotate(f"{up:.3g}x", (x, top), xytext=(0, 2), textcoords="offset points",
+                                    ha="center", va="bottom", fontsize=7, rotation=90)
+            ax.set_yscale("log")
+            ax.set_xticks(range(len(impls)), impls, rotation=20, ha="right")
+            ax.set_ylabel("training throughput (samples/s, log)")
+            ax.set_title(f"{network}, {dtype} ({source})", fontsize=10)
+            lo_lim, hi_lim = ax.get_ylim()
+            ax.set_ylim(lo_lim, hi_lim * 6)                       # room for the speed-up labels
+            ax.grid(axis="y", which="both", alpha=0.3)
+            flops = float(part["flops_per_sample"].dropna().iat[0]) if part["flops_per_sample"].notna().any() else np.nan
+            peak = peaks.get(dtype, np.nan)
+            if np.isfinite(flops) and np.isfinite(peak) and peak > 0:
+                to_pct = lambda s, f=flops, p=peak: s * f / (p * 1e9) * 100  # noqa: E731
+                from_pct = lambda q, f=flops, p=peak: q * p * 1e9 / f / 100  # noqa: E731
+                sec = ax.secondary_yaxis("right", functions=(to_pct, from_pct))
+                sec.set_ylabel(f"% of measured {dtype} peak GEMM ({peak:.0f} GFLOP/s)")
+            _legend(ax, loc="upper left", fontsize=8, ncol=max(len(batches), 1))
+    fig.suptitle("Training throughput: median of repeats, IQR error bars, labels = speed-up over numpy-sample",
+                 fontsize=11)
     return fig
 
 
-def _preset_panels(epochs: pd.DataFrame, ncols: int, height: float = 4.2):
+def _preset_panels(epochs: pd.DataFrame, ncols: int, height: float = 4.2, width: float = 6.2):
     presets = list(dict.fromkeys(epochs["preset"])) or ["-"]
-    fig = Figure(figsize=(6.2 * ncols, height * len(presets)), layout="constrained")
+    fig = Figure(figsize=(width * ncols + 1.5, height * len(presets)), layout="constrained")
     axes = fig.subplots(len(presets), ncols, squeeze=False)
     return fig, presets, axes
 
@@ -101,19 +126,19 @@ def accuracy_figure(epochs: pd.DataFrame, targets: dict) -> Figure:
                 ax.axhline(targets[preset], color="gray", ls="--", lw=1, label=f"target {targets[preset]:g}")
             ax.set_ylabel("test accuracy (fraction correct)")
             ax.grid(alpha=0.3)
-            _legend(ax, fontsize=8)
+        _legend(row[1], fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))     # outside: covers no line
         row[0].set_xlabel("epoch")
         row[0].xaxis.set_major_locator(MaxNLocator(integer=True))
-        row[0].set_title(f"{preset}: test accuracy per epoch")
+        row[0].set_title(f"{preset}: test accuracy per epoch", fontsize=10)
         row[1].set_xscale("log")
         row[1].set_xlabel("cumulative training time (s, log scale; evaluation excluded)")
-        row[1].set_title(f"{preset}: test accuracy against wall-clock training time")
+        row[1].set_title(f"{preset}: against training time", fontsize=10)
     return fig
 
 
 def loss_figure(epochs: pd.DataFrame) -> Figure:
     """Train (solid) and test (dashed) cross-entropy per epoch."""
-    fig, presets, axes = _preset_panels(epochs, 1)
+    fig, presets, axes = _preset_panels(epochs, 1, width=9.0)
     colors = _impl_colors(dict.fromkeys(epochs["impl"]))
     for (ax,), preset in zip(axes, presets):
         labelled = set()
@@ -128,9 +153,9 @@ def loss_figure(epochs: pd.DataFrame) -> Figure:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("cross-entropy loss (nats per sample)")
-        ax.set_title(f"{preset}: training loss (solid, mean over the epoch) and test loss (dashed)")
+        ax.set_title(f"{preset}: training loss (solid, epoch mean) and test loss (dashed)", fontsize=10)
         ax.grid(alpha=0.3)
-        _legend(ax, fontsize=8, ncol=2)
+        _legend(ax, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))     # outside: covers no line
     return fig
 
 

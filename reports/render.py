@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reports import answer
 from reports.figures import accuracy_figure, examples_figure, loss_figure, throughput_figure
 from reports.tables import summary_table, to_markdown
 
@@ -31,7 +32,8 @@ def best_example_cell(examples: dict, cells: pd.DataFrame) -> str | None:
 def build_figures(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, meta: dict) -> dict:
     targets = (cells[cells["kind"] == "accuracy"].dropna(subset=["target_accuracy"])
                .groupby("preset")["target_accuracy"].first().to_dict())
-    figs = {"throughput": throughput_figure(cells, float(meta.get("peak_gemm_gflops", float("nan")))),
+    peaks = meta.get("peaks") or {"float32": float(meta.get("peak_gemm_gflops", float("nan")))}
+    figs = {"throughput": throughput_figure(cells, peaks),
             "accuracy": accuracy_figure(epochs, targets),
             "loss": loss_figure(epochs)}
     cell = best_example_cell(examples, cells)
@@ -46,44 +48,93 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _facts(meta: dict) -> list[str]:
+    machine = meta.get("machine", {})
+    peaks = meta.get("peaks") or {"float32": float(meta.get("peak_gemm_gflops", float("nan")))}
+    return [
+        f"session run `{meta.get('run_id', '?')}` ({meta.get('mode', '?')}), dataset {meta.get('dataset', '?')}",
+        f"CPU {machine.get('cpu_model', '?')} ({machine.get('cpu_cores', '?')} cores), GPU {machine.get('gpu', '?')}",
+        f"BLAS {machine.get('blas', '?')}; {machine.get('openblas_env', '')}",
+        "peak GEMM (measured at session start): " + ", ".join(f"{d} {v:.0f} GFLOP/s" for d, v in peaks.items()),
+        f"git commit {machine.get('git_commit', '?')}",
+    ]
+
+
+def _sections(cells, meta, skipped, bench_table) -> list[tuple[str, list[str], pd.DataFrame | None]]:
+    """(title, sentences, table) in the order a reader wants them: the answer, then what to
+    distrust, then the evidence."""
+    try:
+        cores = int(meta.get("machine", {}).get("cpu_cores"))
+    except (TypeError, ValueError):
+        cores = None
+    flags = []
+    if meta.get("status", "FINISHED") not in ("FINISHED", "RUNNING"):
+        flags.append(f"INCOMPLETE: the session ended {meta['status']} ({meta.get('reason') or 'no reason recorded'}); "
+                     "only the cells it finished are shown")
+    flags += [f"noisy: {line}" for line in answer.noisy(cells)]
+    flags += [f"anomaly: {line}" for line in answer.anomalies(cells, cores)]
+    flags += [f"budget: {line}" for line in answer.budget_cuts(cells)]
+    flags += [f"skipped: {line}" for line in skipped or []]
+    failed = cells[cells["status"] != "FINISHED"]
+    flags += [f"{r.status}: {r.cell}: {r.reason}" for r in failed.itertuples()]
+    sections = [("Which implementation is fastest, and is it correct?", answer.headline(cells), None),
+                (f"Flags ({len(flags)})", flags or ["none: no noisy cell, anomaly, budget cut, skip or failure"], None),
+                ("Cells", [f"Noisy: the IQR of a cell's repeats is above {100 * answer.NOISE_THRESHOLD:.0f}% of their "
+                           "median. Speed-up: samples/s over numpy-sample's on the same network and dtype, this "
+                           "session."], summary_table(cells))]
+    if bench_table is not None and not bench_table.empty:
+        sections.append(("pytest-benchmark: one training step", [
+            "Per-step latency from benchmarks/suite_train_step.py, all backends in one process, the session's "
+            "threads; its JSON is attached to the session's run and saved in .benchmarks/ for "
+            "`pytest-benchmark compare`."], bench_table))
+    return sections
+
+
 def write_report(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, meta: dict,
-                 out_dir: str | Path) -> dict[str, Path]:
-    """Writes report.md, report.html (self-contained) and one PNG per figure; returns paths."""
+                 out_dir: str | Path, *, skipped: list[str] | None = None,
+                 pytest_benchmark: dict | None = None) -> dict[str, Path]:
+    """Writes report.md, report.html (self-contained) and one PNG per figure; returns paths.
+    ``skipped``: one line per cell not run, with its reason; ``pytest_benchmark``: its JSON."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = summary_table(cells)
+    cells = answer.complete(cells)
     pngs = {name: _png(fig) for name, fig in build_figures(cells, epochs, examples, meta).items()}
     paths = {}
     for name, data in pngs.items():
         paths[name] = out / f"{name}.png"
         paths[name].write_bytes(data)
-    machine = meta.get("machine", {})
-    facts = [
-        f"session run `{meta.get('run_id', '?')}`, dataset {meta.get('dataset', '?')}",
-        *([f"INCOMPLETE: the session ended {meta['status']} ({meta.get('reason') or 'no reason recorded'}); "
-           "only the cells it finished are shown"] if meta.get("status", "FINISHED") not in ("FINISHED", "RUNNING") else []),
-        f"CPU {machine.get('cpu_model', '?')} ({machine.get('cpu_cores', '?')} cores), GPU {machine.get('gpu', '?')}",
-        f"BLAS {machine.get('blas', '?')}; {machine.get('openblas_env', '')}",
-        f"peak float32 GEMM {float(meta.get('peak_gemm_gflops', float('nan'))):.0f} GFLOP/s (measured at session start)",
-        f"git commit {machine.get('git_commit', '?')}",
-    ]
-    md = ["# backprop-bench report", "", *[f"- {f}" for f in facts], "", "## Cells", "",
-          to_markdown(table), ""]
+    sections = _sections(cells, meta, skipped, answer.pytest_benchmark_table(pytest_benchmark))
+    notes = {"accuracy": [answer.ACCURACY_NOTE, *answer.accuracy_spread(cells)]}
+    facts = _facts(meta)
+    md = ["# backprop-bench report", "", *[f"- {f}" for f in facts], ""]
+    body = [f"<h1>backprop-bench report</h1><ul class=\"facts\">{''.join(f'<li>{html.escape(f)}</li>' for f in facts)}</ul>"]
+    for title, lines, table in sections:
+        md += [f"## {title}", "", *[f"- {line}" for line in lines[:-1 if table is not None else None]]]
+        body.append(f"<h2>{html.escape(title)}</h2>")
+        if table is not None:
+            md += [lines[-1], "", to_markdown(table), ""]
+            body.append(f"<p>{html.escape(lines[-1])}</p>" + table.to_html(index=False, escape=True, border=0, classes="cells"))
+        else:
+            md.append("")
+            body.append("<ul>" + "".join(f"<li>{_strong(line)}</li>" for line in lines) + "</ul>")
     for name, title in FIGURES.items():
         if name in pngs:
-            md += [f"## {title}", "", f"![{title}]({name}.png)", ""]
+            md += [f"## {title}", "", f"![{title}]({name}.png)", "", *[f"- {n}" for n in notes.get(name, [])], ""]
+            b64 = base64.b64encode(pngs[name]).decode()
+            body.append(f"<h2>{html.escape(title)}</h2><img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{b64}\">"
+                        + "".join(f"<p class=\"note\">{html.escape(n)}</p>" for n in notes.get(name, [])))
     paths["markdown"] = out / "report.md"
     paths["markdown"].write_text("\n".join(md))
-    body = [f"<h1>backprop-bench report</h1><ul>{''.join(f'<li>{html.escape(f)}</li>' for f in facts)}</ul>",
-            "<h2>Cells</h2>", table.to_html(index=False, escape=True, border=0, classes="cells")]
-    for name, title in FIGURES.items():
-        if name in pngs:
-            b64 = base64.b64encode(pngs[name]).decode()
-            body.append(f"<h2>{html.escape(title)}</h2><img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{b64}\">")
     style = ("body{font-family:sans-serif;margin:2em;max-width:1600px} table.cells{border-collapse:collapse;"
              "font-size:12px} .cells td,.cells th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-             " img{max-width:100%}")
+             " img{max-width:100%} ul.facts{color:#555;font-size:13px} .note{max-width:70em}")
     paths["html"] = out / "report.html"
     paths["html"].write_text(f"<!doctype html><html><head><meta charset=\"utf-8\"><title>backprop-bench report"
                              f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>")
     return paths
+
+
+def _strong(line: str) -> str:
+    """HTML of a line, its **bold** markdown kept bold."""
+    parts = html.escape(line).split("**")
+    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))

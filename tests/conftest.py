@@ -37,3 +37,14 @@ def full_disk(tmp_path):
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)])
+
+
+@pytest.fixture(scope="session")
+def dry_run(tmp_path_factory, fashion):
+    """One ``bench --dry-run`` session through the CLI, shared by the tests that read it:
+    (tracking URI, the finished process, the report folder)."""
+    from tests.helpers import run_cli
+    folder = tmp_path_factory.mktemp("dry-run")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    proc = run_cli("bench", "--dry-run", "--tracking-uri", uri, "--output-dir", str(folder / "report"), env={"CI": "1"})
+    return uri, proc, folder / "report"

@@ -117,3 +117,9 @@ def die_in_numpy_batch():
             os._exit(9)
         return original(self, x, y, order)
     cls.train_epoch = train_epoch
+
+
+def silent_for_a_second():
+    """A worker that says nothing for a second before its first cell (the heartbeat's test)."""
+    import time
+    time.sleep(1.0)

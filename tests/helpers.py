@@ -16,6 +16,12 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
                           text=True, cwd=cwd or ROOT, env=full_env, timeout=timeout)
 
 
+def is_outcome(line: str) -> bool:
+    """A bench session's line for a finished (or failed) cell: two spaces, then its title
+    (``numpy-sample f32 b1 · throughput hw1-q4: ...``); progress lines are indented further."""
+    return line.startswith("  ") and not line.startswith("   ") and " · " in line
+
+
 def sqlite_uri(folder: Path, name: str = "mlflow.db") -> str:
     return f"sqlite:///{folder / name}"
 

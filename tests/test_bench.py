@@ -11,7 +11,7 @@ import pytest
 import impls
 from benchmarks.plan import BenchOptions, gate_options, plan
 from benchmarks.config import RunConfig
-from tests.helpers import ROOT, run_cli
+from tests.helpers import is_outcome, ROOT, run_cli
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -56,10 +56,8 @@ def test_the_gate_is_another_matrix_of_the_same_planner():
     assert speed["numpy-sample"].batch_size == 1 and speed["numpy-batch"].batch_size == 256
 
 
-def test_dry_run_through_the_cli_logs_the_whole_schema(tmp_path, fashion):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = run_cli("bench", "--dry-run", "--tracking-uri", uri, "--output-dir", str(tmp_path / "report"),
-                   env={"CI": "1"})
+def test_dry_run_through_the_cli_logs_the_whole_schema(tmp_path, fashion, dry_run):
+    uri, proc, report = dry_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     client, parents, children = runs_of(uri)
     assert len(parents) == 1 and parents["status"].iat[0] == "FINISHED"
@@ -75,7 +73,7 @@ def test_dry_run_through_the_cli_logs_the_whole_schema(tmp_path, fashion):
     for tag in ("implementation", "device", "dtype", "git_commit", "machine.cpu_model", "machine.cpu_cores",
                 "machine.gpu", "machine.blas", "machine.threads_blas", "machine.version_numpy", "bpb.cell"):
         assert children[f"tags.{tag}"].notna().all(), tag
-    assert parent["tags.machine.blas"] and parent["metrics.peak_gemm_gflops"] > 0
+    assert parent["tags.machine.blas"] and float(parent["params.peak_gemm_gflops_float32"]) > 0
     # summary metrics on every cell, time-to-target or its reason on accuracy cells
     for metric in ("compile_seconds", "parity_max_error", "samples_per_second_median", "samples_per_second_q1",
                    "samples_per_second_q3", "roofline_fraction"):
@@ -85,18 +83,18 @@ def test_dry_run_through_the_cli_logs_the_whole_schema(tmp_path, fashion):
     assert len(acc) >= len(available)
     for rid in acc["run_id"]:
         for key in ("train_loss", "test_loss", "test_accuracy", "epoch_seconds", "samples_per_second"):
-            assert [m.step for m in client.get_metric_history(rid, key)] == [1], key
+            assert [m.step for m in client.get_metric_history(rid, f"epoch/{key}")] == [1], key
         run = client.get_run(rid)
         assert "metrics.time_to_target_seconds" in acc.columns or "bpb.time_to_target" in run.data.tags
         ds = run.inputs.dataset_inputs[0].dataset
         assert ds.name == "fashion-mnist" and ds.digest == fashion.digest
     thr = children[children["tags.bpb.cell_kind"] == "throughput"]
     for rid in thr["run_id"]:
-        assert len(client.get_metric_history(rid, "samples_per_second")) == 3      # repeats
+        assert len(client.get_metric_history(rid, "repeat/samples_per_second")) == 3      # repeats
     # report files on disk and attached to the parent run
     artifacts = {a.path for a in client.list_artifacts(parent["run_id"], "report")}
     for name in ("report.md", "report.html", "throughput.png", "accuracy.png", "loss.png", "examples.png"):
-        assert (tmp_path / "report" / "latest" / name).is_file()
+        assert (report / "latest" / name).is_file()
         assert f"report/{name}" in artifacts
     assert "examples.json" in {a.path for a in client.list_artifacts(parent["run_id"])}
     # the report command reads the same session back
@@ -160,7 +158,7 @@ def test_ctrl_c_marks_the_current_run_killed_and_keeps_finished_ones(tmp_path):
                             start_new_session=True)
     seen, deadline = [], time.time() + 300
     for line in proc.stdout:
-        if line.startswith("  accuracy/") or line.startswith("  throughput/"):
+        if is_outcome(line):
             seen.append(line)
         if len(seen) == 2 or time.time() > deadline:
             break
@@ -177,6 +175,9 @@ def test_ctrl_c_marks_the_current_run_killed_and_keeps_finished_ones(tmp_path):
     assert killed["tags.bpb.failure_reason"].str.contains("interrupted").all()
 
 
+PEAKS = {"float32": 100.0, "float64": 50.0}
+
+
 class ListRecorder:
     """A recorder (benchmarks/cells.py) that keeps everything in lists."""
 
@@ -188,6 +189,9 @@ class ListRecorder:
 
     def log(self, metrics=None, tags=None, step=0):
         self.logged.append((metrics or {}, tags or {}, step))
+
+    def progress(self, text):
+        self.logged.append(({}, {"progress": text}, None))
 
     def close(self, outcome, details=None):
         self.closed.append(outcome)
@@ -205,14 +209,14 @@ def test_an_accuracy_cell_prepares_its_implementation_exactly_once(fashion, monk
     monkeypatch.setattr(cls, "__init__", lambda self, *a, **kw: instances.append(1) or init(self, *a, **kw))
     config = PRESETS["hw1-q3"].replace(impl="numpy-batch", epochs=2, train_limit=1024, test_limit=256)
     rec = ListRecorder()
-    cells.run_group([Cell("accuracy", config)], fashion, rec, 100.0, BenchOptions())
+    cells.run_group([Cell("accuracy", config)], fashion, rec, PEAKS, BenchOptions())
     assert [o.status for o in rec.closed] == ["FINISHED"], rec.closed[0].reason
     assert first_calls == ["numpy-batch"]
     # one throwaway for the first call, one for the parity step, one trained: never a second preparation
     assert len(instances) == 3
     compile_logged = [m["compile_seconds"] for m, _, _ in rec.logged if "compile_seconds" in m]
     assert compile_logged == [rec.closed[0].summary["compile_seconds"]]
-    assert [step for m, _, step in rec.logged if "test_accuracy" in m] == [1, 2]
+    assert [step for m, _, step in rec.logged if "epoch/test_accuracy" in m] == [1, 2]
 
 
 def test_a_raising_cell_is_failed_with_its_reason_and_the_group_goes_on(fashion, monkeypatch):
@@ -225,7 +229,7 @@ def test_a_raising_cell_is_failed_with_its_reason_and_the_group_goes_on(fashion,
     base = PRESETS["hw1-q4"].replace(epochs=1, train_limit=300, test_limit=100)
     group = [Cell("accuracy", base.replace(impl="torch-cpu")), Cell("accuracy", base.replace(impl="numpy-sample"))]
     rec = ListRecorder()
-    cells.run_group(group, fashion, rec, 100.0, BenchOptions())
+    cells.run_group(group, fashion, rec, PEAKS, BenchOptions())
     assert [o.status for o in rec.closed] == ["FAILED", "FINISHED"]
     assert rec.closed[0].reason == "RuntimeError: injected failure in torch-cpu"
 

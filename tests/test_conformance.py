@@ -163,3 +163,22 @@ def test_init_params_is_deterministic_and_follows_the_scheme():
     assert abs(he[0][0].std() - (2 / 784) ** 0.5) < 0.002
     with pytest.raises(impls.ConfigError, match="init scheme"):
         impls.init_params(spec, 0, "lecun")
+
+
+@pytest.mark.parametrize("dtype", impls.DTYPES)
+@pytest.mark.parametrize("opt", list(OPTIMIZERS))
+@pytest.mark.parametrize("kernel", ["serial", "parallel"])
+def test_numba_batch_serial_and_parallel_kernels_both_hold_parity(kernel, opt, dtype, monkeypatch):
+    """numba-batch picks its serial kernel below SERIAL_BELOW or on one thread: each kernel is
+    held to the table at batch 32, whichever the dispatch would pick."""
+    from impls import numba_impl
+    cls = implementation("numba-batch", dtype, 32)
+    monkeypatch.setattr(numba_impl, "SERIAL_BELOW", 10 ** 9 if kernel == "serial" else 1)
+    if kernel == "parallel" and numba_impl.numba.get_num_threads() == 1:
+        pytest.skip("one numba thread: the parallel kernel is never picked")
+    optimizer, momentum, lr = OPTIMIZERS[opt]
+    x, y, order, params = _problem("relu")
+    want, _ = reference("relu", opt, 32)
+    impl = cls(NETS["relu"], params, lr=lr, batch_size=32, dtype=dtype, optimizer=optimizer, momentum=momentum)
+    impl.train_epoch(x.astype(dtype), y, order)
+    assert impls.parity_error(impl.get_params(), want) <= TOLERANCE[dtype]

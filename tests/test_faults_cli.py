@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, fill, run_cli
+from tests.helpers import is_outcome, ROOT, fill, run_cli
 
 mlflow = pytest.importorskip("mlflow")
 SMALL = ("bench", "--dry-run", "--impl", "numpy-sample,numpy-batch")
@@ -37,7 +37,7 @@ def wait_for_first_cell(proc, timeout=300):
     deadline, lines = time.time() + timeout, []
     for line in proc.stdout:
         lines.append(line)
-        if line.startswith("  accuracy/") or time.time() > deadline:
+        if is_outcome(line) or time.time() > deadline:
             return lines
     return lines
 

@@ -33,10 +33,10 @@ def shots(tmp_path):
     return folder
 
 
-def assert_shows_content(pixels: np.ndarray):
+def assert_shows_content(pixels: np.ndarray, dark: float = 0.005):
     gray = pixels[..., :3].mean(axis=2)
     assert gray.std() > 0.05                            # not a blank page
-    assert (gray < 0.5).mean() > 0.005                  # text and lines drawn on it
+    assert (gray < 0.5).mean() > dark                   # text and lines drawn on it
 
 
 def test_the_session_report_renders(tmp_path, shots):
@@ -65,3 +65,24 @@ def test_the_compare_page_renders(tmp_path, shots):
     _, page = render(table, [("git_commit", "aaa", "bbb")], None, "a" * 32, "b" * 32, 0.1)
     (tmp_path / "compare.html").write_text(page)
     assert_shows_content(screenshot(tmp_path / "compare.html", shots / "compare.png"))
+
+
+def test_look_shows_the_runs_view_the_headline_and_the_training_curves_first(dry_run, shots):
+    """`python -m benchmarks look` on a dry-run session: the MLflow UI (a real `mlflow ui`) opens
+    on runs with metric columns, the session's description holds the headline, a cell's page
+    starts with its training curves. Read from each page's rendered text, beside its screenshot."""
+    uri, session, _ = dry_run
+    assert session.returncode == 0, session.stderr[-2000:]
+    proc = run_cli("look", "--tracking-uri", uri, "--output-dir", str(shots / "look"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    folder = next((shots / "look").glob("*/ui-runs.png")).parent
+    from matplotlib.image import imread
+    for name in ("report", "ui-runs", "ui-session", "ui-cell-charts"):
+        assert_shows_content(imread(folder / f"{name}.png"), dark=0.002)    # the UI is mostly white space
+    text = {name: (folder / f"{name}.txt").read_text() for name in ("report", "ui-runs", "ui-session", "ui-cell-charts")}
+    assert text["ui-runs"].lstrip().startswith("Runs - ") and "Traces Sessions Judges" not in text["ui-runs"]
+    assert "speedup_vs_reference" in text["ui-runs"] and "samples_per_second_median" in text["ui-runs"]
+    assert "is fastest" in text["ui-session"] and " f32 b1 · throughput hw1-q4" in text["ui-session"]   # readable names
+    charts = text["ui-cell-charts"]
+    assert "epoch (6)" in charts and charts.index("epoch (6)") < charts.index("Model metrics (")
+    assert text["report"].index("Which implementation is fastest") < text["report"].index("Cells")

@@ -10,11 +10,14 @@ from pathlib import Path
 
 from tracking.store import EXPERIMENT, TrackingError, connect, display_uri
 
-# histories read back: the per-epoch metrics, and the throughput repeats of the speed gate
-HISTORY_METRICS = ("train_loss", "test_loss", "test_accuracy", "epoch_seconds", "samples_per_second",
-                   "train_seconds", "reference_samples_per_second", "speed_ratio")
+# histories read back: the per-epoch metrics (``epoch/*``, step = epoch), and the throughput
+# repeats of the speed gate (``repeat/*``, step = repeat). Sessions before issue 9 logged both
+# without a prefix: they are read too, and ``read_session`` drops the ``epoch/`` prefix.
 EPOCH_METRICS = ("train_loss", "test_loss", "test_accuracy", "epoch_seconds", "samples_per_second",
                  "train_seconds")
+REPEAT_METRICS = ("samples_per_second", "reference_samples_per_second", "speed_ratio")
+HISTORY_METRICS = (*[f"epoch/{k}" for k in EPOCH_METRICS], *[f"repeat/{k}" for k in REPEAT_METRICS],
+                   *dict.fromkeys(EPOCH_METRICS + REPEAT_METRICS))
 
 
 def _client(uri: str):
@@ -95,11 +98,24 @@ def read_session(uri: str, run_id: str | None = None):
                                order_by=["attributes.start_time ASC"])
     rows = []
     for rid in cells["run_id"] if not cells.empty else []:
+        logged = set(cells.loc[cells["run_id"] == rid].filter(like="metrics.").dropna(axis=1).columns.str[8:])
         for key in HISTORY_METRICS:
+            if key not in logged or (key in EPOCH_METRICS and f"epoch/{key}" in logged):
+                continue          # not logged; or the summary twin of a per-epoch series (step 0)
             for m in client.get_metric_history(rid, key):
-                rows.append({"run_id": rid, "key": key, "step": m.step, "value": m.value})
+                rows.append({"run_id": rid, "key": key.removeprefix("epoch/"), "step": m.step, "value": m.value})
     epochs = pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
     return parent.iloc[0], cells, epochs
+
+
+def cell_runs(uri: str, run_id: str) -> list[tuple[str, str]]:
+    """(run id, cell kind) of each cell of session ``run_id``, in the order they ran."""
+    import mlflow
+    connect(uri, create=False)
+    runs = mlflow.MlflowClient(uri).search_runs(
+        [mlflow.get_experiment_by_name(EXPERIMENT).experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{check_run_id(run_id)}'", order_by=["attributes.start_time ASC"])
+    return [(r.info.run_id, r.data.tags.get("bpb.cell_kind", "")) for r in runs]
 
 
 def session_meta(parent) -> dict:
@@ -108,25 +124,60 @@ def session_meta(parent) -> dict:
                if isinstance(k, str) and k.startswith("tags.machine.")}
     return {"run_id": parent["run_id"], "status": parent.get("status", "?"), "mode": parent.get("params.mode", "?"),
             "reason": parent.get("tags.bpb.failure_reason") or "",
-            "peak_gemm_gflops": parent.get("metrics.peak_gemm_gflops", float("nan")),
+            "peak_gemm_gflops": float(parent.get("params.peak_gemm_gflops_float32") or      # older sessions: a metric
+                                      parent.get("metrics.peak_gemm_gflops", float("nan"))),
+            "peaks": {d: float(parent[f"params.peak_gemm_gflops_{d}"]) for d in ("float32", "float64")
+                      if pd_notna(parent.get(f"params.peak_gemm_gflops_{d}"))},
             "machine": machine, "dataset": parent.get("tags.dataset", "?")}
 
 
+def pd_notna(value) -> bool:
+    return value is not None and value == value and value != ""
+
+
 def repeat_series(raw_epochs, key: str = "samples_per_second") -> dict[str, list[float]]:
-    """run_id -> one value per timed repeat, in order (throughput cells log one per step)."""
-    rows = raw_epochs[raw_epochs["key"] == key]
-    return {rid: g.sort_values("step")["value"].tolist() for rid, g in rows.groupby("run_id")}
+    """run_id -> one value per timed repeat of metric ``key`` (``samples_per_second``,
+    ``speed_ratio``, ...), in order; per-epoch series for epoch metrics (``train_loss``)."""
+    out = {}
+    for name in (f"repeat/{key}", key):            # the repeat/ name first; older sessions: the bare one
+        rows = raw_epochs[raw_epochs["key"] == name]
+        for rid, g in rows.groupby("run_id"):
+            out.setdefault(rid, g.sort_values("step")["value"].tolist())
+    return out
 
 
-def read_examples(uri: str, run_id: str) -> dict:
-    """The session's examples.json (three test images and predictions), or {} without one."""
+def read_json_artifact(uri: str, run_id: str, path: str) -> dict:
+    """A JSON artifact of a run (``examples.json``: three test images and predictions;
+    ``skipped.json``; the pytest-benchmark JSON), or {} without one."""
     client = _client(uri)
     with tempfile.TemporaryDirectory(prefix="bpb-") as tmp:
         try:
-            path = client.download_artifacts(check_run_id(run_id), "examples.json", tmp)
+            local = client.download_artifacts(check_run_id(run_id), path, tmp)
         except Exception:  # absent artifact: MlflowException or OSError depending on the store
             return {}
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(local).read_text())
+
+
+def previous_durations(uri: str, mode: str) -> tuple[str, dict[str, float]]:
+    """(session id, cell name -> seconds) of the latest FINISHED session of ``mode`` on this
+    host, or ("", {}): what a new session's estimate is made of."""
+    import socket
+
+    import mlflow
+    connect(uri)                  # a session is about to start here: a new store is created now
+    sessions = list_sessions(uri, max_results=50)
+    if sessions.empty or "tags.bpb.host" not in sessions.columns:
+        return "", {}
+    same = sessions[(sessions["status"] == "FINISHED") & (sessions.get("params.mode") == mode)
+                    & (sessions["tags.bpb.host"] == socket.gethostname())]
+    if same.empty:
+        return "", {}
+    run_id = same.iloc[0]["run_id"]
+    cells = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'")
+    if cells.empty or "tags.bpb.cell" not in cells.columns:
+        return run_id, {}
+    seconds = (cells["end_time"] - cells["start_time"]).dt.total_seconds()
+    return run_id, dict(zip(cells["tags.bpb.cell"], seconds))
 
 
 def annotate(uri: str, run_id: str, *, metrics=None, tags=None, dicts=None, files=(), artifact_path=None):
@@ -147,7 +198,8 @@ CELL_COLUMNS = ["run_id", "cell", "kind", "impl", "device", "preset", "dataset",
                 "batch_size", "seed", "status", "reason", "samples_per_second_median",
                 "samples_per_second_q1", "samples_per_second_q3", "roofline_fraction",
                 "compile_seconds", "test_accuracy", "time_to_target_seconds", "target_accuracy",
-                "parity_max_error", "flops_per_sample"]
+                "parity_max_error", "flops_per_sample", "samples_per_second_relative_iqr", "load_average_start",
+                "load_average_end", "budget", "peak_gemm_gflops"]
 EPOCH_COLUMNS = ["run_id", "cell", "impl", "preset", "dtype", "batch_size", "seed", "epoch",
                  *EPOCH_METRICS]
 
@@ -184,7 +236,15 @@ def tidy(cells, epochs):
         "time_to_target_seconds": col("metrics.time_to_target_seconds"),
         "target_accuracy": pd.to_numeric(col("params.target_accuracy"), errors="coerce"),
         "parity_max_error": col("metrics.parity_max_error"),
-        "flops_per_sample": col("metrics.flops_per_sample"),
+        # constants are params since issue 9; older sessions logged them as metrics
+        "flops_per_sample": pd.to_numeric(col("params.flops_per_sample"), errors="coerce").fillna(
+            col("metrics.flops_per_sample")),
+        "samples_per_second_relative_iqr": col("metrics.samples_per_second_relative_iqr"),
+        "load_average_start": col("metrics.load_average_start"),
+        "load_average_end": col("metrics.load_average_end"),
+        "budget": col("tags.bpb.budget", None),
+        "peak_gemm_gflops": pd.to_numeric(col("params.peak_gemm_gflops"), errors="coerce").fillna(
+            col("metrics.peak_gemm_gflops")),
     }, columns=CELL_COLUMNS).reset_index(drop=True)
     if epochs.empty or out.empty:
         return out, pd.DataFrame(columns=EPOCH_COLUMNS)

@@ -12,6 +12,7 @@ Only the harness's main process writes here; worker processes send what they mea
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -20,6 +21,14 @@ import warnings
 from tracking.store import EXPERIMENT, connect
 
 REASON_TAG = "bpb.failure_reason"
+# The saved view every session updates: MLflow's Views menu lists experiment tags named
+# mlflow.sharedViewState.<id>, and ?viewStateShareKey=<id> opens one. Its columns answer
+# "how fast, how much faster, how noisy, how accurate, how exact" without clicking.
+VIEW_ID = "backprop-bench-latest"
+VIEW_COLUMNS = ["metrics.`samples_per_second_median`", "metrics.`speedup_vs_reference`",
+                "metrics.`samples_per_second_relative_iqr`", "metrics.`test_accuracy`", "metrics.`parity_max_error`",
+                "metrics.`roofline_fraction`", "metrics.`compile_seconds`", "params.`dtype`", "params.`batch_size`",
+                "tags.`implementation`"]
 
 
 def process_start(pid: int) -> str:
@@ -62,6 +71,7 @@ class Session:
         import mlflow
         self.uri, self.run_id, self.experiment_id = uri, run_id, experiment_id
         self.client = mlflow.MlflowClient(uri)
+        self.monitor = None
 
     @classmethod
     def start(cls, uri: str, name: str, params: dict, tags: dict) -> "Session":
@@ -89,14 +99,12 @@ class Session:
 
     def open_cell(self, name: str, params: dict, tags: dict, dataset=None) -> str:
         """A RUNNING child run; returns its id. ``dataset``: ``dataset_record(...)``."""
-        from mlflow.entities import DatasetInput, InputTag
         run = self.client.create_run(self.experiment_id, run_name=name,
                                      tags={"bpb.kind": "cell", "mlflow.parentRunId": self.run_id, **_flat(tags)})
         run_id = run.info.run_id
         self.log(run_id, params=params)
         if dataset is not None:
-            self.client.log_inputs(run_id, [DatasetInput(dataset._to_mlflow_entity(),
-                                                         tags=[InputTag("mlflow.data.context", "training")])])
+            self.log_dataset(dataset, run_id)
         return run_id
 
     def end_cell(self, run_id: str, status: str, reason: str | None = None, details: str | None = None):
@@ -117,8 +125,44 @@ class Session:
             self.end_cell(run.info.run_id, status, reason)
         return len(runs)
 
+    def monitor_system(self, seconds: float) -> str:
+        """MLflow's own system metrics (``system/*``: CPU, memory, disk, network, GPU where
+        there is one) on the parent run, sampled every ``seconds`` until ``finish``. Returns
+        what it does, in words; a machine without psutil runs on without them."""
+        import logging
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+            logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)   # no INFO chatter
+            self.monitor = SystemMetricsMonitor(self.run_id, sampling_interval=seconds, samples_before_logging=1,
+                                                tracking_uri=self.uri)
+        except ImportError as exc:
+            return f"off ({exc})"
+        self.monitor.start()
+        return f"every {seconds:g} s on the session's run"
+
+    def publish_view(self) -> str:
+        """Point the saved view (``VIEW_ID``) at this session: its cells, in the order they ran,
+        with the columns of ``VIEW_COLUMNS``. Returns the UI's address of it, from the server's root (the
+        workflowType makes a browser that never opened MLflow start on runs, not GenAI)."""
+        now = int(time.time() * 1000)
+        state = {"searchFilter": f"tags.`mlflow.parentRunId` = '{self.run_id}'",   # its cells, flat
+                 "selectedColumns": VIEW_COLUMNS, "columnOrder": VIEW_COLUMNS,
+                 "orderByKey": "attributes.start_time", "orderByAsc": True}
+        self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{VIEW_ID}", json.dumps(
+            {"name": "backprop-bench: latest session", "createdAt": now, "updatedAt": now, "state": json.dumps(state)}))
+        return ui_path(self.experiment_id)
+
+    def log_dataset(self, dataset, run_id: str | None = None):
+        """The dataset record (``dataset_record``) as an input of the run."""
+        from mlflow.entities import DatasetInput, InputTag
+        self.client.log_inputs(run_id or self.run_id, [DatasetInput(dataset._to_mlflow_entity(),
+                                                                    tags=[InputTag("mlflow.data.context", "training")])])
+
     def finish(self, status: str = "FINISHED", reason: str | None = None):
         """End the parent run with ``status`` (children left RUNNING get the same)."""
+        if self.monitor is not None:
+            self.monitor.finish()
+            self.monitor = None
         if status != "FINISHED":
             self.close_running_cells(status, reason or status.lower())
         if reason:
@@ -133,6 +177,11 @@ class Session:
 
     def log_text(self, text: str, artifact_file: str, run_id: str | None = None):
         self.client.log_text(run_id or self.run_id, text, artifact_file)
+
+
+def ui_path(experiment_id: str) -> str:
+    """The MLflow UI's address of the latest session's view, from the server's root."""
+    return f"#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_ID}&workflowType=machine_learning"
 
 
 def reap_stale(uri: str) -> list[str]:

@@ -7,6 +7,10 @@ from pathlib import Path
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 EXPERIMENT = "backprop-bench"
+KIND_TAG = "mlflow.experimentKind"      # the MLflow UI's switch between its model and GenAI views
+EXPERIMENT_NOTE = ("backprop-bench sessions: one parent run per `python -m benchmarks bench` or `regress` "
+                   "session (its description holds the headline), one child run per cell. Filter with "
+                   "`tags.bpb.kind = 'session'` to see sessions only.")
 
 
 class TrackingError(Exception):
@@ -77,6 +81,10 @@ def _connect(uri: str, experiment: str, artifact_location: str | None) -> str:
         client = mlflow.MlflowClient(uri)
         exp = client.get_experiment_by_name(experiment)
         experiment_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location)
+        if exp is None or KIND_TAG not in exp.tags:
+            # without it the UI guesses, and opens an experiment of plain runs in GenAI mode
+            client.set_experiment_tag(experiment_id, KIND_TAG, "custom_model_development")
+            client.set_experiment_tag(experiment_id, "mlflow.note.content", EXPERIMENT_NOTE)
         # a real write (a read-only database, a full disk or a read-only server fail here)
         client.set_experiment_tag(experiment_id, "bpb.store_checked", "writable")
         _CONNECTED[uri, experiment] = experiment_id

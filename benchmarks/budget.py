@@ -1,0 +1,71 @@
+"""A time budget per accuracy cell: a cell that would train longer than ``--cell-budget``
+seconds trains on fewer samples, and one that still runs over stops after the epoch that
+crossed it. Either way it is recorded (tag ``bpb.budget``) and the report flags it: a loaded
+machine makes a 3-minute cell take 30 (issue 9), and nothing may silently take that long.
+
+The projection is measured, not guessed: a throwaway instance trains on growing slices until
+one takes ``CALIBRATE_SECONDS``; its rate times the epochs is the cell's projected training time.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from benchmarks.runner import Prepared, epoch_order
+
+CALIBRATE_SECONDS = 0.3
+SAFETY = 1.25            # evaluation after each epoch, and the rate a loaded machine drifts to
+
+
+def measured_rate(p: Prepared) -> float:
+    """Training samples/s of ``p``'s implementation here and now (a throwaway instance)."""
+    net = p.new()
+    B = p.config.batch_size
+    n = min(len(p.x), max(B, 64))
+    order = epoch_order(len(p.x), p.config.seed, 0, True)
+    while True:
+        t0 = time.perf_counter()
+        net.train_epoch(p.x, p.y, order[:n])
+        seconds = time.perf_counter() - t0
+        if seconds >= CALIBRATE_SECONDS or n >= len(p.x):
+            return n / max(seconds, 1e-9)
+        n = min(len(p.x), max(n * 2, int(n * CALIBRATE_SECONDS / max(seconds, 1e-6))))
+
+
+def fit(p: Prepared, budget: float | None) -> tuple[Prepared, dict]:
+    """``p`` itself when its epochs fit in ``budget`` seconds, else ``p`` on the first N
+    training samples such that they fit (at least one batch). Returns it with what was decided
+    (``projected_seconds``, ``train_samples``, and ``note`` when samples were cut)."""
+    if budget is None:
+        return p, {}
+    rate = measured_rate(p)
+    epochs = p.config.epochs
+    projected = SAFETY * epochs * len(p.x) / rate
+    info = {"projected_seconds": projected, "train_samples": len(p.x)}
+    if projected <= budget:
+        return p, info
+    B = p.config.batch_size
+    n = int(max(B, min(len(p.x), budget * rate / (SAFETY * epochs)) // B * B))
+    info.update(train_samples=n, note=f"trained on {n:,} of {len(p.x):,} samples per epoch: the full "
+                                      f"{epochs} epoch(s) projected {projected:.0f} s at {rate:,.0f} samples/s, "
+                                      f"over the {budget:g} s cell budget")
+    return replace(p, x=p.x[:n], y=p.y[:n]), info
+
+
+class Clock:
+    """Whether another epoch still fits: ``runner.train``'s ``keep_going`` callback."""
+
+    def __init__(self, budget: float | None):
+        self.budget, self.start = budget, time.perf_counter()
+        self.stopped: str | None = None
+
+    def __call__(self, result) -> bool:
+        if self.budget is None or not result.epochs:
+            return True
+        elapsed = time.perf_counter() - self.start
+        last = elapsed / len(result.epochs)
+        if elapsed + last <= self.budget or len(result.epochs) >= result.config.epochs:
+            return True
+        self.stopped = (f"stopped after epoch {len(result.epochs)} of {result.config.epochs}: {elapsed:.0f} s "
+                        f"spent, another epoch would pass the {self.budget:g} s cell budget")
+        return False

@@ -1,0 +1,42 @@
+"""The pytest-benchmark suite (``benchmarks/suite_train_step.py``) as part of a bench session:
+run in a subprocess with the session's threads, its JSON attached to the session's run, kept
+beside the report and in ``.benchmarks/`` (where ``pytest-benchmark compare`` looks)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import tracking
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def attach_pytest_benchmark(session: tracking.Session, out_dir: str, threads: int, quick: bool, log=print) -> None:
+    """Run the pytest-benchmark suite in a subprocess, with the session's threads; log its JSON
+    to the session. The JSON is this session's own (``out_dir/<session id>/``), also saved in
+    ``.benchmarks/`` where ``pytest-benchmark compare`` finds it, and only a suite that passed
+    is attached."""
+    folder = Path(out_dir) / session.run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "pytest-benchmark.json"
+    path.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "suite_train_step.py"),
+           "-q", "-p", "no:cacheprovider", "--benchmark-enable", f"--benchmark-json={path}",
+           f"--benchmark-storage=file://{ROOT / '.benchmarks'}", f"--benchmark-save=bpb-{session.run_id[:8]}",
+           "--benchmark-max-time=0.2", "--benchmark-min-rounds=5"]
+    if quick:
+        cmd += ["-k", "float32 and (b1 or b256)"]
+    log("pytest-benchmark suite: " + " ".join(cmd[2:]))
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "BPB_THREADS": str(threads)})
+    tail = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
+    log("  " + (tail[0] if tail else f"exit {proc.returncode}"))
+    if proc.returncode == 0 and path.exists():
+        session.log_artifact(path, "pytest-benchmark")
+        n = len(json.loads(path.read_text()).get("benchmarks", []))
+        session.log(metrics={"pytest_benchmark_cases": n})
+    else:
+        session.log(tags={"bpb.pytest_benchmark": f"failed: exit {proc.returncode}"})

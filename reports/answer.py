@@ -1,0 +1,152 @@
+"""What a report says first: which implementation is fastest, is it correct, and what in the
+session deserves suspicion (noise, skips, anomalies, budget cuts, load). From the tidy cells
+frame (``tracking.CELL_COLUMNS``); every line is a sentence a newcomer can read alone.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from reports.tables import BASELINE, with_speedup
+
+NOISE_THRESHOLD = 0.25       # relative IQR (IQR / median of the repeats) above which a cell is noisy
+ACCURACY_AGREEMENT = 0.005   # test accuracies of one preset and seed further apart than this disagree
+
+
+OPTIONAL = ("samples_per_second_relative_iqr", "load_average_start", "load_average_end", "budget")
+
+
+def complete(cells: pd.DataFrame) -> pd.DataFrame:
+    """``cells`` with the columns that sessions before issue 9 did not record, empty."""
+    return cells.assign(**{c: pd.Series(float("nan"), index=cells.index, dtype=object if c == "budget" else float)
+                           for c in OPTIONAL if c not in cells.columns})
+
+
+def _short(dtype: str) -> str:
+    return str(dtype).replace("float", "f")
+
+
+def _per_impl(group: pd.DataFrame) -> pd.DataFrame:
+    """One row per implementation: its median samples/s (over seeds), the quartiles' extremes
+    and the worst parity error, fastest first."""
+    return (group.groupby("impl", sort=False)
+            .agg(rate=("samples_per_second_median", "median"), q1=("samples_per_second_q1", "min"),
+                 q3=("samples_per_second_q3", "max"), parity=("parity_max_error", "max"))
+            .sort_values("rate", ascending=False))
+
+
+def headline(cells: pd.DataFrame) -> list[str]:
+    """For each preset, dtype and batch: the fastest implementation that passed parity, by how
+    much over the next one and over numpy-sample, and whether its accuracy agrees. Where the
+    sweep timed several implementations its cells answer, else the accuracy cells' epochs."""
+    if cells.empty:
+        return ["no cell finished: nothing to compare"]
+    done = with_speedup(cells[cells["status"] == "FINISHED"])
+    lines = []
+    for (preset, dtype, batch), group in done.groupby(["preset", "dtype", "batch_size"], sort=True):
+        thr, acc = group[group["kind"] == "throughput"], group[group["kind"] == "accuracy"]
+        pick = thr if thr["impl"].nunique() > 1 or acc.empty else acc
+        ranked = _per_impl(pick)
+        if len(ranked) == 1 and ranked.index[0] == BASELINE and acc.empty:
+            continue                  # the reference timed alone: it is there for the speed-ups
+        where = f"{preset} {_short(dtype)} batch {batch}"
+        best, rate = ranked.index[0], ranked["rate"].iat[0]
+        source = "throughput cells" if pick is thr else "accuracy cells' epochs"
+        if len(ranked) == 1:
+            lines.append(f"{where}: only {best} ran, {rate:,.0f} samples/s" + accuracy_note(cells, preset, dtype, batch, best))
+            continue
+        nxt = ranked.iloc[1]
+        tie = "; IQRs overlap: a tie within noise" if nxt["q3"] >= ranked["q1"].iat[0] else ""
+        line = (f"{where}: **{best}** is fastest, {rate:,.0f} samples/s ({source}), "
+                f"{rate / nxt['rate']:.2f}x the next ({ranked.index[1]}{tie})")
+        up = pick.loc[pick["impl"] == best, "speedup"].median()
+        if best != BASELINE and not math.isnan(up):
+            line += f", {up:.3g}x {BASELINE}"
+        line += f"; parity passed (max relative error {ranked['parity'].iat[0]:.1e})"
+        lines.append(line + accuracy_note(cells, preset, dtype, batch, best))
+    return lines
+
+
+def accuracy_note(cells: pd.DataFrame, preset: str, dtype: str, batch, impl: str) -> str:
+    """"; test accuracy 0.8412, as numpy-sample's" (or the other implementations', where the
+    reference did not train this preset), or by how much it differs, on the same seeds; "" when
+    no accuracy cell trained this preset with this dtype and batch."""
+    acc = cells[(cells["kind"] == "accuracy") & (cells["preset"] == preset) & (cells["status"] == "FINISHED")
+                & (cells["dtype"] == dtype) & (cells["batch_size"] == batch)]
+    mine = acc[acc["impl"] == impl]
+    if mine.empty:
+        return ""
+    text = f"; test accuracy {mine['test_accuracy'].mean():.4f}"
+    others = acc[acc["impl"] == BASELINE] if impl != BASELINE and (acc["impl"] == BASELINE).any() else acc[acc["impl"] != impl]
+    pairs = mine.merge(others, on="seed", suffixes=("", "_other"))
+    if pairs.empty:
+        return text
+    whose = f"{BASELINE}'s" if (others["impl"] == BASELINE).all() else f"the other {others['impl'].nunique()} implementations'"
+    gap = (pairs["test_accuracy"] - pairs["test_accuracy_other"]).abs().max()
+    return text + (f", as {whose} (within {ACCURACY_AGREEMENT})" if gap <= ACCURACY_AGREEMENT
+                   else f", DIFFERS from {whose} by up to {gap:.4f}")
+
+
+def noisy(cells: pd.DataFrame) -> list[str]:
+    done = cells[(cells["status"] == "FINISHED") & (cells["samples_per_second_relative_iqr"] > NOISE_THRESHOLD)]
+    return [f"{r.cell}: IQR of the repeats is {100 * r.samples_per_second_relative_iqr:.0f}% of the median"
+            for r in done.itertuples()]
+
+
+def anomalies(cells: pd.DataFrame, cores: int | None = None) -> list[str]:
+    """Throughput that falls as the batch grows (IQRs apart) within one implementation, and
+    cells measured while the machine was loaded beyond its cores."""
+    out = []
+    thr = cells[(cells["kind"] == "throughput") & (cells["status"] == "FINISHED")]
+    for (impl, network, dtype), g in thr.groupby(["impl", "network", "dtype"], sort=False):
+        g = g.sort_values("batch_size")
+        for (_, small), (_, big) in zip(g.iterrows(), g.iloc[1:].iterrows()):
+            if big["samples_per_second_q3"] < small["samples_per_second_q1"]:
+                out.append(f"{impl} {_short(dtype)} on {network}: {big['samples_per_second_median']:,.0f} samples/s at "
+                           f"batch {big['batch_size']}, below {small['samples_per_second_median']:,.0f} at batch "
+                           f"{small['batch_size']}: throughput falls as the batch grows")
+    if cores:
+        load = cells[["load_average_start", "load_average_end"]].max(axis=1)
+        for cell, value in zip(cells["cell"], load):
+            if value > cores + 0.5:
+                out.append(f"{cell}: measured under load (1-minute load average {value:.1f} on {cores} cores)")
+    return out
+
+
+def budget_cuts(cells: pd.DataFrame) -> list[str]:
+    cut = cells[cells["budget"].notna() & (cells["budget"] != "")]
+    return [f"{r.cell}: {r.budget}" for r in cut.itertuples()]
+
+
+ACCURACY_NOTE = ("Every implementation starts from the same initial weights and visits the samples in the "
+                 "same order, so where the math is the same their curves coincide: lines on top of each "
+                 "other are the parity check at full scale. A line that departs is a bug, or float32 "
+                 "rounding drift where the parity column says so.")
+
+
+def accuracy_spread(cells: pd.DataFrame) -> list[str]:
+    """Per preset and seed: the range of final test accuracy across implementations."""
+    acc = cells[(cells["kind"] == "accuracy") & (cells["status"] == "FINISHED")]
+    out = []
+    for (preset, seed), g in acc.groupby(["preset", "seed"], sort=False):
+        if g["impl"].nunique() > 1:
+            lo, hi = g["test_accuracy"].min(), g["test_accuracy"].max()
+            verdict = "coincide" if hi - lo <= ACCURACY_AGREEMENT else "DISAGREE"
+            out.append(f"{preset}, seed {seed}: {g['impl'].nunique()} implementations end at test accuracy "
+                       f"{lo:.4f}-{hi:.4f}: they {verdict} (tolerance {ACCURACY_AGREEMENT})")
+    return out
+
+
+def pytest_benchmark_table(payload: dict) -> pd.DataFrame:
+    """pytest-benchmark's JSON as a table: one training step per row."""
+    rows = []
+    for b in (payload or {}).get("benchmarks", []):
+        info, stats = b.get("extra_info", {}), b.get("stats", {})
+        median, batch = stats.get("median"), info.get("batch", 1)
+        rows.append({"implementation": info.get("impl", b.get("name")), "dtype": info.get("dtype", ""),
+                     "batch": batch, "median step ms": f"{1e3 * median:.3f}" if median else "n/a",
+                     "samples/s": f"{batch / median:,.0f}" if median else "n/a",
+                     "IQR %": f"{100 * stats['iqr'] / median:.0f}" if median and "iqr" in stats else "n/a",
+                     "rounds": stats.get("rounds", "n/a")})
+    return pd.DataFrame(rows)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from reports.tables import with_speedup
 
@@ -56,14 +56,15 @@ def throughput_figure(cells: pd.DataFrame, peaks) -> Figure:
     rows = _throughput_rows(cells)
     networks = list(dict.fromkeys(rows["network"])) or ["-"]
     dtypes = sorted(rows["dtype"].dropna().unique()) or ["-"]
-    batches = sorted(rows["batch_size"].dropna().unique())
-    colors = dict(zip(batches, ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#e15759", "#76b7b2"]))
-    width = 0.8 / max(len(batches), 1)
+    colors = dict(zip(sorted(rows["batch_size"].dropna().unique()),
+                      ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#e15759", "#76b7b2"]))
     fig = Figure(figsize=(7.5 * len(dtypes), 5.4 * len(networks)), layout="constrained")
     grid = fig.subplots(len(networks), len(dtypes), squeeze=False)
     for axes, network in zip(grid, networks):
         on_net = rows[rows["network"] == network]
         impls = list(dict.fromkeys(on_net["impl"]))
+        batches = sorted(on_net["batch_size"].dropna().unique())
+        width = 0.8 / max(len(batches), 1)
         source = on_net["source"].iat[0] if not on_net.empty else ""
         for ax, dtype in zip(axes, dtypes):
             part = on_net[on_net["dtype"] == dtype]
@@ -131,6 +132,7 @@ def accuracy_figure(epochs: pd.DataFrame, targets: dict) -> Figure:
         row[0].xaxis.set_major_locator(MaxNLocator(integer=True))
         row[0].set_title(f"{preset}: test accuracy per epoch", fontsize=10)
         row[1].set_xscale("log")
+        row[1].xaxis.set_minor_formatter(NullFormatter())         # minor labels overlap on a short span
         row[1].set_xlabel("cumulative training time (s, log scale; evaluation excluded)")
         row[1].set_title(f"{preset}: against training time", fontsize=10)
     return fig

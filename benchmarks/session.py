@@ -57,6 +57,9 @@ class TrackingRecorder:
         if self.current is not None:
             self._line(f"    {self.current[0].title}: still running, {time.monotonic() - self.cell_start:.0f} s "
                        "in this cell")
+        else:
+            self._line(f"    a worker is starting (imports, data): {time.monotonic() - self.last_line:.0f} s since "
+                       "the last line")
 
     def _line(self, text: str):
         self.last_line = time.monotonic()

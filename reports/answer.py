@@ -82,7 +82,8 @@ def accuracy_note(cells: pd.DataFrame, preset: str, dtype: str, batch, impl: str
     pairs = mine.merge(others, on="seed", suffixes=("", "_other"))
     if pairs.empty:
         return text
-    whose = f"{BASELINE}'s" if (others["impl"] == BASELINE).all() else f"the other {others['impl'].nunique()} implementations'"
+    names = others["impl"].unique()
+    whose = f"{names[0]}'s" if len(names) == 1 else f"the other {len(names)} implementations'"
     gap = (pairs["test_accuracy"] - pairs["test_accuracy_other"]).abs().max()
     return text + (f", as {whose} (within {ACCURACY_AGREEMENT})" if gap <= ACCURACY_AGREEMENT
                    else f", DIFFERS from {whose} by up to {gap:.4f}")
@@ -108,9 +109,11 @@ def anomalies(cells: pd.DataFrame, cores: int | None = None) -> list[str]:
                            f"{small['batch_size']}: throughput falls as the batch grows")
     if cores:
         load = cells[["load_average_start", "load_average_end"]].max(axis=1)
-        for cell, value in zip(cells["cell"], load):
-            if value > cores + 0.5:
-                out.append(f"{cell}: measured under load (1-minute load average {value:.1f} on {cores} cores)")
+        loaded = cells.loc[load > cores + 0.5, "cell"].tolist()
+        if loaded:
+            which = ", ".join(loaded) if len(loaded) <= 3 else f"{len(loaded)} of {len(cells)} cells"
+            out.append(f"{which}: measured under load (1-minute load average up to {load.max():.1f} on {cores} "
+                       "cores; above cores + 0.5, something else was running)")
     return out
 
 

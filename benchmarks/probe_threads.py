@@ -1,0 +1,74 @@
+"""``python -m benchmarks.probe_threads``: how threads, and a busy machine, change small-batch
+throughput. For each case (an implementation, a dtype and batch on hw1-q4's network, a thread
+count, and for numba-batch its serial or parallel kernel), samples/s of timed passes, strictly
+interleaved over ``--rounds`` rounds in one process, quiet and then beside ``--busy`` spinning
+processes. The figures in docs/performance.md ("Small batches, threads and a busy machine")
+come from it.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import numpy as np
+
+from benchmarks import datasets, machine
+from benchmarks.config import PRESETS
+from benchmarks.runner import prepare
+from benchmarks.timing import Timed
+
+CASES = [("numba-batch", 1), ("numba-batch", 32), ("numba-batch", 256), ("torch-cpu", 1), ("torch-cpu", 32),
+         ("numpy-batch", 32)]
+
+
+def measure(rounds: int, seconds: float, data) -> dict:
+    import impls
+    from impls import numba_impl
+    timers = {}
+    for name, batch in CASES:
+        config = PRESETS["hw1-q4"].replace(impl=name, dtype="float32", batch_size=batch)
+        p = prepare(config, data)
+        kernels = ("serial", "parallel") if name == "numba-batch" else ("-",)
+        for kernel in kernels:
+            for threads in (1, 2):
+                if kernel == "parallel" and threads == 1:
+                    continue
+                timers[(name, batch, kernel, threads)] = (Timed(p.new(), p, seconds), kernel, threads)
+    rates = {key: [] for key in timers}
+    for r in range(1, rounds + 1):
+        for key, (timed, kernel, threads) in timers.items():
+            machine.pin_threads(threads)
+            numba_impl.SERIAL_BELOW = 10 ** 9 if kernel == "serial" else 1
+            rates[key].append(timed.rate(r))
+    del impls
+    return {key: float(np.median(v)) for key, v in rates.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=0.3, help="length of one timed pass")
+    parser.add_argument("--busy", type=int, default=1, help="spinning processes for the loaded phase")
+    args = parser.parse_args()
+    data = datasets.load("fashion-mnist")
+    machine.pin_threads(2)
+    quiet = measure(args.rounds, args.seconds, data)
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    try:
+        loaded = measure(args.rounds, args.seconds, data)
+    finally:
+        for s in spinners:
+            s.kill()
+    print(f"median samples/s of {args.rounds} interleaved passes of {args.seconds} s; loaded = beside "
+          f"{args.busy} busy loop(s); {machine.inventory().get('cpu_model')}")
+    print(f"{'implementation':<12} {'batch':>5} {'kernel':>8} {'threads':>7} {'quiet':>10} {'loaded':>10} {'loaded/quiet':>12}")
+    for key in quiet:
+        name, batch, kernel, threads = key
+        print(f"{name:<12} {batch:>5} {kernel:>8} {threads:>7} {quiet[key]:>10,.0f} {loaded[key]:>10,.0f} "
+              f"{loaded[key] / quiet[key]:>12.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 import impls
-from benchmarks import machine, runner, timing
+from benchmarks import gpu, machine, runner, timing
 from benchmarks.plan import BenchOptions, Cell
 from reports.stats import quartiles
 
@@ -48,20 +48,31 @@ def cell_tags(cell: Cell, inventory: dict) -> dict:
             "batch_size": c.batch_size, "git_commit": inventory.get("git_commit", "unknown")}
 
 
-def run_cell(cell: Cell, data, recorder, peak_gflops: float, options: BenchOptions) -> CellOutcome:
-    """Validate, warm up, time; logs to ``recorder`` as it goes. Exceptions propagate."""
+def run_cell(cell: Cell, data, recorder, peak_gflops: float, options: BenchOptions,
+             gpu_peaks: dict | None = None) -> CellOutcome:
+    """Validate, warm up, time; logs to ``recorder`` as it goes. Exceptions propagate.
+    A GPU cell's roofline uses the GPU's own peak (``gpu_peaks``, ``benchmarks/gpu.py``)."""
     c = cell.config
     out = CellOutcome(cell)
     p = runner.prepare(c, data)
     flops = impls.flops_per_sample(p.spec)
+    on_gpu = p.cls.device == "cuda"
+    peak_words = "CPU float32 GEMM (numpy), measured this session"
+    if on_gpu:
+        peak_gflops, peak_words = gpu.roofline_peak(c.dtype, c.tf32, gpu_peaks or {})
+    numbers = {f"impl_{k}": v for k, v in p.details.items() if isinstance(v, float)}
+    words = {f"impl.{k}": v for k, v in p.details.items() if not isinstance(v, float)}
     recorder.log({"compile_seconds": p.compile_seconds, "parity_max_error": p.parity_max_error,
-                  "flops_per_sample": flops, "peak_gemm_gflops": peak_gflops})
+                  "flops_per_sample": flops, "peak_gemm_gflops": peak_gflops, **numbers},
+                 tags={"bpb.roofline_peak": peak_words, **words})
     out.summary.update(compile_seconds=p.compile_seconds, parity_max_error=p.parity_max_error)
     if not p.parity_ok:
         tol = impls.PARITY_TOLERANCE[c.dtype]
         out.status = "FAILED"
         out.reason = f"parity check failed: max relative error {p.parity_max_error:.3g} > {tol:g} ({c.dtype})"
         return out
+    if on_gpu:
+        gpu.reset_peak_memory()
     if cell.kind == "throughput":
         reference = None
         if options.paired_reference and c.impl != impls.REFERENCE:
@@ -84,6 +95,10 @@ def run_cell(cell: Cell, data, recorder, peak_gflops: float, options: BenchOptio
                            time_to_target_seconds=result.time_to_target_seconds)
         if result.time_to_target_seconds is None:
             recorder.log(tags={"bpb.time_to_target": f"not reached ({c.target_accuracy:g})"})
+    if on_gpu:
+        recorder.log({"peak_device_memory_bytes": gpu.peak_memory_bytes()})
+        if cell.kind == "throughput":   # after the timed passes, on an instance of its own
+            recorder.log(*gpu.measure_energy(timing.Timed(p.new(), p, options.repeat_seconds)))
     q1, med, q3 = quartiles(rates)
     out.summary.update(samples_per_second_median=med, samples_per_second_q1=q1, samples_per_second_q3=q3,
                        roofline_fraction=med * flops / (peak_gflops * 1e9), repeats=len(rates))
@@ -93,7 +108,8 @@ def run_cell(cell: Cell, data, recorder, peak_gflops: float, options: BenchOptio
     return out
 
 
-def run_group(cells: list[Cell], data, recorder, peak_gflops: float, options: BenchOptions) -> None:
+def run_group(cells: list[Cell], data, recorder, peak_gflops: float, options: BenchOptions,
+              gpu_peaks: dict | None = None) -> None:
     """Run ``cells`` one after the other in this process. A cell that raises is closed FAILED
     with ``Type: message`` as its reason and the traceback as details; the next one starts.
     KeyboardInterrupt propagates (the caller closes the open cell KILLED)."""
@@ -102,7 +118,7 @@ def run_group(cells: list[Cell], data, recorder, peak_gflops: float, options: Be
         recorder.open(cell, asdict(cell.config) | {"cell_kind": cell.kind}, cell_tags(cell, inventory))
         details = None
         try:
-            outcome = run_cell(cell, data, recorder, peak_gflops, options)
+            outcome = run_cell(cell, data, recorder, peak_gflops, options, gpu_peaks)
         except Exception as exc:
             outcome = CellOutcome(cell, "FAILED", f"{type(exc).__name__}: {exc}")
             details = traceback.format_exc()

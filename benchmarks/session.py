@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 import tracking
-from benchmarks import machine, timing, workers
+import impls
+from benchmarks import gpu, machine, timing, workers
 from benchmarks.cells import EXAMPLE_INDICES, CellOutcome, run_group
 from benchmarks.config import UsageError
 from benchmarks.plan import BenchOptions, Cell, plan
@@ -65,17 +66,21 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
     settings = machine.pin_threads(threads)
     inventory = machine.inventory()
     peak = timing.peak_gemm_gflops()
+    gpu_peaks = gpu.session_peaks(any(impls.get(c.config.impl).device == "cuda" for c in cells), log)
     session = tracking.Session.start(uri, name=f"bench-{mode}-{time.strftime('%Y%m%d-%H%M%S')}",
                                      params={**{f"option.{k}": v for k, v in asdict(options).items()},
                                              "mode": mode, "threads": threads, "isolate": isolate},
                                      tags={**{f"machine.{k}": v for k, v in inventory.items()},
                                            "git_commit": inventory["git_commit"],
                                            "dataset": data.name, "dataset_digest": data.digest})
-    session.log(metrics={"peak_gemm_gflops": peak, "cells_planned": len(cells)},
+    session.log(metrics={"peak_gemm_gflops": peak, "cells_planned": len(cells),
+                         **{f"gpu_peak_gemm_gflops_{m}": v for m, v in gpu_peaks.items()}},
                 tags={"bpb.skipped": "; ".join(skipped) or "none"})
     log(f"session {session.run_id} in {tracking.display_uri(uri)}: {len(cells)} cells, peak float32 GEMM "
         f"{peak:.0f} GFLOP/s, threads {threads} ({settings}), "
         f"{'one process per implementation' if isolate else 'one process'}")
+    if gpu_peaks:
+        log("GPU peak GEMM (TFLOP/s): " + ", ".join(f"{m} {v / 1e3:.1f}" for m, v in gpu_peaks.items()))
     for line in skipped:
         log(f"  SKIPPED {line}")
     outcomes: list[CellOutcome] = []
@@ -93,12 +98,12 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
     groups: dict[str, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(cell.config.impl, []).append(cell)
-    job = workers.Job(data.name, data_dir, threads, peak, options, parent_pid=os.getpid())
+    job = workers.Job(data.name, data_dir, threads, peak, options, parent_pid=os.getpid(), gpu_peaks=gpu_peaks)
     try:
         for impl_cells in groups.values():
             if not isolate:
                 workers.prepare_process({c.config.impl for c in impl_cells}, threads)
-                run_group(impl_cells, data, recorder, peak, options)
+                run_group(impl_cells, data, recorder, peak, options, gpu_peaks)
                 continue
             try:
                 workers.run_isolated(impl_cells, job, recorder)

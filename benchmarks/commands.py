@@ -17,7 +17,7 @@ def config_from_args(args, impl: str) -> RunConfig:
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "optimizer": args.optimizer, "momentum": args.momentum, "dtype": args.dtype,
         "seed": args.seed, "shuffle": args.shuffle, "dataset": args.dataset,
-        "train_limit": args.train_limit, "test_limit": args.test_limit,
+        "train_limit": args.train_limit, "test_limit": args.test_limit, "tf32": args.tf32,
     }
     return PRESETS[args.preset].replace(impl=impl, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -135,3 +135,8 @@ def cmd_history(args) -> int:
     from benchmarks.history import ROOT, run_history
     return run_history(tracking.resolve_uri(args.tracking_uri), args.output_dir, args.repo or ROOT,
                        args.commits or args.branch or "HEAD", args.machine, args.cell, args.since)
+
+
+def cmd_gpu_check(args) -> int:
+    from benchmarks.gpucheck import run_gpu_check
+    return run_gpu_check(args)

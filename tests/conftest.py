@@ -37,3 +37,14 @@ def full_disk(tmp_path):
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)])
+
+
+def pytest_collection_modifyitems(items):
+    """The conformance suite's rows of GPU implementations are GPU tests too, so that
+    ``pytest -m gpu`` (gpu-check) runs them; elsewhere they skip with the registry's reason."""
+    import impls
+    gpu_names = {n for n in impls.names() if impls.get(n).needs_gpu}
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if params.get("name") in gpu_names:
+            item.add_marker(pytest.mark.gpu)

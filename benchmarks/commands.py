@@ -48,6 +48,10 @@ def cmd_run(args) -> int:
     from benchmarks import runner
     configs = runnable_configs([config_from_args(args, name) for name in args.impl],
                                everything=args.impl == impls.names())
+    refused = [f"{c.impl} in {c.dtype}" for c in configs if c.tf32 and not (impls.get(c.impl).takes_tf32
+                                                                             and c.dtype == "float32")]
+    if refused:
+        raise UsageError(f"--tf32 applies to float32 on torch-cuda and torch-cuda-graph only, not to {', '.join(refused)}")
     data = datasets.load(configs[0].dataset, args.data_dir, download_ok=args.download)
     for name in {c.impl for c in configs}:
         impls.get(name)

@@ -270,3 +270,10 @@ def test_gpu_table_from_a_fixture():
     assert gpu_table(gpu_cells()[lambda f: f["impl"] != "torch-cuda-graph"], IMPLS, impls.PARITY_TOLERANCE,
                      why).iloc[2]["status"] == "skipped: no CUDA device"
     assert missing.iloc[2]["hw1-q3 epoch ms (IQR)"] == "no hw1-q3 float32 b256 throughput cell"
+
+
+def test_run_tf32_on_a_cpu_implementation_is_a_usage_error():
+    proc = run_cli("run", "--impl", "torch-cpu", "--preset", "hw1-q3", "--tf32", timeout=120)
+    assert proc.returncode == 2
+    assert "error: --tf32 applies to float32 on torch-cuda and torch-cuda-graph only, not to torch-cpu" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout

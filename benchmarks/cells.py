@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 import impls
-from benchmarks import budget, machine, runner, timing
+from benchmarks import budget, gpu, machine, runner, timing
 from benchmarks.plan import BenchOptions, Cell
 from reports.stats import quartiles
 
@@ -55,11 +55,22 @@ def cell_tags(cell: Cell, inventory: dict) -> dict:
             "batch_size": c.batch_size, "git_commit": inventory.get("git_commit", "unknown")}
 
 
-def cell_params(cell: Cell, peaks: dict, options: BenchOptions) -> dict:
+def roofline_peak(cell: Cell, peaks: dict, gpu_peaks: dict | None) -> tuple[float, str]:
+    """(GFLOP/s, what it is) the cell's roofline divides by: the GPU's own peak in the mode the
+    cell runs (``benchmarks/gpu.py``) for a GPU cell, else this machine's CPU GEMM peak in the
+    cell's dtype, both measured this session."""
+    c = cell.config
+    if impls.get(c.impl).device == "cuda":
+        return gpu.roofline_peak(c.dtype, c.tf32, gpu_peaks or {})
+    return peaks[c.dtype], f"CPU {c.dtype} GEMM (numpy), measured this session"
+
+
+def cell_params(cell: Cell, peaks: dict, options: BenchOptions, gpu_peaks: dict | None = None) -> dict:
     """The child run's params: the whole RunConfig and the cell's constants."""
     c = cell.config
     constants = {"cell_kind": cell.kind, "flops_per_sample": impls.flops_per_sample(impls.NetSpec(c.sizes, c.activation)),
-                 "peak_gemm_gflops": round(peaks[c.dtype], 1), "cell_budget_seconds": options.cell_budget}
+                 "peak_gemm_gflops": round(roofline_peak(cell, peaks, gpu_peaks)[0], 1),
+                 "cell_budget_seconds": options.cell_budget}
     if cell.kind == "throughput":
         constants.update(repeats=options.repeats, repeat_seconds=options.repeat_seconds,
                          paired_reference=options.paired_reference)
@@ -74,22 +85,30 @@ def load_average() -> float:
         return float("nan")
 
 
-def run_cell(cell: Cell, data, recorder, peaks: dict, options: BenchOptions) -> CellOutcome:
+def run_cell(cell: Cell, data, recorder, peaks: dict, options: BenchOptions,
+             gpu_peaks: dict | None = None) -> CellOutcome:
     """Validate, warm up, time; logs to ``recorder`` as it goes. Exceptions propagate.
-    ``peaks``: the machine's measured GEMM GFLOP/s per dtype (the roofline of the cell's dtype)."""
+    ``peaks``: the machine's measured CPU GEMM GFLOP/s per dtype; a GPU cell's roofline uses
+    the GPU's own (``gpu_peaks``)."""
     c = cell.config
     out = CellOutcome(cell)
     recorder.log({"load_average_start": load_average()})
     p = runner.prepare(c, data)
     flops = impls.flops_per_sample(p.spec)
-    peak_gflops = peaks[c.dtype]
-    recorder.log({"compile_seconds": p.compile_seconds, "parity_max_error": p.parity_max_error})
+    on_gpu = p.cls.device == "cuda"
+    peak_gflops, peak_words = roofline_peak(cell, peaks, gpu_peaks)
+    numbers = {f"impl_{k}": v for k, v in p.details.items() if isinstance(v, float)}
+    words = {f"impl.{k}": v for k, v in p.details.items() if not isinstance(v, float)}
+    recorder.log({"compile_seconds": p.compile_seconds, "parity_max_error": p.parity_max_error, **numbers},
+                 tags={"bpb.roofline_peak": peak_words, **words})
     out.summary.update(compile_seconds=p.compile_seconds, parity_max_error=p.parity_max_error)
     if not p.parity_ok:
         tol = impls.PARITY_TOLERANCE[c.dtype]
         out.status = "FAILED"
         out.reason = f"parity check failed: max relative error {p.parity_max_error:.3g} > {tol:g} ({c.dtype})"
         return out
+    if on_gpu:
+        gpu.reset_peak_memory()
     if cell.kind == "throughput":
         reference = None
         if options.paired_reference and c.impl != impls.REFERENCE:
@@ -136,6 +155,10 @@ def run_cell(cell: Cell, data, recorder, peaks: dict, options: BenchOptions) -> 
                            time_to_target_seconds=result.time_to_target_seconds)
         if result.time_to_target_seconds is None:
             recorder.log(tags={"bpb.time_to_target": f"not reached ({c.target_accuracy:g})"})
+    if on_gpu:
+        recorder.log({"peak_device_memory_bytes": gpu.peak_memory_bytes()})
+        if cell.kind == "throughput":   # after the timed passes, on an instance of its own
+            recorder.log(*gpu.measure_energy(timing.Timed(p.new(), p, options.repeat_seconds)))
     q1, med, q3 = quartiles(rates)
     out.summary.update(samples_per_second_median=med, samples_per_second_q1=q1, samples_per_second_q3=q3,
                        samples_per_second_relative_iqr=(q3 - q1) / med if med > 0 else float("nan"),
@@ -145,16 +168,17 @@ def run_cell(cell: Cell, data, recorder, peaks: dict, options: BenchOptions) -> 
     return out
 
 
-def run_group(cells: list[Cell], data, recorder, peaks: dict, options: BenchOptions) -> None:
+def run_group(cells: list[Cell], data, recorder, peaks: dict, options: BenchOptions,
+              gpu_peaks: dict | None = None) -> None:
     """Run ``cells`` one after the other in this process. A cell that raises is closed FAILED
     with ``Type: message`` as its reason and the traceback as details; the next one starts.
     KeyboardInterrupt propagates (the caller closes the open cell KILLED)."""
     inventory = machine.inventory()
     for cell in cells:
-        recorder.open(cell, cell_params(cell, peaks, options), cell_tags(cell, inventory))
+        recorder.open(cell, cell_params(cell, peaks, options, gpu_peaks), cell_tags(cell, inventory))
         details = None
         try:
-            outcome = run_cell(cell, data, recorder, peaks, options)
+            outcome = run_cell(cell, data, recorder, peaks, options, gpu_peaks)
         except Exception as exc:
             outcome = CellOutcome(cell, "FAILED", f"{type(exc).__name__}: {exc}")
             details = traceback.format_exc()

@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmarks run|bench|report|regress|compare|history|look|ui``.
+"""Command line: ``python -m benchmarks run|bench|report|regress|compare|history|look|ui|gpu-check``.
 
 Every option is checked when it is parsed. User errors (bad flags, missing data, a
 configuration an implementation cannot run, an unusable tracking store, a bad baseline) print
@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--train-limit", type=positive_int, help="train on the first N samples only")
     run.add_argument("--test-limit", type=positive_int, help="evaluate on the first N test samples only")
     run.add_argument("--output-json", metavar="PATH", type=output_file, help="write per-epoch and summary results here")
+    run.add_argument("--tf32", action="store_true", default=None,
+                     help="float32 matmuls in TF32 on a CUDA implementation (default: off, float32 means float32)")
     add_data_options(run)
     run.set_defaults(func=commands.cmd_run)
 
@@ -234,6 +236,20 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=positive_int, default=5000, help="port (default: %(default)s)")
     add_tracking_option(ui)
     ui.set_defaults(func=commands.cmd_ui)
+    gpu_check = sub.add_parser("gpu-check", help="the device check: GPU tests, a quick GPU session, its table",
+                               description="On a CUDA GPU: pytest -m gpu, then a quick session of torch-cpu, "
+                                           "torch-cuda and torch-cuda-graph, then one table (parity, hw1-q3 epoch "
+                                           "ms, %% of the GPU's peak, peak memory, joules per epoch). docs/gpu.md. "
+                                           "Exit 4 where there is no GPU.")
+    gpu_check.add_argument("--tests", action=argparse.BooleanOptionalAction, default=True,
+                           help="run the GPU tests first (default: on)")
+    gpu_check.add_argument("--data-dir", default=None,
+                           help="folder with the four Fashion-MNIST IDX files (default: user cache, then the system copy)")
+    gpu_check.add_argument("--threads", type=positive_int, default=os.cpu_count(),
+                           help="threads for BLAS, numba and torch (default: %(default)s, this machine's cores)")
+    add_output_option(gpu_check)
+    add_tracking_option(gpu_check)
+    gpu_check.set_defaults(func=commands.cmd_gpu_check)
     return parser
 
 

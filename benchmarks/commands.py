@@ -17,7 +17,7 @@ def config_from_args(args, impl: str) -> RunConfig:
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "optimizer": args.optimizer, "momentum": args.momentum, "dtype": args.dtype,
         "seed": args.seed, "shuffle": args.shuffle, "dataset": args.dataset,
-        "train_limit": args.train_limit, "test_limit": args.test_limit,
+        "train_limit": args.train_limit, "test_limit": args.test_limit, "tf32": args.tf32,
     }
     return PRESETS[args.preset].replace(impl=impl, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -48,6 +48,10 @@ def cmd_run(args) -> int:
     from benchmarks import runner
     configs = runnable_configs([config_from_args(args, name) for name in args.impl],
                                everything=args.impl == impls.names())
+    refused = [f"{c.impl} in {c.dtype}" for c in configs if c.tf32 and not (impls.get(c.impl).takes_tf32
+                                                                             and c.dtype == "float32")]
+    if refused:
+        raise UsageError(f"--tf32 applies to float32 on torch-cuda and torch-cuda-graph only, not to {', '.join(refused)}")
     data = datasets.load(configs[0].dataset, args.data_dir, download_ok=args.download)
     for name in {c.impl for c in configs}:
         impls.get(name)
@@ -147,3 +151,6 @@ def cmd_look(args) -> int:
 def cmd_ui(args) -> int:
     from benchmarks.look import run_ui
     return run_ui(tracking.resolve_uri(args.tracking_uri), args.host, args.port)
+def cmd_gpu_check(args) -> int:
+    from benchmarks.gpucheck import run_gpu_check
+    return run_gpu_check(args)

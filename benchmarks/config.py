@@ -28,6 +28,7 @@ class RunConfig:
     target_accuracy: float = 0.80    # for time-to-target
     train_limit: int | None = None   # use only the first N training samples (quick runs)
     test_limit: int | None = None    # evaluate on the first N test samples only
+    tf32: bool = False               # CUDA float32 matmuls in TF32 (torch-cuda*); off: float32 means float32
 
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)

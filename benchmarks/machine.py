@@ -12,6 +12,8 @@ import subprocess
 import sys
 from importlib import metadata
 
+from benchmarks import gpu
+
 _LIMITS = None  # keeps threadpoolctl's limits alive for the process
 
 
@@ -59,14 +61,6 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _gpu() -> str:
-    if "torch" in sys.modules:
-        import torch
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
-    return "none"
-
-
 def git_commit(cwd: str | None = None) -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -94,7 +88,6 @@ def inventory() -> dict:
     inv = {
         "cpu_model": _cpu_model(),
         "cpu_cores": str(os.cpu_count()),
-        "gpu": _gpu(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "blas": "; ".join(f"{b['internal_api']} {b['version']} {b['architecture']} threads={b['num_threads']}"
@@ -105,4 +98,5 @@ def inventory() -> dict:
     for pkg in ("numpy", "numba", "torch", "mlflow", "pandas"):
         inv[f"version_{pkg}"] = _version(pkg)
     inv.update({f"threads_{k}": str(v) for k, v in thread_settings().items()})
+    inv.update(gpu.inventory())      # gpu, its memory, compute capability, driver and CUDA versions
     return inv

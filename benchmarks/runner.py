@@ -106,6 +106,7 @@ class Prepared:
     y: np.ndarray
     compile_seconds: float
     parity_max_error: float
+    details: dict = field(default_factory=dict)   # the implementation's own choices (Implementation.details)
 
     def new(self) -> impls.Implementation:
         """A fresh instance from the initial parameters."""
@@ -118,7 +119,7 @@ class Prepared:
 
 def impl_kwargs(config: RunConfig) -> dict:
     return dict(lr=config.lr, batch_size=config.batch_size, dtype=config.dtype,
-                optimizer=config.optimizer, momentum=config.momentum)
+                optimizer=config.optimizer, momentum=config.momentum, tf32=config.tf32)
 
 
 def prepare(config: RunConfig, data: Dataset) -> Prepared:
@@ -133,7 +134,7 @@ def prepare(config: RunConfig, data: Dataset) -> Prepared:
     y = data.labels("train", config.train_limit)
     prepared = Prepared(config, cls, spec, params, x, y, float("nan"), float("nan"))
     prepared.compile_seconds = measure_first_call(prepared)
-    prepared.parity_max_error = one_step_parity(prepared)
+    prepared.parity_max_error, prepared.details = one_step_parity(prepared)
     return prepared
 
 
@@ -152,9 +153,10 @@ def measure_first_call(p: Prepared) -> float:
     return max((t1 - t0) - (t2 - t1), 0.0)
 
 
-def one_step_parity(p: Prepared) -> float:
+def one_step_parity(p: Prepared) -> tuple[float, dict]:
     """One optimizer step on one batch, against the float64 reference: max relative error
-    (``impls.parity_error``, bounded by ``impls.PARITY_TOLERANCE``)."""
+    (``impls.parity_error``, bounded by ``impls.PARITY_TOLERANCE``), and the instance's
+    ``details()`` (a CUDA graph's capture time, measured in this step's first call)."""
     from impls.numpy_sample import reference_train
     c = p.config
     order = np.arange(min(c.batch_size, len(p.x)), dtype=np.int64)
@@ -162,7 +164,7 @@ def one_step_parity(p: Prepared) -> float:
     net.train_epoch(p.x, p.y, order)
     want, _ = reference_train(p.spec, p.params, p.x.astype(np.float64), p.y, order, lr=c.lr,
                               batch_size=c.batch_size, optimizer=c.optimizer, momentum=c.momentum)
-    return impls.parity_error(net.get_params(), want)
+    return impls.parity_error(net.get_params(), want), net.details()
 
 
 def train(p: Prepared, data: Dataset, on_epoch=None, keep_going=None) -> RunResult:
@@ -175,11 +177,14 @@ def train(p: Prepared, data: Dataset, on_epoch=None, keep_going=None) -> RunResu
     y_test = data.labels("test", config.test_limit)
     result = RunResult(config=config, compile_seconds=p.compile_seconds, parity_max_error=p.parity_max_error)
     net = p.new()
+    net.warm_up(x, y)                      # a CUDA graph's capture, outside every timed epoch
     trained = 0.0
     for epoch in range(1, config.epochs + 1):
         order = epoch_order(len(x), config.seed, epoch, config.shuffle)
+        net.sync()
         t0 = time.perf_counter()
         train_loss = net.train_epoch(x, y, order)
+        net.sync()
         seconds = time.perf_counter() - t0
         if loss_diverged(train_loss, spec.sizes[-1]):
             result.status = "FAILED"

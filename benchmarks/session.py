@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 import tracking
-from benchmarks import machine, timing, workers
-from benchmarks.pytest_suite import attach_pytest_benchmark
+import impls
+from benchmarks import gpu, machine, timing, workers
 from benchmarks.cells import EXAMPLE_INDICES, CellOutcome, load_average, run_group
+from benchmarks.pytest_suite import attach_pytest_benchmark
 from benchmarks.config import UsageError
 from benchmarks.plan import BenchOptions, Cell, plan
 
@@ -90,10 +91,12 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
     inventory = machine.inventory()
     log(estimate(cells, options, tracking.previous_durations(uri, mode)))
     peaks = {dtype: timing.peak_gemm_gflops(dtype=dtype) for dtype in ("float32", "float64")}
+    gpu_peaks = gpu.session_peaks(any(impls.get(c.config.impl).device == "cuda" for c in cells), log)
     session = tracking.Session.start(uri, name=f"bench {mode} · {time.strftime('%Y-%m-%d %H:%M')} · {socket.gethostname()}",
                                      params={**{f"option.{k}": v for k, v in asdict(options).items()},
                                              "mode": mode, "threads": threads, "isolate": isolate,
-                                             **{f"peak_gemm_gflops_{d}": round(v, 1) for d, v in peaks.items()}},
+                                             **{f"peak_gemm_gflops_{d}": round(v, 1) for d, v in peaks.items()},
+                                             **{f"gpu_peak_gemm_gflops_{m}": round(v, 1) for m, v in gpu_peaks.items()}},
                                      tags={**{f"machine.{k}": v for k, v in inventory.items()},
                                            "git_commit": inventory["git_commit"],
                                            "mlflow.note.content": f"bench {mode} session: running ({len(cells)} cells)",
@@ -107,6 +110,8 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
         f"{peaks['float32']:.0f} GFLOP/s float32, {peaks['float64']:.0f} float64, threads {threads} ({settings}), "
         f"{'one process per implementation' if isolate else 'one process'}, cell budget "
         f"{f'{options.cell_budget:g} s' if options.cell_budget else 'none'}; system metrics: {monitoring}")
+    if gpu_peaks:
+        log("GPU peak GEMM (TFLOP/s): " + ", ".join(f"{m} {v / 1e3:.1f}" for m, v in gpu_peaks.items()))
     for line in skipped:
         log(f"  SKIPPED {line}")
     outcomes: list[CellOutcome] = []
@@ -123,12 +128,12 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
     groups: dict[str, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(cell.config.impl, []).append(cell)
-    job = workers.Job(data.name, data_dir, threads, peaks, options, parent_pid=os.getpid())
+    job = workers.Job(data.name, data_dir, threads, peaks, options, parent_pid=os.getpid(), gpu_peaks=gpu_peaks)
     try:
         for impl_cells in groups.values():
             if not isolate:
                 workers.prepare_process({c.config.impl for c in impl_cells}, threads)
-                run_group(impl_cells, data, recorder, peaks, options)
+                run_group(impl_cells, data, recorder, peaks, options, gpu_peaks)
                 continue
             try:
                 workers.run_isolated(impl_cells, job, recorder)

@@ -26,6 +26,8 @@ class Timed:
         self.net, self.p = net, p
         B = p.config.batch_size
         probe = min(len(p.x), max(4 * B, 256))
+        net.warm_up(p.x, p.y)
+        net.sync()
         t0 = time.perf_counter()
         net.train_epoch(p.x, p.y, epoch_order(len(p.x), p.config.seed, 0, True)[:probe])
         rate = probe / max(time.perf_counter() - t0, 1e-9)
@@ -35,8 +37,10 @@ class Timed:
         """Samples/s of one pass; Diverged if its loss blew up."""
         p = self.p
         order = epoch_order(len(p.x), p.config.seed, repeat, True)[:self.n]
+        self.net.sync()            # a GPU's queue is empty before the clock starts and after it stops
         t0 = time.perf_counter()
         loss = self.net.train_epoch(p.x, p.y, order)
+        self.net.sync()
         seconds = time.perf_counter() - t0
         if loss_diverged(loss, p.spec.sizes[-1]):
             raise Diverged(f"{p.config.impl} diverged in throughput repeat {repeat}: loss {loss:.4g}")

@@ -39,6 +39,7 @@ class Job:
     peaks: dict                     # dtype -> measured peak GEMM GFLOP/s
     options: BenchOptions
     parent_pid: int | None = None   # the main process; the worker exits when it is gone
+    gpu_peaks: dict | None = None   # the GPU's peak GEMM GFLOP/s per mode (benchmarks/gpu.py), if measured
 
 
 def prepare_process(names, threads: int) -> None:
@@ -95,7 +96,7 @@ def _worker(conn, job: Job, cells: list[Cell]) -> None:
             threading.Thread(target=_exit_with_parent, args=(job.parent_pid,), daemon=True).start()
         prepare_process({c.config.impl for c in cells}, job.threads)
         data = datasets.load(job.dataset, job.data_dir)
-        run_group(cells, data, PipeRecorder(conn), job.peaks, job.options)
+        run_group(cells, data, PipeRecorder(conn), job.peaks, job.options, job.gpu_peaks)
         conn.send(("done",))
     except KeyboardInterrupt:
         _quietly(conn.send, ("interrupted",))

@@ -45,7 +45,8 @@ _REGISTRY = {
     "numba-sample": "impls.numba_impl:NumbaSample",
     "numba-batch": "impls.numba_impl:NumbaBatch",
     "torch-cpu": "impls.torch_impl:TorchCPU",
-    "torch-cuda": "impls.torch_impl:TorchCUDA",
+    "torch-cuda": "impls.torch_cuda:TorchCUDA",
+    "torch-cuda-graph": "impls.torch_cuda:TorchCUDAGraph",
 }
 
 REFERENCE = "numpy-sample"

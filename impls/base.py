@@ -100,7 +100,8 @@ class Implementation:
     """Base class: stores and validates the configuration; subclasses own the math.
 
     Capability flags tell the harness and the tests what to skip, with a reason:
-    ``dtypes``, ``batch_sizes`` (None: any), ``needs_gpu``.
+    ``dtypes``, ``batch_sizes`` (None: any), ``needs_gpu``, ``takes_tf32`` (the ``tf32``
+    option: CUDA float32 matmuls in TensorFloat-32; refused by every other implementation).
     """
 
     name: ClassVar[str] = ""
@@ -108,14 +109,18 @@ class Implementation:
     dtypes: ClassVar[tuple[str, ...]] = DTYPES
     batch_sizes: ClassVar[tuple[int, ...] | None] = None
     needs_gpu: ClassVar[bool] = False
+    takes_tf32: ClassVar[bool] = False
     device: ClassVar[str] = "cpu"
 
     def __init__(self, spec: NetSpec, params, *, lr: float, batch_size: int = 1,
                  dtype: str = "float64", optimizer: str = "sgd", momentum: float = 0.0,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, tf32: bool = False):
         reason = self.supports(dtype=dtype, batch_size=batch_size)
         if reason:
             raise ConfigError(reason)
+        if tf32 and not (self.takes_tf32 and dtype == "float32"):
+            raise ConfigError(f"tf32 applies to float32 on a CUDA implementation (torch-cuda, torch-cuda-graph), "
+                              f"not to {self.name} in {dtype}")
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
         if not (lr > 0 and math.isfinite(lr)):
@@ -131,6 +136,7 @@ class Implementation:
         self.momentum = float(momentum)
         self.betas = (float(betas[0]), float(betas[1]))
         self.eps = float(eps)
+        self.tf32 = bool(tf32)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -161,6 +167,20 @@ class Implementation:
     def get_params(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """A copy of the current parameters as numpy ``(W, b)`` pairs in the run dtype."""
         raise NotImplementedError
+
+    # Hooks the harness calls around its timers; the defaults suit every CPU implementation.
+    def warm_up(self, x: np.ndarray, y: np.ndarray) -> None:
+        """One-off work before the first timed epoch (a CUDA graph's capture), leaving the
+        parameters and optimizer state as they were. Default: nothing."""
+
+    def sync(self) -> None:
+        """Wait until the device has finished the work queued so far. Default: nothing (a
+        CPU implementation finishes its work before ``train_epoch`` returns)."""
+
+    def details(self) -> dict[str, str]:
+        """Choices the implementation made for itself that a result depends on (which
+        optimizer kernel, a capture time), recorded as tags beside the run's params."""
+        return {}
 
 
 def check_params(spec: NetSpec, params) -> None:

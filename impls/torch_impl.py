@@ -1,9 +1,9 @@
-"""torch-cpu and torch-cuda: the network as torch tensors, autograd and torch.optim.
+"""torch-cpu: the network as torch tensors, autograd and torch.optim.
 
 The training set is copied to the device once and indexed with the epoch's order: no
 DataLoader (on this network its per-batch overhead costs more than the math, docs/performance.md).
-The epoch's loss is summed on the device and read once, so the GPU is not synchronised per
-batch; ``train_epoch`` synchronises before it returns, so a timer around it is honest.
+The epoch's loss is summed on the device and read once. ``_TorchBase`` is shared with the CUDA
+implementations in ``impls/torch_cuda.py``, which own their epoch loops.
 """
 from __future__ import annotations
 
@@ -25,11 +25,13 @@ class _TorchBase(Implementation):
         for W, b in params:
             self._params.append(torch.tensor(np.asarray(W), dtype=self._tdtype, device=dev).requires_grad_())
             self._params.append(torch.tensor(np.asarray(b), dtype=self._tdtype, device=dev).requires_grad_())
-        if self.optimizer == "adam":
-            self._opt = torch.optim.Adam(self._params, lr=self.lr, betas=self.betas, eps=self.eps)
-        else:
-            self._opt = torch.optim.SGD(self._params, lr=self.lr, momentum=self.momentum)
+        self._opt = self._make_optimizer()
         self._resident = (None, None, None)  # (numpy x it came from, x tensor, y tensor)
+
+    def _make_optimizer(self):
+        if self.optimizer == "adam":
+            return torch.optim.Adam(self._params, lr=self.lr, betas=self.betas, eps=self.eps)
+        return torch.optim.SGD(self._params, lr=self.lr, momentum=self.momentum)
 
     def _to_device(self, x, y):
         """Device copies of x and y, made once per training set."""
@@ -59,7 +61,6 @@ class _TorchBase(Implementation):
             loss.backward()
             self._opt.step()
             total += loss.detach() * len(idx)
-        self._sync()
         return float(total) / max(len(order), 1)
 
     def predict_proba(self, x):
@@ -71,28 +72,9 @@ class _TorchBase(Implementation):
         p = [t.detach().cpu().numpy().copy() for t in self._params]
         return list(zip(p[0::2], p[1::2]))
 
-    def _sync(self):
-        pass
-
-
 
 class TorchCPU(_TorchBase):
     name = "torch-cpu"
     description = "torch eager on the CPU, autograd + torch.optim, resident tensors"
     device = "cpu"
 
-
-class TorchCUDA(_TorchBase):
-    name = "torch-cuda"
-    description = "torch eager on a CUDA GPU, data resident on the device"
-    device = "cuda"
-    needs_gpu = True
-
-    @classmethod
-    def unavailable_reason(cls):
-        if not torch.cuda.is_available():
-            return "no CUDA device (torch.cuda.is_available() is False)"
-        return None
-
-    def _sync(self):
-        torch.cuda.synchronize()

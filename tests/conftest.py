@@ -48,3 +48,15 @@ def dry_run(tmp_path_factory, fashion):
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     proc = run_cli("bench", "--dry-run", "--tracking-uri", uri, "--output-dir", str(folder / "report"), env={"CI": "1"})
     return uri, proc, folder / "report"
+def pytest_collection_modifyitems(items):
+    """The conformance suite's rows of GPU implementations are GPU tests too, so that
+    ``pytest -m gpu`` (gpu-check) runs them; elsewhere they skip with the registry's reason."""
+    named = [(item, item.callspec.params["name"]) for item in items
+             if "name" in getattr(getattr(item, "callspec", None), "params", {})]
+    if not named:
+        return                        # no parametrized implementation: no backend imported
+    import impls
+    gpu_names = {n for n in impls.names() if impls.get(n).needs_gpu}
+    for item, name in named:
+        if isinstance(name, str) and name in gpu_names:
+            item.add_marker(pytest.mark.gpu)

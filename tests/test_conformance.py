@@ -143,13 +143,14 @@ def test_capabilities_are_declared_and_enforced(name):
 
 def test_registry():
     assert impls.names() == ["numpy-sample", "numpy-batch", "numba-sample", "numba-batch",
-                             "torch-cpu", "torch-cuda"]
+                             "torch-cpu", "torch-cuda", "torch-cuda-graph"]
     with pytest.raises(impls.UnknownImplementation, match="valid names: numpy-sample, numpy-batch"):
         impls.get("numpy-fast")
     assert AVAILABLE["numpy-sample"] is None and AVAILABLE["numpy-batch"] is None
     import torch
     if not torch.cuda.is_available():
         assert "no CUDA device" in AVAILABLE["torch-cuda"]
+        assert "no CUDA device" in AVAILABLE["torch-cuda-graph"]
 
 
 def test_init_params_is_deterministic_and_follows_the_scheme():

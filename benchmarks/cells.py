@@ -67,10 +67,10 @@ def run_cell(cell: Cell, data, recorder, peak_gflops: float, options: BenchOptio
         if options.paired_reference and c.impl != impls.REFERENCE:
             reference = runner.prepare(timing.reference_config(p), data)
         rates, ref_rates = timing.measure_throughput(p, options.repeats, options.repeat_seconds, reference)
-        for r, rate in enumerate(rates, start=1):
-            recorder.log({"samples_per_second": rate}, step=r)
-        for r, (rate, ref_rate) in enumerate(zip(rates, ref_rates), start=1):
-            recorder.log({"reference_samples_per_second": ref_rate, "speed_ratio": rate / ref_rate}, step=r)
+        series = {"samples_per_second": rates}          # one value per repeat, at steps 1..n, in one call
+        if ref_rates:
+            series.update(reference_samples_per_second=ref_rates, speed_ratio=list(np.divide(rates, ref_rates)))
+        recorder.log(series=series)
         if ref_rates:
             out.summary["speed_ratio_median"] = float(np.median(np.divide(rates, ref_rates)))
     else:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 from pathlib import Path
 
 import impls
 import tracking
-from benchmarks import commands, datasets
+from benchmarks import commands, datasets, server
 from benchmarks.config import EXIT_INTERRUPTED, EXIT_USAGE, PRESETS, UsageError
 from benchmarks.baseline import BASELINE
 from benchmarks.regress import MIN_BAND
@@ -104,6 +105,18 @@ def add_tracking_option(p) -> None:
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
 
 
+def machine_label(text: str) -> str:
+    """A session's machine label: letters, digits and ``. _ - @ + :``, at most 100."""
+    if not re.fullmatch(r"[\w.@+:-]{1,100}", text):
+        raise argparse.ArgumentTypeError(f"must be 1-100 letters, digits or . _ - @ + : (no spaces), got {text!r}")
+    return text
+
+
+def add_machine_option(p) -> None:
+    p.add_argument("--machine", type=machine_label, default=None,
+                   help="label of this machine in the store, for reports across machines (default: the host name)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -159,11 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_option(bench)
     add_data_options(bench)
     add_tracking_option(bench)
+    add_machine_option(bench)
     bench.set_defaults(func=commands.cmd_bench)
 
     report = sub.add_parser("report", help="write the report of a tracked session",
                             description="Read a session back from MLflow and write report.md, report.html and PNGs.")
-    report.add_argument("--run-id", default=None, help="session (parent) run id (default: the latest session)")
+    which = report.add_mutually_exclusive_group()
+    which.add_argument("--run-id", default=None, help="session (parent) run id (default: the latest session)")
+    which.add_argument("--session", action="append", metavar="REF", default=None,
+                       help="machines side by side: one session per machine, the option repeated (an id, "
+                            "'latest' or 'latest~N')")
+    which.add_argument("--latest-per-machine", action="store_true",
+                       help="machines side by side: the latest finished session of every machine in the store")
+    report.add_argument("--mode", choices=("full", "quick", "dry-run", "regress"), default=None,
+                        help="with --latest-per-machine: sessions of this mode (default: the newest session's)")
     add_output_option(report)
     add_tracking_option(report)
     report.set_defaults(func=commands.cmd_report)
@@ -184,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "(default: %(default)s, for shared machines; 0.1 suits a quiet one)")
     add_data_options(regress)
     add_tracking_option(regress)
+    add_machine_option(regress)
     regress.set_defaults(func=commands.cmd_regress)
 
     compare = sub.add_parser("compare", help="compare two sessions cell by cell",
@@ -203,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     history = sub.add_parser("history", help="every cell across sessions in git order, with its steps",
                              description="Every cell's samples/s, accuracy and time-to-target across sessions, "
                                          "ordered by git history, with change points found and marked.")
-    history.add_argument("--machine", default=None, help="only sessions from this host (default: all)")
+    history.add_argument("--machine", default=None, help="only sessions of this machine: its --machine label or host name (default: all)")
     history.add_argument("--cell", default=None, help="only cells whose name contains this (wildcards allowed)")
     history.add_argument("--since", default=None, help="only sessions started on or after this date (YYYY-MM-DD)")
     span = history.add_mutually_exclusive_group()
@@ -213,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_option(history)
     add_tracking_option(history)
     history.set_defaults(func=commands.cmd_history)
+    server.add_parsers(sub)
     return parser
 
 

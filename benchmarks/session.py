@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -31,20 +32,27 @@ class TrackingRecorder:
     """The main process's recorder (see ``benchmarks/cells.py``): writes to the session's
     MLflow runs, remembers the cell in flight, and hands each outcome to ``on_outcome``."""
 
-    def __init__(self, session: tracking.Session, dataset, on_outcome):
+    def __init__(self, session: tracking.Session, dataset, on_outcome, tags=None):
         self.session, self.dataset, self.on_outcome = session, dataset, on_outcome
+        self.tags = tags or {}                 # added to every cell's (the machine label)
         self.current: tuple[Cell, str] | None = None
+        self.tracking_seconds: dict[str, float] = {}   # cell name -> seconds in tracking calls
+        self._spent_at_open = 0.0
 
     def open(self, cell, params, tags):
-        self.current = (cell, self.session.open_cell(cell.name, params, tags, self.dataset))
+        self._spent_at_open = tracking.spent()[0]
+        self.current = (cell, self.session.open_cell(cell.name, params, {**tags, **self.tags}, self.dataset))
 
-    def log(self, metrics=None, tags=None, step=0):
-        self.session.log(self.current[1], metrics=metrics, tags=tags, step=step)
+    def log(self, metrics=None, tags=None, step=0, series=None):
+        self.session.log(self.current[1], metrics=metrics, tags=tags, step=step, series=series)
 
     def close(self, outcome: CellOutcome, details=None):
         _, run_id = self.current
         self.current = None
         self.session.end_cell(run_id, outcome.status, outcome.reason, details)
+        # the main process only writes between open and close (a worker, or the cell in this
+        # process, does the rest outside tracking calls): the difference is this cell's cost
+        self.tracking_seconds[outcome.cell.name] = tracking.spent()[0] - self._spent_at_open
         self.on_outcome(outcome)
 
     def abort(self, status: str, reason: str):
@@ -55,9 +63,12 @@ class TrackingRecorder:
 
 def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: str, mode: str = "full",
                 pytest_benchmark: bool = False, isolate: bool = True, data_dir: str | None = None,
-                log=print) -> tuple[int, str]:
+                log=print, machine_label: str | None = None) -> tuple[int, str]:
     """Run every cell of ``plan(options)`` inside one tracked session; returns (exit status,
-    session run id). Exit status 1 when a cell failed."""
+    session run id). Exit status 1 when a cell failed. ``machine_label`` (default: the host
+    name) is the tag ``bpb.machine`` of the session and its cells."""
+    began, spent_before = time.perf_counter(), tracking.spent()[0]
+    label = {"bpb.machine": machine_label or socket.gethostname()}
     cells, skipped = plan(options)
     if not cells:
         raise UsageError("nothing to run here: " + ("; ".join(skipped) or "the matrix is empty") +
@@ -70,7 +81,7 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
                                              "mode": mode, "threads": threads, "isolate": isolate},
                                      tags={**{f"machine.{k}": v for k, v in inventory.items()},
                                            "git_commit": inventory["git_commit"],
-                                           "dataset": data.name, "dataset_digest": data.digest})
+                                           "dataset": data.name, "dataset_digest": data.digest, **label})
     session.log(metrics={"peak_gemm_gflops": peak, "cells_planned": len(cells)},
                 tags={"bpb.skipped": "; ".join(skipped) or "none"})
     log(f"session {session.run_id} in {tracking.display_uri(uri)}: {len(cells)} cells, peak float32 GEMM "
@@ -89,7 +100,7 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
     train_x = data.features("train", "float32", options.train_limit)
     dataset = tracking.session.dataset_record(train_x, data.labels("train", options.train_limit), name=data.name,
                                               digest=data.digest, source=data.source)
-    recorder = TrackingRecorder(session, dataset, on_outcome)
+    recorder = TrackingRecorder(session, dataset, on_outcome, tags=label)
     groups: dict[str, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(cell.config.impl, []).append(cell)
@@ -116,6 +127,8 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
         if pytest_benchmark:
             attach_pytest_benchmark(session, out_dir, quick=mode != "full", log=log)
         paths = render_report(uri, session.run_id, out_dir, log=log)
+        log_overhead(session, recorder.tracking_seconds, tracking.spent()[0] - spent_before,
+                     time.perf_counter() - began, log)
         session.finish("FINISHED")
         log(f"report: {paths['markdown']}  (MLflow UI: tox -e ui, run {session.run_id})")
         if failed:
@@ -136,6 +149,19 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
         except Exception as second:   # the store itself may be what failed: keep the first cause
             log(f"could not mark session {session.run_id} {status} in the store: {type(second).__name__}")
         raise
+
+
+def log_overhead(session: tracking.Session, per_cell: dict[str, float], seconds: float, wall: float, log=print):
+    """What tracking cost this session: seconds inside tracking calls per cell (median, max)
+    and in all (the report's reads and uploads included), against the session's wall time."""
+    cell_times = sorted(per_cell.values()) or [float("nan")]
+    summary = {"tracking_seconds": seconds, "session_seconds": wall, "tracking_fraction": seconds / wall,
+               "tracking_cell_seconds_median": float(np.median(cell_times)),
+               "tracking_cell_seconds_max": cell_times[-1]}
+    session.log(metrics=summary)
+    session.log_dict({"summary": summary, "per_cell_seconds": per_cell}, "tracking-overhead.json")
+    log(f"tracking: {seconds:.2f} s of the session's {wall:.1f} s ({100 * seconds / wall:.2f}%); per cell median "
+        f"{1000 * summary['tracking_cell_seconds_median']:.0f} ms, max {1000 * cell_times[-1]:.0f} ms")
 
 
 def render_report(uri: str, run_id: str | None, out_dir: str, log=print) -> dict:

@@ -65,8 +65,8 @@ class PipeRecorder:
     def open(self, cell, params, tags):
         self._send("open", cell, params, tags)
 
-    def log(self, metrics=None, tags=None, step=0):
-        self._send("log", metrics, tags, step)
+    def log(self, metrics=None, tags=None, step=0, series=None):
+        self._send("log", metrics, tags, step, series)
 
     def close(self, outcome, details=None):
         self._send("close", outcome, details)

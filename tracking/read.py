@@ -8,6 +8,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from tracking.clock import timed
 from tracking.store import EXPERIMENT, TrackingError, connect, display_uri
 
 # histories read back: the per-epoch metrics, and the throughput repeats of the speed gate
@@ -29,6 +30,7 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+@timed
 def list_sessions(uri: str, max_results: int = 50000):
     """The store's sessions, newest first: one row per parent run with its status, start time,
     commit, host, mode and machine tags (MLflow's column names)."""
@@ -38,6 +40,7 @@ def list_sessions(uri: str, max_results: int = 50000):
                               order_by=["attributes.start_time DESC"], max_results=max_results)
 
 
+@timed
 def latest_session(uri: str) -> str:
     runs = list_sessions(uri, max_results=1)
     if runs.empty:
@@ -45,6 +48,7 @@ def latest_session(uri: str) -> str:
     return runs.iloc[0]["run_id"]
 
 
+@timed
 def resolve_ref(uri: str, ref: str) -> str:
     """A session id from ``ref``: a run id, ``latest``, or ``latest~N`` (the Nth before it)."""
     m = re.fullmatch(r"latest(?:~(\d+))?", ref)
@@ -67,6 +71,7 @@ def resolve_ref(uri: str, ref: str) -> str:
     return sessions.iloc[n]["run_id"]
 
 
+@timed
 def all_cells(uri: str):
     """Every cell of every session, in one query: MLflow's columns plus ``session`` (the parent
     run id). Summary metrics only; per-repeat histories are ``read_session``'s."""
@@ -79,6 +84,7 @@ def all_cells(uri: str):
     return cells
 
 
+@timed
 def read_session(uri: str, run_id: str | None = None):
     """(parent, cells, epochs) as pandas: the parent run's row, one row per child run
     (columns ``metrics.*``, ``params.*``, ``tags.*``, ``status``), and every per-epoch metric
@@ -118,6 +124,7 @@ def repeat_series(raw_epochs, key: str = "samples_per_second") -> dict[str, list
     return {rid: g.sort_values("step")["value"].tolist() for rid, g in rows.groupby("run_id")}
 
 
+@timed
 def read_examples(uri: str, run_id: str) -> dict:
     """The session's examples.json (three test images and predictions), or {} without one."""
     client = _client(uri)
@@ -129,6 +136,7 @@ def read_examples(uri: str, run_id: str) -> dict:
         return json.loads(Path(path).read_text())
 
 
+@timed
 def annotate(uri: str, run_id: str, *, metrics=None, tags=None, dicts=None, files=(), artifact_path=None):
     """Write onto an existing run: metrics, tags, JSON artifacts (``{path: obj}``) and files."""
     client = _client(uri)

@@ -17,6 +17,7 @@ import socket
 import time
 import warnings
 
+from tracking.clock import timed
 from tracking.store import EXPERIMENT, connect
 
 REASON_TAG = "bpb.failure_reason"
@@ -64,6 +65,7 @@ class Session:
         self.client = mlflow.MlflowClient(uri)
 
     @classmethod
+    @timed
     def start(cls, uri: str, name: str, params: dict, tags: dict) -> "Session":
         import mlflow
         experiment_id = connect(uri)
@@ -77,16 +79,20 @@ class Session:
         return session
 
     # ---- writing ---------------------------------------------------------------------------
-    def log(self, run_id: str | None = None, *, params=None, metrics=None, tags=None, step: int = 0):
-        """Params, metrics (at ``step``) and tags on the parent, or on child ``run_id``."""
+    @timed
+    def log(self, run_id: str | None = None, *, params=None, metrics=None, tags=None, step: int = 0, series=None):
+        """Params, metrics (at ``step``) and tags on the parent, or on child ``run_id``, in one
+        ``log_batch`` call; ``series`` ({key: [values]}) adds values at steps 1, 2, ..."""
         from mlflow.entities import Metric, Param, RunTag
         now = int(time.time() * 1000)
+        points = [Metric(k, float(v), now, i) for k, vs in (series or {}).items() for i, v in enumerate(vs, start=1)]
         self.client.log_batch(
             run_id or self.run_id,
-            metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v is not None],
+            metrics=points + [Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v is not None],
             params=[Param(k, v) for k, v in _flat(params or {}).items()],
             tags=[RunTag(k, v) for k, v in _flat(tags or {}).items()])
 
+    @timed
     def open_cell(self, name: str, params: dict, tags: dict, dataset=None) -> str:
         """A RUNNING child run; returns its id. ``dataset``: ``dataset_record(...)``."""
         from mlflow.entities import DatasetInput, InputTag
@@ -99,6 +105,7 @@ class Session:
                                                          tags=[InputTag("mlflow.data.context", "training")])])
         return run_id
 
+    @timed
     def end_cell(self, run_id: str, status: str, reason: str | None = None, details: str | None = None):
         """End a child run with MLflow's ``status``; a reason and details go with any but FINISHED."""
         if reason:
@@ -107,6 +114,7 @@ class Session:
             self.client.log_text(run_id, details, "failure.txt")
         self.client.set_terminated(run_id, status)
 
+    @timed
     def close_running_cells(self, status: str, reason: str) -> int:
         """End every child still RUNNING (a worker died or the session was stopped); returns
         how many there were."""
@@ -117,6 +125,7 @@ class Session:
             self.end_cell(run.info.run_id, status, reason)
         return len(runs)
 
+    @timed
     def finish(self, status: str = "FINISHED", reason: str | None = None):
         """End the parent run with ``status`` (children left RUNNING get the same)."""
         if status != "FINISHED":
@@ -125,16 +134,20 @@ class Session:
             self.client.set_tag(self.run_id, REASON_TAG, reason[:5000])
         self.client.set_terminated(self.run_id, status)
 
+    @timed
     def log_artifact(self, path, artifact_path: str | None = None):
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    @timed
     def log_dict(self, obj: dict, artifact_file: str, run_id: str | None = None):
         self.client.log_dict(run_id or self.run_id, obj, artifact_file)
 
+    @timed
     def log_text(self, text: str, artifact_file: str, run_id: str | None = None):
         self.client.log_text(run_id or self.run_id, text, artifact_file)
 
 
+@timed
 def reap_stale(uri: str) -> list[str]:
     """Sessions left RUNNING by a process that is gone (kill -9, a crash, a power cut), on this
     host: end them and their RUNNING cells KILLED, saying so. A live session, or one on another
@@ -162,6 +175,7 @@ def reap_stale(uri: str) -> list[str]:
     return ended
 
 
+@timed
 def dataset_record(features, targets, name: str, digest: str, source: str):
     """An MLflow dataset record (name, digest, source folder, schema); no data is copied."""
     import mlflow.data

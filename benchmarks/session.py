@@ -30,23 +30,42 @@ ROOT = Path(__file__).resolve().parents[1]
 
 class TrackingRecorder:
     """The main process's recorder (see ``benchmarks/cells.py``): writes to the session's
-    MLflow runs, remembers the cell in flight, and hands each outcome to ``on_outcome``."""
+    MLflow runs, remembers the cell in flight, and hands each outcome to ``on_outcome``.
+
+    A cell's params, metrics and tags are gathered and written in one ``log_batch`` when it
+    closes, or sooner once ``FLUSH_SECONDS`` have passed (a long cell still shows its epochs
+    in the UI as it goes): four calls per cell (create, dataset, batch, end), each a round trip
+    to a server (docs/performance.md)."""
+
+    FLUSH_SECONDS = 10.0
 
     def __init__(self, session: tracking.Session, dataset, on_outcome, tags=None):
         self.session, self.dataset, self.on_outcome = session, dataset, on_outcome
         self.tags = tags or {}                 # added to every cell's (the machine label)
         self.current: tuple[Cell, str] | None = None
         self.tracking_seconds: dict[str, float] = {}   # cell name -> seconds in tracking calls
-        self._spent_at_open = 0.0
+        self._spent_at_open, self._flushed, self._pending = 0.0, 0.0, None
 
     def open(self, cell, params, tags):
         self._spent_at_open = tracking.spent()[0]
-        self.current = (cell, self.session.open_cell(cell.name, params, {**tags, **self.tags}, self.dataset))
+        self.current = (cell, self.session.open_cell(cell.name, {}, {**tags, **self.tags}, self.dataset))
+        self._pending, self._flushed = {"params": dict(params), "tags": {}, "points": []}, time.monotonic()
 
     def log(self, metrics=None, tags=None, step=0, series=None):
-        self.session.log(self.current[1], metrics=metrics, tags=tags, step=step, series=series)
+        now, pending = int(time.time() * 1000), self._pending
+        pending["points"] += [(k, v, step, now) for k, v in (metrics or {}).items() if v is not None]
+        pending["points"] += [(k, v, i, now) for k, vs in (series or {}).items() for i, v in enumerate(vs, start=1)]
+        pending["tags"].update(tags or {})
+        if time.monotonic() - self._flushed >= self.FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self):
+        pending, self._pending, self._flushed = self._pending, {"params": {}, "tags": {}, "points": []}, time.monotonic()
+        if self.current is not None and pending:
+            self.session.log(self.current[1], **pending)
 
     def close(self, outcome: CellOutcome, details=None):
+        self.flush()
         _, run_id = self.current
         self.current = None
         self.session.end_cell(run_id, outcome.status, outcome.reason, details)
@@ -159,7 +178,8 @@ def log_overhead(session: tracking.Session, per_cell: dict[str, float], seconds:
                "tracking_cell_seconds_median": float(np.median(cell_times)),
                "tracking_cell_seconds_max": cell_times[-1]}
     session.log(metrics=summary)
-    session.log_dict({"summary": summary, "per_cell_seconds": per_cell}, "tracking-overhead.json")
+    session.log_dict({"summary": summary, "per_cell_seconds": per_cell, "by_function": tracking.clock.breakdown()},
+                     "tracking-overhead.json")
     log(f"tracking: {seconds:.2f} s of the session's {wall:.1f} s ({100 * seconds / wall:.2f}%); per cell median "
         f"{1000 * summary['tracking_cell_seconds_median']:.0f} ms, max {1000 * cell_times[-1]:.0f} ms")
 

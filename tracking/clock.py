@@ -13,6 +13,7 @@ import time
 _local = threading.local()
 _lock = threading.Lock()
 _total = {"seconds": 0.0, "calls": 0}
+_by_name: dict[str, list] = {}       # function -> [seconds, calls]
 
 
 def timed(func):
@@ -30,6 +31,9 @@ def timed(func):
             with _lock:
                 _total["seconds"] += elapsed
                 _total["calls"] += 1
+                entry = _by_name.setdefault(func.__qualname__, [0.0, 0])
+                entry[0] += elapsed
+                entry[1] += 1
     return wrapper
 
 
@@ -37,3 +41,10 @@ def spent() -> tuple[float, int]:
     """(seconds, calls) spent in tracking calls by this process so far."""
     with _lock:
         return _total["seconds"], _total["calls"]
+
+
+def breakdown() -> dict[str, dict]:
+    """{function: {"seconds": s, "calls": n}}, costliest first."""
+    with _lock:
+        items = sorted(_by_name.items(), key=lambda kv: -kv[1][0])
+        return {name: {"seconds": round(sec, 4), "calls": n} for name, (sec, n) in items}

@@ -80,15 +80,16 @@ class Session:
 
     # ---- writing ---------------------------------------------------------------------------
     @timed
-    def log(self, run_id: str | None = None, *, params=None, metrics=None, tags=None, step: int = 0, series=None):
+    def log(self, run_id: str | None = None, *, params=None, metrics=None, tags=None, step: int = 0, points=()):
         """Params, metrics (at ``step``) and tags on the parent, or on child ``run_id``, in one
-        ``log_batch`` call; ``series`` ({key: [values]}) adds values at steps 1, 2, ..."""
+        ``log_batch`` call; ``points`` adds metric values gathered earlier, as
+        (key, value, step, timestamp in ms)."""
         from mlflow.entities import Metric, Param, RunTag
         now = int(time.time() * 1000)
-        points = [Metric(k, float(v), now, i) for k, vs in (series or {}).items() for i, v in enumerate(vs, start=1)]
         self.client.log_batch(
             run_id or self.run_id,
-            metrics=points + [Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v is not None],
+            metrics=[Metric(k, float(v), ts, st) for k, v, st, ts in points]
+            + [Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v is not None],
             params=[Param(k, v) for k, v in _flat(params or {}).items()],
             tags=[RunTag(k, v) for k, v in _flat(tags or {}).items()])
 

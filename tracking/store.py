@@ -44,6 +44,9 @@ def connect(uri: str, experiment: str = EXPERIMENT, *, create: bool = True) -> s
     ``create=False`` (report, a gate judging a session) a sqlite file must already exist.
     """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # on a server, MLflow prints a "View run" link at each run's end, fetching the run for it:
+    # one more round trip per cell, and a line per cell; the session prints its own
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     path = sqlite_path(uri)
     if path is None:
         with quick_probe():

@@ -179,7 +179,8 @@ def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
 
 def cmd_server(args) -> int:
     backend = args.backend_store_uri or os.environ.get("MLFLOW_BACKEND_STORE_URI")
-    cluster, started_pg, auth_user = None, False, None
+    auth_user, password = admin_credentials(args.auth_file) if args.auth else (None, None)   # before starting anything
+    cluster, started_pg = None, False
     if not backend:
         cluster = pg.Cluster(args.pg_dir, args.pg_port)
         started_pg = cluster.start(args.pg_database)
@@ -198,7 +199,6 @@ def cmd_server(args) -> int:
     private = tempfile.mkdtemp(prefix="bpb-server-")                # 0700: the auth config lives here
     try:
         if args.auth:
-            auth_user, password = admin_credentials(args.auth_file)
             secrets.append(password)
             config = Path(private) / "basic_auth.ini"
             config.touch(mode=0o600)

@@ -21,6 +21,7 @@ import re
 import secrets as secrets_module
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -229,13 +230,15 @@ def serve(cmd, env, secrets, args, backend, auth_user) -> int:
                             start_new_session=True)
     relaying = threading.Thread(target=relay, args=(proc.stdout, secrets, sys.stdout), daemon=True)
     relaying.start()
-    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    url = f"http://{host}:{args.port}"
+    everywhere = args.host in ("0.0.0.0", "::")
+    url = f"http://{'127.0.0.1' if everywhere else args.host}:{args.port}"
+    shown = f"http://{socket.gethostname()}:{args.port}" if everywhere else url     # what other machines use
     try:
         wait_ready(url, proc)
         print(f"MLflow server ready at {url} (pid {proc.pid}): backend {tracking.display_uri(backend)}, "
               f"artifacts {args.artifacts_destination}, auth {f'on (admin {auth_user})' if auth_user else 'off'}\n"
-              f"  on each machine: export MLFLOW_TRACKING_URI={url}   (the UI is at the same address)", flush=True)
+              f"  on each machine: export MLFLOW_TRACKING_URI={shown}   (the UI is at the same address"
+              f"{'; a name needs --allowed-hosts, an address does not' if everywhere else ''})", flush=True)
         code = proc.wait()
         relaying.join(timeout=5)
         print(f"mlflow server exited with code {code}", file=sys.stderr, flush=True)

@@ -149,7 +149,8 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
         log_overhead(session, recorder.tracking_seconds, tracking.spent()[0] - spent_before,
                      time.perf_counter() - began, log)
         session.finish("FINISHED")
-        log(f"report: {paths['markdown']}  (MLflow UI: tox -e ui, run {session.run_id})")
+        ui = uri if uri.startswith("http") else "tox -e ui"        # a server is its own UI
+        log(f"report: {paths['markdown']}  (MLflow UI: {ui}, run {session.run_id})")
         if failed:
             shown = "; ".join(f"{o.cell.name}: {o.reason}" for o in failed[:5])
             log(f"{len(failed)} of {len(outcomes)} cells failed: {shown}" + (" ..." if len(failed) > 5 else ""))

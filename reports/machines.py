@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from reports.tables import NA, to_markdown, with_speedup
 
-TITLE = "Throughput per implementation and machine: each machine's fastest batch size"
+TITLE = "Throughput per implementation and machine (each machine's fastest batch size)"
 
 
 def _per_session(cells: pd.DataFrame) -> pd.DataFrame:
@@ -121,7 +121,7 @@ def machines_figure(cells: pd.DataFrame) -> Figure:
         ax.set_ylabel("training throughput (samples/s, log scale)")
         ax.set_title(dtype)
         ax.grid(axis="y", which="both", alpha=0.3)
-    fig.suptitle(f"{TITLE} ({network})", fontsize=11)
+    fig.suptitle(f"{TITLE}\nnetwork {network}, median of repeats, log scale", fontsize=10)
     return fig
 
 

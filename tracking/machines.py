@@ -47,7 +47,7 @@ def cells_of(uri: str, sessions):
                                       sessions["machine"] + "@" + sessions["run_id"].str[:8])
     machine_of = dict(zip(sessions["run_id"], names))
     raw = all_cells(uri)
-    raw = raw[raw["session"].isin(machine_of)] if not raw.empty else raw
+    raw = raw[raw["session"].isin(machine_of)].sort_values("start_time") if not raw.empty else raw   # run order
     if raw.empty:
         return pd.DataFrame(columns=CELL_COLUMNS + ["session", "machine"]), names.tolist()
     cells, _ = tidy(raw, pd.DataFrame(columns=["run_id", "key", "step", "value"]))

@@ -119,11 +119,11 @@ def run_cell(cell: Cell, data, recorder, peaks: dict, options: BenchOptions,
                 recorder.progress(f"repeat {r}/{options.repeats}: {rate:,.0f} samples/s ({seconds:.0f} s)")
         rates, ref_rates = timing.measure_throughput(p, options.repeats, options.repeat_seconds, reference,
                                                      on_repeat=on_repeat)
-        for r, rate in enumerate(rates, start=1):
-            recorder.log({"repeat/samples_per_second": rate}, step=r)
-        for r, (rate, ref_rate) in enumerate(zip(rates, ref_rates), start=1):
-            recorder.log({"repeat/reference_samples_per_second": ref_rate, "repeat/speed_ratio": rate / ref_rate},
-                         step=r)
+        series = {"repeat/samples_per_second": rates}    # one value per repeat, at steps 1..n, in one call
+        if ref_rates:
+            series.update({"repeat/reference_samples_per_second": ref_rates,
+                           "repeat/speed_ratio": list(np.divide(rates, ref_rates))})
+        recorder.log(series=series)
         if ref_rates:
             out.summary["speed_ratio_median"] = float(np.median(np.divide(rates, ref_rates)))
     else:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 from pathlib import Path
 
 import impls
 import tracking
-from benchmarks import commands, datasets
+from benchmarks import commands, datasets, server
 from benchmarks.config import EXIT_INTERRUPTED, EXIT_USAGE, PRESETS, UsageError
 from benchmarks.baseline import BASELINE
 from benchmarks.regress import MIN_BAND
@@ -104,6 +105,18 @@ def add_tracking_option(p) -> None:
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
 
 
+def machine_label(text: str) -> str:
+    """A session's machine label: letters, digits and ``. _ - @ + :``, at most 100."""
+    if not re.fullmatch(r"[\w.@+:-]{1,100}", text):
+        raise argparse.ArgumentTypeError(f"must be 1-100 letters, digits or . _ - @ + : (no spaces), got {text!r}")
+    return text
+
+
+def add_machine_option(p) -> None:
+    p.add_argument("--machine", type=machine_label, default=None,
+                   help="label of this machine in the store, for reports across machines (default: the host name)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -165,11 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_option(bench)
     add_data_options(bench)
     add_tracking_option(bench)
+    add_machine_option(bench)
     bench.set_defaults(func=commands.cmd_bench)
 
     report = sub.add_parser("report", help="write the report of a tracked session",
                             description="Read a session back from MLflow and write report.md, report.html and PNGs.")
-    report.add_argument("--run-id", default=None, help="session (parent) run id (default: the latest session)")
+    which = report.add_mutually_exclusive_group()
+    which.add_argument("--run-id", default=None, help="session (parent) run id (default: the latest session)")
+    which.add_argument("--session", action="append", metavar="REF", default=None,
+                       help="machines side by side: one session per machine, the option repeated (an id, "
+                            "'latest' or 'latest~N')")
+    which.add_argument("--latest-per-machine", action="store_true",
+                       help="machines side by side: the latest finished session of every machine in the store")
+    report.add_argument("--mode", choices=("full", "quick", "dry-run", "regress"), default=None,
+                        help="with --latest-per-machine: sessions of this mode (default: the newest session's)")
     add_output_option(report)
     add_tracking_option(report)
     report.set_defaults(func=commands.cmd_report)
@@ -190,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "(default: %(default)s, for shared machines; 0.1 suits a quiet one)")
     add_data_options(regress)
     add_tracking_option(regress)
+    add_machine_option(regress)
     regress.set_defaults(func=commands.cmd_regress)
 
     compare = sub.add_parser("compare", help="compare two sessions cell by cell",
@@ -209,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     history = sub.add_parser("history", help="every cell across sessions in git order, with its steps",
                              description="Every cell's samples/s, accuracy and time-to-target across sessions, "
                                          "ordered by git history, with change points found and marked.")
-    history.add_argument("--machine", default=None, help="only sessions from this host (default: all)")
+    history.add_argument("--machine", default=None, help="only sessions of this machine: its --machine label or host name (default: all)")
     history.add_argument("--cell", default=None, help="only cells whose name contains this (wildcards allowed)")
     history.add_argument("--since", default=None, help="only sessions started on or after this date (YYYY-MM-DD)")
     span = history.add_mutually_exclusive_group()
@@ -220,27 +243,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_tracking_option(history)
     history.set_defaults(func=commands.cmd_history)
 
-    look = sub.add_parser("look", help="screenshots of a session's report and of the MLflow UI",
-                          description="Render the report and the MLflow UI (experiment page, the session's run, one "
-                                      "cell's charts) in headless Chromium and save the screenshots.")
+    look = sub.add_parser("look", help="screenshots of a session's report and of the MLflow UI (headless Chromium)")
     look.add_argument("session", nargs="?", default="latest", help="session id, 'latest' or 'latest~N' (default: latest)")
     look.add_argument("--output-dir", type=output_dir, default=os.path.join("reports", "out", "look"),
                       help="folder for the screenshots (default: %(default)s)")
     add_tracking_option(look)
     look.set_defaults(func=commands.cmd_look)
-
-    ui = sub.add_parser("ui", help="the MLflow UI on the tracking store, opening on the latest session",
-                        description="Start `mlflow ui` on the tracking store and print the address of the latest "
-                                    "session's runs view.")
+    ui = sub.add_parser("ui", help="the MLflow UI on the tracking store; prints the address of the latest session")
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
     ui.add_argument("--port", type=positive_int, default=5000, help="port (default: %(default)s)")
     add_tracking_option(ui)
     ui.set_defaults(func=commands.cmd_ui)
     gpu_check = sub.add_parser("gpu-check", help="the device check: GPU tests, a quick GPU session, its table",
-                               description="On a CUDA GPU: pytest -m gpu, then a quick session of torch-cpu, "
-                                           "torch-cuda and torch-cuda-graph, then one table (parity, hw1-q3 epoch "
-                                           "ms, %% of the GPU's peak, peak memory, joules per epoch). docs/gpu.md. "
-                                           "Exit 4 where there is no GPU.")
+                               description="On a CUDA GPU: pytest -m gpu, a quick session of torch-cpu, torch-cuda and "
+                                           "torch-cuda-graph, one table (docs/gpu.md). Exit 4 without a GPU.")
     gpu_check.add_argument("--tests", action=argparse.BooleanOptionalAction, default=True,
                            help="run the GPU tests first (default: on)")
     gpu_check.add_argument("--data-dir", default=None,
@@ -250,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_option(gpu_check)
     add_tracking_option(gpu_check)
     gpu_check.set_defaults(func=commands.cmd_gpu_check)
+
+    server.add_parsers(sub)
     return parser
 
 

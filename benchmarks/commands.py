@@ -112,12 +112,16 @@ def cmd_bench(args) -> int:
     data = datasets.load(options.dataset, args.data_dir, download_ok=args.download)
     status, _ = run_session(options, data, uri, args.threads, args.output_dir, mode=mode,
                             pytest_benchmark=args.pytest_benchmark and mode != "dry-run",
-                            isolate=args.isolate, data_dir=args.data_dir)
+                            isolate=args.isolate, data_dir=args.data_dir, machine_label=args.machine)
     return status
 
 
 def cmd_report(args) -> int:
     from benchmarks.session import render_report
+    if args.session or args.latest_per_machine:
+        from benchmarks.machines import run_machines_report
+        run_machines_report(tracking.resolve_uri(args.tracking_uri), args.session, args.output_dir, args.mode)
+        return 0
     render_report(tracking.resolve_uri(args.tracking_uri), args.run_id, args.output_dir)
     return 0
 
@@ -127,7 +131,8 @@ def cmd_regress(args) -> int:
     options = GateOptions(impls=tuple(args.impl or ()), dataset=args.dataset or "fashion-mnist",
                           speed_band=args.speed_band)
     return run_gate(options, Path(args.baseline), args.speed, args.update, uri=tracking.resolve_uri(args.tracking_uri),
-                    threads=args.threads, data_dir=args.data_dir, download=args.download, run_id=args.run_id)
+                    threads=args.threads, data_dir=args.data_dir, download=args.download, run_id=args.run_id,
+                    machine_label=args.machine)
 
 
 def cmd_compare(args) -> int:

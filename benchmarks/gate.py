@@ -65,7 +65,7 @@ def matrix_differences(parent, matrix: BenchOptions) -> list[str]:
 
 def run_gate(options: GateOptions, baseline_path: Path, speed: str = "warn", update: bool = False, *,
              uri: str, threads: int = 2, data_dir=None, download: bool = False, run_id: str | None = None,
-             isolate: bool = True, out_dir: str = "reports/out/regress", log=print) -> int:
+             isolate: bool = True, out_dir: str = "reports/out/regress", log=print, machine_label: str | None = None) -> int:
     """Run (or, with ``run_id``, re-read) a gate session, judge it, print and log the verdicts.
     Returns the exit status: 1 when a check fails, else 0; UsageError for a gate on nothing."""
     from benchmarks import datasets
@@ -74,7 +74,7 @@ def run_gate(options: GateOptions, baseline_path: Path, speed: str = "warn", upd
     if run_id is None:
         data = datasets.load(options.dataset, data_dir, download_ok=download)
         _, run_id = run_session(options.matrix(), data, uri, threads, out_dir, mode="regress", isolate=isolate,
-                                data_dir=data_dir, log=log)
+                                data_dir=data_dir, log=log, machine_label=machine_label)
     parent, raw_cells, raw_epochs = tracking.read_session(uri, run_id)
     meta = tracking.session_meta(parent)
     if meta["mode"] != "regress":

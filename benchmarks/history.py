@@ -40,7 +40,8 @@ def select_sessions(uri: str, commits: list[str], machine: str | None, since: st
                                .fillna("").str.removesuffix("-dirty"))
     keep = sessions["status"] == "FINISHED"
     if machine:
-        keep &= sessions.get("tags.bpb.host", pd.Series("", index=sessions.index)) == machine
+        none = pd.Series("", index=sessions.index)
+        keep &= (sessions.get("tags.bpb.machine", none) == machine) | (sessions.get("tags.bpb.host", none) == machine)
     if since:
         try:
             keep &= sessions["start_time"] >= pd.Timestamp(since, tz="UTC")

@@ -16,73 +16,27 @@ from pathlib import Path
 
 import numpy as np
 
-import tracking
 import impls
+import tracking
 from benchmarks import gpu, machine, timing, workers
 from benchmarks.cells import EXAMPLE_INDICES, CellOutcome, load_average, run_group
-from benchmarks.pytest_suite import attach_pytest_benchmark
 from benchmarks.config import UsageError
 from benchmarks.plan import BenchOptions, Cell, plan
+from benchmarks.pytest_suite import attach_pytest_benchmark
+from benchmarks.recorder import TrackingRecorder
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_METRICS_SECONDS = 1.0     # cells of a quick session last seconds: sample every second
 
 
-class TrackingRecorder:
-    """The main process's recorder (see ``benchmarks/cells.py``): writes to the session's
-    MLflow runs, remembers the cell in flight, prints its progress lines, and hands each outcome
-    to ``on_outcome``."""
-
-    def __init__(self, session: tracking.Session, dataset, on_outcome, total: int, log=print):
-        self.session, self.dataset, self.on_outcome, self.total, self.say = session, dataset, on_outcome, total, log
-        self.current: tuple[Cell, str] | None = None
-        self.run_ids: dict[str, str] = {}          # cell name -> its child run
-        self.opened = 0
-        self.cell_start = self.last_line = time.monotonic()
-
-    def open(self, cell, params, tags):
-        self.current = (cell, self.session.open_cell(cell.title, params, tags, self.dataset))
-        self.run_ids[cell.name] = self.current[1]
-        self.opened += 1
-        self.cell_start = time.monotonic()
-        self._line(f"[{self.opened}/{self.total}] {cell.title} ...")
-
-    def log(self, metrics=None, tags=None, step=0):
-        self.session.log(self.current[1], metrics=metrics, tags=tags, step=step)
-
-    def progress(self, text: str):
-        self._line(f"    {self.current[0].title}: {text}")
-
-    def heartbeat(self):
-        """Called while a worker is silent: a line that says the cell is alive, and for how long."""
-        if self.current is not None:
-            self._line(f"    {self.current[0].title}: still running, {time.monotonic() - self.cell_start:.0f} s "
-                       "in this cell")
-        else:
-            self._line(f"    a worker is starting (imports, data): {time.monotonic() - self.last_line:.0f} s since "
-                       "the last line")
-
-    def _line(self, text: str):
-        self.last_line = time.monotonic()
-        self.say(text)
-
-    def close(self, outcome: CellOutcome, details=None):
-        _, run_id = self.current
-        self.current = None
-        self.session.end_cell(run_id, outcome.status, outcome.reason, details)
-        self.on_outcome(outcome)
-
-    def abort(self, status: str, reason: str):
-        """Close the cell in flight, if any, with ``status`` (KILLED, or FAILED for a dead worker)."""
-        if self.current is not None:
-            self.close(CellOutcome(self.current[0], status, reason))
-
-
 def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: str, mode: str = "full",
                 pytest_benchmark: bool = False, isolate: bool = True, data_dir: str | None = None,
-                log=print) -> tuple[int, str]:
+                log=print, machine_label: str | None = None) -> tuple[int, str]:
     """Run every cell of ``plan(options)`` inside one tracked session; returns (exit status,
-    session run id). Exit status 1 when a cell failed."""
+    session run id). Exit status 1 when a cell failed. ``machine_label`` (default: the host
+    name) is the tag ``bpb.machine`` of the session and its cells."""
+    began, spent_before = time.perf_counter(), tracking.spent()[0]
+    label = {"bpb.machine": machine_label or socket.gethostname()}
     cells, skipped = plan(options)
     if not cells:
         raise UsageError("nothing to run here: " + ("; ".join(skipped) or "the matrix is empty") +
@@ -100,7 +54,7 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
                                      tags={**{f"machine.{k}": v for k, v in inventory.items()},
                                            "git_commit": inventory["git_commit"],
                                            "mlflow.note.content": f"bench {mode} session: running ({len(cells)} cells)",
-                                           "dataset": data.name, "dataset_digest": data.digest})
+                                           "dataset": data.name, "dataset_digest": data.digest, **label})
     session.log(metrics={"cells_planned": len(cells),
                          "load_average_start": load_average()},
                 tags={"bpb.skipped": "; ".join(skipped) or "none"})
@@ -124,7 +78,7 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
     dataset = tracking.session.dataset_record(train_x, data.labels("train", options.train_limit), name=data.name,
                                               digest=data.digest, source=data.source)
     session.log_dataset(dataset)
-    recorder = TrackingRecorder(session, dataset, on_outcome, len(cells), log=log)
+    recorder = TrackingRecorder(session, dataset, on_outcome, cells, log=log, tags=label)
     groups: dict[str, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(cell.config.impl, []).append(cell)
@@ -150,10 +104,14 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
         session.log_dict(examples_payload(data, outcomes), "examples.json")
         if pytest_benchmark:
             attach_pytest_benchmark(session, out_dir, threads, quick=mode != "full", log=log)
-        paths = render_report(uri, session.run_id, out_dir, log=log, describe_runs=recorder.run_ids)
+        paths = render_report(uri, session.run_id, out_dir, log=log, describe_runs={
+            name: run for name, run in recorder.run_ids.items() if name not in recorder.speedup_logged})
         view = session.publish_view()
+        log_overhead(session, recorder.tracking_seconds, tracking.spent()[0] - spent_before,
+                     time.perf_counter() - began, log)
         session.finish("FINISHED")
-        log(f"report: {paths['html']}\nMLflow UI: `tox -e ui`, then http://127.0.0.1:5000/{view}")
+        server = uri if uri.startswith("http") else "http://127.0.0.1:5000 (after `tox -e ui`)"   # a server is its own UI
+        log(f"report: {paths['html']}\nMLflow UI: {server.rstrip('/')}/{view}")
         if failed:
             shown = "; ".join(f"{o.cell.name}: {o.reason}" for o in failed[:5])
             log(f"{len(failed)} of {len(outcomes)} cells failed: {shown}" + (" ..." if len(failed) > 5 else ""))
@@ -173,11 +131,26 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
         raise
 
 
+def log_overhead(session: tracking.Session, per_cell: dict[str, float], seconds: float, wall: float, log=print):
+    """What tracking cost this session: seconds inside tracking calls per cell (median, max)
+    and in all (the report's reads and uploads included), against the session's wall time."""
+    cell_times = sorted(per_cell.values()) or [float("nan")]
+    summary = {"tracking_seconds": seconds, "session_seconds": wall, "tracking_fraction": seconds / wall,
+               "tracking_cell_seconds_median": float(np.median(cell_times)),
+               "tracking_cell_seconds_max": cell_times[-1]}
+    session.log(metrics=summary)
+    session.log_dict({"summary": summary, "per_cell_seconds": per_cell, "by_function": tracking.clock.breakdown()},
+                     "tracking-overhead.json")
+    log(f"tracking: {seconds:.2f} s of the session's {wall:.1f} s ({100 * seconds / wall:.2f}%); per cell median "
+        f"{1000 * summary['tracking_cell_seconds_median']:.0f} ms, max {1000 * cell_times[-1]:.0f} ms")
+
+
 def render_report(uri: str, run_id: str | None, out_dir: str, log=print, describe_runs: dict | None = None) -> dict:
     """Read a session back from MLflow, write its report files into ``out_dir/<session id>/``,
     point ``out_dir/latest`` at them, and attach them to the session's run. With
-    ``describe_runs`` (cell name -> run id, at the end of a session), each cell's run gets its
-    ``speedup_vs_reference`` metric and the session's run its description: the headline."""
+    ``describe_runs`` (cell name -> run id, at the end of a session: the cells timed before
+    their reference), each of those runs gets its ``speedup_vs_reference`` metric, and the
+    session's run its description: the headline."""
     from reports.answer import headline
     from reports.render import write_report
     from reports.tables import with_speedup

@@ -187,7 +187,7 @@ class ListRecorder:
     def open(self, cell, params, tags):
         self.opened.append(cell)
 
-    def log(self, metrics=None, tags=None, step=0):
+    def log(self, metrics=None, tags=None, step=0, series=None):
         self.logged.append((metrics or {}, tags or {}, step))
 
     def progress(self, text):

@@ -85,7 +85,7 @@ class Recorder:
     def open(self, cell, params, tags):
         self.params = params
 
-    def log(self, metrics=None, tags=None, step=0):
+    def log(self, metrics=None, tags=None, step=0, series=None):
         self.logged.append((metrics or {}, tags or {}, step))
 
     def progress(self, text):

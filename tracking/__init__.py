@@ -11,13 +11,16 @@ The only package of backprop-bench that imports mlflow (lazily: ``import trackin
 Statuses are MLflow's: FINISHED, FAILED and KILLED, the reason in the tag
 ``bpb.failure_reason``.
 """
+from tracking.clock import spent
 from tracking.store import DEFAULT_URI, EXPERIMENT, TrackingError, connect, display_uri, resolve_uri
 from tracking.read import (CELL_COLUMNS, EPOCH_COLUMNS, all_cells, annotate, cell_runs, latest_session, list_sessions,
                            previous_durations, read_json_artifact, read_session, repeat_series, resolve_ref,
                            session_meta, tidy)
 from tracking.session import Session, reap_stale, ui_path
+from tracking.machines import cells_of, latest_per_machine, sessions_by_ref
 
 __all__ = ["CELL_COLUMNS", "DEFAULT_URI", "EPOCH_COLUMNS", "EXPERIMENT", "Session", "TrackingError",
-           "all_cells", "annotate", "cell_runs", "list_sessions", "resolve_ref", "connect", "display_uri", "latest_session", "previous_durations",
-           "read_json_artifact", "read_session",
-           "reap_stale", "repeat_series", "ui_path", "resolve_uri", "session_meta", "tidy"]
+           "all_cells", "annotate", "cell_runs", "cells_of", "connect", "display_uri", "latest_per_machine",
+           "latest_session", "list_sessions", "previous_durations", "read_json_artifact", "read_session",
+           "reap_stale", "repeat_series", "resolve_ref", "resolve_uri", "session_meta", "sessions_by_ref", "spent",
+           "tidy", "ui_path"]

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tracking.clock import timed
 from tracking.store import EXPERIMENT, TrackingError, connect, display_uri
 
 # histories read back: the per-epoch metrics (``epoch/*``, step = epoch), and the throughput
@@ -32,6 +34,7 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+@timed
 def list_sessions(uri: str, max_results: int = 50000):
     """The store's sessions, newest first: one row per parent run with its status, start time,
     commit, host, mode and machine tags (MLflow's column names)."""
@@ -41,6 +44,7 @@ def list_sessions(uri: str, max_results: int = 50000):
                               order_by=["attributes.start_time DESC"], max_results=max_results)
 
 
+@timed
 def latest_session(uri: str) -> str:
     runs = list_sessions(uri, max_results=1)
     if runs.empty:
@@ -48,6 +52,7 @@ def latest_session(uri: str) -> str:
     return runs.iloc[0]["run_id"]
 
 
+@timed
 def resolve_ref(uri: str, ref: str) -> str:
     """A session id from ``ref``: a run id, ``latest``, or ``latest~N`` (the Nth before it)."""
     m = re.fullmatch(r"latest(?:~(\d+))?", ref)
@@ -70,6 +75,7 @@ def resolve_ref(uri: str, ref: str) -> str:
     return sessions.iloc[n]["run_id"]
 
 
+@timed
 def all_cells(uri: str):
     """Every cell of every session, in one query: MLflow's columns plus ``session`` (the parent
     run id). Summary metrics only; per-repeat histories are ``read_session``'s."""
@@ -82,6 +88,7 @@ def all_cells(uri: str):
     return cells
 
 
+@timed
 def read_session(uri: str, run_id: str | None = None):
     """(parent, cells, epochs) as pandas: the parent run's row, one row per child run
     (columns ``metrics.*``, ``params.*``, ``tags.*``, ``status``), and every per-epoch metric
@@ -96,14 +103,19 @@ def read_session(uri: str, run_id: str | None = None):
     cells = mlflow.search_runs(experiment_names=[EXPERIMENT],
                                filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'",
                                order_by=["attributes.start_time ASC"])
-    rows = []
+    # one history call per metric a cell has (a server round trip each), not per name it might have
+    wanted = []
     for rid in cells["run_id"] if not cells.empty else []:
         logged = set(cells.loc[cells["run_id"] == rid].filter(like="metrics.").dropna(axis=1).columns.str[8:])
-        for key in HISTORY_METRICS:
-            if key not in logged or (key in EPOCH_METRICS and f"epoch/{key}" in logged):
-                continue          # not logged; or the summary twin of a per-epoch series (step 0)
-            for m in client.get_metric_history(rid, key):
-                rows.append({"run_id": rid, "key": key.removeprefix("epoch/"), "step": m.step, "value": m.value})
+        wanted += [(rid, key) for key in HISTORY_METRICS if key in logged
+                   and not (key in EPOCH_METRICS and f"epoch/{key}" in logged)]   # the summary twin (step 0)
+
+    def history(pair):
+        return [{"run_id": pair[0], "key": pair[1].removeprefix("epoch/"), "step": m.step, "value": m.value}
+                for m in client.get_metric_history(*pair)]
+    # a server answers several at once: its round trips overlap (a local database gains nothing)
+    with ThreadPoolExecutor(max_workers=8 if uri.startswith("http") else 1) as pool:
+        rows = [row for part in pool.map(history, wanted) for row in part]
     epochs = pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
     return parent.iloc[0], cells, epochs
 
@@ -146,6 +158,7 @@ def repeat_series(raw_epochs, key: str = "samples_per_second") -> dict[str, list
     return out
 
 
+@timed
 def read_json_artifact(uri: str, run_id: str, path: str) -> dict:
     """A JSON artifact of a run (``examples.json``: three test images and predictions;
     ``skipped.json``; the pytest-benchmark JSON), or {} without one."""
@@ -180,6 +193,7 @@ def previous_durations(uri: str, mode: str) -> tuple[str, dict[str, float]]:
     return run_id, dict(zip(cells["tags.bpb.cell"], seconds))
 
 
+@timed
 def annotate(uri: str, run_id: str, *, metrics=None, tags=None, dicts=None, files=(), artifact_path=None):
     """Write onto an existing run: metrics, tags, JSON artifacts (``{path: obj}``) and files."""
     client = _client(uri)

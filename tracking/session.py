@@ -18,6 +18,7 @@ import socket
 import time
 import warnings
 
+from tracking.clock import timed
 from tracking.store import EXPERIMENT, connect
 
 REASON_TAG = "bpb.failure_reason"
@@ -74,6 +75,7 @@ class Session:
         self.monitor = None
 
     @classmethod
+    @timed
     def start(cls, uri: str, name: str, params: dict, tags: dict) -> "Session":
         import mlflow
         experiment_id = connect(uri)
@@ -87,16 +89,21 @@ class Session:
         return session
 
     # ---- writing ---------------------------------------------------------------------------
-    def log(self, run_id: str | None = None, *, params=None, metrics=None, tags=None, step: int = 0):
-        """Params, metrics (at ``step``) and tags on the parent, or on child ``run_id``."""
+    @timed
+    def log(self, run_id: str | None = None, *, params=None, metrics=None, tags=None, step: int = 0, points=()):
+        """Params, metrics (at ``step``) and tags on the parent, or on child ``run_id``, in one
+        ``log_batch`` call; ``points`` adds metric values gathered earlier, as
+        (key, value, step, timestamp in ms)."""
         from mlflow.entities import Metric, Param, RunTag
         now = int(time.time() * 1000)
         self.client.log_batch(
             run_id or self.run_id,
-            metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v is not None],
+            metrics=[Metric(k, float(v), ts, st) for k, v, st, ts in points]
+            + [Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v is not None],
             params=[Param(k, v) for k, v in _flat(params or {}).items()],
             tags=[RunTag(k, v) for k, v in _flat(tags or {}).items()])
 
+    @timed
     def open_cell(self, name: str, params: dict, tags: dict, dataset=None) -> str:
         """A RUNNING child run; returns its id. ``dataset``: ``dataset_record(...)``."""
         run = self.client.create_run(self.experiment_id, run_name=name,
@@ -107,6 +114,7 @@ class Session:
             self.log_dataset(dataset, run_id)
         return run_id
 
+    @timed
     def end_cell(self, run_id: str, status: str, reason: str | None = None, details: str | None = None):
         """End a child run with MLflow's ``status``; a reason and details go with any but FINISHED."""
         if reason:
@@ -115,6 +123,7 @@ class Session:
             self.client.log_text(run_id, details, "failure.txt")
         self.client.set_terminated(run_id, status)
 
+    @timed
     def close_running_cells(self, status: str, reason: str) -> int:
         """End every child still RUNNING (a worker died or the session was stopped); returns
         how many there were."""
@@ -140,6 +149,7 @@ class Session:
         self.monitor.start()
         return f"every {seconds:g} s on the session's run"
 
+    @timed
     def publish_view(self) -> str:
         """Point the saved view (``VIEW_ID``) at this session: its cells, in the order they ran,
         with the columns of ``VIEW_COLUMNS``. Returns the UI's address of it, from the server's root (the
@@ -152,12 +162,14 @@ class Session:
             {"name": "backprop-bench: latest session", "createdAt": now, "updatedAt": now, "state": json.dumps(state)}))
         return ui_path(self.experiment_id)
 
+    @timed
     def log_dataset(self, dataset, run_id: str | None = None):
         """The dataset record (``dataset_record``) as an input of the run."""
         from mlflow.entities import DatasetInput, InputTag
         self.client.log_inputs(run_id or self.run_id, [DatasetInput(dataset._to_mlflow_entity(),
                                                                     tags=[InputTag("mlflow.data.context", "training")])])
 
+    @timed
     def finish(self, status: str = "FINISHED", reason: str | None = None):
         """End the parent run with ``status`` (children left RUNNING get the same)."""
         if self.monitor is not None:
@@ -169,12 +181,15 @@ class Session:
             self.client.set_tag(self.run_id, REASON_TAG, reason[:5000])
         self.client.set_terminated(self.run_id, status)
 
+    @timed
     def log_artifact(self, path, artifact_path: str | None = None):
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    @timed
     def log_dict(self, obj: dict, artifact_file: str, run_id: str | None = None):
         self.client.log_dict(run_id or self.run_id, obj, artifact_file)
 
+    @timed
     def log_text(self, text: str, artifact_file: str, run_id: str | None = None):
         self.client.log_text(run_id or self.run_id, text, artifact_file)
 
@@ -184,6 +199,7 @@ def ui_path(experiment_id: str) -> str:
     return f"#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_ID}&workflowType=machine_learning"
 
 
+@timed
 def reap_stale(uri: str) -> list[str]:
     """Sessions left RUNNING by a process that is gone (kill -9, a crash, a power cut), on this
     host: end them and their RUNNING cells KILLED, saying so. A live session, or one on another
@@ -211,6 +227,7 @@ def reap_stale(uri: str) -> list[str]:
     return ended
 
 
+@timed
 def dataset_record(features, targets, name: str, digest: str, source: str):
     """An MLflow dataset record (name, digest, source folder, schema); no data is copied."""
     import mlflow.data

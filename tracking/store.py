@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
+
+from tracking.clock import timed
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 EXPERIMENT = "backprop-bench"
@@ -31,21 +34,27 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]).expanduser() if uri.startswith("sqlite:///") else None
 
 
+@timed
 def connect(uri: str, experiment: str = EXPERIMENT, *, create: bool = True) -> str:
     """Point MLflow at ``uri``, prove it answers and takes a write; returns the experiment id.
 
     Called before any training, so a bad store costs nothing and its real cause is named.
-    HTTP stores get one quick try instead of MLflow's default minutes of retries. A sqlite
+    An HTTP store gets one quick try here (``quick_probe``); every later call has MLflow's own
+    retries with backoff (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, default 7, and
+    ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``, default 2: about four minutes), which carry a
+    session through a server restart. A sqlite
     store's first use (MLflow creates its tables then) is serialised by a file lock beside it,
     so sessions started together on a new store never leave it half-migrated. With
     ``create=False`` (report, a gate judging a session) a sqlite file must already exist.
     """
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # on a server, MLflow prints a "View run" link at each run's end, fetching the run for it:
+    # one more round trip per cell, and a line per cell; the session prints its own
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     path = sqlite_path(uri)
     if path is None:
-        return _connect(uri, experiment, None)
+        with quick_probe():
+            return _connect(uri, experiment, None)
     if not path.parent.is_dir():
         raise TrackingError(f"tracking URI {display_uri(uri)}: folder {path.parent} does not exist; create it or "
                             "pass another --tracking-uri")
@@ -68,6 +77,25 @@ def connect(uri: str, experiment: str = EXPERIMENT, *, create: bool = True) -> s
                             "if none is running, delete the lock file") from None
 
 
+# the first contact with a server: one try, 10 s, so a wrong URL or a server that is down
+# fails at once; the user's own settings (or MLflow's defaults) are back afterwards
+PROBE_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+@contextmanager
+def quick_probe():
+    saved = {k: os.environ.get(k) for k in PROBE_SETTINGS}
+    os.environ.update(PROBE_SETTINGS)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 _CONNECTED: dict[tuple[str, str], str] = {}   # (uri, experiment) -> id: proven once per process
 
 
@@ -80,18 +108,53 @@ def _connect(uri: str, experiment: str, artifact_location: str | None) -> str:
         mlflow.set_tracking_uri(uri)
         client = mlflow.MlflowClient(uri)
         exp = client.get_experiment_by_name(experiment)
-        experiment_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location)
+        experiment_id = exp.experiment_id if exp else _create(client, experiment, artifact_location)
+        tags = {"bpb.store_checked": "writable"}     # a real write: a read-only store fails here
         if exp is None or KIND_TAG not in exp.tags:
             # without it the UI guesses, and opens an experiment of plain runs in GenAI mode
-            client.set_experiment_tag(experiment_id, KIND_TAG, "custom_model_development")
-            client.set_experiment_tag(experiment_id, "mlflow.note.content", EXPERIMENT_NOTE)
-        # a real write (a read-only database, a full disk or a read-only server fail here)
-        client.set_experiment_tag(experiment_id, "bpb.store_checked", "writable")
+            tags.update({KIND_TAG: "custom_model_development", "mlflow.note.content": EXPERIMENT_NOTE})
+        _set_tags(client, experiment_id, tags)
         _CONNECTED[uri, experiment] = experiment_id
         return experiment_id
     except Exception as exc:  # MLflow raises MlflowException, requests and SQLAlchemy errors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrackingError(
-            f"cannot use the MLflow tracking store at {display_uri(uri)}: {display_uri(first)}\n"
-            "Check the server is running (mlflow server / tox -e ui) or pass another --tracking-uri "
-            f"(default {DEFAULT_URI}; MLFLOW_TRACKING_URI is read when --tracking-uri is absent).") from None
+        raise TrackingError(f"cannot use the MLflow tracking store at {display_uri(uri)}: {display_uri(first)}\n"
+                            + _hint(first, experiment)) from None
+
+
+def _create(client, experiment: str, artifact_location: str | None) -> str:
+    """Create the experiment; when another session created it first (sessions started
+    together on a new server), use theirs."""
+    try:
+        return client.create_experiment(experiment, artifact_location)
+    except Exception as exc:       # MlflowException
+        if getattr(exc, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_experiment_by_name(experiment).experiment_id
+
+
+def _set_tags(client, experiment_id: str, tags: dict, tries: int = 3) -> None:
+    """Set experiment tags. On a server, sessions started together race to insert a tag first
+    and the losers get PostgreSQL's "duplicate key" (seen with 8 at once:
+    tests/test_server.py); by then the tag exists and a second try updates it."""
+    for key, value in tags.items():
+        for attempt in range(tries):
+            try:
+                client.set_experiment_tag(experiment_id, key, value)
+                break
+            except Exception as exc:   # MlflowException wrapping the database's IntegrityError
+                if "duplicate key" not in str(exc) or attempt == tries - 1:
+                    raise
+
+
+def _hint(message: str, experiment: str) -> str:
+    """How to fix what the store answered: credentials, a permission, or the address."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if "error code 401" in message or "UNAUTHENTICATED" in message:
+        return ("The server refused the credentials: check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                "(or ~/.mlflow/credentials).")
+    if "error code 403" in message or "PERMISSION_DENIED" in message:
+        return (f"User {user or '(none given)'} may not write to experiment {experiment!r}: ask the server's admin "
+                "for EDIT on it (README.md, 'For a team'), or log in as another user.")
+    return ("Check the server is running (python -m benchmarks server / tox -e ui) or pass another --tracking-uri "
+            f"(default {DEFAULT_URI}; MLFLOW_TRACKING_URI is read when --tracking-uri is absent).")

@@ -1,0 +1,107 @@
+"""The main process's recorder (the protocol is in ``benchmarks/cells.py``): what a worker
+measures becomes MLflow writes here, and progress lines for the person watching."""
+from __future__ import annotations
+
+import time
+
+import tracking
+from benchmarks.cells import CellOutcome
+from benchmarks.plan import Cell
+
+
+class TrackingRecorder:
+    """The main process's recorder (see ``benchmarks/cells.py``): writes to the session's
+    MLflow runs, remembers the cell in flight, prints its progress lines, and hands each outcome
+    to ``on_outcome``.
+
+    A cell's params, metrics and tags are gathered and written in one ``log_batch`` when it
+    closes, or sooner once ``FLUSH_SECONDS`` have passed (a long cell still shows its epochs
+    in the UI as it goes): four calls per cell (create, dataset, batch, end), each a round trip
+    to a server (docs/performance.md)."""
+
+    FLUSH_SECONDS = 10.0
+
+    def __init__(self, session: tracking.Session, dataset, on_outcome, cells: list[Cell], log=print, tags=None):
+        self.session, self.dataset, self.on_outcome, self.say = session, dataset, on_outcome, log
+        self.total = len(cells)
+        self.references = reference_cells(cells)
+        self.rates: dict[str, float] = {}            # finished cell name -> its median samples/s
+        self.speedup_logged: set[str] = set()
+        self.tags = tags or {}                 # added to every cell's (the machine label)
+        self.current: tuple[Cell, str] | None = None
+        self.run_ids: dict[str, str] = {}          # cell name -> its child run
+        self.tracking_seconds: dict[str, float] = {}   # cell name -> seconds in tracking calls
+        self._spent_at_open, self._flushed, self._pending = 0.0, 0.0, None
+        self.opened = 0
+        self.cell_start = self.last_line = time.monotonic()
+
+    def open(self, cell, params, tags):
+        self._spent_at_open = tracking.spent()[0]
+        self.current = (cell, self.session.open_cell(cell.title, {}, {**tags, **self.tags}, self.dataset))
+        self._pending, self._flushed = {"params": dict(params), "tags": {}, "points": []}, time.monotonic()
+        self.run_ids[cell.name] = self.current[1]
+        self.opened += 1
+        self.cell_start = time.monotonic()
+        self._line(f"[{self.opened}/{self.total}] {cell.title} ...")
+
+    def log(self, metrics=None, tags=None, step=0, series=None):
+        now, pending = int(time.time() * 1000), self._pending
+        pending["points"] += [(k, v, step, now) for k, v in (metrics or {}).items() if v is not None]
+        pending["points"] += [(k, v, i, now) for k, vs in (series or {}).items() for i, v in enumerate(vs, start=1)]
+        pending["tags"].update(tags or {})
+        if time.monotonic() - self._flushed >= self.FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self):
+        pending, self._pending, self._flushed = self._pending, {"params": {}, "tags": {}, "points": []}, time.monotonic()
+        if self.current is not None and pending:
+            self.session.log(self.current[1], **pending)
+
+    def progress(self, text: str):
+        self._line(f"    {self.current[0].title}: {text}")
+
+    def heartbeat(self):
+        """Called while a worker is silent: a line that says the cell is alive, and for how long."""
+        if self.current is not None:
+            self._line(f"    {self.current[0].title}: still running, {time.monotonic() - self.cell_start:.0f} s "
+                       "in this cell")
+        else:
+            self._line(f"    a worker is starting (imports, data): {time.monotonic() - self.last_line:.0f} s since "
+                       "the last line")
+
+    def _line(self, text: str):
+        self.last_line = time.monotonic()
+        self.say(text)
+
+    def close(self, outcome: CellOutcome, details=None):
+        c = outcome.cell.config
+        if outcome.status == "FINISHED":
+            self.rates[outcome.cell.name] = outcome.summary.get("samples_per_second_median", float("nan"))
+            ref = self.rates.get(self.references.get((c.sizes, c.activation, c.dtype), ""))
+            if ref:     # in the same write as the rest; a cell timed before its reference gets it at the end
+                self.log({"speedup_vs_reference": self.rates[outcome.cell.name] / ref})
+                self.speedup_logged.add(outcome.cell.name)
+        self.flush()
+        _, run_id = self.current
+        self.current = None
+        self.session.end_cell(run_id, outcome.status, outcome.reason, details)
+        # the main process only writes between open and close (a worker, or the cell in this
+        # process, does the rest outside tracking calls): the difference is this cell's cost
+        self.tracking_seconds[outcome.cell.name] = tracking.spent()[0] - self._spent_at_open
+        self.on_outcome(outcome)
+
+    def abort(self, status: str, reason: str):
+        """Close the cell in flight, if any, with ``status`` (KILLED, or FAILED for a dead worker)."""
+        if self.current is not None:
+            self.close(CellOutcome(self.current[0], status, reason))
+
+
+def reference_cells(cells: list[Cell]) -> dict:
+    """(sizes, activation, dtype) -> the name of the cell that speed-ups divide by: numpy-sample's
+    throughput cell on that network and dtype, else its accuracy cell (as ``reports/tables.py``
+    ``with_speedup`` does)."""
+    import impls
+    refs = {}
+    for cell in sorted((c for c in cells if c.config.impl == impls.REFERENCE), key=lambda c: c.kind != "throughput"):
+        refs.setdefault((cell.config.sizes, cell.config.activation, cell.config.dtype), cell.name)
+    return refs

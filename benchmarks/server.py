@@ -1,0 +1,250 @@
+"""``python -m benchmarks server``: one MLflow tracking server for a team, on PostgreSQL.
+
+    python -m benchmarks server                          # local PostgreSQL in a folder (benchmarks/pg.py)
+    python -m benchmarks server --backend-store-uri postgresql://user@db.example/mlflow --host 0.0.0.0
+    python -m benchmarks server --auth                   # MLflow's basic-auth app
+
+It runs ``mlflow server`` with the backend store on PostgreSQL (psycopg 3 as the driver: a
+``postgresql://`` URI is read as ``postgresql+psycopg://``) and proxied artifacts
+(``--artifacts-destination``: a local folder, or an S3-compatible store), bound to 127.0.0.1
+unless told otherwise, and waits until it answers before saying where it is.
+
+Secrets never reach argv, the terminal or a log: the backend URI (which may hold a database
+password) travels in MLFLOW_BACKEND_STORE_URI, the admin credentials in MLFLOW_AUTH_ADMIN_*,
+and every line the server prints passes through a filter that masks both passwords.
+"""
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import secrets as secrets_module
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit, unquote
+
+import tracking
+from benchmarks import pg
+from benchmarks.config import UsageError
+
+DEFAULT_ARTIFACTS = Path("server-data", "artifacts")
+PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
+READY_SECONDS = 180
+
+
+def add_parsers(sub) -> None:
+    """The ``server`` and ``pg`` subcommands (called by ``benchmarks/cli.py``)."""
+    s = sub.add_parser("server", help="run an MLflow tracking server on PostgreSQL for a team",
+                       description=__doc__.splitlines()[0])
+    s.add_argument("--backend-store-uri", default=None,
+                   help="PostgreSQL URI (default: $MLFLOW_BACKEND_STORE_URI, else a local PostgreSQL in --pg-dir, "
+                        "started here and stopped with the server)")
+    s.add_argument("--artifacts-destination", default=str(DEFAULT_ARTIFACTS),
+                   help="where the server keeps artifacts: a folder, or s3://bucket/path with MLFLOW_S3_ENDPOINT_URL "
+                        "and AWS_* in the environment (default: %(default)s)")
+    s.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s; 0.0.0.0 for every one)")
+    s.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
+    s.add_argument("--workers", type=int, default=1,
+                   help="server worker processes (default: %(default)s: with more, uvicorn's shared socket loses "
+                        "TCP_NODELAY and every call waits about 40 ms for a delayed ACK; docs/performance.md)")
+    s.add_argument("--allowed-hosts", default=None,
+                   help="Host headers accepted, for a server reached by name (MLflow's default: localhost and "
+                        "private addresses)")
+    s.add_argument("--auth", action="store_true",
+                   help="MLflow's basic-auth app: admin from MLFLOW_AUTH_ADMIN_USERNAME/MLFLOW_AUTH_ADMIN_PASSWORD "
+                        "or --auth-file; clients use MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD")
+    s.add_argument("--auth-file", default=None,
+                   help="ini file with [mlflow] admin_username and admin_password (mode 0600) instead of the environment")
+    s.add_argument("--default-permission", choices=PERMISSIONS, default="READ",
+                   help="with --auth: what a user may do with experiments they were given no permission on "
+                        "(default: %(default)s)")
+    s.add_argument("--auth-cache-seconds", type=int, default=60,
+                   help="with --auth: how long a worker trusts a checked password (default: %(default)s; 0 checks "
+                        "every request: each check is a deliberately slow hash, about 0.3 s here, measured in "
+                        "docs/performance.md)")
+    add_pg_options(s)
+    s.set_defaults(func=cmd_server)
+
+    p = sub.add_parser("pg", help="a local PostgreSQL in a folder: start, stop, status",
+                       description=pg.__doc__.splitlines()[0])
+    p.add_argument("action", choices=("start", "stop", "status"))
+    add_pg_options(p)
+    p.set_defaults(func=pg.cmd_pg)
+
+
+def add_pg_options(p) -> None:
+    p.add_argument("--pg-dir", default=None,
+                   help=f"folder of the local PostgreSQL (default: $BPB_PG_DIR, else {pg.default_dir()})")
+    p.add_argument("--pg-port", type=int, default=5432, help="its socket's port number (default: %(default)s)")
+    p.add_argument("--pg-database", default=pg.DATABASE, help="the database, made if absent (default: %(default)s)")
+
+
+# ---- secrets ------------------------------------------------------------------------------
+def with_driver(uri: str) -> str:
+    """``postgresql://`` and ``postgres://`` name psycopg 3 explicitly (SQLAlchemy's default
+    driver for them is psycopg2, which is not installed)."""
+    return re.sub(r"^postgres(?:ql)?://", "postgresql+psycopg://", uri)
+
+
+def uri_password(uri: str) -> str | None:
+    try:
+        password = urlsplit(uri).password
+    except ValueError:
+        return None
+    return unquote(password) if password else None
+
+
+def admin_credentials(auth_file: str | None) -> tuple[str, str]:
+    """(username, password) from --auth-file, else MLflow's MLFLOW_AUTH_ADMIN_* variables."""
+    if auth_file:
+        path = Path(auth_file).expanduser()
+        try:
+            mode = path.stat().st_mode
+            parser = configparser.ConfigParser()
+            parser.read_string(path.read_text())
+        except (OSError, configparser.Error) as exc:
+            raise UsageError(f"--auth-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise UsageError(f"--auth-file {path} can be read by others; `chmod 600 {path}` first")
+        section = parser["mlflow"] if parser.has_section("mlflow") else {}
+        user, password = section.get("admin_username"), section.get("admin_password")
+        where = f"{path} ([mlflow] admin_username, admin_password)"
+    else:
+        user = os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME", "admin")
+        password = os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD")
+        where = "MLFLOW_AUTH_ADMIN_PASSWORD (and MLFLOW_AUTH_ADMIN_USERNAME, default admin), or --auth-file"
+    if not user or not password:
+        raise UsageError(f"--auth needs an admin username and password: set {where}")
+    return user, password
+
+
+def relay(stream, secrets: list[str], out) -> None:
+    """Copy the server's output line by line, every secret masked."""
+    for line in iter(stream.readline, ""):
+        for secret in secrets:
+            line = line.replace(secret, "***")
+        out.write(line)
+        out.flush()
+
+
+# ---- the server ---------------------------------------------------------------------------
+def artifacts_uri(dest: str) -> str:
+    if re.match(r"^[a-z][a-z0-9+.-]*://", dest):
+        return dest
+    folder = Path(dest).expanduser().absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder.as_uri()
+
+
+def wait_ready(url: str, proc: subprocess.Popen, seconds: float = READY_SECONDS) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise UsageError(f"mlflow server exited with code {proc.returncode} before answering; its output is above")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise UsageError(f"mlflow server did not answer {url}/health within {seconds:.0f} s; its output is above")
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """End the server's process group (mlflow, uvicorn and its workers): TERM, then KILL."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            time.sleep(0.2)                      # let the workers go with their parent
+        except subprocess.TimeoutExpired:
+            continue
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+
+
+def cmd_server(args) -> int:
+    backend = args.backend_store_uri or os.environ.get("MLFLOW_BACKEND_STORE_URI")
+    auth_user, password = admin_credentials(args.auth_file) if args.auth else (None, None)   # before starting anything
+    cluster, started_pg = None, False
+    if not backend:
+        cluster = pg.Cluster(args.pg_dir, args.pg_port)
+        started_pg = cluster.start(args.pg_database)
+        print(f"PostgreSQL {'started' if started_pg else 'already running'} in {cluster.folder}", flush=True)
+        backend = cluster.uri(args.pg_database)
+    backend = with_driver(backend)
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": backend}
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")   # GenAI job runners: 8 processes unused here
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    secrets = [s for s in (uri_password(backend),) if s]
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", args.host, "--port", str(args.port),
+           "--workers", str(args.workers), "--serve-artifacts",
+           "--artifacts-destination", artifacts_uri(args.artifacts_destination)]
+    if args.allowed_hosts:
+        cmd += ["--allowed-hosts", args.allowed_hosts]
+    private = tempfile.mkdtemp(prefix="bpb-server-")                # 0700: the auth config lives here
+    try:
+        if args.auth:
+            secrets.append(password)
+            config = Path(private) / "basic_auth.ini"
+            config.touch(mode=0o600)
+            config.write_text("[mlflow]\n"
+                              f"default_permission = {args.default_permission}\n"
+                              f"database_uri = {backend.replace('%', '%%')}\n"
+                              "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                              f"auth_cache_ttl_seconds = {args.auth_cache_seconds}\n")
+            env.update(MLFLOW_AUTH_CONFIG_PATH=str(config), MLFLOW_AUTH_ADMIN_USERNAME=auth_user,
+                       MLFLOW_AUTH_ADMIN_PASSWORD=password)
+            # the UI's CSRF key, shared by the workers; a new one per start unless set (open
+            # browser forms then need a reload after a restart)
+            env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets_module.token_hex(32))
+            secrets.append(env["MLFLOW_FLASK_SERVER_SECRET_KEY"])
+            cmd += ["--app-name", "basic-auth"]
+        return serve(cmd, env, secrets, args, backend, auth_user)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+        if started_pg:
+            cluster.stop()
+            print(f"PostgreSQL in {cluster.folder} stopped", flush=True)
+
+
+def serve(cmd, env, secrets, args, backend, auth_user) -> int:
+    """Start the server in a process group of its own, relay its output, wait until it
+    answers, then until it ends (or Ctrl-C / SIGTERM stops it)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    relaying = threading.Thread(target=relay, args=(proc.stdout, secrets, sys.stdout), daemon=True)
+    relaying.start()
+    everywhere = args.host in ("0.0.0.0", "::")
+    url = f"http://{'127.0.0.1' if everywhere else args.host}:{args.port}"
+    shown = f"http://{socket.gethostname()}:{args.port}" if everywhere else url     # what other machines use
+    try:
+        wait_ready(url, proc)
+        print(f"MLflow server ready at {url} (pid {proc.pid}): backend {tracking.display_uri(backend)}, "
+              f"artifacts {args.artifacts_destination}, auth {f'on (admin {auth_user})' if auth_user else 'off'}\n"
+              f"  on each machine: export MLFLOW_TRACKING_URI={shown}   (the UI is at the same address"
+              f"{'; a name needs --allowed-hosts, an address does not' if everywhere else ''})", flush=True)
+        code = proc.wait()
+        relaying.join(timeout=5)
+        print(f"mlflow server exited with code {code}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping the MLflow server", flush=True)
+        return 0
+    finally:
+        stop_group(proc)

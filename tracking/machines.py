@@ -1,0 +1,57 @@
+"""Sessions by machine: the label each session carries (tag ``bpb.machine``, else its host
+for sessions recorded before labels existed), and the sessions a cross-machine report reads."""
+from __future__ import annotations
+
+from tracking.clock import timed
+from tracking.read import CELL_COLUMNS, all_cells, list_sessions, resolve_ref, tidy
+from tracking.store import TrackingError, display_uri
+
+
+def _labelled(sessions):
+    none = sessions.get("tags.bpb.host")
+    label = sessions["tags.bpb.machine"] if "tags.bpb.machine" in sessions.columns else none
+    return sessions.assign(machine=label.fillna(none) if none is not None else label)
+
+
+@timed
+def latest_per_machine(uri: str, mode: str | None = None):
+    """The newest FINISHED session of each machine, of one mode (default: the mode of the
+    newest FINISHED session, so every machine ran the same matrix); list_sessions' columns
+    plus ``machine``, one row per machine."""
+    sessions = list_sessions(uri)
+    done = sessions[sessions["status"] == "FINISHED"] if not sessions.empty else sessions
+    if done.empty:
+        raise TrackingError(f"no finished session in {display_uri(uri)}; run `python -m benchmarks bench` first")
+    mode = mode or done.iloc[0].get("params.mode")
+    done = _labelled(done[done.get("params.mode") == mode])
+    if done.empty:
+        raise TrackingError(f"no finished session of mode {mode!r} in {display_uri(uri)}")
+    return done.drop_duplicates("machine", keep="first").reset_index(drop=True)
+
+
+@timed
+def sessions_by_ref(uri: str, refs: list[str]):
+    """The sessions named by ``refs`` (ids, ``latest``, ``latest~N``), in that order, with ``machine``."""
+    ids = list(dict.fromkeys(resolve_ref(uri, ref) for ref in refs))
+    sessions = list_sessions(uri)
+    rows = sessions.set_index("run_id").loc[ids].reset_index()
+    return _labelled(rows)
+
+
+@timed
+def cells_of(uri: str, sessions):
+    """The tidy cells (``CELL_COLUMNS``) of ``sessions`` in one query, with ``session`` and
+    ``machine``; a label that two sessions share gets the session's short id after it."""
+    import pandas as pd
+    names = sessions["machine"].where(~sessions["machine"].duplicated(keep=False),
+                                      sessions["machine"] + "@" + sessions["run_id"].str[:8])
+    machine_of = dict(zip(sessions["run_id"], names))
+    raw = all_cells(uri)
+    raw = raw[raw["session"].isin(machine_of)].sort_values("start_time") if not raw.empty else raw   # run order
+    if raw.empty:
+        return pd.DataFrame(columns=CELL_COLUMNS + ["session", "machine"]), names.tolist()
+    cells, _ = tidy(raw, pd.DataFrame(columns=["run_id", "key", "step", "value"]))
+    cells["session"] = cells["run_id"].map(dict(zip(raw["run_id"], raw["session"])))
+    cells["machine"] = cells["session"].map(machine_of)
+    order = {m: i for i, m in enumerate(names)}
+    return cells.sort_values("machine", key=lambda s: s.map(order), kind="stable").reset_index(drop=True), names.tolist()

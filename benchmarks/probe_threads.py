@@ -1,13 +1,15 @@
 """``python -m benchmarks.probe_threads``: how threads, and a busy machine, change small-batch
 throughput. For each case (an implementation, a dtype and batch on hw1-q4's network, a thread
 count, and for numba-batch its serial or parallel kernel), samples/s of timed passes, strictly
-interleaved over ``--rounds`` rounds in one process, quiet and then beside ``--busy`` spinning
-processes. The figures in docs/performance.md ("Small batches, threads and a busy machine")
+interleaved over ``--rounds`` rounds, each implementation in a process of its own (another
+backend's idle thread pool in the same process changes the figures: docs/performance.md),
+quiet and then beside ``--busy`` spinning processes. The figures in docs/performance.md ("Small batches, threads and a busy machine")
 come from it.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 
@@ -22,11 +24,10 @@ CASES = [("numba-batch", 1), ("numba-batch", 32), ("numba-batch", 256), ("torch-
          ("numpy-batch", 32)]
 
 
-def measure(rounds: int, seconds: float, data) -> dict:
-    import impls
+def measure(rounds: int, seconds: float, data, only: str) -> dict:
     from impls import numba_impl
     timers = {}
-    for name, batch in CASES:
+    for name, batch in [c for c in CASES if c[0] == only]:
         config = PRESETS["hw1-q4"].replace(impl=name, dtype="float32", batch_size=batch)
         p = prepare(config, data)
         kernels = ("serial", "parallel") if name == "numba-batch" else ("-",)
@@ -41,8 +42,17 @@ def measure(rounds: int, seconds: float, data) -> dict:
             machine.pin_threads(threads)
             numba_impl.SERIAL_BELOW = 10 ** 9 if kernel == "serial" else 1
             rates[key].append(timed.rate(r))
-    del impls
     return {key: float(np.median(v)) for key, v in rates.items()}
+
+
+def in_processes(rounds: int, seconds: float) -> dict:
+    """``measure`` for each implementation, each in a fresh process."""
+    out = {}
+    for name in dict.fromkeys(n for n, _ in CASES):
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.probe_threads", "--only", name, "--rounds", str(rounds),
+                               "--seconds", str(seconds)], capture_output=True, text=True, check=True)
+        out.update({tuple(k): v for k, v in json.loads(proc.stdout.splitlines()[-1])})
+    return out
 
 
 def main() -> int:
@@ -50,13 +60,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.3, help="length of one timed pass")
     parser.add_argument("--busy", type=int, default=1, help="spinning processes for the loaded phase")
+    parser.add_argument("--only", default=None, help=argparse.SUPPRESS)     # one implementation's process
     args = parser.parse_args()
-    data = datasets.load("fashion-mnist")
-    machine.pin_threads(2)
-    quiet = measure(args.rounds, args.seconds, data)
+    if args.only:
+        machine.pin_threads(2)
+        result = measure(args.rounds, args.seconds, datasets.load("fashion-mnist"), args.only)
+        print(json.dumps([[list(k), v] for k, v in result.items()]))
+        return 0
+    quiet = in_processes(args.rounds, args.seconds)
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
     try:
-        loaded = measure(args.rounds, args.seconds, data)
+        loaded = in_processes(args.rounds, args.seconds)
     finally:
         for s in spinners:
             s.kill()

@@ -110,8 +110,9 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
         log_overhead(session, recorder.tracking_seconds, tracking.spent()[0] - spent_before,
                      time.perf_counter() - began, log)
         session.finish("FINISHED")
-        server = uri if uri.startswith("http") else "http://127.0.0.1:5000 (after `tox -e ui`)"   # a server is its own UI
-        log(f"report: {paths['html']}\nMLflow UI: {server.rstrip('/')}/{view}")
+        ui = (f"{uri.rstrip('/')}/{view}" if uri.startswith("http")      # a server is its own UI
+              else f"`tox -e ui`, then http://127.0.0.1:5000/{view}")
+        log(f"report: {paths['html']}\nMLflow UI: {ui}")
         if failed:
             shown = "; ".join(f"{o.cell.name}: {o.reason}" for o in failed[:5])
             log(f"{len(failed)} of {len(outcomes)} cells failed: {shown}" + (" ..." if len(failed) > 5 else ""))

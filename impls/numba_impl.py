@@ -22,6 +22,8 @@ single thread run the same kernel compiled serial.
 """
 from __future__ import annotations
 
+import types
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -114,9 +116,20 @@ def _optimizer_step(theta, g, m, v, hp, kind, t):
             theta[p] -= lr * (m[p] / bc1) / (np.sqrt(v[p] / bc2) + eps)
 
 
-_optimizer_step_serial = njit(cache=True, fastmath=_FASTMATH)(_optimizer_step)
+def _variant(func, suffix: str):
+    """``func`` under another name. numba's cache keys compiled code by the function's name,
+    bytecode and signature, not by the options it was compiled with: two dispatchers of one
+    function (serial and parallel) would share one cache entry, and whichever compiled first
+    would run for both (measured: the "serial" kernel ran at the parallel one's speed)."""
+    copy = types.FunctionType(func.__code__, func.__globals__, func.__name__ + suffix, func.__defaults__,
+                              func.__closure__)
+    copy.__qualname__ = func.__qualname__ + suffix
+    return copy
+
+
+_optimizer_step_serial = njit(cache=True, fastmath=_FASTMATH)(_variant(_optimizer_step, "_serial"))
 # inlined into the epoch kernels below: parallel inside the parallel one, serial in the serial one
-_optimizer_step_inline = njit(cache=True, fastmath=_FASTMATH, inline="always")(_optimizer_step)
+_optimizer_step_inline = njit(cache=True, fastmath=_FASTMATH, inline="always")(_variant(_optimizer_step, "_inline"))
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -299,12 +312,14 @@ def _epoch_batch(x, y, order, theta, sizes, w_off, b_off, a_off, hp, relu, kind,
     return total / max(n, 1)
 
 
-_epoch_batch_parallel = njit(cache=True, fastmath=_FASTMATH, parallel=True)(_epoch_batch)
-_epoch_batch_serial = njit(cache=True, fastmath=_FASTMATH)(_epoch_batch)
+_epoch_batch_parallel = njit(cache=True, fastmath=_FASTMATH, parallel=True)(_variant(_epoch_batch, "_parallel"))
+_epoch_batch_serial = njit(cache=True, fastmath=_FASTMATH)(_variant(_epoch_batch, "_serial"))
 # Below this batch size a step is too small to share: each of its ~11 parallel regions costs a
-# fork and a join, and on a loaded machine a join waits for a descheduled thread
-# (docs/performance.md, "numba-batch below batch SERIAL_BELOW").
-SERIAL_BELOW = 64
+# fork and a join, and on a loaded machine a join waits for a descheduled thread. Measured
+# (docs/performance.md, "Small batches, threads and a busy machine"): at batch 1 the serial
+# kernel is 2.4x faster quiet and 19x beside one busy loop; at batch 32 the parallel one is
+# 1.6x faster quiet (and 2.7x slower loaded: the thread count is the harness's choice).
+SERIAL_BELOW = 32
 
 
 class _NumbaBase(Implementation):

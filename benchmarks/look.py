@@ -14,12 +14,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import tracking
 from benchmarks.config import UsageError
+from benchmarks.server import wait_ready
 
 WINDOW = "1600,1300"
 
@@ -42,18 +41,12 @@ def start_ui(uri: str, port: int, wait: float = 90.0) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
                              "--port", str(port), "--workers", "1"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise UsageError(f"mlflow ui exited ({proc.returncode}): {tracking.display_uri(proc.stderr.read()[-500:])}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.5)
-    stop_ui(proc)
-    raise UsageError(f"mlflow ui did not answer on port {port} within {wait:.0f} s")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc, wait)
+    except UsageError as exc:
+        stop_ui(proc)
+        raise UsageError(f"{exc}: {tracking.display_uri(proc.stderr.read()[-500:])}") from None
+    return proc
 
 
 def stop_ui(proc: subprocess.Popen) -> None:

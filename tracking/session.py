@@ -166,8 +166,18 @@ class Session:
     def log_dataset(self, dataset, run_id: str | None = None):
         """The dataset record (``dataset_record``) as an input of the run."""
         from mlflow.entities import DatasetInput, InputTag
-        self.client.log_inputs(run_id or self.run_id, [DatasetInput(dataset._to_mlflow_entity(),
-                                                                    tags=[InputTag("mlflow.data.context", "training")])])
+        inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "training")])]
+        for attempt in range(3):
+            try:
+                self.client.log_inputs(run_id or self.run_id, inputs)
+                return
+            except Exception as exc:   # MlflowException wrapping the database's IntegrityError
+                # sessions started together insert the same dataset row at once: the losers hit
+                # the unique key (SQLite: "UNIQUE constraint failed"; PostgreSQL: "duplicate
+                # key"; seen in CI, tests/test_faults_cli.py). By then the row exists: retry.
+                if not any(s in str(exc) for s in ("UNIQUE constraint", "duplicate key", "IntegrityError")) \
+                        or attempt == 2:
+                    raise
 
     @timed
     def finish(self, status: str = "FINISHED", reason: str | None = None):

@@ -25,7 +25,8 @@ def run_machines_report(uri: str, refs: list[str] | None, out_dir: str, mode: st
         log(f"note: the sessions ran different matrices ({', '.join(modes)}): only cells they share line up")
     facts = sessions.assign(machine=names, session=sessions["run_id"], mode=sessions["params.mode"],
                             started=sessions["start_time"].astype(str).str[:19],
-                            peak_gemm_gflops=session_peaks(sessions),
+                            peak_gemm_gflops=[tracking.session_meta(row)["peak_gemm_gflops"]
+                                              for _, row in sessions.iterrows()],
                             cpu=sessions.get("tags.machine.cpu_model"), gpu=sessions.get("tags.machine.gpu"))
     key = hashlib.sha1(",".join(sorted(sessions["run_id"])).encode()).hexdigest()[:8]
     folder = Path(out_dir) / f"machines-{key}"
@@ -41,11 +42,3 @@ def run_machines_report(uri: str, refs: list[str] | None, out_dir: str, mode: st
     log(f"written: {', '.join(map(str, paths.values()))} (and logged as run {run.run_id})")
     return paths
 
-
-def session_peaks(sessions):
-    """Each session's float32 peak GEMM: a param since issue 9, a metric before."""
-    import pandas as pd
-    old = sessions.get("metrics.peak_gemm_gflops", pd.Series(float("nan"), index=sessions.index))
-    new = pd.to_numeric(sessions.get("params.peak_gemm_gflops_float32", pd.Series(None, index=sessions.index,
-                                                                                  dtype=object)), errors="coerce")
-    return new.fillna(old)

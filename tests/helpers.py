@@ -22,6 +22,33 @@ def is_outcome(line: str) -> bool:
     return line.startswith("  ") and not line.startswith("   ") and " · " in line
 
 
+PEAKS = {"float32": 100.0, "float64": 50.0}     # GEMM GFLOP/s per dtype, for cells run in a test
+
+
+class Recorder:
+    """A recorder (benchmarks/cells.py) that keeps everything in lists: opened cells and their
+    params, (metrics, tags, step) logged, progress lines, heartbeats and closed outcomes."""
+
+    def __init__(self):
+        self.opened, self.logged, self.lines, self.closed, self.beats = [], [], [], [], 0
+
+    def open(self, cell, params, tags):
+        self.opened.append(cell)
+        self.params = params
+
+    def log(self, metrics=None, tags=None, step=0, series=None):
+        self.logged.append((metrics or {}, tags or {}, step))
+
+    def progress(self, text):
+        self.lines.append(text)
+
+    def heartbeat(self):
+        self.beats += 1
+
+    def close(self, outcome, details=None):
+        self.closed.append(outcome)
+
+
 def sqlite_uri(folder: Path, name: str = "mlflow.db") -> str:
     return f"sqlite:///{folder / name}"
 

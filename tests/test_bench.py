@@ -11,7 +11,7 @@ import pytest
 import impls
 from benchmarks.plan import BenchOptions, gate_options, plan
 from benchmarks.config import RunConfig
-from tests.helpers import is_outcome, ROOT, run_cli
+from tests.helpers import PEAKS, ROOT, Recorder, is_outcome, run_cli
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -175,26 +175,6 @@ def test_ctrl_c_marks_the_current_run_killed_and_keeps_finished_ones(tmp_path):
     assert killed["tags.bpb.failure_reason"].str.contains("interrupted").all()
 
 
-PEAKS = {"float32": 100.0, "float64": 50.0}
-
-
-class ListRecorder:
-    """A recorder (benchmarks/cells.py) that keeps everything in lists."""
-
-    def __init__(self):
-        self.opened, self.logged, self.closed = [], [], []
-
-    def open(self, cell, params, tags):
-        self.opened.append(cell)
-
-    def log(self, metrics=None, tags=None, step=0, series=None):
-        self.logged.append((metrics or {}, tags or {}, step))
-
-    def progress(self, text):
-        self.logged.append(({}, {"progress": text}, None))
-
-    def close(self, outcome, details=None):
-        self.closed.append(outcome)
 
 
 def test_an_accuracy_cell_prepares_its_implementation_exactly_once(fashion, monkeypatch):
@@ -208,7 +188,7 @@ def test_an_accuracy_cell_prepares_its_implementation_exactly_once(fashion, monk
     init = cls.__init__
     monkeypatch.setattr(cls, "__init__", lambda self, *a, **kw: instances.append(1) or init(self, *a, **kw))
     config = PRESETS["hw1-q3"].replace(impl="numpy-batch", epochs=2, train_limit=1024, test_limit=256)
-    rec = ListRecorder()
+    rec = Recorder()
     cells.run_group([Cell("accuracy", config)], fashion, rec, PEAKS, BenchOptions())
     assert [o.status for o in rec.closed] == ["FINISHED"], rec.closed[0].reason
     assert first_calls == ["numpy-batch"]
@@ -228,7 +208,7 @@ def test_a_raising_cell_is_failed_with_its_reason_and_the_group_goes_on(fashion,
     faults.raise_in_torch_cpu()
     base = PRESETS["hw1-q4"].replace(epochs=1, train_limit=300, test_limit=100)
     group = [Cell("accuracy", base.replace(impl="torch-cpu")), Cell("accuracy", base.replace(impl="numpy-sample"))]
-    rec = ListRecorder()
+    rec = Recorder()
     cells.run_group(group, fashion, rec, PEAKS, BenchOptions())
     assert [o.status for o in rec.closed] == ["FAILED", "FINISHED"]
     assert rec.closed[0].reason == "RuntimeError: injected failure in torch-cpu"

@@ -14,9 +14,9 @@ from benchmarks.gate import matrix_differences
 from benchmarks.plan import BenchOptions, Cell, gate_options
 from reports import answer
 from reports.render import write_report
+from tests.helpers import PEAKS, Recorder
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report_session.json"
-PEAKS = {"float32": 100.0, "float64": 50.0}
 
 
 @pytest.fixture
@@ -76,26 +76,6 @@ def test_the_headline_names_only_a_correct_cell_and_calls_a_tie_a_tie(session):
     tied = cells.copy()
     tied.loc[group.index[1], ["samples_per_second_q3"]] = winner["samples_per_second_q1"] * 1.01
     assert "a tie within noise" in next(x for x in answer.headline(tied) if x.startswith("hw1-q4 f32 batch 1:"))
-
-
-class Recorder:
-    def __init__(self):
-        self.logged, self.lines, self.beats, self.closed = [], [], 0, []
-
-    def open(self, cell, params, tags):
-        self.params = params
-
-    def log(self, metrics=None, tags=None, step=0, series=None):
-        self.logged.append((metrics or {}, tags or {}, step))
-
-    def progress(self, text):
-        self.lines.append(text)
-
-    def heartbeat(self):
-        self.beats += 1
-
-    def close(self, outcome, details=None):
-        self.closed.append(outcome)
 
 
 def test_a_cell_over_its_budget_trains_on_fewer_samples_and_says_so(fashion):

@@ -136,14 +136,16 @@ def session_meta(parent) -> dict:
                if isinstance(k, str) and k.startswith("tags.machine.")}
     return {"run_id": parent["run_id"], "status": parent.get("status", "?"), "mode": parent.get("params.mode", "?"),
             "reason": parent.get("tags.bpb.failure_reason") or "",
-            "peak_gemm_gflops": float(parent.get("params.peak_gemm_gflops_float32") or      # older sessions: a metric
-                                      parent.get("metrics.peak_gemm_gflops", float("nan"))),
+            "peak_gemm_gflops": (float(parent["params.peak_gemm_gflops_float32"])      # older sessions: a metric
+                                 if _present(parent.get("params.peak_gemm_gflops_float32"))
+                                 else float(parent.get("metrics.peak_gemm_gflops", float("nan")))),
             "peaks": {d: float(parent[f"params.peak_gemm_gflops_{d}"]) for d in ("float32", "float64")
-                      if pd_notna(parent.get(f"params.peak_gemm_gflops_{d}"))},
+                      if _present(parent.get(f"params.peak_gemm_gflops_{d}"))},
             "machine": machine, "dataset": parent.get("tags.dataset", "?")}
 
 
-def pd_notna(value) -> bool:
+def _present(value) -> bool:
+    """Neither None, NaN (a column other runs have) nor empty."""
     return value is not None and value == value and value != ""
 
 

@@ -13,6 +13,7 @@ sends it there from a worker process (``benchmarks.workers``)::
     recorder.open(cell, params, tags)        # a RUNNING child run
     recorder.log(metrics, tags, step)        # as the cell goes
     recorder.progress(text)                  # a line for the person watching (each epoch, long repeats)
+    recorder.sync()                          # wait until all of the above is written: before timed work
     recorder.close(outcome, details)         # FINISHED or FAILED, with the reason
 
 MLflow conventions (docs/architecture.md): constants of a cell are params; a metric with a
@@ -107,6 +108,7 @@ def run_cell(cell: Cell, data, recorder, peaks: dict, options: BenchOptions,
         out.status = "FAILED"
         out.reason = f"parity check failed: max relative error {p.parity_max_error:.3g} > {tol:g} ({c.dtype})"
         return out
+    recorder.sync()                            # no tracking write runs beside the timed work below
     if on_gpu:
         gpu.reset_peak_memory()
     if cell.kind == "throughput":
@@ -143,6 +145,7 @@ def run_cell(cell: Cell, data, recorder, peaks: dict, options: BenchOptions,
             recorder.progress(f"epoch {record.epoch}/{c.epochs}: test accuracy {record.test_accuracy:.4f}, "
                               f"loss {record.train_loss:.4f}, {record.samples_per_second:,.0f} samples/s, "
                               f"{record.epoch_seconds:.1f} s")
+            recorder.sync()                        # a flush of the epochs so far ends before the next one
         clock = budget.Clock(options.cell_budget)
         result = runner.train(p, data, on_epoch=on_epoch, keep_going=clock)   # Diverged propagates: the cell fails
         if clock.stopped:

@@ -17,7 +17,10 @@ class TrackingRecorder:
     A cell's params, metrics and tags are gathered and written in one ``log_batch`` when it
     closes, or sooner once ``FLUSH_SECONDS`` have passed (a long cell still shows its epochs
     in the UI as it goes): four calls per cell (create, dataset, batch, end), each a round trip
-    to a server (docs/performance.md)."""
+    to a server (docs/performance.md). A worker does not wait for them (``benchmarks/workers.py``)
+    except at its sync points; ``wait_seconds`` is what it did wait, per cell, and ``wait_after``
+    the waits after each worker's last cell: the part of tracking the session's wall time pays
+    for while cells run."""
 
     FLUSH_SECONDS = 10.0
 
@@ -31,6 +34,9 @@ class TrackingRecorder:
         self.current: tuple[Cell, str] | None = None
         self.run_ids: dict[str, str] = {}          # cell name -> its child run
         self.tracking_seconds: dict[str, float] = {}   # cell name -> seconds in tracking calls
+        self.wait_seconds: dict[str, float] = {}       # cell name -> seconds its worker waited for them
+        self.wait_after = 0.0
+        self.worker_wait = 0.0          # what workers waited in all (wait_after included)
         self._spent_at_open, self._flushed, self._pending = 0.0, 0.0, None
         self.opened = 0
         self.cell_start = self.last_line = time.monotonic()
@@ -57,6 +63,14 @@ class TrackingRecorder:
         if self.current is not None and pending:
             self.session.log(self.current[1], **pending)
 
+    def sync(self):
+        """In this process every write is done when its call returns: nothing to wait for."""
+
+    def waited(self, seconds: float = 0.0):
+        """A worker's wait for the writes of its last cell (``benchmarks/workers.py``)."""
+        self.wait_after += seconds
+        self.worker_wait += seconds
+
     def progress(self, text: str):
         self._line(f"    {self.current[0].title}: {text}")
 
@@ -73,7 +87,7 @@ class TrackingRecorder:
         self.last_line = time.monotonic()
         self.say(text)
 
-    def close(self, outcome: CellOutcome, details=None):
+    def close(self, outcome: CellOutcome, details=None, waited: float | None = None):
         c = outcome.cell.config
         if outcome.status == "FINISHED":
             self.rates[outcome.cell.name] = outcome.summary.get("samples_per_second_median", float("nan"))
@@ -88,6 +102,10 @@ class TrackingRecorder:
         # the main process only writes between open and close (a worker, or the cell in this
         # process, does the rest outside tracking calls): the difference is this cell's cost
         self.tracking_seconds[outcome.cell.name] = tracking.spent()[0] - self._spent_at_open
+        # in this process (no worker) the calls themselves are the wait
+        self.wait_seconds[outcome.cell.name] = self.tracking_seconds[outcome.cell.name] if waited is None else waited
+        if waited is not None:
+            self.worker_wait += waited
         self.on_outcome(outcome)
 
     def abort(self, status: str, reason: str):

@@ -8,6 +8,7 @@ listed as SKIPPED with their reason.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -82,6 +83,7 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
     groups: dict[str, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(cell.config.impl, []).append(cell)
+    beside_workers = 0.0
     job = workers.Job(data.name, data_dir, threads, peaks, options, parent_pid=os.getpid(), gpu_peaks=gpu_peaks)
     try:
         for impl_cells in groups.values():
@@ -89,6 +91,7 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
                 workers.prepare_process({c.config.impl for c in impl_cells}, threads)
                 run_group(impl_cells, data, recorder, peaks, options, gpu_peaks)
                 continue
+            before = tracking.spent()[0]
             try:
                 workers.run_isolated(impl_cells, job, recorder)
             except workers.WorkerFailed as exc:
@@ -98,6 +101,8 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
                 for cell in impl_cells:
                     if cell not in done:
                         on_outcome(CellOutcome(cell, "FAILED", f"worker: {exc} (never started)"))
+            finally:       # the writes a worker's messages caused, made while it went on
+                beside_workers += tracking.spent()[0] - before
         failed = [o for o in outcomes if o.status != "FINISHED"]
         session.log(metrics={"cells_failed": len(failed), "cells_finished": len(outcomes) - len(failed),
                              "load_average_end": load_average()})
@@ -105,9 +110,11 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
         if pytest_benchmark:
             attach_pytest_benchmark(session, out_dir, threads, quick=mode != "full", log=log)
         paths = render_report(uri, session.run_id, out_dir, log=log, describe_runs={
-            name: run for name, run in recorder.run_ids.items() if name not in recorder.speedup_logged})
+            name: run for name, run in recorder.run_ids.items() if name not in recorder.speedup_logged},
+            written=session.written)
         view = session.publish_view()
-        log_overhead(session, recorder.tracking_seconds, tracking.spent()[0] - spent_before,
+        spent = tracking.spent()[0] - spent_before
+        log_overhead(session, recorder, spent, spent - beside_workers + recorder.worker_wait,
                      time.perf_counter() - began, log)
         session.finish("FINISHED")
         ui = (f"{uri.rstrip('/')}/{view}" if uri.startswith("http")      # a server is its own UI
@@ -132,26 +139,40 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
         raise
 
 
-def log_overhead(session: tracking.Session, per_cell: dict[str, float], seconds: float, wall: float, log=print):
-    """What tracking cost this session: seconds inside tracking calls per cell (median, max)
-    and in all (the report's reads and uploads included), against the session's wall time."""
-    cell_times = sorted(per_cell.values()) or [float("nan")]
+def log_overhead(session: tracking.Session, recorder: TrackingRecorder, seconds: float, waited: float, wall: float,
+                 log=print):
+    """What tracking cost this session. ``seconds``: time inside tracking calls, per cell
+    (median, max) and in all (the report's reads and uploads included). ``waited``: the part
+    of the wall time the session spent waiting for them: the calls made while no worker ran,
+    and the time workers waited at their sync points (``benchmarks/workers.py``); the calls a
+    worker's messages caused ran while it went on. Both against the session's wall time."""
+    cell_times = sorted(recorder.tracking_seconds.values()) or [float("nan")]
+    waits = sorted(recorder.wait_seconds.values()) or [float("nan")]
     summary = {"tracking_seconds": seconds, "session_seconds": wall, "tracking_fraction": seconds / wall,
                "tracking_cell_seconds_median": float(np.median(cell_times)),
-               "tracking_cell_seconds_max": cell_times[-1]}
+               "tracking_cell_seconds_max": cell_times[-1],
+               "tracking_wait_seconds": waited, "tracking_wait_fraction": waited / wall,
+               "tracking_wait_cell_seconds_median": float(np.median(waits)),
+               "tracking_wait_cell_seconds_max": waits[-1]}
     session.log(metrics=summary)
-    session.log_dict({"summary": summary, "per_cell_seconds": per_cell, "by_function": tracking.clock.breakdown()},
-                     "tracking-overhead.json")
-    log(f"tracking: {seconds:.2f} s of the session's {wall:.1f} s ({100 * seconds / wall:.2f}%); per cell median "
-        f"{1000 * summary['tracking_cell_seconds_median']:.0f} ms, max {1000 * cell_times[-1]:.0f} ms")
+    session.log_dict({"summary": summary, "per_cell_seconds": recorder.tracking_seconds,
+                      "per_cell_wait_seconds": recorder.wait_seconds, "wait_after_last_cells": recorder.wait_after,
+                      "by_function": tracking.clock.breakdown()}, "tracking-overhead.json")
+    log(f"tracking: {seconds:.2f} s in calls, {waited:.2f} s of the session's {wall:.1f} s spent waiting for them "
+        f"({100 * waited / wall:.2f}%); per cell: calls median {1000 * summary['tracking_cell_seconds_median']:.0f} ms, "
+        f"max {1000 * cell_times[-1]:.0f} ms; waits median {1000 * summary['tracking_wait_cell_seconds_median']:.0f} "
+        f"ms, max {1000 * waits[-1]:.0f} ms")
 
 
-def render_report(uri: str, run_id: str | None, out_dir: str, log=print, describe_runs: dict | None = None) -> dict:
+def render_report(uri: str, run_id: str | None, out_dir: str, log=print, describe_runs: dict | None = None,
+                  written: dict | None = None) -> dict:
     """Read a session back from MLflow, write its report files into ``out_dir/<session id>/``,
     point ``out_dir/latest`` at them, and attach them to the session's run. With
     ``describe_runs`` (cell name -> run id, at the end of a session: the cells timed before
     their reference), each of those runs gets its ``speedup_vs_reference`` metric, and the
-    session's run its description: the headline."""
+    session's run its description: the headline. ``written``: the JSON artifacts the session
+    itself wrote (``tracking.Session.written``), read from memory instead of the store; runs
+    and metrics are always read back from the store."""
     from reports.answer import headline
     from reports.render import write_report
     from reports.tables import with_speedup
@@ -164,9 +185,14 @@ def render_report(uri: str, run_id: str | None, out_dir: str, log=print, describ
             "the report shows the cells it finished")
     cells, epochs = tracking.tidy(raw_cells, raw_epochs)
     folder = Path(out_dir) / meta["run_id"]
-    extras = {"examples": tracking.read_json_artifact(uri, meta["run_id"], "examples.json"),
-              "skipped": tracking.read_json_artifact(uri, meta["run_id"], "skipped.json").get("skipped"),
-              "pytest_benchmark": tracking.read_json_artifact(uri, meta["run_id"], "pytest-benchmark/pytest-benchmark.json")}
+
+    def artifact(path: str) -> dict:
+        if written is None:
+            return tracking.read_json_artifact(uri, meta["run_id"], path)
+        known = written.get(path, {})     # what the session did not write does not exist
+        return json.loads(known.read_text()) if isinstance(known, Path) else known
+    extras = {"examples": artifact("examples.json"), "skipped": artifact("skipped.json").get("skipped"),
+              "pytest_benchmark": artifact("pytest-benchmark/pytest-benchmark.json")}
     paths = write_report(cells, epochs, extras["examples"], meta, folder, skipped=extras["skipped"],
                          pytest_benchmark=extras["pytest_benchmark"])
     point_latest(folder)

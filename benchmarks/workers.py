@@ -3,10 +3,13 @@ process, so that no other backend's thread pool is alive beside it (docs/perform
 numba's and torch's OpenMP pools slowed each other 1.5-6x when they shared a process).
 
 A worker imports neither mlflow nor pandas: it sends what ``cells.run_group`` records to the
-main process over a pipe and waits for an acknowledgement after each message, so no tracking
-write ever overlaps a timed region, and the main process always knows which cell is in flight.
-When a worker dies, that cell is closed FAILED by the main process; when the main process dies,
-the worker's next message fails and it exits quietly.
+main process over a pipe without waiting, so the main process writes to the store while the
+worker prepares its next cell; before any timed work the worker waits until every message is
+written (``PipeRecorder.sync``), so no tracking write overlaps a timed region. Messages are
+handled in the order sent, so the main process always knows which cell is in flight.
+When a worker dies, that cell is closed FAILED by the main process (what it sent before is
+still read from the pipe); when the main process dies, the worker's next message fails and it
+exits quietly.
 
 Test hook: ``BPB_FAULT=module:function`` in the environment makes each worker call that
 function first (``tests/faults.py`` breaks one implementation class for the process).
@@ -55,14 +58,25 @@ def prepare_process(names, threads: int) -> None:
 
 
 class PipeRecorder:
-    """The worker's side of a recorder: every call becomes a message, answered by an ack."""
+    """The worker's side of a recorder: every call becomes a message, sent without waiting,
+    so the main process writes to the store while this process goes on (prepares its next
+    cell). ``sync()`` waits until the main process has handled everything sent before it:
+    a cell calls it before its timed work (``benchmarks/cells.py``), so no write overlaps a
+    timed pass. The seconds spent waiting there are what tracking cost this process's cells:
+    they travel with each ``close`` (and with ``done`` for the wait after the last cell)."""
 
     def __init__(self, conn):
         self.conn = conn
+        self.waited = 0.0          # seconds in sync() since the last close (or the start)
 
     def _send(self, *msg):
         self.conn.send(msg)
-        self.conn.recv()          # the ack: the main process has written it
+
+    def sync(self):
+        t0 = time.perf_counter()
+        self.conn.send(("sync",))
+        self.conn.recv()          # the ack: everything sent before is written
+        self.waited += time.perf_counter() - t0
 
     def open(self, cell, params, tags):
         self._send("open", cell, params, tags)
@@ -74,7 +88,8 @@ class PipeRecorder:
         self._send("progress", text)
 
     def close(self, outcome, details=None):
-        self._send("close", outcome, details)
+        self._send("close", outcome, details, self.waited)
+        self.waited = 0.0
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -96,8 +111,10 @@ def _worker(conn, job: Job, cells: list[Cell]) -> None:
             threading.Thread(target=_exit_with_parent, args=(job.parent_pid,), daemon=True).start()
         prepare_process({c.config.impl for c in cells}, job.threads)
         data = datasets.load(job.dataset, job.data_dir)
-        run_group(cells, data, PipeRecorder(conn), job.peaks, job.options, job.gpu_peaks)
-        conn.send(("done",))
+        recorder = PipeRecorder(conn)
+        run_group(cells, data, recorder, job.peaks, job.options, job.gpu_peaks)
+        recorder.sync()           # the last cell's writes: the session waits for them either way
+        conn.send(("done", recorder.waited))
     except KeyboardInterrupt:
         _quietly(conn.send, ("interrupted",))
     except (BrokenPipeError, EOFError, ConnectionResetError):
@@ -112,6 +129,19 @@ def _quietly(func, *args):
     try:
         func(*args)
     except OSError:
+        pass
+
+
+def _drain(conn, recorder) -> None:
+    """Ctrl-C in the main process: what the worker sent before it (a finished cell's close)
+    is written before the caller closes the cell in flight KILLED."""
+    try:
+        while conn.poll(0.5):
+            kind, *args = conn.recv()
+            if kind not in ("open", "log", "progress", "close"):
+                return
+            getattr(recorder, kind)(*args)
+    except (EOFError, OSError):
         pass
 
 
@@ -150,17 +180,23 @@ def run_isolated(cells: list[Cell], job: Job, recorder) -> None:
                 proc.join()
                 raise WorkerFailed(f"worker process died (exit code {proc.exitcode})",
                                    f"exit code {proc.exitcode}") from None
+            except KeyboardInterrupt:
+                _drain(conn, recorder)
+                raise
             if kind == "done":
+                recorder.waited(*args)
                 return
             if kind == "interrupted":
                 raise KeyboardInterrupt
             if kind == "error":
                 raise WorkerFailed(args[0].strip().splitlines()[-1], args[0])
+            if kind == "sync":
+                try:
+                    conn.send("ack")
+                except OSError:                # died before reading it; the next recv says how
+                    pass
+                continue
             getattr(recorder, kind)(*args)
-            try:
-                conn.send("ack")
-            except OSError:                    # died before reading it; the next recv says how
-                pass
     finally:
         conn.close()
         proc.join(timeout=10)

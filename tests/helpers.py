@@ -45,8 +45,15 @@ class Recorder:
     def heartbeat(self):
         self.beats += 1
 
-    def close(self, outcome, details=None):
+    def sync(self):
+        self.syncs = getattr(self, "syncs", 0) + 1
+
+    def close(self, outcome, details=None, waited=None):
         self.closed.append(outcome)
+        self.waits = [*getattr(self, "waits", []), waited]
+
+    def waited(self, seconds=0.0):
+        self.after = seconds
 
 
 def sqlite_uri(folder: Path, name: str = "mlflow.db") -> str:

@@ -85,12 +85,13 @@ def test_a_cell_over_its_budget_trains_on_fewer_samples_and_says_so(fashion):
     t0 = time.perf_counter()
     cells.run_group([Cell("accuracy", config)], fashion, rec, PEAKS, BenchOptions(cell_budget=0.5))
     assert [o.status for o in rec.closed] == ["FINISHED"]
-    tags = {k: v for _, t, _ in rec.logged for k, v in t.items()}
-    assert tags["bpb.budget"].startswith("trained on ") and "over the 0.5 s cell budget" in tags["bpb.budget"]
+    budget_tags = [t["bpb.budget"] for _, t, _ in rec.logged if "bpb.budget" in t]
+    # the first says what was cut; on a loaded machine the clock may also stop it early (a second tag)
+    assert budget_tags[0].startswith("trained on ") and "over the 0.5 s cell budget" in budget_tags[0], budget_tags
     metrics = {k: v for m, _, _ in rec.logged for k, v in m.items()}
     assert metrics["train_samples"] < 20000 and metrics["projected_train_seconds"] > 0.5
     assert rec.params["cell_budget_seconds"] == 0.5
-    assert any(line.startswith("epoch 3/3: test accuracy") for line in rec.lines)
+    assert any(line.startswith("epoch 3/3: test accuracy") for line in rec.lines) or len(budget_tags) == 2
     assert time.perf_counter() - t0 < 30        # the unbudgeted cell takes a few seconds; this one far less
 
 
@@ -114,6 +115,29 @@ def test_the_main_process_beats_while_a_worker_is_silent(monkeypatch, fashion):
     workers.run_isolated([Cell("throughput", config)], workers.Job("fashion-mnist", None, 1, PEAKS, options), rec)
     assert [o.status for o in rec.closed] == ["FINISHED"]
     assert rec.beats >= 5                                       # a second of silence, beats every 0.1 s
+
+
+def test_a_worker_goes_on_while_the_main_process_writes_and_waits_before_its_timed_work(fashion):
+    """A slow store: each cell's open takes 2 s to write. The worker does not wait for it
+    while it prepares the cell, then waits at its sync point (benchmarks/workers.py) until the
+    write is done, so its timed passes never run beside a write; the wait is reported."""
+    class SlowStore(Recorder):
+        def open(self, cell, params, tags):
+            time.sleep(2.0)
+            super().open(cell, params, tags)
+            self.logged.append(({"opened": cell.name}, {}, 0))
+    config = PRESETS["hw1-q4"].replace(impl="numpy-sample", dtype="float32", train_limit=256, test_limit=100)
+    cells = [Cell("throughput", config), Cell("throughput", config.replace(seed=1))]
+    rec = SlowStore()
+    workers.run_isolated(cells, workers.Job("fashion-mnist", None, 1, PEAKS, BenchOptions(repeats=1, repeat_seconds=0.01)),
+                         rec)
+    assert [o.status for o in rec.closed] == ["FINISHED", "FINISHED"]
+    # every cell's messages arrive after its open and in order: the open marker, then its metrics
+    names = [next(iter(m.values())) for m, _, _ in rec.logged if "opened" in m]
+    assert names == [c.name for c in cells]
+    # it waited for the write (a tiny cell prepares in well under 2 s), but not for all of it
+    assert all(0.5 < w < 2.0 for w in rec.waits), rec.waits
+    assert rec.after >= 0.0
 
 
 def test_the_gate_refuses_a_session_run_with_another_schedule_or_seeds():

@@ -17,6 +17,7 @@ import os
 import socket
 import time
 import warnings
+from pathlib import Path
 
 from tracking.clock import timed
 from tracking.store import EXPERIMENT, connect
@@ -73,6 +74,9 @@ class Session:
         self.uri, self.run_id, self.experiment_id = uri, run_id, experiment_id
         self.client = mlflow.MlflowClient(uri)
         self.monitor = None
+        # artifact path -> what this process wrote there on the parent run (a dict, or the local
+        # file it uploaded): the session's own report reads these instead of downloading them
+        self.written: dict[str, object] = {}
 
     @classmethod
     @timed
@@ -194,10 +198,13 @@ class Session:
     @timed
     def log_artifact(self, path, artifact_path: str | None = None):
         self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self.written["/".join(filter(None, [artifact_path, Path(path).name]))] = Path(path)
 
     @timed
     def log_dict(self, obj: dict, artifact_file: str, run_id: str | None = None):
         self.client.log_dict(run_id or self.run_id, obj, artifact_file)
+        if run_id in (None, self.run_id):
+            self.written[artifact_file] = obj
 
     @timed
     def log_text(self, text: str, artifact_file: str, run_id: str | None = None):

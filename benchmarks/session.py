@@ -27,7 +27,10 @@ from benchmarks.pytest_suite import attach_pytest_benchmark
 from benchmarks.recorder import TrackingRecorder
 
 ROOT = Path(__file__).resolve().parents[1]
-SYSTEM_METRICS_SECONDS = 1.0     # cells of a quick session last seconds: sample every second
+# MLflow's monitor reads the run back at every sample (a round trip) and writes each sample from
+# a thread of its own, beside the cells' timed work: every 5 s keeps that to one request pair
+# per 5 s (docs/performance.md, "The team server")
+SYSTEM_METRICS_SECONDS = 5.0
 
 
 def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: str, mode: str = "full",
@@ -177,8 +180,9 @@ def render_report(uri: str, run_id: str | None, out_dir: str, log=print, describ
     from reports.render import write_report
     from reports.tables import with_speedup
     tracking.connect(uri, create=False)
-    tracking.reap_stale(uri)
-    parent, raw_cells, raw_epochs = tracking.read_session(uri, run_id)
+    if written is None:             # a session reaped the store when it started
+        tracking.reap_stale(uri)
+    parent, raw_cells, raw_epochs = tracking.read_session(uri, run_id, repeats=False)
     meta = tracking.session_meta(parent)
     if meta["status"] not in ("FINISHED", "RUNNING"):
         log(f"session {meta['run_id']} is {meta['status']} ({meta['reason']}): "

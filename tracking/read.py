@@ -89,10 +89,12 @@ def all_cells(uri: str):
 
 
 @timed
-def read_session(uri: str, run_id: str | None = None):
+def read_session(uri: str, run_id: str | None = None, repeats: bool = True):
     """(parent, cells, epochs) as pandas: the parent run's row, one row per child run
     (columns ``metrics.*``, ``params.*``, ``tags.*``, ``status``), and every per-epoch metric
-    of every child in long form (run_id, key, step, value)."""
+    of every child in long form (run_id, key, step, value). ``repeats=False`` leaves out the
+    throughput repeats' histories (``repeat/*``: the gate and compare read them, a report does not),
+    a server round trip each."""
     import mlflow
     import pandas as pd
     client = _client(uri)
@@ -105,10 +107,13 @@ def read_session(uri: str, run_id: str | None = None):
                                order_by=["attributes.start_time ASC"])
     # one history call per metric a cell has (a server round trip each), not per name it might have
     wanted = []
+    kinds = cells["tags.bpb.cell_kind"] if "tags.bpb.cell_kind" in cells.columns else pd.Series("", index=cells.index)
+    accuracy = set(cells.loc[kinds == "accuracy", "run_id"]) if not cells.empty else set()
     for rid in cells["run_id"] if not cells.empty else []:
         logged = set(cells.loc[cells["run_id"] == rid].filter(like="metrics.").dropna(axis=1).columns.str[8:])
         wanted += [(rid, key) for key in HISTORY_METRICS if key in logged
-                   and not (key in EPOCH_METRICS and f"epoch/{key}" in logged)]   # the summary twin (step 0)
+                   and not (key in EPOCH_METRICS and f"epoch/{key}" in logged)    # the summary twin (step 0)
+                   and (repeats or rid in accuracy)]
 
     def history(pair):
         return [{"run_id": pair[0], "key": pair[1].removeprefix("epoch/"), "step": m.step, "value": m.value}

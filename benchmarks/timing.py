@@ -218,14 +218,14 @@ def probe_metrics(probes: dict[str, PeakProbe], when: str) -> dict[str, float]:
     return {f"peak_probe/{when}/{key}/{name}": v for key, p in probes.items() for name, v in p.figures().items()}
 
 
-if __name__ == "__main__":     # one probe in this process: python -m benchmarks.timing [threads]
+if __name__ == "__main__":     # python -m benchmarks.timing [threads [dtype ...]]: one session's probes
     import os
     import sys
 
     from benchmarks import machine
     threads = int(sys.argv[1]) if len(sys.argv) > 1 else (os.cpu_count() or 1)
     machine.pin_threads(threads)
-    for dt in ("float32", "float64"):
+    for dt in sys.argv[2:] or ("float32", "float64"):
         for t in dict.fromkeys((threads, 1)):
             p = peak_probe(dt, t)
             print(f"{dt} threads={t}: numpy median {p.numpy_median:.1f} spread {relative_spread(p.numpy):.3f}, "

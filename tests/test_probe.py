@@ -98,7 +98,8 @@ def test_a_dry_run_logs_the_probe_and_every_cells_peak_rss(dry_run):
     import mlflow
     uri, proc, report = dry_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    runs = mlflow.MlflowClient(uri).search_runs([mlflow.get_experiment_by_name("backprop-bench").experiment_id])
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("backprop-bench").experiment_id])
     parent = next(r for r in runs if r.data.tags["bpb.kind"] == "session")
     children = [r for r in runs if r.data.tags["bpb.kind"] == "cell"]
     params, metrics = parent.data.params, parent.data.metrics

@@ -52,7 +52,7 @@ def test_the_rule_is_the_larger_median_and_the_spread_is_of_its_repeats():
     assert metrics["peak_probe/end/float32/torch_median"] == 8.0 and metrics["peak_probe/end/float32/spread"] == 0.5
 
 
-def test_single_threaded_cells_are_divided_by_the_single_thread_peak():
+def test_single_threaded_cells_are_divided_by_the_single_thread_peak(monkeypatch):
     base = PRESETS["hw1-q4"].replace(dtype="float32")
     sample, batch = Cell("throughput", base.replace(impl="numpy-sample")), Cell("throughput", base.replace(impl="numpy-batch"))
     assert cells.one_thread("numpy-sample") and cells.one_thread("numba-sample") and not cells.one_thread("numpy-batch")
@@ -64,6 +64,10 @@ def test_single_threaded_cells_are_divided_by_the_single_thread_peak():
     assert cells.cell_params(batch, PEAKS, BenchOptions())["peak_gemm"] == "float32"
     # a caller without single-thread peaks: the session's
     assert cells.roofline_peak(sample, {"float32": 100.0}, None)[0] == 100.0
+    # the class attribute, where set, decides
+    import impls
+    monkeypatch.setattr(impls.get("numpy-batch"), "single_threaded", True)
+    assert cells.one_thread("numpy-batch") and cells.roofline_peak(batch, PEAKS, None)[0] == 60.0
 
 
 def test_peak_rss_is_this_cells_own():

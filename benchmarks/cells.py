@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 import impls
-from benchmarks import budget, gpu, machine, runner, timing
+from benchmarks import budget, gpu, machine, memory, runner, timing
 from benchmarks.plan import BenchOptions, Cell
 from reports.stats import quartiles
 
@@ -56,21 +56,42 @@ def cell_tags(cell: Cell, inventory: dict) -> dict:
             "batch_size": c.batch_size, "git_commit": inventory.get("git_commit", "unknown")}
 
 
+def one_thread(impl: str) -> bool:
+    """Whether ``impl`` runs on one thread whatever the session's thread count: its class says
+    so (``single_threaded``), or, unsaid, it only runs batch 1 (the per-sample implementations)."""
+    cls = impls.get(impl)
+    said = getattr(cls, "single_threaded", None)
+    return bool(said) if said is not None else cls.batch_sizes == (1,)
+
+
 def roofline_peak(cell: Cell, peaks: dict, gpu_peaks: dict | None) -> tuple[float, str]:
     """(GFLOP/s, what it is) the cell's roofline divides by: the GPU's own peak in the mode the
     cell runs (``benchmarks/gpu.py``) for a GPU cell, else this machine's CPU GEMM peak in the
-    cell's dtype, both measured this session."""
+    cell's dtype measured this session (``timing.PEAK_RULE``): on 1 thread for a single-threaded
+    implementation (``one_thread``), on the session's threads for the others. ``peaks``: key
+    (``timing.peak_key``) -> GFLOP/s, and ``<key>_spread``, the probe's relative spread."""
     c = cell.config
     if impls.get(c.impl).device == "cuda":
         return gpu.roofline_peak(c.dtype, c.tf32, gpu_peaks or {})
-    return peaks[c.dtype], f"CPU {c.dtype} GEMM (numpy), measured this session"
+    key = timing.peak_key(c.dtype, one_thread(c.impl))
+    if key not in peaks:       # a caller that measured no single-thread peak
+        key = c.dtype
+    threads = "1 thread" if key != c.dtype else "session threads"
+    spread = peaks.get(f"{key}_spread", float("nan"))
+    return peaks[key], f"CPU {c.dtype} GEMM ({threads}), measured this session, probe spread {100 * spread:.1f}%"
 
 
 def cell_params(cell: Cell, peaks: dict, options: BenchOptions, gpu_peaks: dict | None = None) -> dict:
-    """The child run's params: the whole RunConfig and the cell's constants."""
+    """The child run's params: the whole RunConfig and the cell's constants, the peak its
+    roofline divides by among them (``peak_gemm_gflops``, which one: ``peak_gemm``)."""
     c = cell.config
+    on_cpu = impls.get(c.impl).device != "cuda"
+    key = timing.peak_key(c.dtype, one_thread(c.impl))
+    key = key if key in peaks else c.dtype
     constants = {"cell_kind": cell.kind, "flops_per_sample": impls.flops_per_sample(impls.NetSpec(c.sizes, c.activation)),
                  "peak_gemm_gflops": round(roofline_peak(cell, peaks, gpu_peaks)[0], 1),
+                 "peak_gemm": key if on_cpu else "gpu",
+                 "peak_gemm_spread": round(peaks.get(f"{key}_spread", float("nan")), 4) if on_cpu else float("nan"),
                  "cell_budget_seconds": options.cell_budget}
     if cell.kind == "throughput":
         constants.update(repeats=options.repeats, repeat_seconds=options.repeat_seconds,
@@ -93,7 +114,8 @@ def run_cell(cell: Cell, data, recorder, peaks: dict, options: BenchOptions,
     the GPU's own (``gpu_peaks``)."""
     c = cell.config
     out = CellOutcome(cell)
-    recorder.log({"load_average_start": load_average()})
+    rss_words = memory.reset_peak_rss()        # this cell's own peak, in a worker that ran others before
+    recorder.log({"load_average_start": load_average()}, tags={"bpb.peak_rss": rss_words})
     p = runner.prepare(c, data)
     flops = impls.flops_per_sample(p.spec)
     on_gpu = p.cls.device == "cuda"
@@ -107,6 +129,7 @@ def run_cell(cell: Cell, data, recorder, peaks: dict, options: BenchOptions,
         tol = impls.PARITY_TOLERANCE[c.dtype]
         out.status = "FAILED"
         out.reason = f"parity check failed: max relative error {p.parity_max_error:.3g} > {tol:g} ({c.dtype})"
+        recorder.log({"peak_rss_mb": memory.peak_rss_mb()})
         return out
     recorder.sync()                            # no tracking write runs beside the timed work below
     if on_gpu:
@@ -167,7 +190,7 @@ def run_cell(cell: Cell, data, recorder, peaks: dict, options: BenchOptions,
                        samples_per_second_relative_iqr=(q3 - q1) / med if med > 0 else float("nan"),
                        roofline_fraction=med * flops / (peak_gflops * 1e9))
     recorder.log({k: v for k, v in out.summary.items() if k not in ("compile_seconds", "parity_max_error", "budget_note")}
-                 | {"load_average_end": load_average()})
+                 | {"load_average_end": load_average(), "peak_rss_mb": memory.peak_rss_mb()})
     return out
 
 

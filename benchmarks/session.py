@@ -20,7 +20,7 @@ import numpy as np
 import impls
 import tracking
 from benchmarks import gpu, machine, timing, workers
-from benchmarks.cells import EXAMPLE_INDICES, CellOutcome, load_average, run_group
+from benchmarks.cells import EXAMPLE_INDICES, CellOutcome, load_average, one_thread, run_group
 from benchmarks.config import UsageError
 from benchmarks.plan import BenchOptions, Cell, plan
 from benchmarks.pytest_suite import attach_pytest_benchmark
@@ -48,24 +48,27 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
     settings = machine.pin_threads(threads)
     inventory = machine.inventory()
     log(estimate(cells, options, tracking.previous_durations(uri, mode)))
-    peaks = {dtype: timing.peak_gemm_gflops(dtype=dtype) for dtype in ("float32", "float64")}
+    dry = mode == "dry-run"
+    probes = timing.session_probes({c.config.dtype for c in cells if one_thread(c.config.impl)}, threads, dry, log)
+    peaks, peak_params = timing.peak_figures(probes)
     gpu_peaks = gpu.session_peaks(any(impls.get(c.config.impl).device == "cuda" for c in cells), log)
     session = tracking.Session.start(uri, name=f"bench {mode} · {time.strftime('%Y-%m-%d %H:%M')} · {socket.gethostname()}",
                                      params={**{f"option.{k}": v for k, v in asdict(options).items()},
                                              "mode": mode, "threads": threads, "isolate": isolate,
-                                             **{f"peak_gemm_gflops_{d}": round(v, 1) for d, v in peaks.items()},
+                                             **peak_params,
                                              **{f"gpu_peak_gemm_gflops_{m}": round(v, 1) for m, v in gpu_peaks.items()}},
                                      tags={**{f"machine.{k}": v for k, v in inventory.items()},
                                            "git_commit": inventory["git_commit"],
                                            "mlflow.note.content": f"bench {mode} session: running ({len(cells)} cells)",
                                            "dataset": data.name, "dataset_digest": data.digest, **label})
-    session.log(metrics={"cells_planned": len(cells),
+    session.log(metrics={"cells_planned": len(cells), **timing.probe_metrics(probes, "start"),
                          "load_average_start": load_average()},
                 tags={"bpb.skipped": "; ".join(skipped) or "none"})
     session.log_dict({"skipped": skipped}, "skipped.json")
     monitoring = session.monitor_system(SYSTEM_METRICS_SECONDS)
     log(f"session {session.run_id} in {tracking.display_uri(uri)}: {len(cells)} cells, peak GEMM "
-        f"{peaks['float32']:.0f} GFLOP/s float32, {peaks['float64']:.0f} float64, threads {threads} ({settings}), "
+        f"{peaks['float32']:.0f} GFLOP/s float32 (spread {peaks['float32_spread']:.0%}), {peaks['float64']:.0f} "
+        f"float64, threads {threads} ({settings}), "
         f"{'one process per implementation' if isolate else 'one process'}, cell budget "
         f"{f'{options.cell_budget:g} s' if options.cell_budget else 'none'}; system metrics: {monitoring}")
     if gpu_peaks:
@@ -107,8 +110,11 @@ def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: st
             finally:       # the writes a worker's messages caused, made while it went on
                 beside_workers += tracking.spent()[0] - before
         failed = [o for o in outcomes if o.status != "FINISHED"]
+        end = timing.end_probe(threads, dry)
+        log(f"peak probe at the end: float32 {end.peak:.0f} GFLOP/s (spread {end.spread:.0%}), "
+            f"{end.peak / peaks['float32'] - 1:+.0%} against the start")
         session.log(metrics={"cells_failed": len(failed), "cells_finished": len(outcomes) - len(failed),
-                             "load_average_end": load_average()})
+                             **timing.probe_metrics({"float32": end}, "end"), "load_average_end": load_average()})
         session.log_dict(examples_payload(data, outcomes), "examples.json")
         if pytest_benchmark:
             attach_pytest_benchmark(session, out_dir, threads, quick=mode != "full", log=log)

@@ -39,7 +39,7 @@ class Job:
     dataset: str
     data_dir: str | None
     threads: int
-    peaks: dict                     # dtype -> measured peak GEMM GFLOP/s
+    peaks: dict                     # peak key -> measured peak GEMM GFLOP/s, and its spread (timing.peak_figures)
     options: BenchOptions
     parent_pid: int | None = None   # the main process; the worker exits when it is gone
     gpu_peaks: dict | None = None   # the GPU's peak GEMM GFLOP/s per mode (benchmarks/gpu.py), if measured

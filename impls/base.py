@@ -111,6 +111,9 @@ class Implementation:
     needs_gpu: ClassVar[bool] = False
     takes_tf32: ClassVar[bool] = False
     device: ClassVar[str] = "cpu"
+    # runs on one thread whatever the session's count (its roofline divides by a 1-thread peak,
+    # benchmarks/cells.py one_thread); None: inferred, True for batch_sizes == (1,)
+    single_threaded: ClassVar[bool | None] = None
 
     def __init__(self, spec: NetSpec, params, *, lr: float, batch_size: int = 1,
                  dtype: str = "float64", optimizer: str = "sgd", momentum: float = 0.0,

@@ -94,7 +94,10 @@ def throughput_figure(cells: pd.DataFrame, peaks) -> Figure:
                 to_pct = lambda s, f=flops, p=peak: s * f / (p * 1e9) * 100  # noqa: E731
                 from_pct = lambda q, f=flops, p=peak: q * p * 1e9 / f / 100  # noqa: E731
                 sec = ax.secondary_yaxis("right", functions=(to_pct, from_pct))
-                sec.set_ylabel(f"% of measured {dtype} peak GEMM ({peak:.0f} GFLOP/s)")
+                spread = peaks.get(f"{dtype}_spread", np.nan)     # issue 13: the probe's spread beside it
+                sec.set_ylabel(f"% of measured {dtype} peak GEMM ({peak:.0f} GFLOP/s"
+                               + (f", spread {100 * spread:.0f}%" if np.isfinite(spread) else "")
+                               + (", multi-thread cells" if f"{dtype}_1thread" in peaks else "") + ")")
             _legend(ax, loc="upper left", fontsize=8, ncol=max(len(batches), 1))
     fig.suptitle("Training throughput: median of repeats, IQR error bars, labels = speed-up over numpy-sample",
                  fontsize=11)

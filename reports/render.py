@@ -33,6 +33,8 @@ def build_figures(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, met
     targets = (cells[cells["kind"] == "accuracy"].dropna(subset=["target_accuracy"])
                .groupby("preset")["target_accuracy"].first().to_dict())
     peaks = meta.get("peaks") or {"float32": float(meta.get("peak_gemm_gflops", float("nan")))}
+    peaks = {**peaks, **{f"{k}_spread": v for k, v in (meta.get("peak_spreads") or {}).items()},
+             **{f"{d}_1thread": v for d, v in (meta.get("peaks_1thread") or {}).items()}}
     figs = {"throughput": throughput_figure(cells, peaks),
             "accuracy": accuracy_figure(epochs, targets),
             "loss": loss_figure(epochs)}
@@ -56,8 +58,27 @@ def _facts(meta: dict) -> list[str]:
         f"CPU {machine.get('cpu_model', '?')} ({machine.get('cpu_cores', '?')} cores), GPU {machine.get('gpu', '?')}",
         f"BLAS {machine.get('blas', '?')}; {machine.get('openblas_env', '')}",
         "peak GEMM (measured at session start): " + ", ".join(f"{d} {v:.0f} GFLOP/s" for d, v in peaks.items()),
+        *_probe_facts(meta),
         f"git commit {machine.get('git_commit', '?')}",
     ]
+
+
+def _probe_facts(meta: dict) -> list[str]:
+    """Issue 13's probe: each peak with its spread, the single-thread peaks, the rule, and the
+    float32 probe at the session's end; nothing for sessions before it."""
+    spreads = meta.get("peak_spreads") or {}
+    if not spreads:
+        return []
+    peaks = {**(meta.get("peaks") or {}), **{f"{d}_1thread": v for d, v in (meta.get("peaks_1thread") or {}).items()}}
+    lines = ["peak probe spread (max-min over median of 5 repeats): " + ", ".join(
+        f"{k.replace('_1thread', ' 1 thread')} {peaks.get(k, float('nan')):.0f} GFLOP/s spread {100 * v:.1f}%"
+        for k, v in sorted(spreads.items())), f"roofline peak rule: {meta.get('peak_rule') or '?'}"]
+    end = meta.get("peak_end") or {}
+    if "peak" in end and peaks.get("float32"):
+        lines.append(f"peak probe at the session's end: float32 {end['peak']:.0f} GFLOP/s, spread "
+                     f"{100 * end.get('spread', float('nan')):.1f}%, {100 * (end['peak'] / peaks['float32'] - 1):+.1f}% "
+                     "against the start")
+    return lines
 
 
 def _sections(cells, meta, skipped, bench_table) -> list[tuple[str, list[str], pd.DataFrame | None]]:

@@ -91,12 +91,30 @@ def _row(g: pd.DataFrame) -> dict:
                 if not done.empty else failed),
         "speed-up": (f"{speedup:.2f}x" if not math.isnan(speedup) else ("no baseline" if not done.empty else failed)),
         "% roofline": _num(100 * float(done["roofline_fraction"].median()) if not done.empty else float("nan"), ".3f", failed),
+        "roofline peak": roofline_peak_text(c),
         "compile s": _num(float(g["compile_seconds"].median()), ".3f", "failed before"),
+        "peak RSS MiB": _num(float(pd.to_numeric(g.get("peak_rss_mb", pd.Series(dtype=float))).max()), ",.0f",
+                             "not measured"),
         "test acc": acc,
         "time to target s": target,
         "parity max err": _num(float(g["parity_max_error"].max()), ".1e", "failed before"),
         "status": status,
     }
+
+
+def roofline_peak_text(c) -> str:
+    """The peak a cell's "% roofline" divides by, beside it: GFLOP/s, on 1 thread where it was
+    (issue 13: the per-sample implementations), and the probe's spread (max-min over median of
+    its repeats); sessions before issue 13 measured no spread."""
+    peak = pd.to_numeric(c.get("peak_gemm_gflops"), errors="coerce")
+    if peak is None or pd.isna(peak):
+        return NA
+    which, spread = c.get("peak_gemm"), pd.to_numeric(c.get("peak_gemm_spread"), errors="coerce")
+    text = f"{peak:,.0f} GFLOP/s" + (", 1 thread" if isinstance(which, str) and which.endswith("_1thread") else "")
+    if which == "gpu":
+        return text + " (GPU)"
+    return text + (f", spread {100 * spread:.1f}%" if spread is not None and not pd.isna(spread) else
+                   ", spread not measured")
 
 
 def to_markdown(table: pd.DataFrame) -> str:

@@ -22,7 +22,9 @@ def is_outcome(line: str) -> bool:
     return line.startswith("  ") and not line.startswith("   ") and " · " in line
 
 
-PEAKS = {"float32": 100.0, "float64": 50.0}     # GEMM GFLOP/s per dtype, for cells run in a test
+# GEMM GFLOP/s per peak key (benchmarks/timing.py peak_key) and its spread, for cells run in a test
+PEAKS = {"float32": 100.0, "float64": 50.0, "float32_1thread": 60.0, "float64_1thread": 30.0,
+         "float32_spread": 0.05, "float64_spread": 0.05, "float32_1thread_spread": 0.04, "float64_1thread_spread": 0.04}
 
 
 class Recorder:

@@ -39,7 +39,8 @@ def test_table_has_a_row_per_cell_and_no_empty_entries(session):
     table = summary_table(cells)
     assert len(table) == len(cells)
     assert list(table.columns) == ["implementation", "cell", "network", "dtype", "batch", "samples/s (median)",
-                                   "IQR", "speed-up", "% roofline", "compile s", "test acc", "time to target s",
+                                   "IQR", "speed-up", "% roofline", "roofline peak", "compile s", "peak RSS MiB",
+                                   "test acc", "time to target s",
                                    "parity max err", "status"]
     assert not table.isna().any().any()
     assert not (table.astype(str).apply(lambda col: col.str.strip()) == "").any().any()

@@ -146,6 +146,14 @@ def session_meta(parent) -> dict:
                                  else float(parent.get("metrics.peak_gemm_gflops", float("nan")))),
             "peaks": {d: float(parent[f"params.peak_gemm_gflops_{d}"]) for d in ("float32", "float64")
                       if _present(parent.get(f"params.peak_gemm_gflops_{d}"))},
+            # issue 13: the single-thread peaks, every peak's spread, and the end probe's float32
+            "peaks_1thread": {d: float(parent[f"params.peak_gemm_gflops_{d}_1thread"]) for d in ("float32", "float64")
+                              if _present(parent.get(f"params.peak_gemm_gflops_{d}_1thread"))},
+            "peak_spreads": {k[len("params.peak_gemm_spread_"):]: float(v) for k, v in parent.items()
+                             if isinstance(k, str) and k.startswith("params.peak_gemm_spread_") and _present(v)},
+            "peak_end": {k.split("/")[-1]: float(v) for k, v in parent.items() if isinstance(k, str)
+                         and k.startswith("metrics.peak_probe/end/float32/") and _present(v)},
+            "peak_rule": parent.get("params.peak_gemm_rule") or "",
             "machine": machine, "dataset": parent.get("tags.dataset", "?")}
 
 
@@ -220,7 +228,7 @@ CELL_COLUMNS = ["run_id", "cell", "kind", "impl", "device", "preset", "dataset",
                 "samples_per_second_q1", "samples_per_second_q3", "roofline_fraction",
                 "compile_seconds", "test_accuracy", "time_to_target_seconds", "target_accuracy",
                 "parity_max_error", "flops_per_sample", "samples_per_second_relative_iqr", "load_average_start",
-                "load_average_end", "budget", "peak_gemm_gflops"]
+                "load_average_end", "budget", "peak_gemm_gflops", "peak_gemm", "peak_gemm_spread", "peak_rss_mb"]
 EPOCH_COLUMNS = ["run_id", "cell", "impl", "preset", "dtype", "batch_size", "seed", "epoch",
                  *EPOCH_METRICS]
 
@@ -266,6 +274,9 @@ def tidy(cells, epochs):
         "budget": col("tags.bpb.budget", None),
         "peak_gemm_gflops": pd.to_numeric(col("params.peak_gemm_gflops"), errors="coerce").fillna(
             col("metrics.peak_gemm_gflops")),
+        "peak_gemm": col("params.peak_gemm", None),                # issue 13: which peak, its spread
+        "peak_gemm_spread": pd.to_numeric(col("params.peak_gemm_spread"), errors="coerce"),
+        "peak_rss_mb": col("metrics.peak_rss_mb"),
     }, columns=CELL_COLUMNS).reset_index(drop=True)
     if epochs.empty or out.empty:
         return out, pd.DataFrame(columns=EPOCH_COLUMNS)

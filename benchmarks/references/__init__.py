@@ -22,6 +22,10 @@ _REFERENCES = {
     "gemm-floor": "benchmarks.references.gemm_floor:GemmFloor",                 # every minibatch family's
 }
 
+# the preset (benchmarks/config.py) each reference is measured on, in the families contests and
+# in the pytest-benchmark suite (benchmarks/suite_train_step.py)
+PRESETS = {"homework-loop": "hw1-q4", "torch-minimal": "hw1-q3", "numba-sample-best": "hw1-q4", "gemm-floor": "hw1-q3"}
+
 
 class UnknownReference(KeyError):
     def __str__(self) -> str:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import family_report
+
 ROOT = Path(__file__).resolve().parents[1]
 CORES = os.cpu_count() or 1
 SAMPLES = "samples_per_second"
@@ -203,31 +205,39 @@ def run_worker(c: Contender, run: Run) -> dict:
     return {"error": f"worker exited {done.returncode} without a result: {done.stderr.strip()[-500:]}"}
 
 
-def _line(contest: str, r: int, run: Run, c: Contender, res: dict, seconds: float) -> str:
-    head = f"  {contest} r{r + 1}/{run.rounds}  {c.label:<24}"
-    if "unavailable" in res:
-        return f"{head} not available: {res['unavailable']}"
-    if "error" in res:
-        return f"{head} FAILED: {res['error']}"
-    what = (f"{res['value']:>9.1f} GFLOP/s" if c.mode == "probe" else f"{res[SAMPLES]:>9,.0f} samples/s"
-            + (f"  Adam {res['adam_share']:.1%}" if "adam_share" in res else ""))
-    return (f"{head} {what}  threads {res['threads']}  rss {res['peak_rss_mb']:.0f} MB  "
-            f"load {res['load_before']:.2f}->{res['load_after']:.2f}  {seconds:.1f} s")
+def absent(c: Contender) -> str | None:
+    """Why ``c`` cannot run, where the parent can tell without importing a backend."""
+    import impls
+    from benchmarks import references
+    if c.mode == "probe":
+        return None
+    if c.source == "ref":
+        return references.missing(c.name)
+    return None if c.name in impls.names() else f"{c.name} is not registered in impls (impls/__init__.py)"
+
+
+def needed(contest: Contest, label: str, unavailable: dict) -> bool:
+    """Whether some comparison of ``label`` can still be made: both its sides may run."""
+    return any(label in (k.num, k.den) and not {k.num, k.den} & set(unavailable) for k in contest.comparisons)
 
 
 def run_contest(contest: Contest, run: Run) -> dict:
     """Every round of one contest; returns its measurements, unavailable reasons and verdicts."""
     results = {c.label: [None] * run.rounds for c in contest.contenders}
-    unavailable: dict[str, str] = {}
+    unavailable = {c.label: why for c in contest.contenders if (why := absent(c))}
+    unavailable.update({c.label: "not measured: nothing to compare it with here" for c in contest.contenders
+                        if c.label not in unavailable and not needed(contest, c.label, unavailable)})
+    for label, why in unavailable.items():
+        run.log(f"  {contest.name}  {label:<24} not available: {why}")
     by_label = {c.label: c for c in contest.contenders}
     began = time.perf_counter()
     for r in range(run.rounds):
         for label in rotation(by_label, r):
-            if label in unavailable:
+            if label in unavailable or not needed(contest, label, unavailable):
                 continue
             c, t0 = by_label[label], time.perf_counter()
             res = run_worker(c, run)
-            run.log(_line(contest.name, r, run, c, res, time.perf_counter() - t0))
+            run.log(family_report.line(contest.name, r, run.rounds, c, res, time.perf_counter() - t0))
             if "unavailable" in res:
                 unavailable[label] = res["unavailable"]
             elif "error" in res:
@@ -246,7 +256,7 @@ def _fmt(value, contest: Contest) -> str:
 
 
 def cmd_families(args) -> int:
-    from benchmarks import datasets, family_report
+    from benchmarks import datasets
     datasets.load("fashion-mnist", args.data_dir)                 # fail before any measurement
     names = list(dict.fromkeys(args.contest or CONTESTS))
     run = Run(args.rounds, args.seconds, args.data_dir)
@@ -254,8 +264,15 @@ def cmd_families(args) -> int:
     run.log(f"families: {', '.join(names)}; {run.rounds} rounds, {run.seconds:g} s per measurement, each in its own "
             f"process; load average {start['load_start']:.2f}; {start['machine']['cpu_model']}, "
             f"{start['machine']['cpu_cores']} cores, {start['machine']['blas']}")
-    contests = {name: run_contest(CONTESTS[name], run) for name in names}
-    paths = family_report.write(start, contests, CONTESTS, Path(args.output_dir) / "families", run.failed)
+    contests, folder = {}, Path(args.output_dir) / "families"
+    try:
+        for name in names:
+            contests[name] = run_contest(CONTESTS[name], run)
+    except KeyboardInterrupt:
+        if contests:                 # the contests finished before Ctrl-C are kept
+            run.log(f"written: {', '.join(map(str, family_report.write(start, contests, CONTESTS, folder, run.failed)))}")
+        raise
+    paths = family_report.write(start, contests, CONTESTS, folder, run.failed)
     run.log(family_report.table(contests, CONTESTS))
     run.log(f"written: {', '.join(map(str, paths))}")
     run.log(family_report.track(args.tracking_uri, start, contests, CONTESTS, paths))

@@ -21,6 +21,19 @@ def facts(run, names) -> dict:
             "rounds": run.rounds, "seconds": run.seconds, "passes": PASSES, "machine": machine.inventory()}
 
 
+def line(contest: str, r: int, rounds: int, c, res: dict, seconds: float) -> str:
+    """The progress line of one measurement (round ``r``, 0-based, of ``rounds``)."""
+    head = f"  {contest} r{r + 1}/{rounds}  {c.label:<24}"
+    if "unavailable" in res:
+        return f"{head} not available: {res['unavailable']}"
+    if "error" in res:
+        return f"{head} FAILED: {res['error']}"
+    what = (f"{res['value']:>9.1f} GFLOP/s" if c.mode == "probe" else f"{res['samples_per_second']:>9,.0f} samples/s"
+            + (f"  Adam {res['adam_share']:.1%}" if "adam_share" in res else ""))
+    return (f"{head} {what}  threads {res['threads']}  rss {res['peak_rss_mb']:.0f} MB  "
+            f"load {res['load_before']:.2f}->{res['load_after']:.2f}  {seconds:.1f} s")
+
+
 def _num(v, pct=False) -> str:
     return "-" if v is None else f"{v:.1%}" if pct else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3f}"
 

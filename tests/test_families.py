@@ -9,7 +9,16 @@ import pytest
 import impls
 import tracking
 from benchmarks import families, references
-from benchmarks.families import CONTESTS, Comparison, Contender, Contest, compare, judge, rotation, spread
+from benchmarks.families import (
+    CONTESTS,
+    Comparison,
+    Contender,
+    Contest,
+    compare,
+    judge,
+    rotation,
+    spread,
+)
 from tests.helpers import run_cli, sqlite_uri
 
 
@@ -63,7 +72,7 @@ def test_a_missing_contender_is_not_available_and_never_passes():
 
 def test_the_reference_table_names_the_four_and_gives_a_reason_for_an_absent_module(monkeypatch):
     assert references.names() == ["homework-loop", "torch-minimal", "numba-sample-best", "gemm-floor"]
-    assert references.reason("gemm-floor") is None
+    assert references.reason("gemm-floor") is None and references.missing("gemm-floor") is None
     monkeypatch.setitem(references._REFERENCES, "homework-loop", "benchmarks.references.not_written_yet:HomeworkLoop")
     assert "cannot import benchmarks.references.not_written_yet" in references.reason("homework-loop")
     with pytest.raises(KeyError, match="unknown reference"):
@@ -97,7 +106,8 @@ def test_a_tiny_real_run_through_the_cli_writes_the_summary_and_logs_one_run_per
     assert all(0 < r["adam_share"] < 1 and r["peak_rss_mb"] > 0 for r in adam["results"]["numpy-batch adam"])
     if references.reason("homework-loop"):       # written by another change: until then, said and not passed
         assert payload["contests"]["numpy-sample"]["verdict"]["verdict"] == "not available"
-        assert "not available: cannot import" in done.stdout
+        assert "homework-loop            not available: benchmarks.references.homework_loop is not there" in done.stdout
+        assert "numpy-sample r" not in done.stdout             # nothing to compare it with: not measured
     import mlflow
     runs = mlflow.MlflowClient(uri).search_runs(
         [mlflow.MlflowClient(uri).get_experiment_by_name(tracking.EXPERIMENT).experiment_id],

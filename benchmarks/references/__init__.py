@@ -14,6 +14,7 @@ reason, not an ImportError::
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 _REFERENCES = {
     "homework-loop": "benchmarks.references.homework_loop:HomeworkLoop",        # numpy-sample's
@@ -44,6 +45,13 @@ def get(name: str):
     except KeyError:
         raise UnknownReference(name) from None
     return getattr(importlib.import_module(module), cls)
+
+
+def missing(name: str) -> str | None:
+    """Why reference ``name`` cannot even be imported (its module is absent), found without
+    importing it; None when the module exists (``reason`` then imports it and says more)."""
+    module = _REFERENCES[name].split(":")[0]
+    return None if importlib.util.find_spec(module) else f"{module} is not there (not written or not merged yet)"
 
 
 def reason(name: str) -> str | None:

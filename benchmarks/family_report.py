@@ -35,7 +35,7 @@ def line(contest: str, r: int, rounds: int, c, res: dict, seconds: float) -> str
 
 
 def _num(v, pct=False) -> str:
-    return "-" if v is None else f"{v:.1%}" if pct else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3f}"
+    return "-" if v is None else f"{v:.1%}" if pct else f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3f}"
 
 
 def _contender_rows(name, out):

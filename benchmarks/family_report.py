@@ -141,6 +141,8 @@ def track(uri, start: dict, contests: dict, defs: dict, paths: list[Path]) -> st
             done = [r for r in rounds if r]
             if done:
                 metrics[f"{_key(label)}.peak_rss_mb"] = max(r["peak_rss_mb"] for r in done)
+                metric = "value" if "value" in done[0] else "samples_per_second"
+                metrics[f"{_key(label)}.{metric}_median"] = statistics.median(r[metric] for r in done)
             for step, r in enumerate(rounds, start=1):
                 if r:
                     run.log(metrics={f"{_key(label)}.{k}": r[k] for k in ("samples_per_second", "value", "adam_share",

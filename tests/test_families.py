@@ -113,3 +113,7 @@ def test_a_tiny_real_run_through_the_cli_writes_the_summary_and_logs_one_run_per
         [mlflow.MlflowClient(uri).get_experiment_by_name(tracking.EXPERIMENT).experiment_id],
         filter_string="tags.`bpb.kind` = 'families'")
     assert sorted(r.data.tags["bpb.families.contest"] for r in runs) == ["adam", "numpy-sample"]
+    adam_run = next(r for r in runs if r.data.tags["bpb.families.contest"] == "adam")
+    assert adam_run.data.tags["bpb.families.verdict"] in ("PASS", "MISS")
+    assert {"numpy-batch_adam.samples_per_second_median", "numpy-batch_adam.peak_rss_mb",
+            "adam_share.value"} <= set(adam_run.data.metrics)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmarks run|bench|report|regress|compare|history|look|ui|gpu-check``.
+"""Command line: ``python -m benchmarks run|bench|report|regress|compare|history|look|ui|gpu-check|families``.
 
 Every option is checked when it is parsed. User errors (bad flags, missing data, a
 configuration an implementation cannot run, an unusable tracking store, a bad baseline) print
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import impls
 import tracking
-from benchmarks import commands, datasets, server
+from benchmarks import commands, datasets, families, server
 from benchmarks.config import EXIT_INTERRUPTED, EXIT_USAGE, PRESETS, UsageError
 from benchmarks.baseline import BASELINE
 from benchmarks.regress import MIN_BAND
@@ -268,19 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     gpu_check.set_defaults(func=commands.cmd_gpu_check)
 
     server.add_parsers(sub)
+    families.add_parser(sub, positive_int, positive_float, add_output_option, add_tracking_option)
     return parser
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: what is finished is kept, the run in flight ends KILLED."""
-
-
-def _on_sigterm(signum, frame):
-    raise Terminated("terminated (SIGTERM)")
-
-
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, commands.on_sigterm)
     sys.stdout.reconfigure(line_buffering=True)      # progress lines reach a pipe (CI logs) as printed
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -12,6 +12,14 @@ from benchmarks import datasets, machine
 from benchmarks.config import EXIT_DIVERGED, PRESETS, Diverged, RunConfig, UsageError
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: what is finished is kept, the run in flight ends KILLED."""
+
+
+def on_sigterm(signum, frame):
+    raise Terminated("terminated (SIGTERM)")
+
+
 def config_from_args(args, impl: str) -> RunConfig:
     overrides = {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,

@@ -1,0 +1,157 @@
+"""What ``python -m benchmarks families`` writes: the console table, ``summary.md`` and
+``summary.json`` under ``reports/out/families/``, and one MLflow run per contest (tag
+``bpb.kind = families``; the runs of one command share ``bpb.families.id``)."""
+from __future__ import annotations
+
+import json
+import re
+import socket
+import statistics
+import time
+from pathlib import Path
+
+from benchmarks import machine
+from benchmarks.family_worker import PASSES, load_average
+
+
+def facts(run, names) -> dict:
+    """What the summary states about the run before it starts: the machine, load, rounds."""
+    return {"id": f"families-{time.strftime('%Y%m%d-%H%M%S')}-{socket.gethostname()}", "contests": names,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "load_start": load_average(),
+            "rounds": run.rounds, "seconds": run.seconds, "passes": PASSES, "machine": machine.inventory()}
+
+
+def line(contest: str, r: int, rounds: int, c, res: dict, seconds: float) -> str:
+    """The progress line of one measurement (round ``r``, 0-based, of ``rounds``)."""
+    head = f"  {contest} r{r + 1}/{rounds}  {c.label:<24}"
+    if "unavailable" in res:
+        return f"{head} not available: {res['unavailable']}"
+    if "error" in res:
+        return f"{head} FAILED: {res['error']}"
+    what = (f"{res['value']:>9.1f} GFLOP/s" if c.mode == "probe" else f"{res['samples_per_second']:>9,.0f} samples/s"
+            + (f"  Adam {res['adam_share']:.1%}" if "adam_share" in res else ""))
+    return (f"{head} {what}  threads {res['threads']}  rss {res['peak_rss_mb']:.0f} MB  "
+            f"load {res['load_before']:.2f}->{res['load_after']:.2f}  {seconds:.1f} s")
+
+
+def _num(v, pct=False) -> str:
+    return "-" if v is None else f"{v:.1%}" if pct else f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3f}"
+
+
+def _contender_rows(name, out):
+    for c in out["contenders"]:
+        done = [r for r in out["results"][c["label"]] if r]
+        if c["label"] in out["unavailable"] or not done:
+            yield [name, c["label"], "-", "not available: " + out["unavailable"].get(c["label"], "no round measured"),
+                   "-", "-", "-"]
+            continue
+        metric = "value" if c["mode"] == "probe" else "samples_per_second"
+        values = [r[metric] for r in done]
+        loads = [r["load_before"] for r in done] + [r["load_after"] for r in done]
+        yield [name, c["label"], str(done[0]["threads"]), _num(statistics.median(values)), str(len(done)), f"{max(r['peak_rss_mb'] for r in done):.0f}", f"{min(loads):.2f}-{max(loads):.2f}"]
+
+
+def _comparison_rows(name, out, contest):
+    pct = contest.op == "<="
+    for row in out["verdict"]["comparisons"]:
+        if "value" not in row:
+            yield [name, row["comparison"], "-", "-", "-", "0", f"{row['verdict']}: {row['why']}"]
+            continue
+        span = pct and contest.rule != "spread"              # a spread's range is of the values themselves
+        yield [name, row["comparison"], _num(row["value"], pct), f"{_num(row['min'], span)} - {_num(row['max'], span)}",
+               _num(row.get("ratio_of_medians"), pct), str(row["rounds"]), row["verdict"]]
+
+
+def _md(header, rows) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def markdown(start: dict, contests: dict, defs: dict, failed: list) -> str:
+    m = start["machine"]
+    lines = ["# Families against their best (issue 13)", "",
+             (f"- machine: {m['cpu_model']}, {m['cpu_cores']} cores; BLAS: {m['blas']}; numpy {m['version_numpy']}, "
+              f"numba {m['version_numba']}, torch {m['version_torch']}; git {m['git_commit']}"),
+             (f"- run: {start['started']} to {start['ended']}; {start['rounds']} rounds per contest, "
+              f"{start['seconds']:g} s timed per measurement ({start['passes']} passes, median), every measurement "
+              "in a fresh process, contenders strictly interleaved, the order rotated each round"),
+             (f"- load average (1 min): {start['load_start']:.2f} at the start, {start['load_end']:.2f} at the end "
+              "(each measurement's, before and after, in the contenders' table)"), "", "## Verdicts", ""]
+    lines += _md(["contest", "what", "value", "target", "verdict"],
+                 [[n, o["verdict"]["title"], _num(o["verdict"]["value"], defs[n].op == "<="), o["verdict"]["target"],
+                   o["verdict"]["verdict"]] for n, o in contests.items()])
+    lines += ["", "## Comparisons", "", ("Value: the median of per-round ratios (for adam the share, for probe the "
+                                         "largest distance of a session median from their median); range: per-round "
+                                         "min - max."), ""]
+    lines += _md(["contest", "comparison", "value", "range", "ratio of medians", "rounds", "verdict"],
+                 [r for n, o in contests.items() for r in _comparison_rows(n, o, defs[n])])
+    lines += ["", "## Contenders", ""]
+    lines += _md(["contest", "contender", "threads", "median samples/s (probe: GFLOP/s)", "rounds", "peak RSS MB",
+                  "load min-max"], [r for n, o in contests.items() for r in _contender_rows(n, o)])
+    notes = sorted({f"{r.get('threads_reason')}" for o in contests.values() for rs in o["results"].values()
+                    for r in rs if r and r.get("threads_reason") != "the contest's"}
+                   | {r["how"] for o in contests.values() for rs in o["results"].values() for r in rs if r and "how" in r}
+                   | {f"Adam timed at {r['adam_step']}" for o in contests.values() for rs in o["results"].values()
+                      for r in rs if r and "adam_step" in r})
+    lines += ["", "## Notes", ""] + [f"- {n}" for n in notes + failed] if notes or failed else []
+    return "\n".join(lines) + "\n"
+
+
+def table(contests: dict, defs: dict) -> str:
+    rows = [r for n, o in contests.items() for r in _comparison_rows(n, o, defs[n])]
+    header = ["contest", "comparison", "value", "range", "ratio of medians", "rounds", "verdict"]
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    return "\n".join("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in [header, *rows])
+
+
+def write(start: dict, contests: dict, defs: dict, folder: Path, failed: list) -> list[Path]:
+    start.update(ended=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), load_end=load_average())
+    folder.mkdir(parents=True, exist_ok=True)
+    md, js = folder / "summary.md", folder / "summary.json"
+    md.write_text(markdown(start, contests, defs, failed))
+    js.write_text(json.dumps({"run": start, "contests": contests, "failed": failed}, indent=2, default=str))
+    return [md, js]
+
+
+def _key(text: str) -> str:
+    return re.sub(r"[^\w.\-]+", "_", text.replace(" / ", "_vs_"))
+
+
+def track(uri, start: dict, contests: dict, defs: dict, paths: list[Path]) -> str:
+    """One MLflow run per contest: figures as metrics (per round at step r), the verdict as a tag."""
+    import tracking
+    uri = tracking.resolve_uri(uri)
+    inv = start["machine"]
+    for name, out in contests.items():
+        v = out["verdict"]
+        run = tracking.Session.start(uri, name=f"families {name} · {start['started'][:16]}", params={
+            "contest": name, "rounds": start["rounds"], "seconds": start["seconds"], "passes": start["passes"],
+            "target": v["target"], "rule": v["rule"]}, tags={
+            "bpb.kind": "families", "bpb.families.id": start["id"], "bpb.families.contest": name,
+            "bpb.families.verdict": v["verdict"], "git_commit": inv["git_commit"],
+            "mlflow.note.content": f"{v['title']}: {v['verdict']} ({v['value']} against {v['target']})",
+            **{f"machine.{k}": x for k, x in inv.items()}})
+        metrics = {"load_average_start": start["load_start"], "load_average_end": start["load_end"]}
+        if v["value"] is not None:
+            metrics["value"] = v["value"]
+        for row in v["comparisons"]:
+            for k in ("value", "ratio_of_medians", "min", "max"):
+                if row.get(k) is not None:
+                    metrics[f"{_key(row['comparison'])}.{k}"] = row[k]
+        for label, rounds in out["results"].items():
+            done = [r for r in rounds if r]
+            if done:
+                metrics[f"{_key(label)}.peak_rss_mb"] = max(r["peak_rss_mb"] for r in done)
+                metric = "value" if "value" in done[0] else "samples_per_second"
+                metrics[f"{_key(label)}.{metric}_median"] = statistics.median(r[metric] for r in done)
+            for step, r in enumerate(rounds, start=1):
+                if r:
+                    run.log(metrics={f"{_key(label)}.{k}": r[k] for k in ("samples_per_second", "value", "adam_share",
+                                                                          "load_before", "load_after") if k in r},
+                            step=step)
+        run.log(metrics=metrics, tags={f"unavailable.{_key(k)}": why[:5000] for k, why in out["unavailable"].items()})
+        run.log_dict(out, f"families/{name}.json")
+        for path in paths:
+            run.log_artifact(path, "families")
+        run.finish("FINISHED")
+    return (f"MLflow: {len(contests)} runs in {tracking.display_uri(uri)}, tagged bpb.kind = families and "
+            f"bpb.families.id = {start['id']}")

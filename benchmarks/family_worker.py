@@ -1,0 +1,173 @@
+"""One measurement of ``python -m benchmarks families``, alone in a fresh process.
+
+    python -m benchmarks.family_worker '{"name": "numpy-batch", "source": "impl", ...}'
+
+The parent (``benchmarks/families.py``) starts one of these per measurement, so that no other
+backend's thread pool, JIT cache or allocator state is alive beside it. The worker builds the
+contender (a registered implementation, ``impls.get``, or a family reference,
+``benchmarks.references.get``), pins its threads, warms it up (an untimed first call: numba
+compiles, torch starts), then times ``PASSES`` passes of the training data of about
+``seconds / PASSES`` each (``benchmarks.timing.Timed``, as a bench session's throughput cells
+are timed) and prints one line ``RESULT {json}``: samples/s (the median pass), the passes,
+``peak_rss_mb`` (this process's peak resident memory) and the 1-minute load average before
+and after. A contender that cannot run here answers ``{"unavailable": reason}``.
+
+Modes besides ``throughput``: ``adam`` also times every optimizer step of the timed passes
+(``adam_share``: their time over the epoch's), ``probe`` runs the peak probe once (one
+"session" of it).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import sys
+import time
+import traceback
+
+import numpy as np
+
+PASSES = 5
+PREFIX = "RESULT "
+# where an optimizer step may live: an attribute object with a ``step`` method (impls/optim.py's
+# Optimizer as ``_opt``, torch.optim's as ``_opt``), else a method of the implementation itself
+STEP_METHODS = ("_step", "_optimizer_step", "optimizer_step", "_update", "_apply_update")
+
+
+def load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def resolve_threads(threads) -> tuple[int, str]:
+    """The contest's thread count: a number, or "default": the harness's default setting."""
+    if threads != "default":
+        return int(threads), "the contest's"
+    from benchmarks import machine
+    if hasattr(machine, "default_threads"):
+        return machine.default_threads()
+    return os.cpu_count() or 1, ("benchmarks.machine.default_threads() is not merged yet: the harness's "
+                                 "current default, os.cpu_count()")
+
+
+def contender_class(name: str, source: str):
+    """(class, None), or (None, why it cannot run here)."""
+    if source == "ref":
+        from benchmarks import references
+        why = references.reason(name)
+        return (None, why) if why else (references.get(name), None)
+    import impls
+    if name not in impls.names():
+        return None, f"{name} is not registered in impls (impls/__init__.py)"
+    why = impls.available_reason(name)
+    return (None, why) if why else (impls.get(name), None)
+
+
+def find_step(net):
+    """(owner, attribute, label) of the optimizer step ``train_epoch`` calls, or None."""
+    for attr, value in vars(net).items():
+        if not isinstance(value, (str, int, float, tuple, list, dict, np.ndarray)) \
+                and callable(getattr(value, "step", None)):
+            return value, "step", f"{type(net).__name__}.{attr}.step"
+    for attr in STEP_METHODS:
+        if callable(getattr(net, attr, None)):
+            return net, attr, f"{type(net).__name__}.{attr}"
+    return None
+
+
+def time_step(net) -> tuple[list[float], str] | None:
+    """Wrap the optimizer step so that each call adds its seconds to the list returned."""
+    found = find_step(net)
+    if found is None:
+        return None
+    owner, attr, label = found
+    inner, spent = getattr(owner, attr), [0.0]
+
+    def step(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - t0
+    setattr(owner, attr, step)       # an instance attribute: shadows the method for this object only
+    return spent, label
+
+
+def probe(out: dict) -> dict:
+    from benchmarks import timing
+    if hasattr(timing, "peak_probe"):
+        p = timing.peak_probe(dtype="float32")
+        out.update(value=p.peak, numpy_median=p.numpy_median, torch_median=p.torch_median, spread=p.spread,
+                   how="benchmarks.timing.peak_probe(dtype='float32')")
+    else:
+        rates = [timing.peak_gemm_gflops(dtype="float32", seconds=0.3) for _ in range(PASSES)]
+        out.update(value=float(np.median(rates)), repeats=rates,
+                   how=f"benchmarks.timing.peak_probe is not merged yet: the median of {PASSES} calls of "
+                       "timing.peak_gemm_gflops(1024, 0.3 s, float32)")
+    return out
+
+
+def measure(job: dict) -> dict:
+    from benchmarks import datasets, machine
+    out = {"load_before": load_average()}
+    threads, why = resolve_threads(job.get("threads", 1))
+    out.update(threads=threads, threads_reason=why)
+    if job.get("mode") == "probe":
+        machine.pin_threads(threads)
+        return probe(out)
+    cls, reason = contender_class(job["name"], job.get("source", "impl"))
+    if cls is None:
+        return {"unavailable": reason}
+    import impls
+    from benchmarks.config import PRESETS
+    from benchmarks.runner import Prepared, epoch_order, impl_kwargs
+    from benchmarks.timing import Timed
+    config = PRESETS[job["preset"]].replace(impl=job["name"], dtype=job.get("dtype") or PRESETS[job["preset"]].dtype)
+    reason = cls.supports(dtype=config.dtype, batch_size=config.batch_size)
+    if reason:
+        return {"unavailable": reason}
+    out["thread_settings"] = machine.pin_threads(threads)
+    data = datasets.load(config.dataset, job.get("data_dir"))
+    x, y = data.features("train", config.dtype), data.labels("train")
+    spec = impls.NetSpec(config.sizes, config.activation)
+    params = impls.init_params(spec, config.seed, config.init)
+    net = cls(spec, params, **impl_kwargs(config))
+    t0 = time.perf_counter()
+    net.warm_up(x, y)
+    net.train_epoch(x, y, epoch_order(len(x), config.seed, 0, True)[:max(4 * config.batch_size, 256)])
+    net.sync()
+    out["first_call_seconds"] = time.perf_counter() - t0
+    timer = time_step(net) if job.get("mode") == "adam" else None
+    if job.get("mode") == "adam" and timer is None:
+        return {"unavailable": f"no optimizer step found on {cls.__name__} to time (an attribute object with "
+                               f"a step() method, or one of the methods {', '.join(STEP_METHODS)})"}
+    p = Prepared(config, cls, spec, params, x, y, math.nan, math.nan)
+    timed = Timed(net, p, job["seconds"] / PASSES)
+    if timer is not None:
+        timer[0][0] = 0.0            # the calibration pass's steps are not in the timed passes
+    rates = [timed.rate(r) for r in range(1, PASSES + 1)]
+    out.update(samples_per_second=float(np.median(rates)), rates=rates, samples_per_pass=timed.n,
+               details=net.details())
+    if timer is not None:
+        spent, label = timer
+        out.update(adam_share=spent[0] / sum(timed.n / r for r in rates), adam_step=label)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    job = json.loads(argv[0])
+    try:
+        out = measure(job)
+    except Exception as exc:  # noqa: BLE001 -- reported to the parent as this measurement's error
+        out = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
+    out["load_after"] = load_average()
+    print(PREFIX + json.dumps(out, default=float), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,68 @@
+"""Family references: the best kernel or loop we can write for a family, timed beside the
+registered implementation it judges (issue 13; ``python -m benchmarks families``).
+
+They follow the implementation contract (``impls/base.py``) but are not in the ``impls``
+registry: no session, report or regression gate runs them as a row. Like the registry, this
+maps names to ``"module:Class"`` strings and imports a module the first time it is asked for,
+so that ``import benchmarks.references`` costs nothing and a missing module (or backend) is a
+reason, not an ImportError::
+
+    from benchmarks import references
+    references.reason("gemm-floor")        # None, or why it cannot run here
+    cls = references.get("gemm-floor")     # an impls.base.Implementation subclass
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+_REFERENCES = {
+    "homework-loop": "benchmarks.references.homework_loop:HomeworkLoop",        # numpy-sample's
+    "torch-minimal": "benchmarks.references.torch_minimal:TorchMinimal",        # torch-cpu's
+    "numba-sample-best": "benchmarks.references.numba_sample_best:NumbaSampleBest",  # numba-sample's
+    "gemm-floor": "benchmarks.references.gemm_floor:GemmFloor",                 # every minibatch family's
+}
+
+# the preset (benchmarks/config.py) each reference is measured on, in the families contests and
+# in the pytest-benchmark suite (benchmarks/suite_train_step.py)
+PRESETS = {"homework-loop": "hw1-q4", "torch-minimal": "hw1-q3", "numba-sample-best": "hw1-q4", "gemm-floor": "hw1-q3"}
+
+
+class UnknownReference(KeyError):
+    def __str__(self) -> str:
+        return f"unknown reference {self.args[0]!r}; valid names: {', '.join(_REFERENCES)}"
+
+
+def names() -> list[str]:
+    """Every reference name, available here or not."""
+    return list(_REFERENCES)
+
+
+def get(name: str):
+    """The class of reference ``name``; ImportError when its module or backend is missing."""
+    try:
+        module, cls = _REFERENCES[name].split(":")
+    except KeyError:
+        raise UnknownReference(name) from None
+    return getattr(importlib.import_module(module), cls)
+
+
+def missing(name: str) -> str | None:
+    """Why reference ``name`` cannot even be imported (its module is absent), found without
+    importing it; None when the module exists (``reason`` then imports it and says more)."""
+    module = _REFERENCES[name].split(":")[0]
+    return None if importlib.util.find_spec(module) else f"{module} is not there (not written or not merged yet)"
+
+
+def reason(name: str) -> str | None:
+    """None when reference ``name`` can run here, else why not (its module is not written or
+    merged yet, its backend is not installed, or the class says so)."""
+    try:
+        cls = get(name)
+    except UnknownReference as exc:
+        return str(exc)
+    except ImportError as exc:
+        return f"cannot import {_REFERENCES[name].split(':')[0]}: {exc}"
+    except AttributeError:
+        return f"{_REFERENCES[name]} does not define that class"
+    return cls.unavailable_reason()

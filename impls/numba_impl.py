@@ -8,17 +8,21 @@ update an axpy per output unit, both contiguous; that measured 1.7x faster than 
 inner loops over W's rows. Activations and deltas of all layers share one buffer each, layer k at
 ``a_off[k]`` (layer 0 is the input).
 
-Why loops and not np.dot: inside njit, np.dot goes through SciPy's BLAS with a per-call cost
-that dominates per-sample work (docs/performance.md). The loops are dense on purpose: skipping the zero
+Why loops and not np.dot per sample: inside njit, np.dot goes through SciPy's BLAS with a
+per-call cost that dominates per-sample work (docs/performance.md). From batch ``BLAS_FROM``
+on, the products are big enough and numba-batch calls it for every layer (_epoch_batch_blas). The loops are dense on purpose: skipping the zero
 pixels (half of a Fashion-MNIST image) measured 1.9x slower here, because the branch stops
 LLVM from vectorising the 32-wide inner loop.
 Typed constants (``one``) come from the run dtype, since a Python float literal would turn
 float32 arithmetic into float64.
 
-numba-sample is sequential by nature; numba-batch parallelises with prange over the rows of a
-batch (forward, input gradients) and over output units (weight gradients): one level only, and
-numba's pool is the only one working while it runs. Small batches (``SERIAL_BELOW``) and a
-single thread run the same kernel compiled serial.
+numba-sample is sequential by nature. numba-batch below ``BLAS_FROM`` runs loop kernels: in
+parallel with prange over the rows of a batch (forward, input gradients) and over output units
+(weight gradients), one level only, numba's pool the only one working while it runs; small
+batches (``SERIAL_BELOW``) and a single thread run the same kernel compiled serial. From
+``BLAS_FROM`` on, BLAS's own threads share the GEMMs and the elementwise loops run serial.
+The optimizers are one fused loop each: per sample inside the gradient loop
+(``_layer_update``), per batch one pass over the flat gradient (``_optimizer_step``).
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import types
 
 import numba
 import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  np.dot's BLAS, loaded now so that thread pinning reaches it
 from numba import njit, prange
 
 from impls.base import Implementation
@@ -444,6 +449,66 @@ def _epoch_batch(x, y, order, theta, sizes, w_off, b_off, a_off, hp, relu, kind,
     return total / max(n, 1)
 
 
+@njit(cache=True, fastmath=_FASTMATH)
+def _epoch_batch_blas(x, y, order, theta, sizes, w_off, b_off, a_off, hp, relu, kind, batch,
+                      g, m, v, state, abuf, dbuf, losses):
+    """Minibatch training with every layer's products in BLAS (np.dot: SciPy's OpenBLAS).
+    abuf and dbuf are flat: layer k's (batch, n_k) block starts at batch * a_off[k], so each
+    block is C-contiguous, as np.dot needs; W^T's transpose is an F-contiguous view."""
+    L = sizes.shape[0] - 1
+    n0 = sizes[0]
+    one = hp[ONE]
+    n = order.shape[0]
+    total = 0.0
+    for start in range(0, n, batch):
+        nb = min(batch, n - start)
+        scale = one / nb
+        A0 = abuf[0:nb * n0].reshape((nb, n0))
+        for r in range(nb):
+            A0[r] = x[order[start + r]]
+        for k in range(L):
+            n_in, n_out, w, b = sizes[k], sizes[k + 1], w_off[k], b_off[k]
+            Ain = abuf[batch * a_off[k]:batch * a_off[k] + nb * n_in].reshape((nb, n_in))
+            Aout = abuf[batch * a_off[k + 1]:batch * a_off[k + 1] + nb * n_out].reshape((nb, n_out))
+            WT = theta[w:w + n_in * n_out].reshape((n_out, n_in))
+            np.dot(Ain, WT.T, Aout)
+            for r in range(nb):
+                for j in range(n_out):
+                    Aout[r, j] = _activate(Aout[r, j] + theta[b + j], k == L - 1, relu, one)
+        nL = sizes[L]
+        ZL = abuf[batch * a_off[L]:batch * a_off[L] + nb * nL].reshape((nb, nL))
+        DL = dbuf[batch * a_off[L]:batch * a_off[L] + nb * nL].reshape((nb, nL))
+        for r in range(nb):
+            total += _softmax_loss(ZL[r], y[order[start + r]], DL[r])
+            for j in range(nL):
+                DL[r, j] *= scale                              # the loss is a batch mean
+        for k in range(L - 1, -1, -1):
+            n_in, n_out, w, b = sizes[k], sizes[k + 1], w_off[k], b_off[k]
+            Ain = abuf[batch * a_off[k]:batch * a_off[k] + nb * n_in].reshape((nb, n_in))
+            Dout = dbuf[batch * a_off[k + 1]:batch * a_off[k + 1] + nb * n_out].reshape((nb, n_out))
+            WT = theta[w:w + n_in * n_out].reshape((n_out, n_in))
+            if k > 0:                                          # before this layer's W changes
+                Din = dbuf[batch * a_off[k]:batch * a_off[k] + nb * n_in].reshape((nb, n_in))
+                np.dot(Dout, WT, Din)
+                for r in range(nb):
+                    for i in range(n_in):
+                        a = Ain[r, i]
+                        if relu:
+                            Din[r, i] = Din[r, i] if a > 0 else Din[r, i] * 0
+                        else:
+                            Din[r, i] *= a * (one - a)
+            GT = g[w:w + n_in * n_out].reshape((n_out, n_in))
+            np.dot(Dout.T, Ain, GT)
+            for j in range(n_out):
+                g[b + j] = one * 0
+            for r in range(nb):
+                for j in range(n_out):
+                    g[b + j] += Dout[r, j]
+        state[0] += 1
+        _optimizer_step_inline(theta, g, m, v, hp, kind, state[0])
+    return total / max(n, 1)
+
+
 _epoch_batch_parallel = njit(cache=True, fastmath=_FASTMATH, parallel=True)(_variant(_epoch_batch, "_parallel"))
 _epoch_batch_serial = njit(cache=True, fastmath=_FASTMATH)(_variant(_epoch_batch, "_serial"))
 # Below this batch size a step is too small to share: each of its ~11 parallel regions costs a
@@ -452,6 +517,11 @@ _epoch_batch_serial = njit(cache=True, fastmath=_FASTMATH)(_variant(_epoch_batch
 # kernel is 2.4x faster quiet and 19x beside one busy loop; at batch 32 the parallel one is
 # 1.6x faster quiet (and 2.7x slower loaded: the thread count is the harness's choice).
 SERIAL_BELOW = 32
+# From this batch size on, every layer's products go through BLAS (_epoch_batch_blas). Measured
+# (docs/performance.md, "numba kernels (issue 13)"), 1 thread, CPU time: on hw1-q3 (batch 256,
+# Adam) 1.15x numpy-batch and 1.6x the 4-row loop kernels; at batch 32 BLAS still led the serial
+# loops on both nets (1.17x, 1.14x); at batch 8 the loops led (0.85x).
+BLAS_FROM = 32
 
 
 class _NumbaBase(Implementation):
@@ -535,6 +605,11 @@ class NumbaBatch(_NumbaBase):
     def train_epoch(self, x, y, order):
         x, y, order = self._check_data(x, y, order)
         serial = self.batch_size < SERIAL_BELOW or numba.get_num_threads() == 1
+        if self.batch_size >= BLAS_FROM:
+            return float(_epoch_batch_blas(x, y, order, self.theta, self._sizes, self._w_off, self._b_off,
+                                           self._a_off, self._hp, self.spec.activation == "relu", self._kind,
+                                           self.batch_size, self._g, self._m, self._v, self._state,
+                                           self._A.reshape(-1), self._D.reshape(-1), self._losses))
         kernel = _epoch_batch_serial if serial else _epoch_batch_parallel
         return float(kernel(x, y, order, self.theta, self._sizes, self._w_off, self._b_off,
                                   self._a_off, self._hp, self.spec.activation == "relu", self._kind,

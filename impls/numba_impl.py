@@ -75,7 +75,7 @@ def _layer_forward(theta, w, b, n_in, n_out, a_in, a_out, last, relu, one):
             a_out[j] = _sigmoid(s, one)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=_FASTMATH, inline="always")
 def _softmax_loss(z, label, out):
     """Writes dL/dz = softmax(z) - onehot(label) into out; returns -log softmax(z)[label]."""
     m = z[0]
@@ -207,6 +207,39 @@ def _first_layer(WT, b, xp, c, xn, a_out, pending, last, relu, one):
         j += 1
 
 
+@njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _dense(WT, b, a_in, a_out, last, relu, one):
+    """a_out = act(W^T a_in + b), W^T a 2-D view; inlined, so no call and no refcounts per layer."""
+    for j in range(WT.shape[0]):
+        s = b[j]
+        for i in range(WT.shape[1]):
+            s += WT[j, i] * a_in[i]
+        a_out[j] = _activate(s, last, relu, one)
+
+
+@njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _backprop_sgd(WT, b, d_out, a_in, d_in, lr, relu, one):
+    """d_in = (W d_out) * act'(z_in) with W as it was, then W^T -= lr * outer(d_out, a_in)."""
+    n_out, n_in = WT.shape
+    for i in range(n_in):
+        d_in[i] = one * 0
+    for j in range(n_out):
+        e = d_out[j]
+        for i in range(n_in):
+            d_in[i] += e * WT[j, i]
+    for i in range(n_in):
+        a = a_in[i]
+        if relu:
+            d_in[i] = d_in[i] if a > 0 else d_in[i] * 0
+        else:
+            d_in[i] *= a * (one - a)
+    for j in range(n_out):
+        s = lr * d_out[j]
+        for i in range(n_in):
+            WT[j, i] -= s * a_in[i]
+        b[j] -= s
+
+
 @njit(cache=True, fastmath=_FASTMATH)
 def _epoch_sample_sgd(x, y, order, theta, sizes, w_off, b_off, a_off, hp, relu, act, delta, c):
     """Per-sample plain SGD over x[order]; returns the mean loss. Sample t's first-layer
@@ -226,19 +259,15 @@ def _epoch_sample_sgd(x, y, order, theta, sizes, w_off, b_off, a_off, hp, relu, 
         _first_layer(W1T, b1, x[prev], c, x[idx], a1, t > 0, L == 1, relu, one)
         prev = idx
         for k in range(1, L):
-            _layer_forward(theta, w_off[k], b_off[k], sizes[k], sizes[k + 1],
-                           act[a_off[k]:], act[a_off[k + 1]:], k == L - 1, relu, one)
-        total += _softmax_loss(act[a_off[L]:a_off[L] + sizes[L]], y[idx], delta[a_off[L]:])
+            n_in, n_out, w, b = sizes[k], sizes[k + 1], w_off[k], b_off[k]
+            _dense(theta[w:w + n_in * n_out].reshape((n_out, n_in)), theta[b:b + n_out],
+                   act[a_off[k]:a_off[k] + n_in], act[a_off[k + 1]:a_off[k + 1] + n_out], k == L - 1, relu, one)
+        total += _softmax_loss(act[a_off[L]:a_off[L] + sizes[L]], y[idx], delta[a_off[L]:a_off[L] + sizes[L]])
         for k in range(L - 1, 0, -1):
             n_in, n_out, w, b = sizes[k], sizes[k + 1], w_off[k], b_off[k]
-            a_in, d_out = act[a_off[k]:], delta[a_off[k + 1]:]
-            _input_delta(theta, w, n_in, n_out, d_out, a_in, delta[a_off[k]:], relu, one)  # W_k as it was
-            WT = theta[w:w + n_in * n_out].reshape((n_out, n_in))
-            for j in range(n_out):                            # W^T -= lr * outer(d_out, a_in)
-                s = lr * d_out[j]
-                for i in range(n_in):
-                    WT[j, i] -= s * a_in[i]
-                theta[b + j] -= s
+            _backprop_sgd(theta[w:w + n_in * n_out].reshape((n_out, n_in)), theta[b:b + n_out],
+                          delta[a_off[k + 1]:a_off[k + 1] + n_out], act[a_off[k]:a_off[k] + n_in],
+                          delta[a_off[k]:a_off[k] + n_in], lr, relu, one)
         for j in range(n1):                                   # b1 now, W1 with the next forward
             c[j] = lr * d1[j]
             b1[j] -= c[j]

@@ -36,13 +36,17 @@ from numba import njit, prange
 from impls.base import Implementation
 
 # No "nnan"/"ninf": a diverging run must still produce NaN, so the harness can stop it.
+# error_model="numpy" everywhere: under numba's default ("python") every float division checks
+# for zero to raise ZeroDivisionError, and that branch kept LLVM from vectorising the Adam loops
+# (measured: 1.9 ms against 43 us per Adam step of hw1-q3's 235k parameters, float32). With
+# numpy's model a division by zero gives inf or NaN, as numpy does.
 _FASTMATH = {"reassoc", "contract", "arcp"}
 SGD, MOMENTUM, ADAM = 0, 1, 2
 # hp vector (run dtype): lr, momentum, beta1, beta2, eps, one
 LR, MU, B1, B2, EPS, ONE = range(6)
 
 
-@njit(cache=True, fastmath=_FASTMATH, inline="always")
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy", inline="always")
 def _sigmoid(z, one):
     if z >= 0:
         return one / (one + np.exp(-z))
@@ -50,7 +54,7 @@ def _sigmoid(z, one):
     return e / (one + e)
 
 
-@njit(cache=True, fastmath=_FASTMATH, inline="always")
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy", inline="always")
 def _activate(s, last, relu, one):
     if last:
         return s
@@ -59,7 +63,7 @@ def _activate(s, last, relu, one):
     return _sigmoid(s, one)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _layer_forward(theta, w, b, n_in, n_out, a_in, a_out, last, relu, one):
     """a_out = act(W^T a_in + b) for one sample; the last layer returns logits."""
     WT = theta[w:w + n_in * n_out].reshape((n_out, n_in))
@@ -75,7 +79,7 @@ def _layer_forward(theta, w, b, n_in, n_out, a_in, a_out, last, relu, one):
             a_out[j] = _sigmoid(s, one)
 
 
-@njit(cache=True, fastmath=_FASTMATH, inline="always")
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy", inline="always")
 def _softmax_loss(z, label, out):
     """Writes dL/dz = softmax(z) - onehot(label) into out; returns -log softmax(z)[label]."""
     m = z[0]
@@ -91,7 +95,7 @@ def _softmax_loss(z, label, out):
     return np.log(s) - (z[label] - m)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _input_delta(theta, w, n_in, n_out, d_out, a_in, d_in, relu, one):
     """d_in = (W d_out) * act'(z_in), given a_in = act(z_in)."""
     WT = theta[w:w + n_in * n_out].reshape((n_out, n_in))
@@ -142,7 +146,7 @@ def _variant(func, suffix: str):
 
 
 # inlined into the epoch kernels below: parallel inside the parallel one, serial in the serial one
-_optimizer_step_inline = njit(cache=True, fastmath=_FASTMATH, inline="always")(_variant(_optimizer_step, "_inline"))
+_optimizer_step_inline = njit(cache=True, fastmath=_FASTMATH, error_model="numpy", inline="always")(_variant(_optimizer_step, "_inline"))
 
 
 # ---- per-sample kernels ---------------------------------------------------------------------
@@ -155,7 +159,7 @@ _optimizer_step_inline = njit(cache=True, fastmath=_FASTMATH, inline="always")(_
 # (issue 13)"), with the family's reference, benchmarks/references/numba_sample_best.py.
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _first_layer(WT, b, xp, c, xn, a_out, pending, last, relu, one):
     """a_out = act(W^T xn + b), after W^T -= outer(c, xp) when ``pending``: both in one sweep
     of x per 4 output units, each element of W^T read and written once."""
@@ -207,7 +211,7 @@ def _first_layer(WT, b, xp, c, xn, a_out, pending, last, relu, one):
         j += 1
 
 
-@njit(cache=True, fastmath=_FASTMATH, inline="always")
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy", inline="always")
 def _dense(WT, b, a_in, a_out, last, relu, one):
     """a_out = act(W^T a_in + b), W^T a 2-D view; inlined, so no call and no refcounts per layer."""
     for j in range(WT.shape[0]):
@@ -217,7 +221,7 @@ def _dense(WT, b, a_in, a_out, last, relu, one):
         a_out[j] = _activate(s, last, relu, one)
 
 
-@njit(cache=True, fastmath=_FASTMATH, inline="always")
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy", inline="always")
 def _backprop_sgd(WT, b, d_out, a_in, d_in, lr, relu, one):
     """d_in = (W d_out) * act'(z_in) with W as it was, then W^T -= lr * outer(d_out, a_in)."""
     n_out, n_in = WT.shape
@@ -240,7 +244,7 @@ def _backprop_sgd(WT, b, d_out, a_in, d_in, lr, relu, one):
         b[j] -= s
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _epoch_sample_sgd(x, y, order, theta, sizes, w_off, b_off, a_off, hp, relu, act, delta, c):
     """Per-sample plain SGD over x[order]; returns the mean loss. Sample t's first-layer
     update (c = lr * delta_1, x[order[t]]) waits for sample t+1's forward and is flushed at
@@ -279,7 +283,7 @@ def _epoch_sample_sgd(x, y, order, theta, sizes, w_off, b_off, a_off, hp, relu, 
     return total / max(n, 1)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _layer_update(theta, m, v, w, b, n_in, n_out, d_out, a_in, hp, kind, bc1, bc2):
     """theta's layer (W^T at w, b at b) takes the optimizer step for the gradient
     outer(d_out, a_in), d_out; each gradient element is used as it is produced."""
@@ -318,7 +322,7 @@ def _layer_update(theta, m, v, w, b, n_in, n_out, d_out, a_in, hp, kind, bc1, bc
             theta[b + j] -= lr * (mb / bc1) / (np.sqrt(vb / bc2) + eps)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _epoch_sample(x, y, order, theta, sizes, w_off, b_off, a_off, hp, relu, kind,
                   m, v, state, act, delta):
     """Per-sample training with momentum or Adam over x[order]; returns the mean loss.
@@ -351,7 +355,7 @@ def _epoch_sample(x, y, order, theta, sizes, w_off, b_off, a_off, hp, relu, kind
 # layer) is streamed from cache a quarter as often. Remainders use the one-sample kernels.
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _forward_rows4(theta, w, b, n_in, n_out, A, r0, ai0, ao0, last, relu, one):
     WT = theta[w:w + n_in * n_out].reshape((n_out, n_in))
     a0, a1 = A[r0, ai0:ai0 + n_in], A[r0 + 1, ai0:ai0 + n_in]
@@ -370,7 +374,7 @@ def _forward_rows4(theta, w, b, n_in, n_out, A, r0, ai0, ao0, last, relu, one):
         A[r0 + 3, ao0 + j] = _activate(s3, last, relu, one)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _input_delta_rows4(theta, w, n_in, n_out, A, D, r0, ai0, ao0, relu, one):
     WT = theta[w:w + n_in * n_out].reshape((n_out, n_in))
     d0, d1 = D[r0, ai0:ai0 + n_in], D[r0 + 1, ai0:ai0 + n_in]
@@ -394,7 +398,7 @@ def _input_delta_rows4(theta, w, n_in, n_out, A, D, r0, ai0, ao0, relu, one):
                 D[r, ai0 + i] *= a * (one - a)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _weight_grad_cols(g, w, b, n_in, n_out, A, D, nb, j0, width, ai0, ao0):
     """dW^T[j0:j0+width] = D[:, j0:j0+width]^T @ A and db, for width 4 or 1."""
     GT = g[w:w + n_in * n_out].reshape((n_out, n_in))
@@ -478,7 +482,7 @@ def _epoch_batch(x, y, order, theta, sizes, w_off, b_off, a_off, hp, relu, kind,
     return total / max(n, 1)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _epoch_batch_blas(x, y, order, theta, sizes, w_off, b_off, a_off, hp, relu, kind, batch,
                       g, m, v, state, abuf, dbuf, losses):
     """Minibatch training with every layer's products in BLAS (np.dot: SciPy's OpenBLAS).
@@ -538,8 +542,8 @@ def _epoch_batch_blas(x, y, order, theta, sizes, w_off, b_off, a_off, hp, relu, 
     return total / max(n, 1)
 
 
-_epoch_batch_parallel = njit(cache=True, fastmath=_FASTMATH, parallel=True)(_variant(_epoch_batch, "_parallel"))
-_epoch_batch_serial = njit(cache=True, fastmath=_FASTMATH)(_variant(_epoch_batch, "_serial"))
+_epoch_batch_parallel = njit(cache=True, fastmath=_FASTMATH, error_model="numpy", parallel=True)(_variant(_epoch_batch, "_parallel"))
+_epoch_batch_serial = njit(cache=True, fastmath=_FASTMATH, error_model="numpy")(_variant(_epoch_batch, "_serial"))
 # Below this batch size a step is too small to share: each of its ~11 parallel regions costs a
 # fork and a join, and on a loaded machine a join waits for a descheduled thread. Measured
 # (docs/performance.md, "Small batches, threads and a busy machine"): at batch 1 the serial

@@ -24,9 +24,10 @@ from numba import njit
 from impls.base import ConfigError, Implementation
 
 _FASTMATH = {"reassoc", "contract", "arcp"}   # no nnan/ninf: a diverging run must give NaN
+# error_model="numpy": no zero-division check (and its branch) in the divisions (impls/numba_impl.py)
 
 
-@njit(cache=True, fastmath=_FASTMATH, inline="always")
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy", inline="always")
 def _act(s, relu, one):
     if relu:
         return s if s > 0 else s * 0
@@ -36,7 +37,7 @@ def _act(s, relu, one):
     return e / (one + e)
 
 
-@njit(cache=True, fastmath=_FASTMATH, inline="always")
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy", inline="always")
 def _dact(a, relu, one):
     """act'(z) written with a = act(z)."""
     if relu:
@@ -44,7 +45,7 @@ def _dact(a, relu, one):
     return a * (one - a)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _layer1(W1T, b1, xp, c, xn, a1, pending, relu, one):
     """a1 = act(W1 xn + b1), first applying W1T -= outer(c, xp) when ``pending``; 4 units a sweep."""
     n1, n0 = W1T.shape
@@ -92,7 +93,7 @@ def _layer1(W1T, b1, xp, c, xn, a1, pending, relu, one):
         j += 1
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _flush1(W1T, xp, c):
     n1, n0 = W1T.shape
     for j in range(n1):
@@ -101,7 +102,7 @@ def _flush1(W1T, xp, c):
             W1T[j, i] -= cj * xp[i]
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _epoch(x, y, order, W1T, b1, W2T, b2, W3T, b3, lr, relu, a1, a2, z3, d1, d2, d3, c):
     one = lr * 0 + 1
     n = order.shape[0]

@@ -549,11 +549,13 @@ _epoch_batch_serial = njit(cache=True, fastmath=_FASTMATH, error_model="numpy")(
 # (docs/performance.md, "Small batches, threads and a busy machine"): at batch 1 the serial
 # kernel is 2.4x faster quiet and 19x beside one busy loop; at batch 32 the parallel one is
 # 1.6x faster quiet (and 2.7x slower loaded: the thread count is the harness's choice).
+# Since BLAS_FROM = SERIAL_BELOW, the parallel loop kernel runs only where a caller lowers
+# SERIAL_BELOW or raises BLAS_FROM (the tests and benchmarks/probe_threads.py do).
 SERIAL_BELOW = 32
 # From this batch size on, every layer's products go through BLAS (_epoch_batch_blas). Measured
 # (docs/performance.md, "numba kernels (issue 13)"), 1 thread, CPU time: on hw1-q3 (batch 256,
-# Adam) 1.15x numpy-batch and 1.6x the 4-row loop kernels; at batch 32 BLAS still led the serial
-# loops on both nets (1.17x, 1.14x); at batch 8 the loops led (0.85x).
+# Adam) 1.28x numpy-batch and 1.7x the 4-row loop kernels; at batch 32 BLAS still led the serial
+# loops on both nets (1.17x, 1.14x); at batch 8 the loops led (0.85x). Two threads: not yet measured.
 BLAS_FROM = 32
 
 

@@ -1,6 +1,6 @@
 """``python -m benchmarks.probe_threads``: how threads, and a busy machine, change small-batch
 throughput. For each case (an implementation, a dtype and batch on hw1-q4's network, a thread
-count, and for numba-batch its serial or parallel kernel), samples/s of timed passes, strictly
+count, and for numba-batch its serial, parallel or BLAS kernel), samples/s of timed passes, strictly
 interleaved over ``--rounds`` rounds, each implementation in a process of its own (another
 backend's idle thread pool in the same process changes the figures: docs/performance.md),
 quiet and then beside ``--busy`` spinning processes. The figures in docs/performance.md ("Small batches, threads and a busy machine")
@@ -30,7 +30,7 @@ def measure(rounds: int, seconds: float, data, only: str) -> dict:
     for name, batch in [c for c in CASES if c[0] == only]:
         config = PRESETS["hw1-q4"].replace(impl=name, dtype="float32", batch_size=batch)
         p = prepare(config, data)
-        kernels = ("serial", "parallel") if name == "numba-batch" else ("-",)
+        kernels = ("serial", "parallel", "blas") if name == "numba-batch" else ("-",)
         for kernel in kernels:
             for threads in (1, 2):
                 if kernel == "parallel" and threads == 1:
@@ -41,6 +41,7 @@ def measure(rounds: int, seconds: float, data, only: str) -> dict:
         for key, (timed, kernel, threads) in timers.items():
             machine.pin_threads(threads)
             numba_impl.SERIAL_BELOW = 10 ** 9 if kernel == "serial" else 1
+            numba_impl.BLAS_FROM = 1 if kernel == "blas" else 10 ** 9
             rates[key].append(timed.rate(r))
     return {key: float(np.median(v)) for key, v in rates.items()}
 

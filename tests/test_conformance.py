@@ -168,13 +168,14 @@ def test_init_params_is_deterministic_and_follows_the_scheme():
 
 @pytest.mark.parametrize("dtype", impls.DTYPES)
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
-@pytest.mark.parametrize("kernel", ["serial", "parallel"])
+@pytest.mark.parametrize("kernel", ["serial", "parallel", "blas"])
 def test_numba_batch_serial_and_parallel_kernels_both_hold_parity(kernel, opt, dtype, monkeypatch):
-    """numba-batch picks its serial kernel below SERIAL_BELOW or on one thread: each kernel is
-    held to the table at batch 32, whichever the dispatch would pick."""
+    """numba-batch picks its BLAS kernel from BLAS_FROM, else its serial kernel below SERIAL_BELOW
+    or on one thread: each kernel is held to the table at batch 32, whichever the dispatch would pick."""
     from impls import numba_impl
     cls = implementation("numba-batch", dtype, 32)
     monkeypatch.setattr(numba_impl, "SERIAL_BELOW", 10 ** 9 if kernel == "serial" else 1)
+    monkeypatch.setattr(numba_impl, "BLAS_FROM", 1 if kernel == "blas" else 10 ** 9)
     if kernel == "parallel" and numba_impl.numba.get_num_threads() == 1:
         pytest.skip("one numba thread: the parallel kernel is never picked")
     optimizer, momentum, lr = OPTIMIZERS[opt]

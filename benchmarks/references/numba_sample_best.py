@@ -1,0 +1,212 @@
+"""numba-sample-best: the fastest per-sample numba kernel written for hw1-q4's shape of net.
+
+The numba family's reference (issue 13): ``numba-sample`` (impls/numba_impl.py) is measured
+against it, so it lives in the benchmark suite and not in the ``impls`` registry. It trains
+any net with exactly two hidden layers (784-32-32-10 is hw1-q4's), sigmoid or ReLU, with plain
+per-sample SGD in float32 or float64; momentum and Adam are refused.
+
+What makes it fast, each choice measured in docs/performance.md ("numba kernels (issue 13)"):
+- W1 is stored transposed, (n1, n0): every loop over the 784 inputs is contiguous.
+- Four hidden units per sweep of the input: one pass over x feeds four dot products.
+- Sample t's layer-1 update is fused with sample t+1's layer-1 forward. W1 (100 kB in float32,
+  200 kB in float64) lives in L2, not L1; the plain order reads it for the forward, and reads
+  and writes it again for the update. Fused, each element is read once, updated with sample
+  t's outer product, written back and multiplied by sample t+1's pixel while still in a
+  register. Sample t's update is therefore applied lazily (``pending``) and flushed at the end
+  of the epoch, so the parameters after ``train_epoch`` are exactly the plain order's.
+- The sizes are runtime values: compiled as constants, LLVM emitted scalar code (slower).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from impls.base import ConfigError, Implementation
+
+_FASTMATH = {"reassoc", "contract", "arcp"}   # no nnan/ninf: a diverging run must give NaN
+# error_model="numpy": no zero-division check (and its branch) in the divisions (impls/numba_impl.py)
+
+
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy", inline="always")
+def _act(s, relu, one):
+    if relu:
+        return s if s > 0 else s * 0
+    if s >= 0:
+        return one / (one + np.exp(-s))
+    e = np.exp(s)
+    return e / (one + e)
+
+
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy", inline="always")
+def _dact(a, relu, one):
+    """act'(z) written with a = act(z)."""
+    if relu:
+        return one if a > 0 else one * 0
+    return a * (one - a)
+
+
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _layer1(W1T, b1, xp, c, xn, a1, pending, relu, one):
+    """a1 = act(W1 xn + b1), first applying W1T -= outer(c, xp) when ``pending``; 4 units a sweep."""
+    n1, n0 = W1T.shape
+    j = 0
+    while j + 4 <= n1:
+        w0, w1, w2, w3 = W1T[j], W1T[j + 1], W1T[j + 2], W1T[j + 3]
+        s0, s1, s2, s3 = b1[j], b1[j + 1], b1[j + 2], b1[j + 3]
+        if pending:
+            c0, c1, c2, c3 = c[j], c[j + 1], c[j + 2], c[j + 3]
+            for i in range(n0):
+                p, q = xp[i], xn[i]
+                u0 = w0[i] - c0 * p
+                u1 = w1[i] - c1 * p
+                u2 = w2[i] - c2 * p
+                u3 = w3[i] - c3 * p
+                w0[i] = u0
+                w1[i] = u1
+                w2[i] = u2
+                w3[i] = u3
+                s0 += u0 * q
+                s1 += u1 * q
+                s2 += u2 * q
+                s3 += u3 * q
+        else:
+            for i in range(n0):
+                q = xn[i]
+                s0 += w0[i] * q
+                s1 += w1[i] * q
+                s2 += w2[i] * q
+                s3 += w3[i] * q
+        a1[j] = _act(s0, relu, one)
+        a1[j + 1] = _act(s1, relu, one)
+        a1[j + 2] = _act(s2, relu, one)
+        a1[j + 3] = _act(s3, relu, one)
+        j += 4
+    while j < n1:                                      # the remainder, one unit a sweep
+        w0 = W1T[j]
+        s0 = b1[j]
+        c0 = c[j]
+        for i in range(n0):
+            if pending:
+                w0[i] -= c0 * xp[i]
+            s0 += w0[i] * xn[i]
+        a1[j] = _act(s0, relu, one)
+        j += 1
+
+
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _flush1(W1T, xp, c):
+    n1, n0 = W1T.shape
+    for j in range(n1):
+        cj = c[j]
+        for i in range(n0):
+            W1T[j, i] -= cj * xp[i]
+
+
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _epoch(x, y, order, W1T, b1, W2T, b2, W3T, b3, lr, relu, a1, a2, z3, d1, d2, d3, c):
+    one = lr * 0 + 1
+    n = order.shape[0]
+    n1, n2, n3 = W1T.shape[0], W2T.shape[0], W3T.shape[0]
+    total = 0.0
+    prev = 0
+    for t in range(n):
+        idx = order[t]
+        _layer1(W1T, b1, x[prev], c, x[idx], a1, t > 0, relu, one)
+        prev = idx
+        for j in range(n2):                            # layer 2 forward
+            s = b2[j]
+            for i in range(n1):
+                s += W2T[j, i] * a1[i]
+            a2[j] = _act(s, relu, one)
+        for j in range(n3):                            # logits
+            s = b3[j]
+            for i in range(n2):
+                s += W3T[j, i] * a2[i]
+            z3[j] = s
+        m = z3[0]                                      # softmax, loss, d3 = p - onehot
+        for j in range(1, n3):
+            m = max(m, z3[j])
+        se = one * 0
+        for j in range(n3):
+            d3[j] = np.exp(z3[j] - m)
+            se += d3[j]
+        for j in range(n3):
+            d3[j] /= se
+        label = y[idx]
+        d3[label] -= 1
+        total += np.log(se) - (z3[label] - m)
+        for i in range(n2):                            # d2 = (W3 d3) * act'(a2), W3 as it was
+            d2[i] = one * 0
+        for j in range(n3):
+            e = d3[j]
+            for i in range(n2):
+                d2[i] += e * W3T[j, i]
+        for i in range(n2):
+            d2[i] *= _dact(a2[i], relu, one)
+        for j in range(n3):                            # W3, b3 update
+            s = lr * d3[j]
+            for i in range(n2):
+                W3T[j, i] -= s * a2[i]
+            b3[j] -= s
+        for i in range(n1):                            # d1 = (W2 d2) * act'(a1)
+            d1[i] = one * 0
+        for j in range(n2):
+            e = d2[j]
+            for i in range(n1):
+                d1[i] += e * W2T[j, i]
+        for i in range(n1):
+            d1[i] *= _dact(a1[i], relu, one)
+        for j in range(n2):                            # W2, b2 update
+            s = lr * d2[j]
+            for i in range(n1):
+                W2T[j, i] -= s * a1[i]
+            b2[j] -= s
+        for j in range(n1):                            # b1 now; W1 with the next forward
+            c[j] = lr * d1[j]
+            b1[j] -= c[j]
+    if n > 0:
+        _flush1(W1T, x[prev], c)
+    return total / max(n, 1)
+
+
+class NumbaSampleBest(Implementation):
+    name = "numba-sample-best"
+    description = "reference: per-sample SGD, two hidden layers, W1 update fused with the next forward"
+    batch_sizes = (1,)
+
+    def __init__(self, spec, params, **config):
+        super().__init__(spec, params, **config)
+        if len(spec.layers) != 3:
+            raise ConfigError(f"{self.name} trains nets with two hidden layers only, got sizes {spec.sizes}")
+        if self.optimizer != "sgd" or self.momentum != 0.0:
+            raise ConfigError(f"{self.name} runs plain SGD only (no momentum, no Adam)")
+        dt = self.dtype
+        self._W = [np.ascontiguousarray(np.asarray(W, dtype=dt).T) for W, _ in params]   # transposed
+        self._b = [np.array(b, dtype=dt) for _, b in params]
+        n1, n2, n3 = spec.sizes[1:]
+        self._a1, self._a2, self._z3 = np.zeros(n1, dt), np.zeros(n2, dt), np.zeros(n3, dt)
+        self._d1, self._d2, self._d3 = np.zeros(n1, dt), np.zeros(n2, dt), np.zeros(n3, dt)
+        self._c = np.zeros(n1, dt)
+        self._lr = dt.type(self.lr)
+
+    def train_epoch(self, x, y, order):
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        y = np.ascontiguousarray(y, dtype=np.int64)
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        (W1T, W2T, W3T), (b1, b2, b3) = self._W, self._b
+        return float(_epoch(x, y, order, W1T, b1, W2T, b2, W3T, b3, self._lr, self.spec.activation == "relu",
+                            self._a1, self._a2, self._z3, self._d1, self._d2, self._d3, self._c))
+
+    def get_params(self):
+        return [(W.T.copy(), b.copy()) for W, b in zip(self._W, self._b)]
+
+    def predict_proba(self, x):
+        a = np.asarray(x, dtype=self.dtype)
+        params = self.get_params()
+        for k, (W, b) in enumerate(params):
+            z = a @ W + b
+            if k < len(params) - 1:
+                a = np.maximum(z, 0) if self.spec.activation == "relu" else 1 / (1 + np.exp(-np.clip(z, -80, 80)))
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)

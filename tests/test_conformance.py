@@ -48,6 +48,17 @@ def reference(net, opt, batch):
                            optimizer=optimizer, momentum=momentum)
 
 
+def peer_reference(cls, net, opt, batch):
+    """The float64 reference of an implementation whose math differs on purpose
+    (``parity_reference``: sklearn-mlp's Adam, impls/sklearn_mlp.py), else None."""
+    own = getattr(cls, "parity_reference", None)
+    if own is None:
+        return None
+    optimizer, momentum, lr = OPTIMIZERS[opt]
+    x, y, order, params = _problem(net)
+    return own(NETS[net], params, x, y, order, lr=lr, batch_size=batch, optimizer=optimizer, momentum=momentum)
+
+
 _DATA = {}
 
 
@@ -73,7 +84,7 @@ def test_one_epoch_parity(name, net, opt, batch, dtype):
     cls = implementation(name, dtype, batch)
     optimizer, momentum, lr = OPTIMIZERS[opt]
     x, y, order, params = _problem(net)
-    want, want_loss = reference(net, opt, batch)
+    want, want_loss = peer_reference(cls, net, opt, batch) or reference(net, opt, batch)
     impl = cls(NETS[net], params, lr=lr, batch_size=batch, dtype=dtype, optimizer=optimizer, momentum=momentum)
     loss = impl.train_epoch(x.astype(dtype), y, order)
     got = impl.get_params()
@@ -143,7 +154,8 @@ def test_capabilities_are_declared_and_enforced(name):
 
 def test_registry():
     assert impls.names() == ["numpy-sample", "numpy-batch", "numba-sample", "numba-batch",
-                             "torch-cpu", "torch-cuda", "torch-cuda-graph"]
+                             "torch-cpu", "torch-cuda", "torch-cuda-graph", "sklearn-mlp", "jax-cpu"]
+    assert [n for n in impls.names() if impls.is_peer(n)] == list(impls.PEERS) == ["sklearn-mlp", "jax-cpu"]
     with pytest.raises(impls.UnknownImplementation, match="valid names: numpy-sample, numpy-batch"):
         impls.get("numpy-fast")
     assert AVAILABLE["numpy-sample"] is None and AVAILABLE["numpy-batch"] is None

@@ -247,3 +247,19 @@ def test_report_without_a_session_says_so(tmp_path):
     (tmp_path / "empty.db").touch()
     proc = run_cli("report", "--tracking-uri", f"sqlite:///{tmp_path / 'empty.db'}")
     assert proc.returncode == 2 and "no benchmark session" in proc.stderr
+
+
+def test_dry_run_report_has_the_peers_section(dry_run):
+    """The peers train hw1-q3 in every bench session where they are installed, and the
+    report shows them beside the families (reports/peers.py)."""
+    uri, proc, report = dry_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    md = (report / "latest" / "report.md").read_text()
+    installed = [n for n in impls.PEERS if impls.available_reason(n) is None]
+    if not installed:
+        assert "## Peers" not in md
+        return
+    assert "## Peers: scikit-learn and JAX beside the families (hw1-q3)" in md
+    for name in installed:
+        assert f"| {name} | peer | float32 | 256 |" in md
+        assert f"{name} runs at " in md

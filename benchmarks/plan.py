@@ -104,6 +104,15 @@ class Cell:
         return f"{c.impl} {c.dtype.replace('float', 'f')} b{c.batch_size} · {what}"
 
 
+def _needs_gpu(name: str) -> bool:
+    """False also for an implementation whose backend is not installed (a peer): it is skipped
+    later with the reason ``impls.available_reason`` gives."""
+    try:
+        return impls.get(name).needs_gpu
+    except ImportError:
+        return False
+
+
 def plan(options: BenchOptions) -> tuple[list[Cell], list[str]]:
     """The cells to run, and one line per implementation or cell SKIPPED, with its reason."""
     names = list(options.impls) or [n for n in impls.names() if options.peers or not impls.is_peer(n)]
@@ -111,9 +120,9 @@ def plan(options: BenchOptions) -> tuple[list[Cell], list[str]]:
     named = set(options.impls) if set(options.impls) != set(impls.names()) else set()
     skipped = []
     if options.cpu_only:
-        skipped = [f"{n}: a GPU implementation; this matrix runs CPU ones only" for n in names
-                   if impls.get(n).needs_gpu]
-        names = [n for n in names if not impls.get(n).needs_gpu]
+        gpu = {n for n in names if _needs_gpu(n)}
+        skipped = [f"{n}: a GPU implementation; this matrix runs CPU ones only" for n in names if n in gpu]
+        names = [n for n in names if n not in gpu]
     skipped += [f"{n}: {impls.available_reason(n)}" for n in names if impls.available_reason(n)]
     names = [n for n in names if not impls.available_reason(n)]
     cells: list[Cell] = []

@@ -28,6 +28,8 @@ def pin_threads(n: int) -> dict:
     if "torch" in sys.modules:
         import torch
         torch.set_num_threads(n)
+    if "impls.jax_cpu" in sys.modules:       # XLA: env flags, read when its backend starts
+        sys.modules["impls.jax_cpu"].pin_threads(n)
     return thread_settings()
 
 
@@ -47,6 +49,8 @@ def thread_settings() -> dict:
     if "torch" in sys.modules:
         import torch
         out["torch"] = torch.get_num_threads()
+    if "impls.jax_cpu" in sys.modules:
+        out["jax"] = sys.modules["impls.jax_cpu"]._THREADS["setting"]
     return out
 
 

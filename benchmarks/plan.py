@@ -18,6 +18,8 @@ import impls
 from benchmarks.config import PRESETS, RunConfig
 
 FULL_SCHEDULE = (("hw1-q4", None, None), ("hw1-q3", None, None))
+# the presets the peers train by default: the report's Peers section compares them on hw1-q3
+PEER_PRESETS = ("hw1-q3",)
 # seconds of training an accuracy cell may take, per bench mode: on a quiet machine of this
 # kind the slowest full cell (torch-cpu, hw1-q4, batch 1) trains in well under this
 DEFAULT_BUDGET = {"full": 180.0, "quick": 60.0, "dry-run": 60.0}
@@ -47,6 +49,9 @@ class BenchOptions:
     # trains on fewer samples, and stops early if it still runs over (``benchmarks/budget.py``);
     # None: no budget (the regression gate's cells must be the baseline's, whatever they cost)
     cell_budget: float | None = None
+    # the peers (impls.PEERS: sklearn-mlp, jax-cpu): unless named in ``impls``, they train the
+    # PEER_PRESETS only and join no throughput sweep; the gate leaves them out
+    peers: bool = True
 
     @property
     def presets(self) -> tuple[str, ...]:
@@ -78,7 +83,7 @@ def gate_options(impl_names: tuple[str, ...] = (), dataset: str = "fashion-mnist
     return BenchOptions(impls=impl_names, schedule=(("hw1-q4", 1, 20000), ("hw1-q3", 2, 20000)), seeds=seeds,
                         batch_sizes=(1, 256), dtypes=("float32",), sweep="largest", reference_every_preset=False,
                         cpu_only=True, repeats=repeats, repeat_seconds=repeat_seconds, paired_reference=True,
-                        dataset=dataset)
+                        dataset=dataset, peers=False)
 
 
 @dataclass(frozen=True)
@@ -99,14 +104,25 @@ class Cell:
         return f"{c.impl} {c.dtype.replace('float', 'f')} b{c.batch_size} · {what}"
 
 
+def _needs_gpu(name: str) -> bool:
+    """False also for an implementation whose backend is not installed (a peer): it is skipped
+    later with the reason ``impls.available_reason`` gives."""
+    try:
+        return impls.get(name).needs_gpu
+    except ImportError:
+        return False
+
+
 def plan(options: BenchOptions) -> tuple[list[Cell], list[str]]:
     """The cells to run, and one line per implementation or cell SKIPPED, with its reason."""
-    names = list(options.impls) or impls.names()
+    names = list(options.impls) or [n for n in impls.names() if options.peers or not impls.is_peer(n)]
+    # peers named explicitly (not through "all") run everywhere
+    named = set(options.impls) if set(options.impls) != set(impls.names()) else set()
     skipped = []
     if options.cpu_only:
-        skipped = [f"{n}: a GPU implementation; this matrix runs CPU ones only" for n in names
-                   if impls.get(n).needs_gpu]
-        names = [n for n in names if not impls.get(n).needs_gpu]
+        gpu = {n for n in names if _needs_gpu(n)}
+        skipped = [f"{n}: a GPU implementation; this matrix runs CPU ones only" for n in names if n in gpu]
+        names = [n for n in names if n not in gpu]
     skipped += [f"{n}: {impls.available_reason(n)}" for n in names if impls.available_reason(n)]
     names = [n for n in names if not impls.available_reason(n)]
     cells: list[Cell] = []
@@ -118,6 +134,8 @@ def plan(options: BenchOptions) -> tuple[list[Cell], list[str]]:
 
     for preset, epochs, limit in options.schedule:
         for name in names:
+            if impls.is_peer(name) and name not in named and preset not in PEER_PRESETS:
+                continue
             config = base(preset, epochs, limit).replace(impl=name)
             reason = impls.runnable(name, dtype=config.dtype, batch_size=config.batch_size)
             if reason:
@@ -129,6 +147,7 @@ def plan(options: BenchOptions) -> tuple[list[Cell], list[str]]:
     for preset in [options.sweep_preset] + others:
         # the full sweep on one network; elsewhere the numpy-sample baseline only (speed-ups)
         sweep_names = names if preset == options.sweep_preset else [n for n in names if n == impls.REFERENCE]
+        sweep_names = [n for n in sweep_names if not impls.is_peer(n) or n in named]
         for name in sweep_names:
             for dtype in options.dtypes:
                 batches = [b for b in options.batch_sizes if not impls.runnable(name, dtype=dtype, batch_size=b)]

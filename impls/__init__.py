@@ -33,9 +33,9 @@ from impls.base import (
 )
 
 __all__ = [
-    "ACTIVATIONS", "DTYPES", "INIT_SCHEMES", "OPTIMIZERS", "PARITY_TOLERANCE", "ConfigError", "Implementation",
-    "NetSpec", "UnknownImplementation", "available", "flops_per_sample", "get", "init_params",
-    "names", "parity_error", "relative_error", "runnable",
+    "ACTIVATIONS", "DTYPES", "INIT_SCHEMES", "OPTIMIZERS", "PARITY_TOLERANCE", "PEERS", "ConfigError",
+    "Implementation", "NetSpec", "UnknownImplementation", "available", "flops_per_sample", "get", "init_params",
+    "is_peer", "names", "parity_error", "relative_error", "runnable",
 ]
 
 # name -> "module:Class"; the order is the order of every table and figure.
@@ -47,7 +47,14 @@ _REGISTRY = {
     "torch-cpu": "impls.torch_impl:TorchCPU",
     "torch-cuda": "impls.torch_cuda:TorchCUDA",
     "torch-cuda-graph": "impls.torch_cuda:TorchCUDAGraph",
+    # peers: what a user would pick instead of writing the network (scikit-learn, JAX); optional
+    # backends, installed by requirements.txt; each class says ``family = "peer"``
+    "sklearn-mlp": "impls.sklearn_mlp:SklearnMLP",
+    "jax-cpu": "impls.jax_cpu:JaxCPU",
 }
+# the peers' names: scheduled on PEER_PRESETS only (benchmarks/plan.py), kept out of the
+# regression gate, and shown in the report's Peers section (reports/peers.py)
+PEERS = ("sklearn-mlp", "jax-cpu")
 
 REFERENCE = "numpy-sample"
 
@@ -64,6 +71,11 @@ class UnknownImplementation(KeyError):
 def names() -> list[str]:
     """Every registered implementation name, available here or not."""
     return list(_REGISTRY)
+
+
+def is_peer(name: str) -> bool:
+    """A peer (scikit-learn, JAX) rather than one of the project's families; no import."""
+    return name in PEERS
 
 
 def get(name: str) -> type[Implementation]:

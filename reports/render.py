@@ -11,6 +11,7 @@ import pandas as pd
 
 from reports import answer
 from reports.figures import accuracy_figure, examples_figure, loss_figure, throughput_figure
+from reports.peers import peers_section
 from reports.tables import summary_table, to_markdown
 
 FIGURES = {
@@ -103,6 +104,9 @@ def _sections(cells, meta, skipped, bench_table) -> list[tuple[str, list[str], p
                 ("Cells", [f"Noisy: the IQR of a cell's repeats is above {100 * answer.NOISE_THRESHOLD:.0f}% of their "
                            "median. Speed-up: samples/s over numpy-sample's on the same network and dtype, this "
                            "session."], summary_table(cells))]
+    peers = peers_section(cells)
+    if peers is not None:
+        sections.append(peers)
     if bench_table is not None and not bench_table.empty:
         sections.append(("pytest-benchmark: one training step", [
             "Per-step latency from benchmarks/suite_train_step.py, all backends in one process, the session's "

@@ -42,11 +42,26 @@ def test_default_plan_covers_every_available_implementation():
     assert {b for _, _, b in sweep} == {1, 32, 256, 1024}
     # numpy-sample is also timed on hw1-q3's network, the baseline of its speed-ups
     assert {(c.config.impl, c.config.preset) for c in thr if c.config.preset == "hw1-q3"} == {("numpy-sample", "hw1-q3")}
+    # the peers train hw1-q3 only (the report's Peers section) and join no sweep
+    assert {c.config.preset for c in acc if impls.is_peer(c.config.impl)} <= {"hw1-q3"}
+    assert not any(impls.is_peer(c.config.impl) for c in thr)
+
+
+def test_peers_named_explicitly_run_everywhere_and_stay_out_of_the_gate():
+    cells, _ = plan(BenchOptions.make("dry-run", impls=("numpy-batch",) + impls.PEERS))
+    ran = {(c.kind, c.config.impl) for c in cells}
+    for name in impls.PEERS:
+        if impls.available_reason(name) is None:
+            assert ("throughput", name) in ran
+            assert {c.config.preset for c in cells if c.config.impl == name and c.kind == "accuracy"} == {"hw1-q4", "hw1-q3"}
+    gate_cells, _ = plan(gate_options())
+    assert not any(impls.is_peer(c.config.impl) for c in gate_cells)
 
 
 def test_the_gate_is_another_matrix_of_the_same_planner():
     cells, _ = plan(gate_options())
-    cpu = [n for n, why in impls.available().items() if why is None and not impls.get(n).needs_gpu]
+    cpu = [n for n, why in impls.available().items()
+           if why is None and not impls.get(n).needs_gpu and not impls.is_peer(n)]
     acc = [c.config for c in cells if c.kind == "accuracy"]
     assert {(c.preset, c.epochs, c.train_limit) for c in acc} == {("hw1-q4", 1, 20000), ("hw1-q3", 2, 20000)}
     assert sorted({c.seed for c in acc}) == [0, 1, 2]
@@ -232,3 +247,19 @@ def test_report_without_a_session_says_so(tmp_path):
     (tmp_path / "empty.db").touch()
     proc = run_cli("report", "--tracking-uri", f"sqlite:///{tmp_path / 'empty.db'}")
     assert proc.returncode == 2 and "no benchmark session" in proc.stderr
+
+
+def test_dry_run_report_has_the_peers_section(dry_run):
+    """The peers train hw1-q3 in every bench session where they are installed, and the
+    report shows them beside the families (reports/peers.py)."""
+    uri, proc, report = dry_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    md = (report / "latest" / "report.md").read_text()
+    installed = [n for n in impls.PEERS if impls.available_reason(n) is None]
+    if not installed:
+        assert "## Peers" not in md
+        return
+    assert "## Peers: scikit-learn and JAX beside the families (hw1-q3)" in md
+    for name in installed:
+        assert f"| {name} | peer | float32 | 256 |" in md
+        assert f"{name} runs at " in md

@@ -32,6 +32,11 @@ N = 1000
 AVAILABLE = impls.available()
 
 
+def sample_only(name) -> bool:
+    """A -sample implementation (batch 1 only); False for one whose backend is missing (it skips)."""
+    return not AVAILABLE[name] and impls.get(name).batch_sizes == (1,)
+
+
 def implementation(name, dtype, batch):
     reason = impls.runnable(name, dtype=dtype, batch_size=batch)
     if reason:
@@ -46,6 +51,17 @@ def reference(net, opt, batch):
     x, y, order, params = _problem(net)
     return reference_train(spec, params, x, y, order, lr=lr, batch_size=batch,
                            optimizer=optimizer, momentum=momentum)
+
+
+def peer_reference(cls, net, opt, batch):
+    """The float64 reference of an implementation whose math differs on purpose
+    (``parity_reference``: sklearn-mlp's Adam, impls/sklearn_mlp.py), else None."""
+    own = getattr(cls, "parity_reference", None)
+    if own is None:
+        return None
+    optimizer, momentum, lr = OPTIMIZERS[opt]
+    x, y, order, params = _problem(net)
+    return own(NETS[net], params, x, y, order, lr=lr, batch_size=batch, optimizer=optimizer, momentum=momentum)
 
 
 _DATA = {}
@@ -73,7 +89,7 @@ def test_one_epoch_parity(name, net, opt, batch, dtype):
     cls = implementation(name, dtype, batch)
     optimizer, momentum, lr = OPTIMIZERS[opt]
     x, y, order, params = _problem(net)
-    want, want_loss = reference(net, opt, batch)
+    want, want_loss = peer_reference(cls, net, opt, batch) or reference(net, opt, batch)
     impl = cls(NETS[net], params, lr=lr, batch_size=batch, dtype=dtype, optimizer=optimizer, momentum=momentum)
     loss = impl.train_epoch(x.astype(dtype), y, order)
     got = impl.get_params()
@@ -91,7 +107,7 @@ def test_one_epoch_parity(name, net, opt, batch, dtype):
 @pytest.mark.parametrize("name", impls.names())
 def test_step_zero_gradient(name, net, dtype):
     """One plain-SGD step on one batch: (p0 - p1) / lr is the implementation's gradient."""
-    batch = 1 if impls.get(name).batch_sizes == (1,) else 16
+    batch = 1 if sample_only(name) else 16
     cls = implementation(name, dtype, batch)
     x, y, order, params = _problem(net)
     idx = order[:batch]
@@ -112,7 +128,7 @@ def test_step_zero_gradient(name, net, dtype):
 @pytest.mark.parametrize("name", impls.names())
 def test_predict_proba_matches_reference_forward(name, dtype, fashion):
     from impls.numpy_sample import sample_forward
-    cls = implementation(name, dtype, cls_batch := (1 if impls.get(name).batch_sizes == (1,) else 8))
+    cls = implementation(name, dtype, cls_batch := (1 if sample_only(name) else 8))
     x, y, order, params = _problem("sigmoid")
     impl = cls(NETS["sigmoid"], params, lr=0.01, batch_size=cls_batch, dtype=dtype)
     proba = impl.predict_proba(x[:50].astype(dtype))
@@ -143,7 +159,8 @@ def test_capabilities_are_declared_and_enforced(name):
 
 def test_registry():
     assert impls.names() == ["numpy-sample", "numpy-batch", "numba-sample", "numba-batch",
-                             "torch-cpu", "torch-cuda", "torch-cuda-graph"]
+                             "torch-cpu", "torch-cuda", "torch-cuda-graph", "sklearn-mlp", "jax-cpu"]
+    assert [n for n in impls.names() if impls.is_peer(n)] == list(impls.PEERS) == ["sklearn-mlp", "jax-cpu"]
     with pytest.raises(impls.UnknownImplementation, match="valid names: numpy-sample, numpy-batch"):
         impls.get("numpy-fast")
     assert AVAILABLE["numpy-sample"] is None and AVAILABLE["numpy-batch"] is None

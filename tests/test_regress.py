@@ -18,7 +18,9 @@ from benchmarks.gate import GateOptions, run_gate
 from tests.helpers import fill, run_cli
 
 COMMITTED = Path(baseline_file.BASELINE)
-CPU_IMPLS = [n for n, why in impls.available().items() if why is None and not impls.get(n).needs_gpu]
+# the gate's implementations: every CPU one but the peers (benchmarks/plan.py gate_options)
+CPU_IMPLS = [n for n, why in impls.available().items()
+             if why is None and not impls.get(n).needs_gpu and not impls.is_peer(n)]
 
 
 @pytest.fixture(scope="module")

@@ -89,3 +89,37 @@ def test_figures_are_labelled(session):
     assert "samples/s" in figs[0].axes[0].get_ylabel()
     bar_labels = [t.get_text() for ax in figs[3].axes for t in ax.get_yticklabels()]
     assert "Ankle boot" in bar_labels
+
+
+def with_peers(cells: pd.DataFrame) -> pd.DataFrame:
+    """The recorded session plus a sklearn-mlp and a jax-cpu hw1-q3 cell, each a copy of the
+    session's numpy-batch one with its rate scaled (0.68x and 1.28x, the issue's figures)."""
+    base = cells[(cells["impl"] == "numpy-batch") & (cells["preset"] == "hw1-q3") & (cells["kind"] == "accuracy")]
+    rows = []
+    for name, factor, acc in (("sklearn-mlp", 0.68, 0.8512), ("jax-cpu", 1.28, 0.8601)):
+        row = base.copy()
+        row["impl"], row["cell"] = name, row["cell"].str.replace("numpy-batch", name)
+        for col in ("samples_per_second_median", "samples_per_second_q1", "samples_per_second_q3"):
+            row[col] = row[col] * factor
+        row["test_accuracy"] = acc
+        rows.append(row)
+    return pd.concat([cells, *rows], ignore_index=True)
+
+
+def test_peers_section_renders_beside_the_families(session, tmp_path):
+    from reports.peers import peers_section
+    cells, epochs, examples, meta = session
+    assert peers_section(cells) is None                      # no peer ran: no section
+    title, lines, table = peers_section(with_peers(cells))
+    assert title.startswith("Peers")
+    assert table["implementation"].tolist() == ["numpy-batch", "numba-batch", "torch-cpu", "sklearn-mlp", "jax-cpu"]
+    assert table["kind"].tolist() == ["family"] * 3 + ["peer"] * 2
+    row = table.set_index("implementation")
+    assert row.loc["numpy-batch", "x numpy-batch"] == "1.00x"
+    assert row.loc["sklearn-mlp", "x numpy-batch"] == "0.68x" and row.loc["jax-cpu", "x numpy-batch"] == "1.28x"
+    assert row.loc["jax-cpu", "test acc"] == "0.8601"
+    assert lines[0] == "sklearn-mlp runs at 0.68x numpy-batch; jax-cpu runs at 1.28x numpy-batch."
+    assert "sqrt(1 - b2^t)" in lines[1]
+    md = write_report(with_peers(cells), epochs, examples, meta, tmp_path)["markdown"].read_text()
+    assert "## Peers: scikit-learn and JAX beside the families (hw1-q3)" in md
+    assert "| sklearn-mlp | peer | float32 | 256 |" in md

@@ -44,11 +44,11 @@ def run_session(options: BenchOptions, data, uri: str, threads: int | None, out_
                          ". Choose other implementations with --impl.")
     thread_env = machine.set_worker_env()       # before any worker starts: they inherit it
     threads, threads_reason = machine.default_threads() if threads is None else (threads, "--threads given")
-    log(f"threads {threads}: {threads_reason}; worker environment "
-        f"{' '.join(f'{k}={v}' for k, v in thread_env.items()) or 'unset'}")
     settings = machine.pin_threads(threads)
     inventory = machine.inventory()
     log(estimate(cells, options, tracking.previous_durations(uri, mode)))
+    log(f"threads {threads}: {threads_reason}; worker environment "
+        f"{' '.join(f'{k}={v}' for k, v in thread_env.items()) or 'unset'}")
     peaks = {dtype: timing.peak_gemm_gflops(dtype=dtype) for dtype in ("float32", "float64")}
     gpu_peaks = gpu.session_peaks(any(impls.get(c.config.impl).device == "cuda" for c in cells), log)
     session = tracking.Session.start(uri, name=f"bench {mode} · {time.strftime('%Y-%m-%d %H:%M')} · {socket.gethostname()}",

@@ -108,7 +108,7 @@ def test_dry_run_through_the_cli_logs_the_whole_schema(tmp_path, fashion, dry_ru
     # the thread count: chosen (no --threads), with its reason, in the first lines and on the session
     assert int(parent["params.threads"]) >= 1 and parent["params.threads_reason"] != "--threads given"
     assert parent["tags.bpb.threads_reason"].startswith(parent["params.threads_reason"][:100])
-    assert f"threads {parent['params.threads']}: " in "\n".join(proc.stdout.splitlines()[:2])
+    assert f"threads {parent['params.threads']}: " in "\n".join(proc.stdout.splitlines()[:3])
     assert "OMP_WAIT_POLICY=PASSIVE" in parent["tags.machine.thread_env"]            # what its workers inherited
     assert "OPENBLAS_THREAD_TIMEOUT=4" in parent["tags.machine.thread_env"]
     # summary metrics on every cell, time-to-target or its reason on accuracy cells
@@ -182,7 +182,7 @@ def test_a_worker_that_dies_fails_its_cells_and_the_session_goes_on(tmp_path, fa
     assert dead["status"].tolist() == ["FAILED"]                           # the cell in flight
     assert dead["tags.bpb.failure_reason"].str.contains("worker process died .exit code 9.").all()
     assert any("never started" in line for line in lines)                  # its later cells, no run
-    assert lines[0].startswith("threads 2: --threads given")               # the caller's count wins
+    assert lines[1].startswith("threads 2: --threads given")               # the caller's count wins
     assert parents["params.threads"].tolist() == ["2"] and parents["params.threads_reason"].tolist() == ["--threads given"]
     assert set(children[children["tags.implementation"] == "numpy-sample"]["status"]) == {"FINISHED"}
     assert not (children["status"] == "RUNNING").any()

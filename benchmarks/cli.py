@@ -91,8 +91,8 @@ def add_data_options(p) -> None:
                    help="folder with the four IDX files (default: user cache, then the system copy)")
     p.add_argument("--download", action="store_true",
                    help="download through torchvision when the files are not found (default: off)")
-    p.add_argument("--threads", type=positive_int, default=os.cpu_count(),
-                   help="threads for BLAS, numba and torch (default: %(default)s, this machine's cores)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="threads for BLAS, numba and torch (default: chosen from the cores and the load)")
 
 
 def add_output_option(p) -> None:

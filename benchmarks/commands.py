@@ -63,7 +63,7 @@ def cmd_run(args) -> int:
     data = datasets.load(configs[0].dataset, args.data_dir, download_ok=args.download)
     for name in {c.impl for c in configs}:
         impls.get(name)
-    threads = machine.pin_threads(args.threads)
+    threads = machine.pin_threads(args.threads or machine.default_threads()[0])
     payload = {"dataset": {"name": data.name, "digest": data.digest, "source": data.source},
                "threads": threads, "machine": machine.inventory(), "results": []}
     print(f"dataset {data.name} from {data.source} (digest {data.digest}); threads {threads}")

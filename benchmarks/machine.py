@@ -16,6 +16,105 @@ from benchmarks import gpu
 
 _LIMITS = None  # keeps threadpoolctl's limits alive for the process
 
+# Set by the harness for its worker processes, before they load a library, so that idle pool
+# threads sleep instead of spinning (docs/performance.md, "Why two threads collapse beside a
+# busy loop"): libgomp's (numba's omp layer, torch and its MKL) and OpenBLAS's pthreads server.
+# A value already in the environment wins. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are never set.
+WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
+THREAD_ENV_KEYS = ("OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "NUMBA_THREADING_LAYER", "NUMBA_NUM_THREADS",
+                   "XLA_FLAGS")
+FREE_CORES_FOR_TWO = 1.5   # fewer free cores than this (cores - 1-minute load average): 1 thread
+PROBE_COLLAPSE = 0.9       # 2 threads slower than this fraction of 1 thread's step rate: contended
+
+
+def set_worker_env(environ=os.environ) -> dict:
+    """Put ``WORKER_ENV`` into ``environ`` where unset (spawned workers inherit it); returns
+    the thread-related settings now in ``environ``, which the session records."""
+    for key, value in WORKER_ENV.items():
+        environ.setdefault(key, value)
+    return thread_env(environ)
+
+
+def thread_env(environ=os.environ) -> dict:
+    """Every environment setting that changes a thread pool's behaviour."""
+    return {k: environ[k] for k in sorted(environ) if k.startswith(THREAD_ENV_KEYS)}
+
+
+def choose_threads(cores: int, load: float | None, probe: float | None = None) -> tuple[int, str]:
+    """The default thread count from the core count, the 1-minute load average and
+    ``probe``, the 2-thread/1-thread rate ratio of a short step timing (None: not measured).
+    One thread when the machine is busy (other processes leave fewer than
+    ``FREE_CORES_FOR_TWO`` cores) or the probe saw 2 threads lose; else one per free core."""
+    if cores <= 1:
+        return 1, "one core"
+    seen = f"1-minute load average {load:.2f} on {cores} cores" if load is not None else f"{cores} cores, load unknown"
+    if probe is not None and probe < PROBE_COLLAPSE:
+        return 1, f"{seen}; 2 threads ran at {probe:.2f} of 1 thread's step rate: contended"
+    free = cores - (load or 0.0)
+    if free < FREE_CORES_FOR_TWO:
+        return 1, f"{seen}: busy, fewer than {FREE_CORES_FOR_TWO:g} cores free"
+    threads = max(1, min(cores, int(free + 0.5)))
+    return threads, f"{seen}: {threads} free" + (f"; 2 threads ran at {probe:.2f} of 1 thread's step rate"
+                                                 if probe is not None else "")
+
+
+def probe_two_threads(rounds: int = 3, steps: int = 6) -> float:
+    """2-thread/1-thread rate of a GEMM chain at hw1-q3's shapes (batch 256: the forward and
+    backward products of 784-256-128-64-10), the median of ``rounds`` interleaved pairs; a
+    contended machine reads well below 1 (docs/performance.md)."""
+    import itertools
+    import time
+
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+    rng = np.random.default_rng(0)
+    sizes = (784, 256, 128, 64, 10)
+    ws = [rng.random((a, b), dtype=np.float32) for a, b in itertools.pairwise(sizes)]
+    x = rng.random((256, 784), dtype=np.float32)
+
+    def step() -> None:
+        hs = [x]
+        for w in ws:
+            hs.append(hs[-1] @ w)
+        g = hs[-1]
+        for h, w in zip(reversed(hs[:-1]), reversed(ws)):
+            h.T @ g
+            g = g @ w.T
+
+    def rate(n: int, limit: float = float("inf")) -> float:
+        """Steps/s on ``n`` threads; after one step, stops at ``limit`` seconds (a collapse is
+        obvious by then)."""
+        with threadpool_limits(limits=n, user_api="blas"):
+            done, t0 = 0, time.perf_counter()
+            while done < steps and (done == 0 or time.perf_counter() - t0 < limit):
+                step()
+                done += 1
+            return done / (time.perf_counter() - t0)
+
+    rate(2, limit=0.0)                     # warm-up, one step: the pool's threads start
+    ratios = []
+    for _ in range(rounds):
+        one = rate(1)
+        ratios.append(rate(2, limit=4 * steps / one) / one)
+        if ratios[-1] < PROBE_COLLAPSE / 2:
+            break                          # a collapse: no need to confirm it
+    return float(np.median(ratios))
+
+
+def default_threads(cores: int | None = None, load: float | None = None, probe: float | None = None,
+                    measure: bool = True) -> tuple[int, str]:
+    """``choose_threads`` on this machine: its cores, its load average and (``measure``, when
+    the load leaves cores free) a 1-vs-2-thread probe; the arguments replace what is read."""
+    cores = cores or os.cpu_count() or 1
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            load = None
+    if probe is None and measure and cores > 1 and cores - (load or 0.0) >= FREE_CORES_FOR_TWO:
+        probe = probe_two_threads()        # the load average lags: a busy loop started a moment ago
+    return choose_threads(cores, load, probe)
+
 
 def pin_threads(n: int) -> dict:
     """Limit every loaded thread pool to ``n`` threads; returns ``thread_settings()``."""
@@ -97,6 +196,7 @@ def inventory() -> dict:
         "blas": "; ".join(f"{b['internal_api']} {b['version']} {b['architecture']} threads={b['num_threads']}"
                           for b in blas) or "unknown",
         "openblas_env": " ".join(f"{k}={os.environ[k]}" for k in sorted(os.environ) if k.startswith("OPENBLAS_")) or "unset",
+        "thread_env": " ".join(f"{k}={v}" for k, v in thread_env().items()) or "unset",
         "git_commit": git_commit(),
     }
     for pkg in ("numpy", "numba", "torch", "mlflow", "pandas"):

@@ -33,32 +33,38 @@ ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_METRICS_SECONDS = 5.0
 
 
-def run_session(options: BenchOptions, data, uri: str, threads: int, out_dir: str, mode: str = "full",
+def run_session(options: BenchOptions, data, uri: str, threads: int | None, out_dir: str, mode: str = "full",
                 pytest_benchmark: bool = False, isolate: bool = True, data_dir: str | None = None,
                 log=print, machine_label: str | None = None) -> tuple[int, str]:
     """Run every cell of ``plan(options)`` inside one tracked session; returns (exit status,
     session run id). Exit status 1 when a cell failed. ``machine_label`` (default: the host
-    name) is the tag ``bpb.machine`` of the session and its cells."""
+    name) is the tag ``bpb.machine`` of the session and its cells. ``threads`` None: the
+    count ``machine.default_threads()`` chooses, recorded with its reason."""
     began, spent_before = time.perf_counter(), tracking.spent()[0]
     label = {"bpb.machine": machine_label or socket.gethostname()}
     cells, skipped = plan(options)
     if not cells:
         raise UsageError("nothing to run here: " + ("; ".join(skipped) or "the matrix is empty") +
                          ". Choose other implementations with --impl.")
+    thread_env = machine.set_worker_env()       # before any worker starts: they inherit it
+    threads, threads_reason = machine.default_threads() if threads is None else (threads, "--threads given")
     settings = machine.pin_threads(threads)
     inventory = machine.inventory()
     log(estimate(cells, options, tracking.previous_durations(uri, mode)))
+    log(f"threads {threads}: {threads_reason}; worker environment "
+        f"{' '.join(f'{k}={v}' for k, v in thread_env.items()) or 'unset'}")
     dry = mode == "dry-run"
     probes = timing.session_probes({c.config.dtype for c in cells if one_thread(c.config.impl)}, threads, dry, log)
     peaks, peak_params = timing.peak_figures(probes)
     gpu_peaks = gpu.session_peaks(any(impls.get(c.config.impl).device == "cuda" for c in cells), log)
     session = tracking.Session.start(uri, name=f"bench {mode} · {time.strftime('%Y-%m-%d %H:%M')} · {socket.gethostname()}",
                                      params={**{f"option.{k}": v for k, v in asdict(options).items()},
-                                             "mode": mode, "threads": threads, "isolate": isolate,
+                                             "mode": mode, "threads": threads, "threads_reason": threads_reason[:500],
+                                             "isolate": isolate,
                                              **peak_params,
                                              **{f"gpu_peak_gemm_gflops_{m}": round(v, 1) for m, v in gpu_peaks.items()}},
                                      tags={**{f"machine.{k}": v for k, v in inventory.items()},
-                                           "git_commit": inventory["git_commit"],
+                                           "git_commit": inventory["git_commit"], "bpb.threads_reason": threads_reason,
                                            "mlflow.note.content": f"bench {mode} session: running ({len(cells)} cells)",
                                            "dataset": data.name, "dataset_digest": data.digest, **label})
     session.log(metrics={"cells_planned": len(cells), **timing.probe_metrics(probes, "start"),

@@ -26,6 +26,37 @@ def runs_of(uri):
     return client, parents, children
 
 
+@pytest.mark.parametrize("cores, load, probe, threads, words", [
+    (2, 0.3, 1.3, 2, "2 free"),            # quiet: both cores
+    (2, 1.1, None, 1, "busy"),             # one busy loop beside: 1 thread
+    (2, 0.2, 0.4, 1, "contended"),         # load average still low (it lags), the probe sees the collapse
+    (2, 0.9, 1.2, 1, "busy"),
+    (1, 0.0, None, 1, "one core"),
+    (16, 3.2, 1.5, 13, "13 free"),
+    (2, None, None, 2, "load unknown"),
+])
+def test_default_threads_decisions(cores, load, probe, threads, words):
+    from benchmarks import machine
+    n, reason = machine.choose_threads(cores, load, probe)
+    assert (n, words in reason) == (threads, True), reason
+    if load is not None:                   # None: default_threads reads this machine's
+        assert machine.default_threads(cores=cores, load=load, probe=probe, measure=False) == (n, reason)
+
+
+def test_worker_environment_keeps_what_the_user_set():
+    from benchmarks import machine
+    env = {"OMP_WAIT_POLICY": "ACTIVE", "PATH": "/bin", "OPENBLAS_CORETYPE": "Haswell"}
+    assert machine.set_worker_env(env) == {"OMP_WAIT_POLICY": "ACTIVE", "OPENBLAS_CORETYPE": "Haswell",
+                                           "OPENBLAS_THREAD_TIMEOUT": "4"}
+    assert not {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"} & set(machine.WORKER_ENV)
+
+
+def test_threads_option_defaults_to_the_choice_and_overrides_it():
+    from benchmarks.cli import build_parser
+    assert build_parser().parse_args(["bench"]).threads is None
+    assert build_parser().parse_args(["bench", "--threads", "1"]).threads == 1
+
+
 def test_default_plan_covers_every_available_implementation():
     available = {n for n, why in impls.available().items() if why is None}
     cells, skipped = plan(BenchOptions())
@@ -89,6 +120,12 @@ def test_dry_run_through_the_cli_logs_the_whole_schema(tmp_path, fashion, dry_ru
                 "machine.gpu", "machine.blas", "machine.threads_blas", "machine.version_numpy", "bpb.cell"):
         assert children[f"tags.{tag}"].notna().all(), tag
     assert parent["tags.machine.blas"] and float(parent["params.peak_gemm_gflops_float32"]) > 0
+    # the thread count: chosen (no --threads), with its reason, in the first lines and on the session
+    assert int(parent["params.threads"]) >= 1 and parent["params.threads_reason"] != "--threads given"
+    assert parent["tags.bpb.threads_reason"].startswith(parent["params.threads_reason"][:100])
+    assert f"threads {parent['params.threads']}: " in "\n".join(proc.stdout.splitlines()[:3])
+    assert "OMP_WAIT_POLICY=PASSIVE" in parent["tags.machine.thread_env"]            # what its workers inherited
+    assert "OPENBLAS_THREAD_TIMEOUT=4" in parent["tags.machine.thread_env"]
     # summary metrics on every cell, time-to-target or its reason on accuracy cells
     for metric in ("compile_seconds", "parity_max_error", "samples_per_second_median", "samples_per_second_q1",
                    "samples_per_second_q3", "roofline_fraction"):
@@ -160,6 +197,8 @@ def test_a_worker_that_dies_fails_its_cells_and_the_session_goes_on(tmp_path, fa
     assert dead["status"].tolist() == ["FAILED"]                           # the cell in flight
     assert dead["tags.bpb.failure_reason"].str.contains("worker process died .exit code 9.").all()
     assert any("never started" in line for line in lines)                  # its later cells, no run
+    assert lines[1].startswith("threads 2: --threads given")               # the caller's count wins
+    assert parents["params.threads"].tolist() == ["2"] and parents["params.threads_reason"].tolist() == ["--threads given"]
     assert set(children[children["tags.implementation"] == "numpy-sample"]["status"]) == {"FINISHED"}
     assert not (children["status"] == "RUNNING").any()
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import family_report
+from benchmarks import family_report, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 CORES = os.cpu_count() or 1
@@ -186,6 +186,7 @@ def run_worker(c: Contender, run: Run) -> dict:
     job = {"name": c.name, "source": c.source, "preset": c.preset, "dtype": c.dtype, "threads": c.threads,
            "mode": c.mode, "seconds": run.seconds, "data_dir": run.data_dir}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    machine.set_worker_env(env)      # the thread pools' settings a session's workers get
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if c.busy else None
     try:
         if busy is not None:

@@ -47,10 +47,7 @@ def resolve_threads(threads) -> tuple[int, str]:
     if threads != "default":
         return int(threads), "the contest's"
     from benchmarks import machine
-    if hasattr(machine, "default_threads"):
-        return machine.default_threads()
-    return os.cpu_count() or 1, ("benchmarks.machine.default_threads() is not merged yet: the harness's "
-                                 "current default, os.cpu_count()")
+    return machine.default_threads()
 
 
 def contender_class(name: str, source: str):
@@ -98,15 +95,9 @@ def time_step(net) -> tuple[list[float], str] | None:
 
 def probe(out: dict) -> dict:
     from benchmarks import timing
-    if hasattr(timing, "peak_probe"):
-        p = timing.peak_probe(dtype="float32")
-        out.update(value=p.peak, numpy_median=p.numpy_median, torch_median=p.torch_median, spread=p.spread,
-                   how="benchmarks.timing.peak_probe(dtype='float32')")
-    else:
-        rates = [timing.peak_gemm_gflops(dtype="float32", seconds=0.3) for _ in range(PASSES)]
-        out.update(value=float(np.median(rates)), repeats=rates,
-                   how=f"benchmarks.timing.peak_probe is not merged yet: the median of {PASSES} calls of "
-                       "timing.peak_gemm_gflops(1024, 0.3 s, float32)")
+    p = timing.peak_probe(dtype="float32")
+    out.update(value=p.peak, numpy_median=p.numpy_median, torch_median=p.torch_median, spread=p.spread,
+               how="benchmarks.timing.peak_probe(dtype='float32')")
     return out
 
 

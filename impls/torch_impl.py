@@ -28,10 +28,26 @@ class _TorchBase(Implementation):
         self._opt = self._make_optimizer()
         self._resident = (None, None, None)  # (numpy x it came from, x tensor, y tensor)
 
-    def _make_optimizer(self):
+    def _optimizer_options(self) -> dict:
         if self.optimizer == "adam":
-            return torch.optim.Adam(self._params, lr=self.lr, betas=self.betas, eps=self.eps)
-        return torch.optim.SGD(self._params, lr=self.lr, momentum=self.momentum)
+            return {"lr": self.lr, "betas": self.betas, "eps": self.eps}
+        return {"lr": self.lr, "momentum": self.momentum}
+
+    def _make_optimizer(self):
+        """torch.optim's fused kernel (one call updates every parameter) where torch offers it
+        for this device and dtype, else its foreach form; ``details()`` says which. torch says
+        whether it can fuse only at the first step, so one step on a throwaway parameter asks."""
+        cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.SGD
+        options = self._optimizer_options()
+        trial = torch.zeros(1, dtype=self._tdtype, device=self.device, requires_grad=True)
+        trial.grad = torch.ones_like(trial)
+        try:
+            cls([trial], fused=True, **options).step()
+        except RuntimeError as exc:
+            self._kernel = f"foreach (fused refused: {str(exc).splitlines()[0]})"
+            return cls(self._params, foreach=True, **options)
+        self._kernel = "fused"
+        return cls(self._params, fused=True, **options)
 
     def _to_device(self, x, y):
         """Device copies of x and y, made once per training set."""
@@ -71,6 +87,9 @@ class _TorchBase(Implementation):
     def get_params(self):
         p = [t.detach().cpu().numpy().copy() for t in self._params]
         return list(zip(p[0::2], p[1::2]))
+
+    def details(self):
+        return {"optimizer_kernel": self._kernel}
 
 
 class TorchCPU(_TorchBase):

@@ -2,8 +2,10 @@
 
 The training set is copied to the device once and indexed with the epoch's order: no
 DataLoader (on this network its per-batch overhead costs more than the math, docs/performance.md).
-The epoch's loss is summed on the device and read once. ``_TorchBase`` is shared with the CUDA
-implementations in ``impls/torch_cuda.py``, which own their epoch loops.
+The batches' losses are kept as they come (no work per step), summed and read once per epoch.
+The optimizer is torch.optim's fused kernel, else its foreach form (``_make_optimizer``).
+``_TorchBase`` is shared with the CUDA implementations in ``impls/torch_cuda.py``, which own
+their epoch loops.
 """
 from __future__ import annotations
 
@@ -70,14 +72,18 @@ class _TorchBase(Implementation):
     def train_epoch(self, x, y, order):
         xt, yt = self._to_device(x, y)
         order_t = torch.as_tensor(np.asarray(order, dtype=np.int64), device=self.device)
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        losses, sizes = [], []
         for idx in torch.split(order_t, self.batch_size):
             loss = F.cross_entropy(self._logits(xt[idx]), yt[idx])
             self._opt.zero_grad(set_to_none=True)
             loss.backward()
             self._opt.step()
-            total += loss.detach() * len(idx)
-        return float(total) / max(len(order), 1)
+            losses.append(loss.detach())                      # no work per step: summed once, below
+            sizes.append(len(idx))
+        if not losses:
+            return 0.0
+        total = torch.stack(losses).double() @ torch.tensor(sizes, dtype=torch.float64, device=self.device)
+        return float(total) / len(order)
 
     def predict_proba(self, x):
         with torch.no_grad():

@@ -55,7 +55,7 @@ class Optimizer:
 class FlatOptimizer:
     """The formulas above over one flat buffer ``p`` and its gradient ``g`` (same length and
     dtype), in place: ``out=`` into the state and one scratch buffer ``s``, ten passes over
-    memory per Adam step (the list form above makes about twice as many, and a temporary each).
+    memory per Adam step (the list form above makes fourteen, four of them into fresh temporaries).
 
     Adam keeps its averages scaled, ``M = m / (1-b1)`` and ``V = v / (1-b2)``, so that each
     update is a multiply and an add (``M = b1*M + g``, ``V = b2*V + g*g``); the last line puts

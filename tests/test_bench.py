@@ -74,6 +74,9 @@ def test_dry_run_through_the_cli_logs_the_whole_schema(tmp_path, fashion, dry_ru
                 "machine.gpu", "machine.blas", "machine.threads_blas", "machine.version_numpy", "bpb.cell"):
         assert children[f"tags.{tag}"].notna().all(), tag
     assert parent["tags.machine.blas"] and float(parent["params.peak_gemm_gflops_float32"]) > 0
+    # an implementation's own choices (Implementation.details) are params of its cells
+    torch_cells = children[children["tags.implementation"] == "torch-cpu"]
+    assert (torch_cells["params.impl.optimizer_kernel"] == "fused").all() and len(torch_cells)
     # summary metrics on every cell, time-to-target or its reason on accuracy cells
     for metric in ("compile_seconds", "parity_max_error", "samples_per_second_median", "samples_per_second_q1",
                    "samples_per_second_q3", "roofline_fraction"):

@@ -119,11 +119,14 @@ class NumpyBatch(Implementation):
 
     def train_epoch(self, x, y, order):
         buf = self._buffers(min(self.batch_size, len(order)))
+        order = np.asarray(order)
+        if len(order) and not 0 <= order.min() <= order.max() < len(x):    # checked once: the gather
+            raise IndexError(f"order holds indices outside [0, {len(x)})")    # below clips instead
         total = 0.0
         with np.errstate(over="ignore"):                          # exp(-z) of a very negative z
             for start in range(0, len(order), self.batch_size):
                 idx = order[start:start + self.batch_size]
-                X = np.take(x, idx, axis=0, out=buf.x[:len(idx)])
+                X = np.take(x, idx, axis=0, out=buf.x[:len(idx)], mode="clip")   # 3x faster than "raise"
                 total += self._backward(self._forward(X, buf, len(idx)), y[idx], buf)
                 self._opt.step(self.theta, self.grad)
         return total / max(len(order), 1)

@@ -11,7 +11,7 @@ to a *recorder*, which writes it to MLflow in the main process (``benchmarks.ses
 sends it there from a worker process (``benchmarks.workers``)::
 
     recorder.open(cell, params, tags)        # a RUNNING child run
-    recorder.log(metrics, tags, step)        # as the cell goes
+    recorder.log(metrics, tags, step, series, params)   # as the cell goes (params: once each)
     recorder.progress(text)                  # a line for the person watching (each epoch, long repeats)
     recorder.sync()                          # wait until all of the above is written: before timed work
     recorder.close(outcome, details)         # FINISHED or FAILED, with the reason
@@ -122,8 +122,9 @@ def run_cell(cell: Cell, data, recorder, peaks: dict, options: BenchOptions,
     peak_gflops, peak_words = roofline_peak(cell, peaks, gpu_peaks)
     numbers = {f"impl_{k}": v for k, v in p.details.items() if isinstance(v, float)}
     words = {f"impl.{k}": v for k, v in p.details.items() if not isinstance(v, float)}
+    # the words are constants of the cell (which optimizer kernel ran): params, and tags as before
     recorder.log({"compile_seconds": p.compile_seconds, "parity_max_error": p.parity_max_error, **numbers},
-                 tags={"bpb.roofline_peak": peak_words, **words})
+                 tags={"bpb.roofline_peak": peak_words, **words}, params=words)
     out.summary.update(compile_seconds=p.compile_seconds, parity_max_error=p.parity_max_error)
     if not p.parity_ok:
         tol = impls.PARITY_TOLERANCE[c.dtype]

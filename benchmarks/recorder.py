@@ -50,8 +50,9 @@ class TrackingRecorder:
         self.cell_start = time.monotonic()
         self._line(f"[{self.opened}/{self.total}] {cell.title} ...")
 
-    def log(self, metrics=None, tags=None, step=0, series=None):
+    def log(self, metrics=None, tags=None, step=0, series=None, params=None):
         now, pending = int(time.time() * 1000), self._pending
+        pending["params"].update(params or {})
         pending["points"] += [(k, v, step, now) for k, v in (metrics or {}).items() if v is not None]
         pending["points"] += [(k, v, i, now) for k, vs in (series or {}).items() for i, v in enumerate(vs, start=1)]
         pending["tags"].update(tags or {})

@@ -81,8 +81,8 @@ class PipeRecorder:
     def open(self, cell, params, tags):
         self._send("open", cell, params, tags)
 
-    def log(self, metrics=None, tags=None, step=0, series=None):
-        self._send("log", metrics, tags, step, series)
+    def log(self, metrics=None, tags=None, step=0, series=None, params=None):
+        self._send("log", metrics, tags, step, series, params)
 
     def progress(self, text):
         self._send("progress", text)

@@ -182,7 +182,8 @@ class Implementation:
 
     def details(self) -> dict[str, str]:
         """Choices the implementation made for itself that a result depends on (which
-        optimizer kernel, a capture time), recorded as tags beside the run's params."""
+        optimizer kernel, a capture time): a float becomes the metric ``impl_<key>``, anything
+        else the param and the tag ``impl.<key>`` (benchmarks/cells.py)."""
         return {}
 
 

@@ -11,7 +11,8 @@ batch loop) and when the loss is read (after it); the loop in between never does
   The switch is torch's process-wide ``fp32_precision`` for CUDA matmuls, set at the start of
   every piece of work; the legacy ``allow_tf32`` is never touched (torch refuses a mix).
 - The optimizer: torch.optim's fused kernel (one launch updates every parameter) where torch
-  offers it for this device and dtype, else its foreach form; ``details()`` says which ran.
+  offers it for this device and dtype, else its foreach form; ``details()`` says which ran
+  (``_TorchBase._make_optimizer`` in impls/torch_impl.py, shared with torch-cpu).
 
 torch-cuda-graph runs the same math with one training step (gather the batch from the resident
 set, forward, backward, optimizer) captured once into a CUDA graph and replayed per batch: two
@@ -54,26 +55,6 @@ class TorchCUDA(_TorchBase):
         return None
 
     # ---- set-up ------------------------------------------------------------------------------
-    def _optimizer_options(self) -> dict:
-        if self.optimizer == "adam":
-            return dict(lr=self.lr, betas=self.betas, eps=self.eps)
-        return dict(lr=self.lr, momentum=self.momentum)
-
-    def _make_optimizer(self):
-        """Fused where torch offers it here, else foreach; torch says which only at the first
-        step, so one step on a throwaway parameter asks it."""
-        cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.SGD
-        options = self._optimizer_options()
-        trial = torch.zeros(1, dtype=self._tdtype, device=self.device, requires_grad=True)
-        trial.grad = torch.ones_like(trial)
-        try:
-            cls([trial], fused=True, **options).step()
-        except RuntimeError as exc:
-            self._kernel = f"foreach (fused refused: {str(exc).splitlines()[0]})"
-            return cls(self._params, foreach=True, **options)
-        self._kernel = "fused"
-        return cls(self._params, fused=True, **options)
-
     def _set_precision(self) -> None:
         torch.backends.cuda.matmul.fp32_precision = "tf32" if self.tf32 else "ieee"
 
@@ -110,7 +91,7 @@ class TorchCUDA(_TorchBase):
         torch.cuda.synchronize()
 
     def details(self):
-        return {"optimizer_kernel": self._kernel, "tf32": "on" if self.tf32 else "off"}
+        return {**super().details(), "tf32": "on" if self.tf32 else "off"}
 
 
 class TorchCUDAGraph(TorchCUDA):

@@ -2,8 +2,10 @@
 
 The training set is copied to the device once and indexed with the epoch's order: no
 DataLoader (on this network its per-batch overhead costs more than the math, docs/performance.md).
-The epoch's loss is summed on the device and read once. ``_TorchBase`` is shared with the CUDA
-implementations in ``impls/torch_cuda.py``, which own their epoch loops.
+The batches' losses are kept as they come (no work per step), summed and read once per epoch.
+The optimizer is torch.optim's fused kernel, else its foreach form (``_make_optimizer``).
+``_TorchBase`` is shared with the CUDA implementations in ``impls/torch_cuda.py``, which own
+their epoch loops.
 """
 from __future__ import annotations
 
@@ -28,10 +30,26 @@ class _TorchBase(Implementation):
         self._opt = self._make_optimizer()
         self._resident = (None, None, None)  # (numpy x it came from, x tensor, y tensor)
 
-    def _make_optimizer(self):
+    def _optimizer_options(self) -> dict:
         if self.optimizer == "adam":
-            return torch.optim.Adam(self._params, lr=self.lr, betas=self.betas, eps=self.eps)
-        return torch.optim.SGD(self._params, lr=self.lr, momentum=self.momentum)
+            return {"lr": self.lr, "betas": self.betas, "eps": self.eps}
+        return {"lr": self.lr, "momentum": self.momentum}
+
+    def _make_optimizer(self):
+        """torch.optim's fused kernel (one call updates every parameter) where torch offers it
+        for this device and dtype, else its foreach form; ``details()`` says which. torch says
+        whether it can fuse only at the first step, so one step on a throwaway parameter asks."""
+        cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.SGD
+        options = self._optimizer_options()
+        trial = torch.zeros(1, dtype=self._tdtype, device=self.device, requires_grad=True)
+        trial.grad = torch.ones_like(trial)
+        try:
+            cls([trial], fused=True, **options).step()
+        except RuntimeError as exc:
+            self._kernel = f"foreach (fused refused: {str(exc).splitlines()[0]})"
+            return cls(self._params, foreach=True, **options)
+        self._kernel = "fused"
+        return cls(self._params, fused=True, **options)
 
     def _to_device(self, x, y):
         """Device copies of x and y, made once per training set."""
@@ -54,14 +72,18 @@ class _TorchBase(Implementation):
     def train_epoch(self, x, y, order):
         xt, yt = self._to_device(x, y)
         order_t = torch.as_tensor(np.asarray(order, dtype=np.int64), device=self.device)
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        losses, sizes = [], []
         for idx in torch.split(order_t, self.batch_size):
             loss = F.cross_entropy(self._logits(xt[idx]), yt[idx])
             self._opt.zero_grad(set_to_none=True)
             loss.backward()
             self._opt.step()
-            total += loss.detach() * len(idx)
-        return float(total) / max(len(order), 1)
+            losses.append(loss.detach())                      # no work per step: summed once, below
+            sizes.append(len(idx))
+        if not losses:
+            return 0.0
+        total = torch.stack(losses).double() @ torch.tensor(sizes, dtype=torch.float64, device=self.device)
+        return float(total) / len(order)
 
     def predict_proba(self, x):
         with torch.no_grad():
@@ -71,6 +93,9 @@ class _TorchBase(Implementation):
     def get_params(self):
         p = [t.detach().cpu().numpy().copy() for t in self._params]
         return list(zip(p[0::2], p[1::2]))
+
+    def details(self):
+        return {"optimizer_kernel": self._kernel}
 
 
 class TorchCPU(_TorchBase):

@@ -33,13 +33,15 @@ class Recorder:
 
     def __init__(self):
         self.opened, self.logged, self.lines, self.closed, self.beats = [], [], [], [], 0
+        self.params = {}
 
     def open(self, cell, params, tags):
         self.opened.append(cell)
         self.params = params
 
-    def log(self, metrics=None, tags=None, step=0, series=None):
+    def log(self, metrics=None, tags=None, step=0, series=None, params=None):
         self.logged.append((metrics or {}, tags or {}, step))
+        self.params = {**self.params, **(params or {})}
 
     def progress(self, text):
         self.lines.append(text)

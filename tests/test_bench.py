@@ -126,6 +126,9 @@ def test_dry_run_through_the_cli_logs_the_whole_schema(tmp_path, fashion, dry_ru
     assert f"threads {parent['params.threads']}: " in "\n".join(proc.stdout.splitlines()[:3])
     assert "OMP_WAIT_POLICY=PASSIVE" in parent["tags.machine.thread_env"]            # what its workers inherited
     assert "OPENBLAS_THREAD_TIMEOUT=4" in parent["tags.machine.thread_env"]
+    # an implementation's own choices (Implementation.details) are params of its cells
+    torch_cells = children[children["tags.implementation"] == "torch-cpu"]
+    assert (torch_cells["params.impl.optimizer_kernel"] == "fused").all() and len(torch_cells)
     # summary metrics on every cell, time-to-target or its reason on accuracy cells
     for metric in ("compile_seconds", "parity_max_error", "samples_per_second_median", "samples_per_second_q1",
                    "samples_per_second_q3", "roofline_fraction"):

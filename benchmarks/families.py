@@ -187,6 +187,9 @@ def run_worker(c: Contender, run: Run) -> dict:
            "mode": c.mode, "seconds": run.seconds, "data_dir": run.data_dir}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     machine.set_worker_env(env)      # the thread pools' settings a session's workers get
+    # glibc's heap trimming off, both sides: homework-loop's per-step temporaries would pay 3x in
+    # page faults (docs/performance.md, "Optimizers and the textbook loop"); a user's setting wins
+    env = {"MALLOC_TRIM_THRESHOLD_": "100000000", "MALLOC_MMAP_THRESHOLD_": "10000000", **env}
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if c.busy else None
     try:
         if busy is not None:

@@ -111,10 +111,12 @@ MACHINE_KEYS = ("cpu_model", "cpu_cores", "gpu", "blas", "openblas_env", "platfo
 
 def session_differences(a: pd.Series, b: pd.Series) -> tuple[list[tuple[str, str, str]], str | None]:
     """(what differs: [(name, A, B)], a plain sentence when the machines differ, else None).
-    Compared: the session's params (its options, not the peaks it measured nor their spreads), its machine
-    inventory and versions, git commit, host, dataset."""
+    Compared: the session's params (its options, not the peaks it measured nor their spreads, nor the
+    words saying why it chose its thread count: they quote the load average), its machine inventory
+    and versions, git commit, host, dataset."""
     keys = sorted(k for k in set(a.index) | set(b.index) if isinstance(k, str) and (
-        (k.startswith("params.") and (not k.startswith("params.peak_gemm_") or k == "params.peak_gemm_rule"))
+        (k.startswith("params.") and (not k.startswith("params.peak_gemm_") or k == "params.peak_gemm_rule")
+         and k != "params.threads_reason")
         or k.startswith("tags.machine.") or
         k in ("tags.git_commit", "tags.bpb.host", "tags.dataset_digest")))
     diffs = []

@@ -13,7 +13,8 @@ sends it there from a worker process (``benchmarks.workers``)::
     recorder.open(cell, params, tags)        # a RUNNING child run
     recorder.log(metrics, tags, step, series, params)   # as the cell goes (params: once each)
     recorder.progress(text)                  # a line for the person watching (each epoch, long repeats)
-    recorder.sync()                          # wait until all of the above is written: before timed work
+    recorder.sync()                          # wait until all of the above is written (before timed work,
+                                             # after the untimed warm-up: the writes overlap it)
     recorder.close(outcome, details)         # FINISHED or FAILED, with the reason
 
 MLflow conventions (docs/architecture.md): constants of a cell are params; a metric with a
@@ -132,7 +133,6 @@ def run_cell(cell: Cell, data, recorder, peaks: dict, options: BenchOptions,
         out.reason = f"parity check failed: max relative error {p.parity_max_error:.3g} > {tol:g} ({c.dtype})"
         recorder.log({"peak_rss_mb": memory.peak_rss_mb()})
         return out
-    recorder.sync()                            # no tracking write runs beside the timed work below
     if on_gpu:
         gpu.reset_peak_memory()
     if cell.kind == "throughput":
@@ -144,7 +144,7 @@ def run_cell(cell: Cell, data, recorder, peaks: dict, options: BenchOptions,
             if seconds >= 5:                       # short repeats go by in the cell's own line
                 recorder.progress(f"repeat {r}/{options.repeats}: {rate:,.0f} samples/s ({seconds:.0f} s)")
         rates, ref_rates = timing.measure_throughput(p, options.repeats, options.repeat_seconds, reference,
-                                                     on_repeat=on_repeat)
+                                                     on_repeat=on_repeat, ready=recorder.sync)
         series = {"repeat/samples_per_second": rates}    # one value per repeat, at steps 1..n, in one call
         if ref_rates:
             series.update({"repeat/reference_samples_per_second": ref_rates,
@@ -161,6 +161,7 @@ def run_cell(cell: Cell, data, recorder, peaks: dict, options: BenchOptions,
         if fitted:
             recorder.log({"projected_train_seconds": fitted["projected_seconds"],
                           "train_samples": fitted["train_samples"]})
+        recorder.sync()                            # the writes so far end before the first timed epoch
 
         def on_epoch(result, record):
             trained = sum(e.epoch_seconds for e in result.epochs)

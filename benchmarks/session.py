@@ -194,7 +194,7 @@ def render_report(uri: str, run_id: str | None, out_dir: str, log=print, describ
     tracking.connect(uri, create=False)
     if written is None:             # a session reaped the store when it started
         tracking.reap_stale(uri)
-    parent, raw_cells, raw_epochs = tracking.read_session(uri, run_id, repeats=False)
+    parent, raw_cells, raw_epochs = tracking.read_session(uri, run_id, for_report=True)
     meta = tracking.session_meta(parent)
     if meta["status"] not in ("FINISHED", "RUNNING"):
         log(f"session {meta['run_id']} is {meta['status']} ({meta['reason']}): "

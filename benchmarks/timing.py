@@ -55,12 +55,15 @@ class Timed:
 
 
 def measure_throughput(p: Prepared, repeats: int, seconds: float, reference: Prepared | None = None,
-                       on_repeat=None) -> tuple[list[float], list[float]]:
+                       on_repeat=None, ready=None) -> tuple[list[float], list[float]]:
     """Samples/s of ``repeats`` timed passes and, with a prepared ``reference``, the
     reference's samples/s in passes alternating with them. ``on_repeat(r, seconds, rate)`` is
-    called after each (outside the timed region)."""
+    called after each (outside the timed region); ``ready()`` once, after the untimed warm-up
+    and calibration, before the first timed pass (a worker waits there for its tracking writes)."""
     timed = Timed(p.new(), p, seconds)
     ref = Timed(reference.new(), reference, seconds) if reference is not None else None
+    if ready is not None:
+        ready()
     rates, ref_rates = [], []
     for r in range(1, repeats + 1):
         t0 = time.perf_counter()

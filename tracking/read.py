@@ -18,6 +18,7 @@ from tracking.store import EXPERIMENT, TrackingError, connect, display_uri
 EPOCH_METRICS = ("train_loss", "test_loss", "test_accuracy", "epoch_seconds", "samples_per_second",
                  "train_seconds")
 REPEAT_METRICS = ("samples_per_second", "reference_samples_per_second", "speed_ratio")
+REPORT_EPOCH_METRICS = ("train_loss", "test_loss", "test_accuracy", "train_seconds")   # reports/figures.py
 HISTORY_METRICS = (*[f"epoch/{k}" for k in EPOCH_METRICS], *[f"repeat/{k}" for k in REPEAT_METRICS],
                    *dict.fromkeys(EPOCH_METRICS + REPEAT_METRICS))
 
@@ -89,7 +90,7 @@ def all_cells(uri: str):
 
 
 @timed
-def read_session(uri: str, run_id: str | None = None, repeats: bool = True):
+def read_session(uri: str, run_id: str | None = None, for_report: bool = False):
     """(parent, cells, epochs) as pandas: the parent run's row, one row per child run
     (columns ``metrics.*``, ``params.*``, ``tags.*``, ``status``), and every per-epoch metric
     of every child in long form (run_id, key, step, value). ``repeats=False`` leaves out the
@@ -113,7 +114,7 @@ def read_session(uri: str, run_id: str | None = None, repeats: bool = True):
         logged = set(cells.loc[cells["run_id"] == rid].filter(like="metrics.").dropna(axis=1).columns.str[8:])
         wanted += [(rid, key) for key in HISTORY_METRICS if key in logged
                    and not (key in EPOCH_METRICS and f"epoch/{key}" in logged)    # the summary twin (step 0)
-                   and (repeats or rid in accuracy)]
+                   and (not for_report or (rid in accuracy and key.removeprefix("epoch/") in REPORT_EPOCH_METRICS))]
 
     def history(pair):
         return [{"run_id": pair[0], "key": pair[1].removeprefix("epoch/"), "step": m.step, "value": m.value}

@@ -24,7 +24,7 @@ WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
 THREAD_ENV_KEYS = ("OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "NUMBA_THREADING_LAYER", "NUMBA_NUM_THREADS",
                    "XLA_FLAGS")
 FREE_CORES_FOR_TWO = 1.5   # fewer free cores than this (cores - 1-minute load average): 1 thread
-PROBE_COLLAPSE = 0.9       # 2 threads slower than this fraction of 1 thread's step rate: contended
+PROBE_COLLAPSE = 1.2       # 2 threads gaining less than this over 1 thread's step rate: contended (quiet here: 1.8)
 
 
 def set_worker_env(environ=os.environ) -> dict:
@@ -43,22 +43,26 @@ def thread_env(environ=os.environ) -> dict:
 def choose_threads(cores: int, load: float | None, probe: float | None = None) -> tuple[int, str]:
     """The default thread count from the core count, the 1-minute load average and
     ``probe``, the 2-thread/1-thread rate ratio of a short step timing (None: not measured).
-    One thread when the machine is busy (other processes leave fewer than
-    ``FREE_CORES_FOR_TWO`` cores) or the probe saw 2 threads lose; else one per free core."""
+    The probe decides where there is one: it sees the machine as it is now, while the load
+    average lags a minute both ways (a busy loop that just started, a run that just ended). One
+    thread when it saw 2 threads lose; else one per free core, at least 2. Without a probe: one
+    thread when other processes leave fewer than ``FREE_CORES_FOR_TWO`` cores."""
     if cores <= 1:
         return 1, "one core"
     seen = f"1-minute load average {load:.2f} on {cores} cores" if load is not None else f"{cores} cores, load unknown"
-    if probe is not None and probe < PROBE_COLLAPSE:
-        return 1, f"{seen}; 2 threads ran at {probe:.2f} of 1 thread's step rate: contended"
     free = cores - (load or 0.0)
+    if probe is not None:
+        if probe < PROBE_COLLAPSE:
+            return 1, f"{seen}; 2 threads ran at {probe:.2f} of 1 thread's step rate: contended"
+        threads = max(2, min(cores, int(free + 0.5)))
+        return threads, f"{seen}; 2 threads ran at {probe:.2f} of 1 thread's step rate: {threads} threads"
     if free < FREE_CORES_FOR_TWO:
         return 1, f"{seen}: busy, fewer than {FREE_CORES_FOR_TWO:g} cores free"
     threads = max(1, min(cores, int(free + 0.5)))
-    return threads, f"{seen}: {threads} free" + (f"; 2 threads ran at {probe:.2f} of 1 thread's step rate"
-                                                 if probe is not None else "")
+    return threads, f"{seen}: {threads} free"
 
 
-def probe_two_threads(rounds: int = 3, steps: int = 6) -> float:
+def probe_two_threads(rounds: int = 3, steps: int = 30) -> float:
     """2-thread/1-thread rate of a GEMM chain at hw1-q3's shapes (batch 256: the forward and
     backward products of 784-256-128-64-10), the median of ``rounds`` interleaved pairs; a
     contended machine reads well below 1 (docs/performance.md)."""
@@ -111,8 +115,8 @@ def default_threads(cores: int | None = None, load: float | None = None, probe: 
             load = os.getloadavg()[0]
         except OSError:
             load = None
-    if probe is None and measure and cores > 1 and cores - (load or 0.0) >= FREE_CORES_FOR_TWO:
-        probe = probe_two_threads()        # the load average lags: a busy loop started a moment ago
+    if probe is None and measure and cores > 1:
+        probe = probe_two_threads()        # the load average lags: it cannot decide alone
     return choose_threads(cores, load, probe)
 
 

@@ -23,6 +23,7 @@ import signal
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import impls
@@ -132,6 +133,23 @@ def _quietly(func, *args):
         pass
 
 
+@contextmanager
+def _signals_deferred():
+    """A store write runs to its end: Ctrl-C or SIGTERM arriving during it is raised right
+    after, by the handler it would have met. A SQLite transaction interrupted halfway leaves the
+    database locked, and the session could then not be marked KILLED (seen in
+    tests/test_bench.py's Ctrl-C test once a worker stopped waiting for each write)."""
+    got = []
+    previous = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if got and callable(previous[got[0]]):
+            previous[got[0]](got[0], None)
+
+
 def _drain(conn, recorder) -> None:
     """Ctrl-C in the main process: what the worker sent before it (a finished cell's close)
     is written before the caller closes the cell in flight KILLED."""
@@ -140,7 +158,8 @@ def _drain(conn, recorder) -> None:
             kind, *args = conn.recv()
             if kind not in ("open", "log", "progress", "close"):
                 return
-            getattr(recorder, kind)(*args)
+            with _signals_deferred():
+                getattr(recorder, kind)(*args)
     except (EOFError, OSError):
         pass
 
@@ -196,7 +215,8 @@ def run_isolated(cells: list[Cell], job: Job, recorder) -> None:
                 except OSError:                # died before reading it; the next recv says how
                     pass
                 continue
-            getattr(recorder, kind)(*args)
+            with _signals_deferred():
+                getattr(recorder, kind)(*args)
     finally:
         conn.close()
         proc.join(timeout=10)

@@ -27,12 +27,12 @@ def runs_of(uri):
 
 
 @pytest.mark.parametrize("cores, load, probe, threads, words", [
-    (2, 0.3, 1.3, 2, "2 free"),            # quiet: both cores
-    (2, 1.1, None, 1, "busy"),             # one busy loop beside: 1 thread
+    (2, 0.3, 1.3, 2, "2 threads"),         # quiet: both cores
+    (2, 1.1, None, 1, "busy"),             # no probe, one busy loop beside: 1 thread
     (2, 0.2, 0.4, 1, "contended"),         # load average still low (it lags), the probe sees the collapse
-    (2, 0.9, 1.2, 1, "busy"),
+    (2, 1.2, 1.3, 2, "2 threads"),         # the load average still high from a run that ended: the probe decides
     (1, 0.0, None, 1, "one core"),
-    (16, 3.2, 1.5, 13, "13 free"),
+    (16, 3.2, 1.5, 13, "13 threads"),
     (2, None, None, 2, "load unknown"),
 ])
 def test_default_threads_decisions(cores, load, probe, threads, words):

@@ -87,10 +87,12 @@ def test_only_what_differs_is_shown_and_another_machine_is_said_plainly():
 
 @pytest.fixture(scope="module")
 def two_sessions(tmp_path_factory):
+    # one thread for both: the default count is chosen per session by a probe, and a different
+    # count is a difference in settings, which the comparison would rightly name
     folder = tmp_path_factory.mktemp("cmp")
     uri = f"sqlite:///{folder / 'm.db'}"
     for _ in range(2):
-        proc = run_cli("bench", "--dry-run", "--impl", "numpy-sample,numpy-batch", "--tracking-uri", uri,
+        proc = run_cli("bench", "--dry-run", "--impl", "numpy-sample,numpy-batch", "--threads", "1", "--tracking-uri", uri,
                        "--output-dir", str(folder / "out"), env={"CI": "1"})
         assert proc.returncode == 0, proc.stderr
     return uri, folder
@@ -126,7 +128,7 @@ def test_live_compare_flags_a_3x_slowdown_and_rarely_anything_else(two_sessions)
     flagged = [line for line in clean.stdout.splitlines() if line.startswith(("throughput/", "accuracy/"))
                and (" slower " in line or " faster " in line)]
     print(f"clean vs clean: {len(flagged)} of 7 cells flagged")
-    proc = run_cli("bench", "--dry-run", "--impl", "numpy-sample,numpy-batch", "--tracking-uri", uri,
+    proc = run_cli("bench", "--dry-run", "--impl", "numpy-sample,numpy-batch", "--threads", "1", "--tracking-uri", uri,
                    "--output-dir", str(folder / "out"), env={"CI": "1", "BPB_FAULT": "tests.faults:slow_numpy_batch_3x"})
     assert proc.returncode == 0
     slow = run_cli("compare", "latest~1", "latest", "--tracking-uri", uri, "--fail-on", "slower")

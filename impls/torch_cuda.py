@@ -14,11 +14,16 @@ batch loop) and when the loss is read (after it); the loop in between never does
   offers it for this device and dtype, else its foreach form; ``details()`` says which ran
   (``_TorchBase._make_optimizer`` in impls/torch_impl.py, shared with torch-cpu).
 
-torch-cuda-graph runs the same math with one training step (gather the batch from the resident
-set, forward, backward, optimizer) captured once into a CUDA graph and replayed per batch: two
-launches per batch (copy the batch's row of indices in, replay) instead of a dozen or more.
-The step reads fixed buffers, so a short last batch is padded to ``batch_size`` rows with
-sample 0 and those rows weigh nothing in the mean loss: one graph serves every batch.
+torch-cuda-graph runs the same math with the training step (gather the batch from the resident
+set, forward, backward, optimizer) captured into CUDA graphs: a graph holds ``steps_per_graph``
+consecutive steps (256 by default), each reading its batch's row of a table the graph owns. An
+epoch copies its rows of the order's table in and replays: at batch 256 the 235 batches of a
+60,000-sample epoch are one copy and one replay, instead of a dozen launches per batch. Graphs
+of 256, 128, ..., 1 steps are captured, so any number of batches is a sum of them (234 = 128 +
+64 + 32 + 8 + 2) and no epoch length needs a capture of its own. The steps read fixed buffers,
+so a short last batch is padded to ``batch_size`` rows with sample 0 and those rows weigh
+nothing in the mean loss. ``steps_per_graph = 1`` is the per-batch replay (two launches per
+batch: copy the row in, replay), kept for comparison (docs/gpu.md has both measured).
 Capture happens once per resident training set, in ``warm_up`` (or the first epoch), after a
 few warm-up steps on a side stream whose effect on the parameters and the optimizer state is
 undone; its time is ``details()["capture_seconds"]`` and lands in the harness's
@@ -96,19 +101,28 @@ class TorchCUDA(_TorchBase):
 
 class TorchCUDAGraph(TorchCUDA):
     name = "torch-cuda-graph"
-    description = "torch-cuda with the training step captured once into a CUDA graph, replayed per batch"
-    capture = True          # False: the same step, run eagerly (how tests/test_gpu_cpu.py runs it on a CPU)
+    description = ("torch-cuda with the training step captured into CUDA graphs of up to 256 steps: "
+                   "one replay per 256 batches")
+    capture = True          # False: the same programs, run eagerly (how tests/test_gpu_cpu.py runs them on a CPU)
+    steps_per_graph = 256   # a power of two; 1 is the per-batch replay
     WARMUP_STEPS = 3
 
     def __init__(self, spec, params, **config):
         super().__init__(spec, params, **config)
-        B, dev = self.batch_size, self.device
-        self._batch = torch.zeros(B + 1, dtype=torch.int64, device=dev)  # [B sample indices, how many are real]
-        self._rows = torch.arange(B, device=dev)
-        self._total = torch.zeros((), dtype=torch.float64, device=dev)   # sum of per-sample losses
-        self._data = None           # (x, y) tensors the captured step reads
-        self._graph = None
+        K = self.steps_per_graph
+        if K < 1 or K & (K - 1):
+            raise ValueError(f"steps_per_graph must be a power of two, not {K}")
+        self._rows = torch.arange(self.batch_size, device=self.device)
+        self._total = torch.zeros((), dtype=torch.float64, device=self.device)   # sum of per-sample losses
+        self._data = None           # (x, y) tensors the captured steps read
+        self._programs = {}         # steps -> (its table of batches, run it)
         self.capture_seconds = float("nan")
+
+    @property
+    def _graph(self):
+        """The largest captured program's graph (None before capture, or without capture)."""
+        program = self._programs.get(self.steps_per_graph)
+        return program[2] if program else None
 
     def _optimizer_options(self):
         options = super()._optimizer_options()
@@ -116,12 +130,12 @@ class TorchCUDAGraph(TorchCUDA):
             options["capturable"] = True    # Adam's step count and bias correction stay on the device
         return options
 
-    def _step(self):
-        """One training step on the batch in ``self._batch``: torch-cuda's loop body, with the
-        mean loss taken over the real rows only."""
+    def _step(self, batch):
+        """One training step on ``batch`` (B sample indices, then how many are real):
+        torch-cuda's loop body, with the mean loss taken over the real rows only."""
         xt, yt = self._data
         B = self.batch_size
-        idx, n = self._batch[:B], self._batch[B]
+        idx, n = batch[:B], batch[B]
         real = self._rows < n                                          # (B,) rows that are samples
         ce = F.cross_entropy(self._logits(xt.index_select(0, idx)), yt.index_select(0, idx),
                              reduction="none")                         # (B,) per-sample loss
@@ -135,36 +149,52 @@ class TorchCUDAGraph(TorchCUDA):
         self._set_precision()
         self._ready(*self._to_device(x, y))
 
+    def _sizes(self):
+        """The programs' lengths: steps_per_graph, then every smaller power of two."""
+        K = self.steps_per_graph
+        return [K >> i for i in range(K.bit_length())]
+
     def _ready(self, xt, yt):
-        """Capture the step for this training set, once. The warm-up steps allocate the
+        """Capture the programs for this training set, once. The warm-up steps allocate the
         optimizer state and let cuBLAS choose its kernels outside the capture; ``_restore``
         then puts the parameters and the optimizer state back as they were."""
         if self._data is not None and self._data[0] is xt:
             return
         t0 = time.perf_counter()
-        self._graph, self._data = None, (xt, yt)
+        self._programs, self._data = {}, (xt, yt)
         saved = self._snapshot()
         B = self.batch_size
-        self._batch[:B] = torch.arange(B, device=self.device) % len(xt)
-        self._batch[B] = B
+        warm = torch.empty(B + 1, dtype=torch.int64, device=self.device)
+        warm[:B] = torch.arange(B, device=self.device) % len(xt)
+        warm[B] = B
         if self.capture:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 for _ in range(self.WARMUP_STEPS):
-                    self._step()
+                    self._step(warm)
             torch.cuda.current_stream().wait_stream(side)
         else:
             for _ in range(self.WARMUP_STEPS):
-                self._step()
+                self._step(warm)
         self._restore(saved)
-        if self.capture:
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):       # records the step; runs nothing
-                self._step()
-            self._graph = graph
+        for steps in self._sizes():
+            self._programs[steps] = self._program(steps)
         self.sync()
         self.capture_seconds = time.perf_counter() - t0
+
+    def _program(self, steps):
+        """``steps`` training steps, each on its row of the program's own table: (table, run,
+        graph). Captured, ``run`` is one replay; without capture it runs the steps eagerly."""
+        table = torch.zeros((steps, self.batch_size + 1), dtype=torch.int64, device=self.device)
+        table[:, self.batch_size] = 1
+        if not self.capture:
+            return table, lambda: [self._step(row) for row in table], None
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):           # records the steps; runs nothing
+            for row in table:
+                self._step(row)
+        return table, graph.replay, graph
 
     def _snapshot(self):
         params = [p.detach().clone() for p in self._params]
@@ -209,16 +239,20 @@ class TorchCUDAGraph(TorchCUDA):
         return float(total) / max(len(order), 1)            # waits for the last replay
 
     def _epoch_loop(self, xt, yt, table):
+        """The epoch's batches as the largest programs that fit, in order: per program one
+        device-to-device copy of its rows and one replay, all queued."""
         self._total.zero_()
-        for row in table:
-            self._batch.copy_(row)                          # device to device, queued
-            if self._graph is not None:
-                self._graph.replay()
-            else:
-                self._step()
+        start = 0
+        for steps in self._sizes():
+            while len(table) - start >= steps:
+                rows, run, _ = self._programs[steps]
+                rows.copy_(table[start:start + steps])
+                run()
+                start += steps
         return self._total
 
     def details(self):
         return {**super().details(), "capture_seconds": self.capture_seconds,
-                "step": "CUDA graph, replayed per batch" if self.capture else "eager (capture off)",
+                "step": (f"CUDA graphs of up to {self.steps_per_graph} steps" if self.capture
+                         else f"eager, in programs of up to {self.steps_per_graph} steps (capture off)"),
                 "short_last_batch": "padded to batch_size rows that weigh 0"}

@@ -4,7 +4,7 @@ reason the registry gives.
 
 - parity: one epoch of 1,000 real samples against the float64 reference, on hw1-q3's network,
   held to ``impls.PARITY_TOLERANCE`` (float64 1e-9, float32 1e-3), with a short last batch;
-- graph replay equals eager, over two epochs;
+- graph replay equals eager, over two epochs, per batch and in graphs of several steps;
 - the batch loop never waits for the GPU: ``torch.cuda.set_sync_debug_mode("error")`` around it,
   and a check that the mode is live (a planted ``.item()`` raises);
 - the fused optimizer is the one that ran; the TF32 switch changes the numbers;
@@ -58,11 +58,14 @@ def test_parity_against_the_float64_reference(name, opt, batch, dtype, problem):
 
 
 @pytest.mark.parametrize("dtype", impls.DTYPES)
-def test_graph_replay_equals_eager(dtype, problem):
+@pytest.mark.parametrize("steps_per_graph", [1, 256])    # per-batch replay, or graphs of several steps
+@pytest.mark.parametrize("batch", [24, 256])            # 42 batches (graphs of 32, 8, 2), or 4 (one of 4)
+def test_graph_replay_equals_eager(batch, steps_per_graph, dtype, problem, monkeypatch):
     eager_cls, graph_cls = cuda_class("torch-cuda"), cuda_class("torch-cuda-graph")
+    monkeypatch.setattr(graph_cls, "steps_per_graph", steps_per_graph)
     x, y, order, params = problem
     xd = x.astype(dtype)
-    nets = [cls(SPEC, params, lr=1e-3, batch_size=256, dtype=dtype, optimizer="adam") for cls in (eager_cls, graph_cls)]
+    nets = [cls(SPEC, params, lr=1e-3, batch_size=batch, dtype=dtype, optimizer="adam") for cls in (eager_cls, graph_cls)]
     nets[1].warm_up(xd, y)
     assert nets[1]._graph is not None, "no graph was captured"
     assert nets[1].details()["step"].startswith("CUDA graph")
@@ -74,10 +77,13 @@ def test_graph_replay_equals_eager(dtype, problem):
     assert abs(losses[0] - losses[1]) <= (1e-12 if dtype == "float64" else 1e-6) * abs(losses[0])
 
 
-@pytest.mark.parametrize("name", CUDA)
-def test_no_host_sync_inside_the_batch_loop(name, problem):
+@pytest.mark.parametrize("name,steps_per_graph", [("torch-cuda", None), ("torch-cuda-graph", 1),
+                                                  ("torch-cuda-graph", 256)])
+def test_no_host_sync_inside_the_batch_loop(name, steps_per_graph, problem, monkeypatch):
     import torch
     cls = cuda_class(name)
+    if steps_per_graph:
+        monkeypatch.setattr(cls, "steps_per_graph", steps_per_graph)
     x, y, order, params = problem
     xf = x.astype("float32")
     net = cls(SPEC, params, lr=1e-3, batch_size=64, dtype="float32", optimizer="adam")

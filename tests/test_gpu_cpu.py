@@ -82,6 +82,31 @@ def test_graph_step_equals_eager_step_on_the_cpu(problem):
     assert abs(losses[0] - losses[1]) <= 1e-6 * losses[0]
 
 
+@pytest.mark.parametrize("steps_per_graph", [1, 4, 256])
+def test_programs_of_several_steps_cover_every_batch_once_in_order(steps_per_graph, problem, monkeypatch):
+    """1,000 samples at batch 24 are 42 batches: 42 programs of 1 step, 10 of 4 and one of 2,
+    or one of 32, 8 and 2; each batch trained once, in order, against the float64 reference."""
+    x, y, order, params = problem
+    monkeypatch.setattr(GraphStepOnCPU, "steps_per_graph", steps_per_graph)
+    net = GraphStepOnCPU(SPEC, params, lr=1e-3, batch_size=24, dtype="float64", optimizer="adam")
+    net.warm_up(x, y)
+    assert sorted(net._programs) == [2 ** i for i in range(steps_per_graph.bit_length())]
+    runs = []
+    for steps, (table, run, graph) in list(net._programs.items()):
+        net._programs[steps] = (table, lambda s=steps, r=run: (runs.append(s), r()), graph)
+    loss = net.train_epoch(x, y, order)
+    assert sum(runs) == 42 and runs == sorted(runs, reverse=True)
+    want, want_loss = reference_train(SPEC, params, x, y, order, lr=1e-3, batch_size=24, optimizer="adam")
+    assert impls.parity_error(net.get_params(), want) <= impls.PARITY_TOLERANCE["float64"]
+    assert abs(loss - want_loss) <= 1e-9 * abs(want_loss)
+
+
+def test_steps_per_graph_must_be_a_power_of_two(monkeypatch):
+    monkeypatch.setattr(GraphStepOnCPU, "steps_per_graph", 6)
+    with pytest.raises(ValueError, match="power of two"):
+        GraphStepOnCPU(SPEC, impls.init_params(SPEC, 0), lr=0.1, batch_size=8)
+
+
 def test_a_warm_up_left_in_the_optimizer_state_is_caught(problem):
     x, y, order, params = problem
     want, _ = reference_train(SPEC, params, x, y, order, lr=1e-3, batch_size=32, optimizer="adam")

@@ -15,15 +15,15 @@ batch loop) and when the loss is read (after it); the loop in between never does
   (``_TorchBase._make_optimizer`` in impls/torch_impl.py, shared with torch-cpu).
 
 torch-cuda-graph runs the same math with the training step (gather the batch from the resident
-set, forward, backward, optimizer) captured into CUDA graphs: a graph holds ``steps_per_graph``
-consecutive steps (256 by default), each reading its batch's row of a table the graph owns. An
-epoch copies its rows of the order's table in and replays: at batch 256 the 235 batches of a
-60,000-sample epoch are one copy and one replay, instead of a dozen launches per batch. Graphs
-of 256, 128, ..., 1 steps are captured, so any number of batches is a sum of them (234 = 128 +
-64 + 32 + 8 + 2) and no epoch length needs a capture of its own. The steps read fixed buffers,
-so a short last batch is padded to ``batch_size`` rows with sample 0 and those rows weigh
-nothing in the mean loss. ``steps_per_graph = 1`` is the per-batch replay (two launches per
-batch: copy the row in, replay), kept for comparison (docs/gpu.md has both measured).
+set, forward, backward, optimizer) captured into a CUDA graph and replayed per batch: two
+launches per batch (copy the batch's row of indices in, replay) instead of about forty. With
+``steps_per_graph = K`` (a power of two) a graph holds K consecutive steps, each reading its
+row of a table the graph owns; graphs of K, K/2, ..., 1 steps are captured, so any number of
+batches is a sum of them (235 = 128 + 64 + 32 + 8 + 2 + 1) and no epoch length needs a capture
+of its own. Measured on an H200 (docs/gpu.md), 256-step graphs gave no gain at batch 256 (the
+GPU's own kernel time is the bound, not launches) and took 12 times longer to capture, so the
+default is 1. The steps read fixed buffers, so a short last batch is padded to ``batch_size``
+rows with sample 0 and those rows weigh nothing in the mean loss.
 Capture happens once per resident training set, in ``warm_up`` (or the first epoch), after a
 few warm-up steps on a side stream whose effect on the parameters and the optimizer state is
 undone; its time is ``details()["capture_seconds"]`` and lands in the harness's
@@ -32,8 +32,8 @@ undone; its time is ``details()["capture_seconds"]`` and lands in the harness's
 Why a hand-made graph and not ``torch.compile(mode="reduce-overhead")``: the captured work is
 exactly the eager step (same kernels, so graph replay can be held to eager's numbers), its
 capture is one measurable call with nothing else in it, and it needs no compiler toolchain at
-run time. Which one is faster on this net has not been measured here (no GPU in the session
-that wrote this); docs/gpu.md lists it among what a GPU run should settle.
+run time. Inductor-compiled code captured the same way is measured as a study
+(studies/gpu_profile.py; docs/gpu.md has the figures), not shipped.
 """
 from __future__ import annotations
 
@@ -101,10 +101,9 @@ class TorchCUDA(_TorchBase):
 
 class TorchCUDAGraph(TorchCUDA):
     name = "torch-cuda-graph"
-    description = ("torch-cuda with the training step captured into CUDA graphs of up to 256 steps: "
-                   "one replay per 256 batches")
+    description = "torch-cuda with the training step captured once into a CUDA graph, replayed per batch"
     capture = True          # False: the same programs, run eagerly (how tests/test_gpu_cpu.py runs them on a CPU)
-    steps_per_graph = 256   # a power of two; 1 is the per-batch replay
+    steps_per_graph = 1     # steps per graph, a power of two: 1 replays per batch
     WARMUP_STEPS = 3
 
     def __init__(self, spec, params, **config):
@@ -253,6 +252,7 @@ class TorchCUDAGraph(TorchCUDA):
 
     def details(self):
         return {**super().details(), "capture_seconds": self.capture_seconds,
-                "step": (f"CUDA graphs of up to {self.steps_per_graph} steps" if self.capture
+                "step": (("CUDA graph, replayed per batch" if self.steps_per_graph == 1 else
+                          f"CUDA graphs of up to {self.steps_per_graph} steps") if self.capture
                          else f"eager, in programs of up to {self.steps_per_graph} steps (capture off)"),
                 "short_last_batch": "padded to batch_size rows that weigh 0"}

@@ -1,16 +1,18 @@
 """Where an hw1-q3 epoch's time goes on a CUDA GPU: ``python -m studies.gpu_profile``.
 
 hw1-q3's network (784-256-128-64-10 ReLU, Adam, float32, batch 256) over one 60,000-sample
-epoch, run as torch-cuda (eager), torch-cuda-graph replayed per batch (``steps_per_graph = 1``)
-and in graphs of 256 steps (the default), optionally with the forward pass and loss compiled by
-torch.compile (inductor) inside the same graphs. For each: the epoch's wall time (median of
-timed epochs, the GPU idle before the clock starts and after it stops), and from torch's
-profiler the GPU kernels of one training step, by kind (GEMM, elementwise, reductions, gather,
-optimizer, copies): how many there are and how many microseconds of GPU time they take. The
-captured epoch's wall time against the kernels' sum says how much is launch overhead and how
-much is the GPU's own work. Output: a text table on stdout, ``gpu-profile.json`` and the profiler's tables
-(``gpu-profile.txt``) in --out.
-docs/gpu.md quotes the figures measured on an H200.
+epoch, in variants (``--variants``): torch-cuda (eager); torch-cuda-graph replayed per batch (the
+default) and in graphs of 256 steps; TF32 on; the gather, forward pass and loss compiled by
+torch.compile (inductor), and torch.optim's foreach Adam compiled too, inside the same graphs.
+For each: the epoch's wall time (median of timed epochs, the GPU idle before the clock starts
+and after it stops), the weights' difference from the first variant's after the same epochs
+(float32 drift on Fashion-MNIST; on random data training is chaotic and it says little), and
+from torch's profiler the GPU kernels of one training step, by kind (GEMM, elementwise,
+reductions, gather, optimizer, copies): how many there are and how many microseconds of GPU
+time they take. The captured epoch's wall time against the kernels' sum says how much is
+launch overhead and how much is the GPU's own work. Output: a text table on stdout, and
+``gpu-profile.json`` and the profiler's tables (``gpu-profile.txt``) in --out. docs/gpu.md
+quotes the figures measured on an H200.
 """
 from __future__ import annotations
 
@@ -40,25 +42,35 @@ def kind(name: str) -> str:
     return next((k for k, words in KINDS if any(w in low for w in words)), "other")
 
 
-def make(name: str, spec, params, steps_per_graph: int | None = None, compiled: bool = False):
+def make(name: str, spec, params, steps_per_graph: int | None = None, compiled: str = "", tf32: bool = False):
     cls = impls.get(name)
     if compiled:
-        cls = _compiled(cls)
+        cls = _compiled(cls, adam="adam" in compiled)
     net = cls.__new__(cls)
     if steps_per_graph is not None:
         net.steps_per_graph = steps_per_graph        # an instance's own choice, before __init__ checks it
     c = PRESETS["hw1-q3"]
-    net.__init__(spec, params, lr=c.lr, batch_size=c.batch_size, dtype="float32", optimizer=c.optimizer)
+    net.__init__(spec, params, lr=c.lr, batch_size=c.batch_size, dtype="float32", optimizer=c.optimizer, tf32=tf32)
     return net
 
 
-def _compiled(base):
-    """``base`` (torch-cuda-graph) with the gather, forward pass and loss compiled by inductor;
-    backward and the fused optimizer as before. The warm-up steps compile it, outside capture."""
+def _compiled(base, adam: bool):
+    """``base`` (torch-cuda-graph) with the gather, forward pass and loss compiled by inductor,
+    and with ``adam`` torch.optim's Adam in its foreach form compiled too (inductor fuses its
+    per-tensor loops into its own kernels); else backward and the fused optimizer as before.
+    The warm-up steps compile both, outside capture."""
     import torch
     import torch.nn.functional as F
 
     class Compiled(base):
+        def _make_optimizer(self):
+            if not adam:
+                return super()._make_optimizer()
+            self._kernel = "foreach, compiled by inductor"
+            opt = torch.optim.Adam(self._params, foreach=True, **self._optimizer_options())
+            self._cstep = torch.compile(opt.step, fullgraph=False)
+            return opt
+
         def _forward(self, idx, n):
             xt, yt = self._data
             real = self._rows < n
@@ -72,7 +84,7 @@ def _compiled(base):
             loss, part = self._cforward(batch[:B], batch[B])
             self._opt.zero_grad(set_to_none=True)
             loss.backward()
-            self._opt.step()
+            self._cstep() if adam else self._opt.step()
             self._total += part
     return Compiled
 
@@ -111,7 +123,8 @@ def kernels(run, steps: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m studies.gpu_profile", description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=7, help="timed epochs per variant (default 7)")
-    ap.add_argument("--compile", action="store_true", help="also the inductor-compiled forward pass in graphs")
+    ap.add_argument("--variants", default="eager,graph1,graph256,fwd",
+                    help="comma-separated, of: eager, graph1, graph256, tf32, fwd, adam, adam-tf32")
     ap.add_argument("--out", default="reports/out/gpu-profile", help="folder for gpu-profile.json")
     a = ap.parse_args(argv)
     import torch
@@ -133,23 +146,34 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(1)
     orders = [rng.permutation(len(x)) for _ in range(a.epochs)]
     batches = math.ceil(len(x) / c.batch_size)
-    variants = [("eager (torch-cuda)", "torch-cuda", None, False),
-                ("graph, 1 step per replay", "torch-cuda-graph", 1, False),
-                ("graph, 256 steps per replay", "torch-cuda-graph", 256, False)]
-    if a.compile:
-        variants.append(("graph 256 + inductor forward", "torch-cuda-graph", 256, True))
+    variants = {"eager": ("eager (torch-cuda)", "torch-cuda", None, "", False),
+                "graph1": ("graph, 1 step per replay", "torch-cuda-graph", 1, "", False),
+                "graph256": ("graph, 256 steps per replay", "torch-cuda-graph", 256, "", False),
+                "tf32": ("graph, 1 step per replay, TF32", "torch-cuda-graph", 1, "", True),
+                "fwd": ("graph 256 + inductor forward", "torch-cuda-graph", 256, "forward", False),
+                "adam": ("graph 1 + inductor forward and Adam", "torch-cuda-graph", 1, "forward+adam", False),
+                "adam-tf32": ("graph 1 + inductor forward and Adam, TF32", "torch-cuda-graph", 1, "forward+adam", True)}
+    wanted = [v.strip() for v in a.variants.split(",")]
+    unknown = [v for v in wanted if v not in variants]
+    if unknown:
+        print(f"gpu_profile: unknown variant(s) {', '.join(unknown)}; known: {', '.join(variants)}", file=sys.stderr)
+        return 2
     results = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "batches": batches, "variants": {}}
     print(f"gpu_profile: {results['gpu']}, torch {torch.__version__}, hw1-q3 float32 batch {c.batch_size}, "
           f"{len(x):,} samples = {batches} batches")
-    for label, name, spg, compiled in variants:
+    first = None
+    for label, name, spg, compiled, tf32 in (variants[v] for v in wanted):
         t0 = time.perf_counter()
         try:
-            net = make(name, spec, params, spg, compiled)
+            net = make(name, spec, params, spg, compiled, tf32)
             net.warm_up(x, y)
             net.train_epoch(x, y, orders[0])          # untimed: every lazy allocation done
             ms = epoch_ms(net, x, y, orders)
+            if first is None:
+                first = net.get_params()              # the weights every later variant is held to
             r = {"epoch_ms_median": statistics.median(ms), "epoch_ms_min": min(ms),
-                 "capture_seconds": getattr(net, "capture_seconds", None)}
+                 "capture_seconds": getattr(net, "capture_seconds", None),
+                 "vs_first_variant": impls.parity_error(net.get_params(), first)}
             xt, yt = net._to_device(x, y)
             table = net._order_to_device(orders[0])
             if name == "torch-cuda":
@@ -191,6 +215,8 @@ def print_variant(label: str, r: dict) -> None:
         return
     print(f"   epoch {r['epoch_ms_median']:.2f} ms median, {r['epoch_ms_min']:.2f} min; capture "
           f"{r['capture_seconds'] if r['capture_seconds'] is None else round(r['capture_seconds'], 3)} s")
+    print("   weights after the same epochs as the first variant's: "
+          f"max relative difference {r['vs_first_variant']:.1e}")
     print(f"   per step: {r['kernels_per_step']:.1f} kernels, {r['gpu_us_per_step']:.1f} us of GPU time "
           f"-> {r['gpu_ms_per_epoch_from_kernels']:.2f} ms of kernels per epoch")
     if "replays_only_ms" in r:

@@ -1,11 +1,14 @@
-"""The rooms hold (docs/architecture.md): no import cycles among the project's modules, and
-only tracking/ imports mlflow, lazy imports included. Read from the source with ast."""
+"""The rooms hold (docs/architecture.md): no import cycles among the project's modules, the
+product never imports the lab (studies/), and only tracking/ imports mlflow, lazy imports
+included. Read from the source with ast."""
 import ast
 from pathlib import Path
 
 from tests.helpers import ROOT
 
-PACKAGES = ("impls", "benchmarks", "tracking", "reports")
+PRODUCT = ("impls", "benchmarks", "tracking", "reports")
+LAB = ("studies",)
+PACKAGES = PRODUCT + LAB
 
 
 def modules() -> dict[str, Path]:
@@ -41,6 +44,12 @@ def test_no_import_cycles():
     for m in graph:
         visit(m, m, [m])
     assert cycles == []
+
+
+def test_the_product_never_imports_the_lab():
+    leaks = sorted(f"{m} imports {t}" for m, p in modules().items() if m.startswith(PRODUCT)
+                   for t in imports(p) if t.split(".")[0] in LAB)
+    assert leaks == []
 
 
 def test_only_tracking_imports_mlflow():

@@ -69,8 +69,8 @@ def fit(p: Prepared, budget: float | None) -> tuple[Prepared, dict]:
     B = p.config.batch_size
     n = int(max(B, min(len(p.x), budget * rate / (SAFETY * epochs)) // B * B))
     info.update(train_samples=n, note=f"trained on {n:,} of {len(p.x):,} samples per epoch: the full "
-                                      f"{epochs} epoch(s) projected {projected:.0f} s at {rate:,.0f} samples/s (steady state), "
-                                      f"over the {budget:g} s cell budget")
+                                      f"{epochs} epoch(s) projected {projected:.0f} s at {rate:,.0f} samples/s "
+                                      f"(steady state), over the {budget:g} s cell budget")
     return replace(p, x=p.x[:n], y=p.y[:n]), info
 
 

@@ -174,9 +174,10 @@ def run_cell(cell: Cell, data, recorder, peaks: dict, options: BenchOptions,
         clock = budget.Clock(options.cell_budget)
         result = runner.train(p, data, on_epoch=on_epoch, keep_going=clock)   # Diverged propagates: the cell fails
         if clock.stopped:
-            recorder.log(tags={"bpb.budget": clock.stopped})
-            recorder.progress(clock.stopped)
+            # the tag holds both when both happened (the report reads the samples and the epochs from it)
             out.summary["budget_note"] = "; ".join(filter(None, [out.summary.get("budget_note"), clock.stopped]))
+            recorder.log(tags={"bpb.budget": out.summary["budget_note"]})
+            recorder.progress(clock.stopped)
         rates = [e.samples_per_second for e in result.epochs]
         out.proba = result.final_proba[list(EXAMPLE_INDICES)]
         out.summary.update(test_accuracy=result.final_accuracy,

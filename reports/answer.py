@@ -8,10 +8,10 @@ import math
 
 import pandas as pd
 
+from reports import agreement
 from reports.tables import BASELINE, with_speedup
 
 NOISE_THRESHOLD = 0.25       # relative IQR (IQR / median of the repeats) above which a cell is noisy
-ACCURACY_AGREEMENT = 0.005   # test accuracies of one preset and seed further apart than this disagree
 
 
 OPTIONAL = ("samples_per_second_relative_iqr", "load_average_start", "load_average_end", "budget")
@@ -38,11 +38,15 @@ def _per_impl(group: pd.DataFrame) -> pd.DataFrame:
 
 def headline(cells: pd.DataFrame) -> list[str]:
     """For each preset, dtype and batch: the fastest implementation that passed parity, by how
-    much over the next one and over numpy-sample, and whether its accuracy agrees. Where the
-    sweep timed several implementations its cells answer, else the accuracy cells' epochs."""
+    much over the next one and over numpy-sample, and whether its accuracy agrees
+    (``reports/agreement.py``), then a line naming every implementation whose accuracy
+    disagrees. Where the sweep timed several implementations its cells answer, else the
+    accuracy cells' epochs; a winner whose cells the time budget cut says what it trained on."""
     if cells.empty:
         return ["no cell finished: nothing to compare"]
+    cells = complete(cells)
     done = with_speedup(cells[cells["status"] == "FINISHED"])
+    judged = agreement.judge(cells)
     lines = []
     for (preset, dtype, batch), group in done.groupby(["preset", "dtype", "batch_size"], sort=True):
         thr, acc = group[group["kind"] == "throughput"], group[group["kind"] == "accuracy"]
@@ -53,8 +57,12 @@ def headline(cells: pd.DataFrame) -> list[str]:
         where = f"{preset} {_short(dtype)} batch {batch}"
         best, rate = ranked.index[0], ranked["rate"].iat[0]
         source = "throughput cells" if pick is thr else "accuracy cells' epochs"
+        cut = "; ".join(sorted(set(filter(None, pick.loc[pick["impl"] == best, "budget"].map(agreement.budget_words)))))
+        source += f"; {cut}" if cut else ""
+        note = accuracy_note(judged, preset, dtype, batch, best)
         if len(ranked) == 1:
-            lines.append(f"{where}: only {best} ran, {rate:,.0f} samples/s" + accuracy_note(cells, preset, dtype, batch, best))
+            lines.append(f"{where}: only {best} ran, {rate:,.0f} samples/s ({source})" + note)
+            lines += disagreements(judged, preset, dtype, batch, where)
             continue
         nxt = ranked.iloc[1]
         tie = "; IQRs overlap: a tie within noise" if nxt["q3"] >= ranked["q1"].iat[0] else ""
@@ -64,29 +72,49 @@ def headline(cells: pd.DataFrame) -> list[str]:
         if best != BASELINE and not math.isnan(up):
             line += f", {up:.3g}x {BASELINE}"
         line += f"; parity passed (max relative error {ranked['parity'].iat[0]:.1e})"
-        lines.append(line + accuracy_note(cells, preset, dtype, batch, best))
+        lines.append(line + note)
+        lines += disagreements(judged, preset, dtype, batch, where)
     return lines
 
 
-def accuracy_note(cells: pd.DataFrame, preset: str, dtype: str, batch, impl: str) -> str:
-    """"; test accuracy 0.8412, as numpy-sample's" (or the other implementations', where the
-    reference did not train this preset), or by how much it differs, on the same seeds; "" when
-    no accuracy cell trained this preset with this dtype and batch."""
-    acc = cells[(cells["kind"] == "accuracy") & (cells["preset"] == preset) & (cells["status"] == "FINISHED")
-                & (cells["dtype"] == dtype) & (cells["batch_size"] == batch)]
-    mine = acc[acc["impl"] == impl]
+def _mine(judged: pd.DataFrame, preset: str, dtype: str, batch) -> pd.DataFrame:
+    return judged[(judged["preset"] == preset) & (judged["dtype"] == dtype) & (judged["batch_size"] == batch)]
+
+
+def accuracy_note(judged: pd.DataFrame, preset: str, dtype: str, batch, impl: str) -> str:
+    """"; test accuracy 0.8742, within 0.0100 of the 4 implementations' median", or by how much
+    it differs, or why it was left out (a budget cut); "" when ``impl`` trained no accuracy cell
+    with this preset, dtype and batch. ``judged``: ``agreement.judge``'s frame."""
+    mine = _mine(judged, preset, dtype, batch)
+    mine = mine[mine["impl"] == impl]
     if mine.empty:
         return ""
     text = f"; test accuracy {mine['test_accuracy'].mean():.4f}"
-    others = acc[acc["impl"] == BASELINE] if impl != BASELINE and (acc["impl"] == BASELINE).any() else acc[acc["impl"] != impl]
-    pairs = mine.merge(others, on="seed", suffixes=("", "_other"))
-    if pairs.empty:
+    cut = mine[mine["role"] == "cut"]
+    if not cut.empty:
+        return text + f" ({cut['why'].iat[0]}): left out of the accuracy agreement"
+    held = mine[mine["verdict"].isin(["agrees", "DISAGREES"])]
+    if held.empty:
         return text
-    names = others["impl"].unique()
-    whose = f"{names[0]}'s" if len(names) == 1 else f"the other {len(names)} implementations'"
-    gap = (pairs["test_accuracy"] - pairs["test_accuracy_other"]).abs().max()
-    return text + (f", as {whose} (within {ACCURACY_AGREEMENT})" if gap <= ACCURACY_AGREEMENT
-                   else f", DIFFERS from {whose} by up to {gap:.4f}")
+    worst = held.loc[held["gap"].idxmax()]
+    bound = worst["tolerance"] * (agreement.OWN_MATH_FACTOR if worst["role"] == "own" else 1.0)
+    whose = f"the {worst['peers']} implementations' median" + (" (its own rule)" if worst["role"] == "own" else "")
+    if (held["verdict"] == "DISAGREES").any():
+        return text + f", DIFFERS from {whose} by {worst['gap']:.4f} (tolerance {bound:.4f})"
+    return text + f", within {bound:.4f} of {whose}"
+
+
+def disagreements(judged: pd.DataFrame, preset: str, dtype: str, batch, where: str) -> list[str]:
+    """One line naming every implementation whose accuracy disagrees in this configuration
+    (its largest gap over the seeds), or none."""
+    bad = _mine(judged, preset, dtype, batch)
+    bad = bad[bad["verdict"] == "DISAGREES"].sort_values("gap", ascending=False).drop_duplicates("impl")
+    if bad.empty:
+        return []
+    return [f"{where}: the test accuracies DISAGREE: " + "; ".join(
+        f"{r.impl} ends at {r.test_accuracy:.4f} on seed {r.seed}, {r.gap:.4f} from the median of {r.peers} "
+        f"implementations (tolerance {r.tolerance * (agreement.OWN_MATH_FACTOR if r.role == 'own' else 1.0):.4f})"
+        for r in bad.itertuples())]
 
 
 def noisy(cells: pd.DataFrame) -> list[str]:
@@ -129,16 +157,11 @@ ACCURACY_NOTE = ("Every implementation starts from the same initial weights and 
 
 
 def accuracy_spread(cells: pd.DataFrame) -> list[str]:
-    """Per preset and seed: the range of final test accuracy across implementations."""
-    acc = cells[(cells["kind"] == "accuracy") & (cells["status"] == "FINISHED")]
-    out = []
-    for (preset, seed), g in acc.groupby(["preset", "seed"], sort=False):
-        if g["impl"].nunique() > 1:
-            lo, hi = g["test_accuracy"].min(), g["test_accuracy"].max()
-            verdict = "coincide" if hi - lo <= ACCURACY_AGREEMENT else "DISAGREE"
-            out.append(f"{preset}, seed {seed}: {g['impl'].nunique()} implementations end at test accuracy "
-                       f"{lo:.4f}-{hi:.4f}: they {verdict} (tolerance {ACCURACY_AGREEMENT})")
-    return out
+    """The agreement rule, then per configuration and seed: the range of final test accuracy
+    across implementations and the verdict (``reports/agreement.py``); [] when no two accuracy
+    cells can be compared."""
+    lines = agreement.group_lines(agreement.judge(cells))
+    return [agreement.RULE, *lines] if lines else []
 
 
 def pytest_benchmark_table(payload: dict) -> pd.DataFrame:

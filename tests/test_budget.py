@@ -1,0 +1,72 @@
+"""The per-cell time budget projects from steady state: a first call, a JIT's compile of a new
+length or a capture never counts (benchmarks/budget.py). On a fake clock: no test here reads
+the wall clock."""
+import numpy as np
+import pytest
+
+from benchmarks import budget
+from benchmarks.config import PRESETS
+from benchmarks.runner import Prepared
+
+
+class FakeTime:
+    """Stands in for the ``time`` module inside benchmarks/budget.py."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def fake_impl(clock: FakeTime, rate: float, first_call: str):
+    """An implementation that trains ``rate`` samples/s on ``clock``, plus 2 s on its
+    ``first_call``: ``instance`` (a new instance's one-off work) or ``length`` (the first call of
+    every new number of samples in the process: a JIT compiling each new shape)."""
+    seen_lengths = set()
+
+    class Fake:
+        def __init__(self, spec, params, **config):
+            self.calls = 0
+
+        def warm_up(self, x, y):
+            pass
+
+        def sync(self):
+            pass
+
+        def train_epoch(self, x, y, order):
+            self.calls += 1
+            first = self.calls == 1 if first_call == "instance" else len(order) not in seen_lengths
+            seen_lengths.add(len(order))
+            clock.now += len(order) / rate + (2.0 if first else 0.0)
+            return 0.5
+    return Fake
+
+
+def prepared(cls) -> Prepared:
+    config = PRESETS["hw1-q3"]             # 5 epochs at batch 256
+    x, y = np.zeros((60000, 1), np.float32), np.zeros(60000, np.int64)
+    return Prepared(config, cls, None, None, x, y, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("first_call", ["instance", "length"])
+def test_a_slow_first_call_is_not_projected_and_does_not_cut_the_cell(monkeypatch, first_call):
+    clock = FakeTime()
+    monkeypatch.setattr(budget, "time", clock)
+    # 60,000 samples/s in steady state: 5 epochs of 60,000 project to 6.25 s with the margin
+    p = prepared(fake_impl(clock, 60_000.0, first_call))
+    assert budget.measured_rate(p) == pytest.approx(60_000.0)
+    fitted, info = budget.fit(p, 180.0)
+    assert fitted is p and "note" not in info, info.get("note")
+    assert info["train_samples"] == 60000 and info["projected_seconds"] == pytest.approx(6.25)
+
+
+def test_a_slow_implementation_is_still_cut_and_says_so(monkeypatch):
+    clock = FakeTime()
+    monkeypatch.setattr(budget, "time", clock)
+    p = prepared(fake_impl(clock, 500.0, "instance"))       # 3,000 s projected
+    fitted, info = budget.fit(p, 180.0)
+    assert len(fitted.x) == info["train_samples"] < 60000 and info["train_samples"] % 256 == 0
+    assert info["note"].startswith(f"trained on {info['train_samples']:,} of 60,000 samples per epoch")
+    assert "500 samples/s (steady state)" in info["note"]

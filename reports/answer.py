@@ -139,17 +139,3 @@ def accuracy_spread(cells: pd.DataFrame) -> list[str]:
             out.append(f"{preset}, seed {seed}: {g['impl'].nunique()} implementations end at test accuracy "
                        f"{lo:.4f}-{hi:.4f}: they {verdict} (tolerance {ACCURACY_AGREEMENT})")
     return out
-
-
-def pytest_benchmark_table(payload: dict) -> pd.DataFrame:
-    """pytest-benchmark's JSON as a table: one training step per row."""
-    rows = []
-    for b in (payload or {}).get("benchmarks", []):
-        info, stats = b.get("extra_info", {}), b.get("stats", {})
-        median, batch = stats.get("median"), info.get("batch", 1)
-        rows.append({"implementation": info.get("impl", b.get("name")), "dtype": info.get("dtype", ""),
-                     "batch": batch, "median step ms": f"{1e3 * median:.3f}" if median else "n/a",
-                     "samples/s": f"{batch / median:,.0f}" if median else "n/a",
-                     "IQR %": f"{100 * stats['iqr'] / median:.0f}" if median and "iqr" in stats else "n/a",
-                     "rounds": stats.get("rounds", "n/a")})
-    return pd.DataFrame(rows)

@@ -30,7 +30,7 @@ def _throughput_rows(cells: pd.DataFrame) -> pd.DataFrame:
     implementation, dtype and batch (median over seeds), with the fraction of its own peak."""
     done = with_speedup(cells)
     done = done[done["status"] == "FINISHED"]
-    for col in ("peak_gemm_gflops", "peak_gemm"):       # sessions before per-cell peaks lack them
+    for col in ("peak_gemm_gflops", "peak_gemm", "peak_gemm_spread"):   # sessions before per-cell peaks lack them
         if col not in done.columns:
             done = done.assign(**{col: np.nan})
     parts = []
@@ -47,7 +47,8 @@ def _throughput_rows(cells: pd.DataFrame) -> pd.DataFrame:
                  samples_per_second_q1=("samples_per_second_q1", "min"),
                  samples_per_second_q3=("samples_per_second_q3", "max"),
                  speedup=("speedup", "median"), roofline_fraction=("roofline_fraction", "median"),
-                 peak_gemm_gflops=("peak_gemm_gflops", "median"), peak_gemm=("peak_gemm", "first"))
+                 peak_gemm_gflops=("peak_gemm_gflops", "median"), peak_gemm=("peak_gemm", "first"),
+                 peak_gemm_spread=("peak_gemm_spread", "median"))
             .reset_index())
 
 
@@ -65,20 +66,24 @@ def peak_note(part: pd.DataFrame, dtype: str, peaks: dict) -> str:
     """What a panel's percentages divide by: each cell's own measured peak GEMM (on the
     session's threads, on 1 thread for the implementations that run on one, the GPU's for a
     GPU cell), from the cells where they recorded it, else the session's peak for ``dtype``."""
+    def spread(rows) -> str:
+        value = rows["peak_gemm_spread"].median() if "peak_gemm_spread" in rows else np.nan
+        return f" (spread {100 * value:.0f}%)" if pd.notna(value) else ""
     known = part.dropna(subset=["peak_gemm_gflops"])
     if known.empty:
-        peak = peaks.get(dtype, np.nan)
-        return (f"% of the measured {dtype} peak GEMM ({peak:.0f} GFLOP/s)" if np.isfinite(peak)
+        peak, value = peaks.get(dtype, np.nan), peaks.get(f"{dtype}_spread", np.nan)
+        return (f"% of the measured {dtype} peak GEMM ({peak:.0f} GFLOP/s"
+                + (f", spread {100 * value:.0f}%" if np.isfinite(value) else "") + ")" if np.isfinite(peak)
                 else "% of the peak GEMM each cell recorded")
     which = known["peak_gemm"].astype(str)
     gpu, single = which == "gpu", which.str.endswith("_1thread")
-    cpu = known[~gpu]
+    cpu, many = known[~gpu], known[~gpu & ~single]
     parts = []
     if not cpu.empty and cpu["peak_gemm_gflops"].round().nunique() == 1:     # one probe served every cell
-        parts.append(f"{cpu['peak_gemm_gflops'].iat[0]:.0f} GFLOP/s")
+        parts.append(f"{cpu['peak_gemm_gflops'].iat[0]:.0f} GFLOP/s{spread(cpu)}")
     elif not cpu.empty:
-        parts.append(f"{known.loc[~gpu & ~single, 'peak_gemm_gflops'].median():.0f} GFLOP/s on the session's threads")
-        parts.append(f"{known.loc[single, 'peak_gemm_gflops'].median():.0f} on 1 thread "
+        parts.append(f"{many['peak_gemm_gflops'].median():.0f} GFLOP/s{spread(many)} on the session's threads")
+        parts.append(f"{known.loc[single, 'peak_gemm_gflops'].median():.0f}{spread(known[single])} on 1 thread "
                      f"({', '.join(dict.fromkeys(known.loc[single, 'impl']))})")
     if gpu.any():
         parts.append(f"{known.loc[gpu, 'peak_gemm_gflops'].median() / 1e3:.1f} TFLOP/s on the GPU "

@@ -42,17 +42,18 @@ def one_session(cells: pd.DataFrame, threads: int) -> pd.DataFrame:
     single = part["impl"].str.endswith("-sample")
     part["peak_gemm"] = ["float32_1thread" if s else "float32" for s in single]
     part["peak_gemm_gflops"] = [100.0 if s or threads == 1 else 190.0 for s in single]
+    part["peak_gemm_spread"] = [0.05 if s or threads == 1 else 0.12 for s in single]
     return part
 
 
 def test_the_peaks_named_under_a_panel_are_the_ones_its_cells_used(cells):
     one = peak_note(one_session(cells, 1), "float32", {})
-    assert one == "% of the measured float32 peak GEMM: 100 GFLOP/s" and "thread" not in one
+    assert one == "% of the measured float32 peak GEMM: 100 GFLOP/s (spread 5%)" and "thread" not in one
     two = peak_note(one_session(cells, 2), "float32", {})
-    assert two == ("% of the measured float32 peak GEMM: 190 GFLOP/s on the session's threads, 100 on 1 thread "
-                   "(numpy-sample, numba-sample)")
-    assert peak_note(cells.head(0).assign(peak_gemm_gflops=[]), "float64", {"float64": 95.0}) == \
-        "% of the measured float64 peak GEMM (95 GFLOP/s)"
+    assert two == ("% of the measured float32 peak GEMM: 190 GFLOP/s (spread 12%) on the session's threads, "
+                   "100 (spread 5%) on 1 thread (numpy-sample, numba-sample)")
+    assert peak_note(cells.head(0).assign(peak_gemm_gflops=[]), "float64", {"float64": 95.0, "float64_spread": 0.02}) \
+        == "% of the measured float64 peak GEMM (95 GFLOP/s, spread 2%)"
 
 
 def test_a_cell_above_its_peak_is_shown_as_measured_and_named(cells):
@@ -62,5 +63,5 @@ def test_a_cell_above_its_peak_is_shown_as_measured_and_named(cells):
     assert any(t.endswith("· 112%") for t in texts(throughput_figure(fast, {})))
     notes = throughput_notes(fast)
     assert len(notes) == 2 and notes[1].startswith("above the peak: `accuracy/torch-cpu/hw1-q3/")
-    assert "112% of its measured peak GEMM (190 GFLOP/s)" in notes[1]
+    assert "112% of its measured peak GEMM (190 GFLOP/s, probe spread 12%)" in notes[1]
     assert len(throughput_notes(cells)) == 1

@@ -144,8 +144,10 @@ def blas_info() -> list[dict]:
 
 
 def thread_settings() -> dict:
-    out = {"blas": ";".join(f"{b['internal_api']}:{b['num_threads']}" for b in blas_info()
-                            if b["user_api"] == "blas")}
+    # sorted: threadpoolctl lists the libraries in the order they were loaded, which changes
+    # from run to run, and a recorded setting must not
+    out = {"blas": ";".join(sorted(f"{b['internal_api']}:{b['num_threads']}" for b in blas_info()
+                                   if b["user_api"] == "blas"))}
     if "numba" in sys.modules:
         import numba
         out["numba"] = numba.get_num_threads()
@@ -197,8 +199,9 @@ def inventory() -> dict:
         "cpu_cores": str(os.cpu_count()),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "blas": "; ".join(f"{b['internal_api']} {b['version']} {b['architecture']} threads={b['num_threads']}"
-                          for b in blas) or "unknown",
+        # sorted, as in thread_settings: one machine, one identity, whatever the load order
+        "blas": "; ".join(sorted(f"{b['internal_api']} {b['version']} {b['architecture']} threads={b['num_threads']}"
+                                 for b in blas)) or "unknown",
         "openblas_env": " ".join(f"{k}={os.environ[k]}" for k in sorted(os.environ) if k.startswith("OPENBLAS_")) or "unset",
         "thread_env": " ".join(f"{k}={v}" for k, v in thread_env().items()) or "unset",
         "git_commit": git_commit(),

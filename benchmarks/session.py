@@ -22,9 +22,11 @@ import tracking
 from benchmarks import gpu, machine, timing, workers
 from benchmarks.cells import EXAMPLE_INDICES, CellOutcome, load_average, one_thread, run_group
 from benchmarks.config import UsageError
+from benchmarks.estimate import estimate
 from benchmarks.plan import BenchOptions, Cell, plan
 from benchmarks.pytest_suite import attach_pytest_benchmark
 from benchmarks.recorder import TrackingRecorder
+from tracking.durations import earlier_durations
 
 ROOT = Path(__file__).resolve().parents[1]
 # MLflow's monitor reads the run back at every sample (a round trip) and writes each sample from
@@ -50,7 +52,7 @@ def run_session(options: BenchOptions, data, uri: str, threads: int | None, out_
     threads, threads_reason = machine.default_threads() if threads is None else (threads, "--threads given")
     settings = machine.pin_threads(threads)
     inventory = machine.inventory()
-    log(estimate(cells, options, tracking.previous_durations(uri, mode)))
+    log(estimate(cells, options, earlier_durations(uri, mode), len(data.y_train)))
     log(f"threads {threads}: {threads_reason}; worker environment "
         f"{' '.join(f'{k}={v}' for k, v in thread_env.items()) or 'unset'}")
     dry = mode == "dry-run"
@@ -233,29 +235,6 @@ def point_latest(folder: Path) -> None:
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(folder.name, target_is_directory=True)
     os.replace(tmp, link)
-
-
-def estimate(cells: list[Cell], options: BenchOptions, previous: tuple[str, dict]) -> str:
-    """The line a session prints before it starts: how long, from the last session of this
-    mode on this machine where there is one, bounded by the cell budget where there is not."""
-    before_id, seconds = previous
-    known = [seconds[c.name] for c in cells if c.name in seconds]
-    new = [c for c in cells if c.name not in seconds]
-    # a new throughput cell: its repeats (with the paired reference's), calibration and start-up
-    per_repeat = options.repeat_seconds * (2 if options.paired_reference else 1)
-    guess = sum(options.repeats * per_repeat + 3 for c in new if c.kind == "throughput")
-    unbounded = [c for c in new if c.kind == "accuracy"]
-    text = f"estimate: about {(sum(known) + guess) / 60:.1f} min"
-    if known:
-        text += f" ({len(known)} of {len(cells)} cells as long as in session {before_id[:8]} on this machine"
-    else:
-        text += " (no earlier session of this mode on this machine"
-    if unbounded and options.cell_budget:
-        text += (f"; {len(unbounded)} new accuracy cell(s) not counted: at most {options.cell_budget:g} s of "
-                 f"training each, {len(unbounded) * options.cell_budget / 60:.0f} min in all")
-    elif unbounded:
-        text += f"; {len(unbounded)} new accuracy cell(s) not counted, with no cell budget"
-    return text + ")"
 
 
 def examples_payload(data, outcomes: list[CellOutcome]) -> dict:

@@ -25,6 +25,11 @@ from benchmarks import datasets, machine, references
 from benchmarks.config import PRESETS
 
 
+def network_info(preset: str, config) -> dict:
+    """The preset and network of a case, as the report's tables name them."""
+    return {"preset": preset, "network": f"{'-'.join(map(str, config.sizes))} {config.activation}"}
+
+
 @pytest.fixture(scope="module")
 def data():
     try:
@@ -51,7 +56,8 @@ def test_train_step(benchmark, data, name, dtype, batch):
     steps = [np.arange(s, s + batch, dtype=np.int64) % len(x) for s in range(0, 64 * batch, batch)]
     net.train_epoch(x, y, steps[0])                 # warm-up: compile / first call
     it = iter(range(10 ** 9))
-    benchmark.extra_info.update(impl=name, dtype=dtype, batch=batch, samples_per_round=batch)
+    benchmark.extra_info.update(impl=name, dtype=dtype, batch=batch, samples_per_round=batch,
+                                **network_info("hw1-q4", config))
     benchmark(lambda: net.train_epoch(x, y, steps[next(it) % len(steps)]))
 
 
@@ -74,5 +80,6 @@ def test_reference_step(benchmark, data, name, dtype):
     steps = [np.arange(s, s + batch, dtype=np.int64) % len(x) for s in range(0, 16 * batch, batch)]
     net.train_epoch(x, y, steps[0])                 # warm-up: compile / first call
     it = iter(range(10 ** 9))
-    benchmark.extra_info.update(impl=f"{name} (reference)", dtype=dtype, batch=batch, samples_per_round=batch)
+    benchmark.extra_info.update(impl=f"{name} (reference)", dtype=dtype, batch=batch, samples_per_round=batch,
+                                **network_info(references.PRESETS[name], config))
     benchmark(lambda: net.train_epoch(x, y, steps[next(it) % len(steps)]))

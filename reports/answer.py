@@ -162,17 +162,3 @@ def accuracy_spread(cells: pd.DataFrame) -> list[str]:
     cells can be compared."""
     lines = agreement.group_lines(agreement.judge(cells))
     return [agreement.RULE, *lines] if lines else []
-
-
-def pytest_benchmark_table(payload: dict) -> pd.DataFrame:
-    """pytest-benchmark's JSON as a table: one training step per row."""
-    rows = []
-    for b in (payload or {}).get("benchmarks", []):
-        info, stats = b.get("extra_info", {}), b.get("stats", {})
-        median, batch = stats.get("median"), info.get("batch", 1)
-        rows.append({"implementation": info.get("impl", b.get("name")), "dtype": info.get("dtype", ""),
-                     "batch": batch, "median step ms": f"{1e3 * median:.3f}" if median else "n/a",
-                     "samples/s": f"{batch / median:,.0f}" if median else "n/a",
-                     "IQR %": f"{100 * stats['iqr'] / median:.0f}" if median and "iqr" in stats else "n/a",
-                     "rounds": stats.get("rounds", "n/a")})
-    return pd.DataFrame(rows)

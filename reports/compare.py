@@ -106,33 +106,68 @@ def verdict_cut(ratios, threshold: float) -> float:
     return cut
 
 
-MACHINE_KEYS = ("cpu_model", "cpu_cores", "gpu", "blas", "openblas_env", "platform")
+# What makes another machine: its label (``--machine``, else the host name), CPU model and core
+# count. The rest of the inventory is the software on it (and the GPU in it), which can change
+# on one machine: it is named as such, never as another machine.
+MACHINE_KEYS = ("cpu_model", "cpu_cores")
+GPU_KEYS = ("gpu", "gpu_memory", "gpu_compute_capability")
+SOFTWARE_KEYS = ("platform", "python", "blas", "gpu_driver", "gpu_cuda_driver", "gpu_cuda_runtime")
+LIST_KEYS = ("machine.blas", "machine.threads_blas")   # one entry per library loaded, in any order
+
+
+def _value(row: pd.Series, key: str) -> str:
+    """``row[key]`` as the text compared: "-" when absent; a list of libraries sorted (sessions
+    recorded before the inventory sorted it listed them in the order they were loaded)."""
+    v = row.get(key)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    text = str(v)
+    if key.endswith(LIST_KEYS):
+        sep = "; " if key.endswith("machine.blas") else ";"
+        text = sep.join(sorted(part.strip() for part in text.split(sep.strip())))
+    return text
+
+
+def machine_label(row: pd.Series) -> str:
+    """The session's machine label (tag ``bpb.machine``), else its host for sessions recorded
+    before labels existed."""
+    label = _value(row, "tags.bpb.machine")
+    return label if label != "-" else _value(row, "tags.bpb.host")
 
 
 def session_differences(a: pd.Series, b: pd.Series) -> tuple[list[tuple[str, str, str]], str | None]:
-    """(what differs: [(name, A, B)], a plain sentence when the machines differ, else None).
-    Compared: the session's params (its options, not the peaks it measured nor their spreads, nor the
-    words saying why it chose its thread count: they quote the load average), its machine inventory
-    and versions, git commit, host, dataset."""
+    """(what differs: [(name, A, B)], a plain sentence about the machines when they or their
+    software differ, else None). Compared: the session's params (its options, not the peaks it
+    measured nor their spreads, nor the words saying why it chose its thread count: they quote
+    the load average), its machine inventory and versions, git commit, host, label, dataset.
+    The sentence starts "DIFFERENT MACHINES" for another label, CPU model or core count; else
+    it names another GPU and the software that differs ("different software: ...")."""
     keys = sorted(k for k in set(a.index) | set(b.index) if isinstance(k, str) and (
         (k.startswith("params.") and (not k.startswith("params.peak_gemm_") or k == "params.peak_gemm_rule")
          and k != "params.threads_reason")
         or k.startswith("tags.machine.") or
-        k in ("tags.git_commit", "tags.bpb.host", "tags.dataset_digest")))
-    diffs = []
-    for k in keys:
-        va, vb = a.get(k), b.get(k)
-        va, vb = ("-" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in (va, vb))
-        if va != vb:
-            diffs.append((k.split(".", 1)[1], va, vb))
-    machine = [k for k in ("tags.bpb.host", *(f"tags.machine.{m}" for m in MACHINE_KEYS))
-               if str(a.get(k)) != str(b.get(k))]
-    note = None
-    if machine:
-        note = (f"DIFFERENT MACHINES: A ran on {a.get('tags.bpb.host', '?')} ({a.get('tags.machine.cpu_model', '?')}), "
-                f"B on {b.get('tags.bpb.host', '?')} ({b.get('tags.machine.cpu_model', '?')}); a speed ratio "
-                "here compares machines as much as code")
-    return diffs, note
+        k in ("tags.git_commit", "tags.bpb.host", "tags.bpb.machine", "tags.dataset_digest")))
+    diffs = [(k.split(".", 1)[1], va, vb) for k in keys
+             if (va := _value(a, k)) != (vb := _value(b, k))]
+
+    def differing(names):
+        return [(n, _value(a, f"tags.machine.{n}"), _value(b, f"tags.machine.{n}")) for n in names
+                if _value(a, f"tags.machine.{n}") != _value(b, f"tags.machine.{n}")]
+    machine = differing(MACHINE_KEYS)
+    if machine or machine_label(a) != machine_label(b):
+        return diffs, (f"DIFFERENT MACHINES: A ran on {machine_label(a)} ({_value(a, 'tags.machine.cpu_model')}, "
+                       f"{_value(a, 'tags.machine.cpu_cores')} cores), B on {machine_label(b)} "
+                       f"({_value(b, 'tags.machine.cpu_model')}, {_value(b, 'tags.machine.cpu_cores')} cores); "
+                       "a speed ratio here compares machines as much as code")
+    versions = sorted({k.split(".", 2)[2] for k in keys if k.startswith("tags.machine.version_")})
+    parts = [f"different GPU: {name} {va} -> {vb}" for name, va, vb in differing(GPU_KEYS)]
+    software = differing((*SOFTWARE_KEYS, *versions))
+    if software:
+        parts.append("different software: " + "; ".join(f"{name} {va} -> {vb}" for name, va, vb in software))
+    if not parts:
+        return diffs, None
+    return diffs, (f"same machine ({machine_label(a)}, {_value(a, 'tags.machine.cpu_model')}, "
+                   f"{_value(a, 'tags.machine.cpu_cores')} cores), " + "; ".join(parts))
 
 
 def render(table: pd.DataFrame, diffs, machine_note, a_id: str, b_id: str, threshold: float) -> tuple[str, str]:

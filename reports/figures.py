@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from reports.tables import with_speedup
@@ -26,9 +27,12 @@ def _impl_colors(names) -> dict:
 def _throughput_rows(cells: pd.DataFrame) -> pd.DataFrame:
     """The bars: each network's throughput cells; on a network the sweep did not cover (only
     numpy-sample's reference cell), its accuracy cells' epochs instead, one bar per
-    implementation, dtype and batch (median over seeds)."""
+    implementation, dtype and batch (median over seeds), with the fraction of its own peak."""
     done = with_speedup(cells)
     done = done[done["status"] == "FINISHED"]
+    for col in ("peak_gemm_gflops", "peak_gemm", "peak_gemm_spread"):   # sessions before per-cell peaks lack them
+        if col not in done.columns:
+            done = done.assign(**{col: np.nan})
     parts = []
     for _, g in done.groupby("network", sort=False):
         thr = g[g["kind"] == "throughput"]
@@ -42,31 +46,93 @@ def _throughput_rows(cells: pd.DataFrame) -> pd.DataFrame:
             .agg(samples_per_second_median=("samples_per_second_median", "median"),
                  samples_per_second_q1=("samples_per_second_q1", "min"),
                  samples_per_second_q3=("samples_per_second_q3", "max"),
-                 speedup=("speedup", "median"), flops_per_sample=("flops_per_sample", "first"))
+                 speedup=("speedup", "median"), roofline_fraction=("roofline_fraction", "median"),
+                 peak_gemm_gflops=("peak_gemm_gflops", "median"), peak_gemm=("peak_gemm", "first"),
+                 peak_gemm_spread=("peak_gemm_spread", "median"))
             .reset_index())
 
 
+def _bar_label(speedup: float, fraction: float) -> str:
+    """"16.1x · 12.6%": the speed-up over numpy-sample and the % of the cell's own peak GEMM."""
+    parts = []
+    if np.isfinite(speedup):
+        parts.append(f"{speedup:.3g}x")
+    if np.isfinite(fraction):
+        parts.append(f"{100 * fraction:.2g}%" if fraction < 0.1 else f"{100 * fraction:.0f}%")
+    return " · ".join(parts)
+
+
+def peak_note(part: pd.DataFrame, dtype: str, peaks: dict) -> str:
+    """What a panel's percentages divide by: each cell's own measured peak GEMM (on the
+    session's threads, on 1 thread for the implementations that run on one, the GPU's for a
+    GPU cell), from the cells where they recorded it, else the session's peak for ``dtype``."""
+    def spread(rows) -> str:
+        value = rows["peak_gemm_spread"].median() if "peak_gemm_spread" in rows else np.nan
+        return f" (spread {100 * value:.0f}%)" if pd.notna(value) else ""
+    known = part.dropna(subset=["peak_gemm_gflops"])
+    if known.empty:
+        peak, value = peaks.get(dtype, np.nan), peaks.get(f"{dtype}_spread", np.nan)
+        return (f"% of the measured {dtype} peak GEMM ({peak:.0f} GFLOP/s"
+                + (f", spread {100 * value:.0f}%" if np.isfinite(value) else "") + ")" if np.isfinite(peak)
+                else "% of the peak GEMM each cell recorded")
+    which = known["peak_gemm"].astype(str)
+    gpu, single = which == "gpu", which.str.endswith("_1thread")
+    cpu, many = known[~gpu], known[~gpu & ~single]
+    parts = []
+    if not cpu.empty and cpu["peak_gemm_gflops"].round().nunique() == 1:     # one probe served every cell
+        parts.append(f"{cpu['peak_gemm_gflops'].iat[0]:.0f} GFLOP/s{spread(cpu)}")
+    elif not cpu.empty:
+        parts.append(f"{many['peak_gemm_gflops'].median():.0f} GFLOP/s{spread(many)} on the session's threads")
+        parts.append(f"{known.loc[single, 'peak_gemm_gflops'].median():.0f}{spread(known[single])} on 1 thread "
+                     f"({', '.join(dict.fromkeys(known.loc[single, 'impl']))})")
+    if gpu.any():
+        parts.append(f"{known.loc[gpu, 'peak_gemm_gflops'].median() / 1e3:.1f} TFLOP/s on the GPU "
+                     f"({', '.join(dict.fromkeys(known.loc[gpu, 'impl']))})")
+    return f"% of the measured {dtype} peak GEMM: " + ", ".join(parts)
+
+
+def throughput_notes(cells: pd.DataFrame) -> list[str]:
+    """What the throughput figure's percentages mean, and every cell above 100% of its peak,
+    shown as measured (its FLOPs are the network's GEMMs only, so above 100% the probe read low)."""
+    lines = ["% of peak: the cell's samples/s times its network's GEMM FLOPs per sample, over the peak GEMM "
+             "measured at the session's start in its dtype: on the session's threads, on 1 thread for the "
+             "implementations that run on one (the per-sample ones), the GPU's for a GPU cell. Under each "
+             "panel: the peaks its bars divide by."]
+    done = cells[(cells["status"] == "FINISHED") & (cells["roofline_fraction"] > 1)]
+    for r in done.itertuples():
+        peak, spread = getattr(r, "peak_gemm_gflops", np.nan), getattr(r, "peak_gemm_spread", np.nan)
+        lines.append(f"above the peak: `{r.cell}` at {100 * r.roofline_fraction:.0f}% of its measured peak GEMM"
+                     + (f" ({peak:.0f} GFLOP/s" + (f", probe spread {100 * spread:.0f}%" if pd.notna(spread) else "")
+                        + ")" if pd.notna(peak) else "")
+                     + ": it ran its GEMMs faster than the probe did, so that probe read low for it")
+    return lines
+
+
 def throughput_figure(cells: pd.DataFrame, peaks) -> Figure:
-    """One row of panels per network, one panel per dtype: samples/s (log) by implementation
-    and batch, IQR error bars, the speed-up over numpy-sample above each bar's error bar, and
-    % of that dtype's measured peak GEMM on the right axis. ``peaks``: dtype -> GFLOP/s (a
-    number: the float32 peak of sessions that measured only that one)."""
+    """One row of panels per network, one panel per dtype that has bars: samples/s (log) by
+    implementation and batch, IQR error bars, and above each bar's error bar the speed-up over
+    numpy-sample and the % of the cell's own measured peak GEMM (``peak_note``). ``peaks``:
+    dtype -> GFLOP/s (a number: the float32 peak of sessions that measured only that one), the
+    peaks of sessions whose cells did not record theirs."""
     if not isinstance(peaks, dict):
         peaks = {"float32": float(peaks)}
     rows = _throughput_rows(cells)
-    networks = list(dict.fromkeys(rows["network"])) or ["-"]
-    dtypes = sorted(rows["dtype"].dropna().unique()) or ["-"]
+    networks = list(dict.fromkeys(rows["network"]))
+    panels = {n: sorted(rows.loc[rows["network"] == n, "dtype"].dropna().unique()) for n in networks}
+    ncols = max([len(d) for d in panels.values()] + [1])
     colors = dict(zip(sorted(rows["batch_size"].dropna().unique()),
                       ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#e15759", "#76b7b2"]))
-    fig = Figure(figsize=(7.5 * len(dtypes), 5.4 * len(networks)), layout="constrained")
-    grid = fig.subplots(len(networks), len(dtypes), squeeze=False)
+    fig = Figure(figsize=(7.5 * ncols, 5.4 * max(len(networks), 1) + 0.6), layout="constrained")
+    grid = fig.subplots(max(len(networks), 1), ncols, squeeze=False)
     for axes, network in zip(grid, networks):
         on_net = rows[rows["network"] == network]
         impls = list(dict.fromkeys(on_net["impl"]))
         batches = sorted(on_net["batch_size"].dropna().unique())
         width = 0.8 / max(len(batches), 1)
-        source = on_net["source"].iat[0] if not on_net.empty else ""
-        for ax, dtype in zip(axes, dtypes):
+        source = on_net["source"].iat[0]
+        for ax in axes[len(panels[network]):]:
+            fig.delaxes(ax)                        # a dtype this network has no bars in: no empty panel
+        for ax, dtype in zip(axes, panels[network]):
             part = on_net[on_net["dtype"] == dtype]
             for k, batch in enumerate(batches):
                 sel = part[part["batch_size"] == batch].set_index("impl")
@@ -77,30 +143,25 @@ def throughput_figure(cells: pd.DataFrame, peaks) -> Figure:
                 med, q1, q3 = (r[c].to_numpy(float) for c in ("samples_per_second_median", "samples_per_second_q1",
                                                                  "samples_per_second_q3"))
                 ax.bar(xs, med, width, yerr=[med - q1, q3 - med], capsize=2, color=colors[batch], label=f"batch {batch}")
-                for x, top, up in zip(xs, q3, r["speedup"].to_numpy(float)):
-                    if np.isfinite(up):      # above the error bar, never across it
-                        ax.annotate(f"{up:.3g}x", (x, top), xytext=(0, 2), textcoords="offset points",
-                                    ha="center", va="bottom", fontsize=7, rotation=90)
+                for x, top, up, frac in zip(xs, q3, r["speedup"].to_numpy(float), r["roofline_fraction"].to_numpy(float)):
+                    ax.annotate(_bar_label(up, frac), (x, top), xytext=(0, 2), textcoords="offset points",
+                                ha="center", va="bottom", fontsize=7, rotation=90)   # above the error bar
             ax.set_yscale("log")
+            lo, hi = (np.log10(v) for v in ax.get_ylim())
+            ax.set_ylim(10 ** lo, 10 ** (hi + max(0.3 * (hi - lo), 0.3)))   # a fifth of the panel for the labels
             ax.set_xticks(range(len(impls)), impls, rotation=20, ha="right")
             ax.set_ylabel("training throughput (samples/s, log)")
+            ax.set_xlabel(peak_note(part, dtype, peaks), fontsize=8)
             ax.set_title(f"{network}, {dtype} ({source})", fontsize=10)
-            lo_lim, hi_lim = ax.get_ylim()
-            ax.set_ylim(lo_lim, hi_lim * 6)                       # room for the speed-up labels
             ax.grid(axis="y", which="both", alpha=0.3)
-            flops = float(part["flops_per_sample"].dropna().iat[0]) if part["flops_per_sample"].notna().any() else np.nan
-            peak = peaks.get(dtype, np.nan)
-            if np.isfinite(flops) and np.isfinite(peak) and peak > 0:
-                to_pct = lambda s, f=flops, p=peak: s * f / (p * 1e9) * 100  # noqa: E731
-                from_pct = lambda q, f=flops, p=peak: q * p * 1e9 / f / 100  # noqa: E731
-                sec = ax.secondary_yaxis("right", functions=(to_pct, from_pct))
-                spread = peaks.get(f"{dtype}_spread", np.nan)     # issue 13: the probe's spread beside it
-                sec.set_ylabel(f"% of measured {dtype} peak GEMM ({peak:.0f} GFLOP/s"
-                               + (f", spread {100 * spread:.0f}%" if np.isfinite(spread) else "")
-                               + (", multi-thread cells" if f"{dtype}_1thread" in peaks else "") + ")")
-            _legend(ax, loc="upper left", fontsize=8, ncol=max(len(batches), 1))
-    fig.suptitle("Training throughput: median of repeats, IQR error bars, labels = speed-up over numpy-sample",
-                 fontsize=11)
+    fig.suptitle("Training throughput: median of repeats, IQR error bars\nabove each bar: speed-up over "
+                 "numpy-sample · % of the cell's measured peak GEMM", fontsize=11)   # two lines: one panel wide
+    if networks:           # one legend for every panel, below them: it covers no bar or label
+        handles = {f"batch {b}": Rectangle((0, 0), 1, 1, color=c) for b, c in colors.items()}
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=len(handles), fontsize=9)
+    else:
+        grid[0][0].text(0.5, 0.5, "no finished cells to show", transform=grid[0][0].transAxes, ha="center",
+                        color="gray")
     return fig
 
 

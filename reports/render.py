@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 
 from reports import answer
-from reports.figures import accuracy_figure, examples_figure, loss_figure, throughput_figure
+from reports.figures import accuracy_figure, examples_figure, loss_figure, throughput_figure, throughput_notes
 from reports.peers import peers_section
-from reports.tables import summary_table, to_markdown
+from reports.tables import pytest_benchmark_table, summary_table, to_markdown
 
 FIGURES = {
     "throughput": "Throughput: speed-up over numpy-sample and % of the machine's peak",
@@ -128,26 +128,27 @@ def write_report(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, meta
     for name, data in pngs.items():
         paths[name] = out / f"{name}.png"
         paths[name].write_bytes(data)
-    sections = _sections(cells, meta, skipped, answer.pytest_benchmark_table(pytest_benchmark))
-    notes = {"accuracy": [answer.ACCURACY_NOTE, *answer.accuracy_spread(cells)]}
+    sections = _sections(cells, meta, skipped, pytest_benchmark_table(pytest_benchmark))
+    notes = {"throughput": throughput_notes(cells),
+             "accuracy": [answer.ACCURACY_NOTE, *answer.accuracy_spread(cells)]}
     facts = _facts(meta)
     md = ["# backprop-bench report", "", *[f"- {f}" for f in facts], ""]
-    body = [f"<h1>backprop-bench report</h1><ul class=\"facts\">{''.join(f'<li>{html.escape(f)}</li>' for f in facts)}</ul>"]
+    body = [f"<h1>backprop-bench report</h1><ul class=\"facts\">{''.join(f'<li>{_inline(f)}</li>' for f in facts)}</ul>"]
     for title, lines, table in sections:
-        md += [f"## {title}", "", *[f"- {line}" for line in lines[:-1 if table is not None else None]]]
+        bullets = lines[:-1] if table is not None else lines       # a table's last line introduces it
+        md += [f"## {title}", "", *[f"- {line}" for line in bullets], *([""] if bullets else [])]
         body.append(f"<h2>{html.escape(title)}</h2>")
+        if bullets:
+            body.append("<ul>" + "".join(f"<li>{_inline(line)}</li>" for line in bullets) + "</ul>")
         if table is not None:
             md += [lines[-1], "", to_markdown(table), ""]
-            body.append(f"<p>{html.escape(lines[-1])}</p>" + table.to_html(index=False, escape=True, border=0, classes="cells"))
-        else:
-            md.append("")
-            body.append("<ul>" + "".join(f"<li>{_strong(line)}</li>" for line in lines) + "</ul>")
+            body.append(f"<p>{_inline(lines[-1])}</p>" + table.to_html(index=False, escape=True, border=0, classes="cells"))
     for name, title in FIGURES.items():
         if name in pngs:
             md += [f"## {title}", "", f"![{title}]({name}.png)", "", *[f"- {n}" for n in notes.get(name, [])], ""]
             b64 = base64.b64encode(pngs[name]).decode()
             body.append(f"<h2>{html.escape(title)}</h2><img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{b64}\">"
-                        + "".join(f"<p class=\"note\">{html.escape(n)}</p>" for n in notes.get(name, [])))
+                        + "".join(f"<p class=\"note\">{_inline(n)}</p>" for n in notes.get(name, [])))
     paths["markdown"] = out / "report.md"
     paths["markdown"].write_text("\n".join(md))
     style = ("body{font-family:sans-serif;margin:2em;max-width:1600px} table.cells{border-collapse:collapse;"
@@ -159,7 +160,12 @@ def write_report(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, meta
     return paths
 
 
-def _strong(line: str) -> str:
-    """HTML of a line, its **bold** markdown kept bold."""
-    parts = html.escape(line).split("**")
-    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+def _inline(line: str) -> str:
+    """HTML of a markdown line: its **bold** kept bold and its `code` set as code, not shown
+    as asterisks and backticks."""
+    def wrap(text: str, mark: str, tag: str) -> str:
+        parts = text.split(mark)
+        if len(parts) % 2 == 0:         # an unpaired mark is a character, not markup
+            return text
+        return "".join(f"<{tag}>{p}</{tag}>" if i % 2 else p for i, p in enumerate(parts))
+    return wrap(wrap(html.escape(line), "`", "code"), "**", "strong")

@@ -117,6 +117,24 @@ def roofline_peak_text(c) -> str:
                    ", spread not measured")
 
 
+def pytest_benchmark_table(payload: dict) -> pd.DataFrame:
+    """pytest-benchmark's JSON as a table: one training step per row, grouped by network (the
+    suite times hw1-q4's network, and each family reference its own preset's). Suites run
+    before they recorded the network say "not recorded"."""
+    rows = []
+    for b in (payload or {}).get("benchmarks", []):
+        info, stats = b.get("extra_info", {}), b.get("stats", {})
+        median, batch = stats.get("median"), info.get("batch", 1)
+        rows.append({"preset": info.get("preset", "not recorded"), "network": info.get("network", "not recorded"),
+                     "implementation": info.get("impl", b.get("name")), "dtype": info.get("dtype", ""),
+                     "batch": batch, "median step ms": f"{1e3 * median:.3f}" if median else NA,
+                     "samples/s": f"{batch / median:,.0f}" if median else NA,
+                     "IQR %": f"{100 * stats['iqr'] / median:.0f}" if median and "iqr" in stats else NA,
+                     "rounds": stats.get("rounds", NA)})
+    table = pd.DataFrame(rows)
+    return table.sort_values(["preset", "network"], kind="stable").reset_index(drop=True) if rows else table
+
+
 def to_markdown(table: pd.DataFrame) -> str:
     cols = list(table.columns)
     def esc(v):

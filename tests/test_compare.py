@@ -85,6 +85,27 @@ def test_only_what_differs_is_shown_and_another_machine_is_said_plainly():
     assert note.startswith("DIFFERENT MACHINES") and "Intel Xeon" in note
 
 
+def test_one_machine_stays_one_machine_under_a_reordered_blas_list_and_new_software():
+    """The BLAS libraries were listed in load order, which changes from run to run: sessions
+    recorded so must still read as one machine; other software is named, not a machine."""
+    a = pd.Series({"tags.bpb.host": "one", "tags.bpb.machine": "one", "tags.machine.cpu_model": "AMD EPYC",
+                   "tags.machine.cpu_cores": "2", "tags.machine.version_numpy": "2.1",
+                   "tags.machine.blas": "openblas 0.3.31 SkylakeX threads=1; openblas 0.3.30 SkylakeX threads=1",
+                   "tags.machine.threads_blas": "openblas:1;mkl:1"})
+    b = a.copy()
+    b["tags.machine.blas"] = "openblas 0.3.30 SkylakeX threads=1; openblas 0.3.31 SkylakeX threads=1"
+    b["tags.machine.threads_blas"] = "mkl:1;openblas:1"
+    assert session_differences(a, b) == ([], None)
+    b["tags.machine.version_numpy"] = "2.2"
+    diffs, note = session_differences(a, b)
+    assert diffs == [("machine.version_numpy", "2.1", "2.2")]
+    assert note == "same machine (one, AMD EPYC, 2 cores), different software: version_numpy 2.1 -> 2.2"
+    for key, value in (("tags.machine.cpu_cores", "4"), ("tags.bpb.machine", "other")):
+        c = b.copy()
+        c[key] = value
+        assert session_differences(a, c)[1].startswith("DIFFERENT MACHINES"), key
+
+
 @pytest.fixture(scope="module")
 def two_sessions(tmp_path_factory):
     # one thread for both: the default count is chosen per session by a probe, and a different

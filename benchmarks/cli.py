@@ -9,79 +9,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import sys
-from pathlib import Path
 
 import impls
 import tracking
 from benchmarks import commands, datasets, families, server
+from benchmarks.argtypes import (csv_of, fraction, impl_list, iso_date, machine_label, output_dir, output_file,
+                                 positive_float, positive_int, seed_int, unit_interval)
 from benchmarks.config import EXIT_INTERRUPTED, EXIT_USAGE, PRESETS, UsageError
 from benchmarks.baseline import BASELINE
 from benchmarks.regress import MIN_BAND
 
 DEFAULT_OUT = os.path.join("reports", "out")
-
-
-# ---- argument types: each names what it wants, argparse names the option -----------------
-def _number(parse, ok, wanted: str):
-    """An argparse type: ``parse`` the text, accept it when ``ok(value)``, else say what is wanted."""
-    def convert(text: str):
-        try:
-            value = parse(text)
-        except ValueError:
-            value = None
-        if value is None or not ok(value):
-            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
-        return value
-    convert.__name__ = wanted
-    return convert
-
-
-positive_int = _number(int, lambda v: v >= 1, "a positive integer")
-seed_int = _number(int, lambda v: 0 <= v < 2 ** 32, "an integer in [0, 2**32)")
-positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive number")
-unit_interval = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
-fraction = _number(float, lambda v: 0 < v < 1, "a fraction in (0, 1)")
-
-
-def csv_of(item, choices=None):
-    """A comma-separated list, each item converted by ``item`` (and one of ``choices``)."""
-    def parse(text: str) -> tuple:
-        values = tuple(dict.fromkeys(item(v.strip()) for v in text.split(",") if v.strip()))   # no repeats
-        bad = [v for v in values if choices is not None and v not in choices]
-        if bad or not values:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(map(str, choices))}"
-                                             f"; got {text!r}" if choices else f"expected a list; got {text!r}")
-        return values
-    return parse
-
-
-def impl_list(text: str) -> list[str]:
-    if text.strip() == "all":
-        return impls.names()
-    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    unknown = [n for n in names if n not in impls.names()]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown implementation {', '.join(map(repr, unknown)) or repr(text)}; "
-            f"valid names: {', '.join(impls.names())} (or 'all')")
-    return names
-
-
-def output_file(text: str) -> str:
-    path = Path(text).expanduser()
-    if not path.resolve().parent.is_dir() or path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r}: its folder must exist and it must not be a folder")
-    return str(path)
-
-
-def output_dir(text: str) -> str:
-    path = Path(text).expanduser()
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a folder")
-    return str(path)
 
 
 def add_data_options(p) -> None:
@@ -105,11 +45,16 @@ def add_tracking_option(p) -> None:
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
 
 
-def machine_label(text: str) -> str:
-    """A session's machine label: letters, digits and ``. _ - @ + :``, at most 100."""
-    if not re.fullmatch(r"[\w.@+:-]{1,100}", text):
-        raise argparse.ArgumentTypeError(f"must be 1-100 letters, digits or . _ - @ + : (no spaces), got {text!r}")
-    return text
+SESSION_MODES = (*tracking.BENCH_MODES, "regress", "gpu-check")
+
+
+def add_latest_options(p) -> None:
+    """Which sessions ``latest`` and ``latest~N`` count."""
+    p.add_argument("--mode", choices=SESSION_MODES, default=None,
+                   help="`latest` and `latest~N` count sessions of this mode (default: the mode of the newest "
+                        "FINISHED bench session: full, quick or dry-run; a gate is 'regress')")
+    p.add_argument("--any-status", action="store_true",
+                   help="`latest` and `latest~N` count FAILED and KILLED sessions too (default: FINISHED only)")
 
 
 def add_machine_option(p) -> None:
@@ -184,14 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write the report of a tracked session",
                             description="Read a session back from MLflow and write report.md, report.html and PNGs.")
     which = report.add_mutually_exclusive_group()
-    which.add_argument("--run-id", default=None, help="session (parent) run id (default: the latest session)")
+    which.add_argument("--run-id", default=None,
+                       help="session (parent) run id, or 'latest~N' (default: latest, the newest FINISHED session "
+                            "of its mode; see --mode, --any-status)")
     which.add_argument("--session", action="append", metavar="REF", default=None,
                        help="machines side by side: one session per machine, the option repeated (an id, "
                             "'latest' or 'latest~N')")
     which.add_argument("--latest-per-machine", action="store_true",
                        help="machines side by side: the latest finished session of every machine in the store")
-    report.add_argument("--mode", choices=("full", "quick", "dry-run", "regress"), default=None,
-                        help="with --latest-per-machine: sessions of this mode (default: the newest session's)")
+    add_latest_options(report)
     add_output_option(report)
     add_tracking_option(report)
     report.set_defaults(func=commands.cmd_report)
@@ -221,8 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("a", metavar="A", help="session id, 'latest' or 'latest~N' (the Nth before the latest)")
     compare.add_argument("b", metavar="B", help="the session compared with A (same forms)")
     compare.add_argument("--fail-on", choices=("slower", "accuracy", "any"), default=None,
-                         help="exit 1 when a cell is slower, when accuracy or parity got worse, or either "
-                              "(default: never; for CI)")
+                         help="exit 1 when a cell is slower, when accuracy or parity got worse, or either, "
+                              "printing the cells and why (default: never; for CI)")
+    compare.add_argument("--fail-on-missing", action="store_true",
+                         help="exit 1 also when a cell of A is missing from B (default: such cells, and cells "
+                              "only in B, are listed but are no failure)")
+    add_latest_options(compare)
     compare.add_argument("--threshold", type=fraction, default=0.1,
                          help="smallest change of B/A called faster or slower (default: %(default)s)")
     add_output_option(compare)
@@ -234,7 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
                                          "ordered by git history, with change points found and marked.")
     history.add_argument("--machine", default=None, help="only sessions of this machine: its --machine label or host name (default: all)")
     history.add_argument("--cell", default=None, help="only cells whose name contains this (wildcards allowed)")
-    history.add_argument("--since", default=None, help="only sessions started on or after this date (YYYY-MM-DD)")
+    history.add_argument("--since", type=iso_date, default=None,
+                         help="only sessions started on or after this date (YYYY-MM-DD)")
+    history.add_argument("--mode", choices=SESSION_MODES, default=None,
+                         help="only sessions of this mode (default: every mode, each its own series)")
     span = history.add_mutually_exclusive_group()
     span.add_argument("--branch", default=None, help="the branch whose history orders the sessions (default: HEAD)")
     span.add_argument("--commits", default=None, metavar="A..B", help="a commit range instead of a branch")
@@ -245,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     look = sub.add_parser("look", help="screenshots of a session's report and of the MLflow UI (headless Chromium)")
     look.add_argument("session", nargs="?", default="latest", help="session id, 'latest' or 'latest~N' (default: latest)")
+    add_latest_options(look)
     look.add_argument("--output-dir", type=output_dir, default=os.path.join("reports", "out", "look"),
                       help="folder for the screenshots (default: %(default)s)")
     add_tracking_option(look)
@@ -252,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="the MLflow UI on the tracking store; prints the address of the latest session")
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
     ui.add_argument("--port", type=positive_int, default=5000, help="port (default: %(default)s)")
+    add_latest_options(ui)
     add_tracking_option(ui)
     ui.set_defaults(func=commands.cmd_ui)
     gpu_check = sub.add_parser("gpu-check", help="the device check: GPU tests, a quick GPU session, its table",

@@ -3,7 +3,9 @@ the parsed arguments and returns the exit status."""
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import impls
@@ -18,6 +20,34 @@ class Terminated(KeyboardInterrupt):
 
 def on_sigterm(signum, frame):
     raise Terminated("terminated (SIGTERM)")
+
+
+# where a gate session writes its report
+GATE_OUT = os.path.join("reports", "out", "regress")
+
+
+def writable_folder(path: str | Path, what: str = "--output-dir", create: bool = True) -> Path:
+    """``path`` as a folder this process can write into, created when ``create``: proven by
+    creating (and removing) a probe file in it, so a folder that cannot take the report is
+    refused before any training, not after it. UsageError naming ``what`` otherwise."""
+    folder = Path(path).expanduser()
+    try:
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".bpb-probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: cannot write there ({exc.strerror or exc}); nothing has run. "
+                         "Choose a folder you can write to") from None
+    return folder
+
+
+def session_ref(uri: str, ref: str | None, args) -> str:
+    """The session ``ref`` names (default ``latest``), with the command's ``--mode`` and
+    ``--any-status``; a session left RUNNING by a process that is gone is ended KILLED first."""
+    tracking.connect(uri, create=False)
+    tracking.reap_stale(uri)
+    return tracking.resolve_ref(uri, ref or "latest", args.mode, args.any_status)
 
 
 def config_from_args(args, impl: str) -> RunConfig:
@@ -115,9 +145,10 @@ def cmd_bench(args) -> int:
     blocked = [f"{n}: {impls.available_reason(n)}" for n in args.impl or () if impls.available_reason(n)]
     if blocked:
         raise UsageError("cannot run here: " + "; ".join(blocked))
+    writable_folder(args.output_dir)                        # fail before any training: the folder,
     uri = tracking.resolve_uri(args.tracking_uri)
-    tracking.connect(uri)                                   # fail before any training
-    data = datasets.load(options.dataset, args.data_dir, download_ok=args.download)
+    tracking.connect(uri)                                   # the store,
+    data = datasets.load(options.dataset, args.data_dir, download_ok=args.download)      # the data
     status, _ = run_session(options, data, uri, args.threads, args.output_dir, mode=mode,
                             pytest_benchmark=args.pytest_benchmark and mode != "dry-run",
                             isolate=args.isolate, data_dir=args.data_dir, machine_label=args.machine)
@@ -126,44 +157,57 @@ def cmd_bench(args) -> int:
 
 def cmd_report(args) -> int:
     from benchmarks.session import render_report
+    uri = tracking.resolve_uri(args.tracking_uri)
+    writable_folder(args.output_dir)
     if args.session or args.latest_per_machine:
         from benchmarks.machines import run_machines_report
-        run_machines_report(tracking.resolve_uri(args.tracking_uri), args.session, args.output_dir, args.mode)
+        run_machines_report(uri, args.session, args.output_dir, args.mode, any_status=args.any_status)
         return 0
-    render_report(tracking.resolve_uri(args.tracking_uri), args.run_id, args.output_dir)
+    render_report(uri, session_ref(uri, args.run_id, args), args.output_dir)
     return 0
 
 
 def cmd_regress(args) -> int:
     from benchmarks.gate import GateOptions, run_gate
+    if args.run_id is None:
+        writable_folder(GATE_OUT, "the gate's report folder")
+    if args.update:
+        writable_folder(Path(args.baseline).expanduser().resolve().parent, "--baseline's folder", create=False)
     options = GateOptions(impls=tuple(args.impl or ()), dataset=args.dataset or "fashion-mnist",
                           speed_band=args.speed_band)
     return run_gate(options, Path(args.baseline), args.speed, args.update, uri=tracking.resolve_uri(args.tracking_uri),
                     threads=args.threads, data_dir=args.data_dir, download=args.download, run_id=args.run_id,
-                    machine_label=args.machine)
+                    machine_label=args.machine, out_dir=GATE_OUT)
 
 
 def cmd_compare(args) -> int:
     from benchmarks.compare import run_compare
+    writable_folder(args.output_dir)
     return run_compare(tracking.resolve_uri(args.tracking_uri), args.a, args.b, args.output_dir, args.fail_on,
-                       args.threshold)
+                       args.threshold, mode=args.mode, any_status=args.any_status, fail_on_missing=args.fail_on_missing)
 
 
 def cmd_history(args) -> int:
     from benchmarks.history import ROOT, run_history
+    writable_folder(args.output_dir)
     return run_history(tracking.resolve_uri(args.tracking_uri), args.output_dir, args.repo or ROOT,
-                       args.commits or args.branch or "HEAD", args.machine, args.cell, args.since)
+                       args.commits or args.branch or "HEAD", args.machine, args.cell, args.since, mode=args.mode)
 
 
 def cmd_look(args) -> int:
     from benchmarks.look import run_look
-    run_look(tracking.resolve_uri(args.tracking_uri), args.session, args.output_dir)
+    writable_folder(args.output_dir)
+    uri = tracking.resolve_uri(args.tracking_uri)
+    run_look(uri, session_ref(uri, args.session, args), args.output_dir)
     return 0
 
 
 def cmd_ui(args) -> int:
     from benchmarks.look import run_ui
-    return run_ui(tracking.resolve_uri(args.tracking_uri), args.host, args.port)
+    uri = tracking.resolve_uri(args.tracking_uri)
+    return run_ui(uri, args.host, args.port, session_ref(uri, None, args))
+
+
 def cmd_gpu_check(args) -> int:
     from benchmarks.gpucheck import run_gpu_check
     return run_gpu_check(args)

@@ -5,25 +5,41 @@ from __future__ import annotations
 from pathlib import Path
 
 import tracking
-from reports.compare import compare_cells, render, session_differences
+from reports.compare import HIDDEN, compare_cells, exit_reasons, render, session_differences
 from reports.tables import to_text
 
 FAIL_ON = ("slower", "accuracy", "any")
 
 
-def load(uri: str, ref: str):
-    """(session id, parent row, tidy cells, samples/s per repeat by run id) of ``ref``."""
-    run_id = tracking.resolve_ref(uri, ref)
+def load(uri: str, run_id: str):
+    """(session id, parent row, tidy cells, samples/s per repeat by run id) of session ``run_id``."""
     parent, raw_cells, raw_epochs = tracking.read_session(uri, run_id)
     cells, _ = tracking.tidy(raw_cells, raw_epochs)
     return run_id, parent, cells, tracking.repeat_series(raw_epochs)
 
 
+def resolve_pair(uri: str, ref_a: str, ref_b: str, mode: str | None, any_status: bool) -> tuple[str, str]:
+    """The two sessions named. ``latest`` and ``latest~N`` count sessions of one kind: ``mode``,
+    else the mode of the other side when it is a run id (``compare ID latest``: the latest
+    session run like ID), else that of the newest finished bench session."""
+    tracking.connect(uri, create=False)
+    tracking.reap_stale(uri)
+    if mode is None:
+        named = [ref for ref in (ref_a, ref_b) if not tracking.refs.LATEST.fullmatch(ref)]
+        if len(named) == 1:
+            mode = tracking.session_mode(uri, tracking.resolve_ref(uri, named[0]))
+    return tuple(tracking.resolve_ref(uri, ref, mode, any_status) for ref in (ref_a, ref_b))
+
+
 def run_compare(uri: str, ref_a: str, ref_b: str, output_dir: str, fail_on: str | None = None,
-                threshold: float = 0.1, log=print) -> int:
-    """Print and write the comparison; the exit status is 1 when ``fail_on`` finds something."""
-    a_id, a_parent, a_cells, a_samples = load(uri, ref_a)
-    b_id, b_parent, b_cells, b_samples = load(uri, ref_b)
+                threshold: float = 0.1, log=print, *, mode: str | None = None, any_status: bool = False,
+                fail_on_missing: bool = False) -> int:
+    """Print and write the comparison; the exit status is 1 when ``fail_on`` finds something
+    (or, with ``fail_on_missing``, a cell of A is missing from B), and the cells and reasons
+    are printed then."""
+    a_ref, b_ref = resolve_pair(uri, ref_a, ref_b, mode, any_status)
+    a_id, a_parent, a_cells, a_samples = load(uri, a_ref)
+    b_id, b_parent, b_cells, b_samples = load(uri, b_ref)
     table = compare_cells(a_cells, a_samples, b_cells, b_samples, threshold=threshold)
     diffs, machine_note = session_differences(a_parent, b_parent)
     for status, run_id, parent in (("A", a_id, a_parent), ("B", b_id, b_parent)):
@@ -33,7 +49,7 @@ def run_compare(uri: str, ref_a: str, ref_b: str, output_dir: str, fail_on: str 
     if machine_note:
         log(machine_note)
     log("differs: " + ("; ".join(f"{k}: {va} -> {vb}" for k, va, vb in diffs) if diffs else "nothing but the measurements"))
-    log(to_text(table.drop(columns=["kind", "accuracy_drop"])))
+    log(to_text(table.drop(columns=HIDDEN)))
     counts = table["kind"].value_counts().to_dict()
     log("summary: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
         + f"; a verdict needs B/A beyond ×/÷{1 + table.attrs['cut']:.3f} (threshold or session drift)")
@@ -45,7 +61,19 @@ def run_compare(uri: str, ref_a: str, ref_b: str, output_dir: str, fail_on: str 
     paths[1].write_text(page)
     tracking.annotate(uri, b_id, files=paths, artifact_path=f"compare/{a_id}")
     log(f"written: {', '.join(map(str, paths))} (and attached to B's run)")
-    slower = bool((table["kind"] == "slower").any())
-    worse = bool(table["accuracy_drop"].any() or (table["kind"] == "only in A").any())
-    failing = {"slower": slower, "accuracy": worse, "any": slower or worse}.get(fail_on, False)
-    return 1 if failing else 0
+    for side in ("A", "B"):
+        only = table.loc[table["kind"] == f"only in {side}", "cell"].tolist()
+        if only:
+            log(f"only in {side} ({len(only)}, {'a failure with --fail-on-missing' if side == 'A' else 'not compared'}): "
+                + ", ".join(only))
+    failing = exit_reasons(table, fail_on, fail_on_missing)
+    asked = " and ".join(filter(None, [f"--fail-on {fail_on}" if fail_on else "",
+                                       "--fail-on-missing" if fail_on_missing else ""]))
+    if failing:
+        log(f"exit 1 ({asked}): {len(failing)} cell(s)")
+        for cell, reason in failing:
+            log(f"  {cell}: {reason}")
+        return 1
+    if asked:
+        log(f"exit 0 ({asked}): no cell fails")
+    return 0

@@ -3,7 +3,9 @@ history, with its steps found (``reports/history.py``); written as a page with s
 multiples, and logged to the store as a run of kind ``history`` so the UI shows it.
 
 Only FINISHED sessions whose commit is in the selected git history are used (a ``-dirty``
-commit counts as its commit); the others are counted and said so.
+commit counts as its commit); the others are counted and said so. Modes and schedules are
+kept apart: a cell's series is one mode's (full, quick, dry-run, regress), with its epochs
+and training samples, since a quick session's accuracy is not a full one's.
 """
 from __future__ import annotations
 
@@ -31,47 +33,66 @@ def git_order(repo: str | Path, revisions: str) -> list[str]:
     return proc.stdout.split()
 
 
-def select_sessions(uri: str, commits: list[str], machine: str | None, since: str | None, log=print) -> pd.DataFrame:
-    """session, commit, in git order then start time; what was left out is said."""
+def select_sessions(uri: str, commits: list[str], machine: str | None, since, log=print,
+                    mode: str | None = None) -> pd.DataFrame:
+    """session, commit, mode, in git order then start time; what was left out is said."""
     sessions = tracking.list_sessions(uri)
     if sessions.empty:
         raise UsageError(f"no session in {tracking.display_uri(uri)}")
-    sessions = sessions.assign(commit=sessions.get("tags.git_commit", pd.Series("", index=sessions.index))
-                               .fillna("").str.removesuffix("-dirty"))
+    none = pd.Series(None, index=sessions.index, dtype=object)
+    sessions = sessions.assign(commit=sessions.get("tags.git_commit", none).fillna("").str.removesuffix("-dirty"),
+                               mode=sessions.get("params.mode", none).fillna("unknown"))
     keep = sessions["status"] == "FINISHED"
+    if mode:
+        keep &= sessions["mode"] == mode
     if machine:
         none = pd.Series("", index=sessions.index)
         keep &= (sessions.get("tags.bpb.machine", none) == machine) | (sessions.get("tags.bpb.host", none) == machine)
     if since:
-        try:
-            keep &= sessions["start_time"] >= pd.Timestamp(since, tz="UTC")
-        except ValueError:
-            raise UsageError(f"--since {since!r}: expected a date such as 2026-11-01") from None
+        keep &= sessions["start_time"] >= pd.Timestamp(since, tz="UTC")
     position = {c: i for i, c in enumerate(commits)}
     keep &= sessions["commit"].isin(position)
     left_out = int((~keep).sum())
     chosen = sessions[keep].assign(pos=lambda d: d["commit"].map(position))
     chosen = chosen.sort_values(["pos", "start_time"]).rename(columns={"run_id": "session"})
     log(f"history: {len(chosen)} sessions over {chosen['commit'].nunique()} commits"
-        + (f"; {left_out} left out (not FINISHED, other machine, too old, or commit not in the history)"
+        + (f" ({', '.join(f'{m} {n}' for m, n in chosen['mode'].value_counts().sort_index().items())})"
+           if not chosen.empty else "")
+        + (f"; {left_out} left out (not FINISHED, other mode or machine, too old, or commit not in the history)"
            if left_out else ""))
-    return chosen[["session", "commit"]]
+    return chosen[["session", "commit", "mode"]]
+
+
+def schedule(raw: pd.DataFrame) -> list[str]:
+    """Each accuracy cell's training schedule as text: ``e5`` (5 epochs on every sample) or
+    ``e1n20000`` (1 epoch on 20,000); "" for a throughput cell, or a cell that recorded none."""
+    def one(kind, epochs, limit) -> str:
+        if kind != "accuracy" or not isinstance(epochs, str):
+            return ""
+        return f"e{epochs}" + (f"n{limit}" if isinstance(limit, str) and limit != "None" else "")
+    none = pd.Series(None, index=raw.index, dtype=object)
+    return [one(*v) for v in zip(*(raw.get(c, none) for c in ("tags.bpb.cell_kind", "params.epochs",
+                                                               "params.train_limit")))]
 
 
 def run_history(uri: str, output_dir: str, repo: str | Path = ROOT, revisions: str = "HEAD",
-                machine: str | None = None, cell: str | None = None, since: str | None = None, log=print) -> int:
-    order = select_sessions(uri, git_order(repo, revisions), machine, since, log=log)
+                machine: str | None = None, cell: str | None = None, since=None, log=print,
+                mode: str | None = None) -> int:
+    order = select_sessions(uri, git_order(repo, revisions), machine, since, log=log, mode=mode)
     raw = tracking.all_cells(uri)
     cells, _ = tracking.tidy(raw, pd.DataFrame(columns=["run_id", "key", "step", "value"]))
     cells["session"] = raw["session"].to_numpy() if not raw.empty else []
+    cells["schedule"] = schedule(raw) if not raw.empty else []
+    cells = cells.merge(order[["session", "mode"]], on="session", how="left")
     if cell:
         cells = cells[[fnmatch.fnmatch(cell_key(r), f"*{cell}*") for _, r in cells.iterrows()]]
     series = build_series(cells, order)
     if series.empty:
-        raise UsageError("history: no cell matches (check --cell, --machine, --since and the commit range)")
+        raise UsageError("history: no cell matches (check --cell, --mode, --machine, --since and the commit range)")
     steps = find_steps(series)
     log(to_text(steps[["text"]].rename(columns={"text": "step"})) if not steps.empty else "no step found")
-    scope = f"{revisions}" + (f", machine {machine}" if machine else "") + (f", cells *{cell}*" if cell else "")
+    scope = (f"{revisions}" + (f", mode {mode}" if mode else "") + (f", machine {machine}" if machine else "")
+             + (f", cells *{cell}*" if cell else ""))
     md, page, pngs = render(series, steps, scope)
     folder = Path(output_dir) / "history"
     folder.mkdir(parents=True, exist_ok=True)
@@ -83,7 +104,7 @@ def run_history(uri: str, output_dir: str, repo: str | Path = ROOT, revisions: s
         paths[-1].write_bytes(data)
     run = tracking.Session.start(uri, name=f"history-{time.strftime('%Y%m%d-%H%M%S')}",
                                  params={"revisions": revisions, "machine": machine or "any", "cell": cell or "any",
-                                         "since": since or "any"},
+                                         "since": since or "any", "mode": mode or "any"},
                                  tags={"bpb.kind": "history", "bpb.steps": len(steps)})
     for path in paths:
         run.log_artifact(path, "history")

@@ -78,21 +78,21 @@ def shoot(url: str, png: Path, loaded: str = "", tries: int = 3) -> str:
     return ""
 
 
-def run_ui(uri: str, host: str, port: int) -> int:
-    """``mlflow ui`` on ``uri`` (in the foreground, until Ctrl-C), after printing the address
-    that opens on the latest session's runs."""
+def run_ui(uri: str, host: str, port: int, session: str) -> int:
+    """``mlflow ui`` on ``uri`` (in the foreground, until Ctrl-C), after pointing the saved view
+    at ``session`` (``latest``, resolved by the caller) and printing its address."""
     experiment = tracking.connect(uri, create=False)
-    print(f"MLflow UI for {tracking.display_uri(uri)}: http://{host}:{port}/{tracking.ui_path(experiment)}", flush=True)
+    view = tracking.Session(uri, session, experiment).publish_view()
+    print(f"MLflow UI for {tracking.display_uri(uri)}, session {session}: http://{host}:{port}/{view}", flush=True)
     os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host,
                               "--port", str(port)])
     return 0                # not reached: exec replaces this process
 
 
-def run_look(uri: str, ref: str, out_dir: str, log=print) -> dict[str, Path]:
-    """Screenshots of session ``ref`` (an id, ``latest`` or ``latest~N``) into ``out_dir``."""
+def run_look(uri: str, session: str, out_dir: str, log=print) -> dict[str, Path]:
+    """Screenshots of ``session`` (a run id: ``tracking.resolve_ref`` resolves ``latest``) into ``out_dir``."""
     from benchmarks.session import render_report
     chromium()
-    session = tracking.resolve_ref(uri, ref)
     experiment = tracking.connect(uri, create=False)
     cells = tracking.cell_runs(uri, session)
     accuracy = [run for run, kind in cells if kind == "accuracy"] or [run for run, _ in cells]
@@ -103,7 +103,8 @@ def run_look(uri: str, ref: str, out_dir: str, log=print) -> dict[str, Path]:
     log(f"mlflow ui on 127.0.0.1:{port} for {tracking.display_uri(uri)}; screenshots into {out}")
     ui = start_ui(uri, port)
     base = f"http://127.0.0.1:{port}/#/experiments/{experiment}"
-    pages = {"report": report.resolve().as_uri(), "ui-runs": f"http://127.0.0.1:{port}/{tracking.ui_path(experiment)}",
+    view = tracking.Session(uri, session, experiment).publish_view()      # the runs page shows this session
+    pages = {"report": report.resolve().as_uri(), "ui-runs": f"http://127.0.0.1:{port}/{view}",
              "ui-session": f"{base}/runs/{session}?workflowType=machine_learning"}
     if accuracy:
         pages["ui-cell-charts"] = f"{base}/runs/{accuracy[0]}/model-metrics?workflowType=machine_learning"

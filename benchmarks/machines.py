@@ -14,9 +14,11 @@ from reports.machines import write_machines_report
 from reports.tables import to_text
 
 
-def run_machines_report(uri: str, refs: list[str] | None, out_dir: str, mode: str | None = None, log=print) -> dict:
+def run_machines_report(uri: str, refs: list[str] | None, out_dir: str, mode: str | None = None, log=print,
+                        any_status: bool = False) -> dict:
     tracking.connect(uri, create=False)
-    sessions = tracking.sessions_by_ref(uri, refs) if refs else tracking.latest_per_machine(uri, mode)
+    sessions = (tracking.sessions_by_ref(uri, refs, mode, any_status) if refs
+                else tracking.latest_per_machine(uri, mode))
     cells, names = tracking.cells_of(uri, sessions)
     if cells.empty:
         raise UsageError("these sessions have no cells to compare")

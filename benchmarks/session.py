@@ -134,6 +134,8 @@ def run_session(options: BenchOptions, data, uri: str, threads: int | None, out_
         log_overhead(session, recorder, spent, spent - beside_workers + recorder.worker_wait,
                      time.perf_counter() - began, log)
         session.finish("FINISHED")
+        if mode in tracking.BENCH_MODES:           # only now is it a FINISHED bench session
+            point_latest(paths["html"].parent)
         ui = (f"{uri.rstrip('/')}/{view}" if uri.startswith("http")      # a server is its own UI
               else f"`tox -e ui`, then http://127.0.0.1:5000/{view}")
         log(f"report: {paths['html']}\nMLflow UI: {ui}")
@@ -183,8 +185,9 @@ def log_overhead(session: tracking.Session, recorder: TrackingRecorder, seconds:
 
 def render_report(uri: str, run_id: str | None, out_dir: str, log=print, describe_runs: dict | None = None,
                   written: dict | None = None) -> dict:
-    """Read a session back from MLflow, write its report files into ``out_dir/<session id>/``,
-    point ``out_dir/latest`` at them, and attach them to the session's run. With
+    """Read a session back from MLflow, write its report files into ``out_dir/<session id>/``
+    (a session that did not finish too: its report says so at the top), point ``out_dir/latest``
+    at them when it is a FINISHED bench session, and attach them to the session's run. With
     ``describe_runs`` (cell name -> run id, at the end of a session: the cells timed before
     their reference), each of those runs gets its ``speedup_vs_reference`` metric, and the
     session's run its description: the headline. ``written``: the JSON artifacts the session
@@ -213,7 +216,11 @@ def render_report(uri: str, run_id: str | None, out_dir: str, log=print, describ
               "pytest_benchmark": artifact("pytest-benchmark/pytest-benchmark.json")}
     paths = write_report(cells, epochs, extras["examples"], meta, folder, skipped=extras["skipped"],
                          pytest_benchmark=extras["pytest_benchmark"])
-    point_latest(folder)
+    if meta["status"] == "FINISHED" and meta["mode"] in tracking.BENCH_MODES:
+        point_latest(folder)
+    elif meta["status"] != "RUNNING":      # a running session's is linked when it finishes
+        log(f"not linked as {Path(out_dir) / 'latest'}: only a FINISHED bench session is, and this is a "
+            f"{meta['status']} {meta['mode']} session")
     tracking.annotate(uri, meta["run_id"], files=paths.values(), artifact_path="report")
     if describe_runs is not None:
         speedups = with_speedup(cells).set_index("cell")["speedup"].dropna()

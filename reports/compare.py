@@ -28,7 +28,8 @@ DRIFT_Z = 4.0             # a verdict needs |ln(B/A)| beyond this many drift sig
 MIN_CELLS_FOR_DRIFT = 5   # ... estimated when at least this many cells are comparable
 MAX_CUT = 1.5             # ... and never beyond x/÷1.5 (the speed gate's default band, +-50%)
 COLUMNS = ["cell", "samples/s A", "samples/s B", "B/A", "95% CI", "verdict", "test acc A", "test acc B",
-           "parity A", "parity B"]
+           "parity A", "parity B", "acc/parity"]
+HIDDEN = ["kind", "accuracy_drop", "accuracy_reason", "speed_reason"]   # what decides an exit, and why
 
 
 def _fmt(x, spec):
@@ -38,9 +39,11 @@ def _fmt(x, spec):
 def compare_cells(a: pd.DataFrame, a_samples: dict, b: pd.DataFrame, b_samples: dict,
                   threshold: float = 0.1, accuracy_tolerance: float = 0.005) -> pd.DataFrame:
     """One row per cell present in either session. ``*_samples``: run_id -> samples/s per
-    timed repeat (per epoch for accuracy cells). Columns: COLUMNS, plus ``kind`` of verdict
-    (``slower``, ``faster``, ``same``, ``unknown``, ``only in A``, ``only in B``, ``failed``) and
-    ``accuracy_drop`` (B's accuracy or parity is worse beyond the tolerance)."""
+    timed repeat (per epoch for accuracy cells). Columns: COLUMNS (``acc/parity``: worse, ok,
+    or - where there is nothing to compare), plus ``kind`` of verdict (``slower``, ``faster``,
+    ``same``, ``unknown``, ``only in A``, ``only in B``, ``failed``), ``accuracy_drop`` (B's
+    accuracy or parity is worse beyond the tolerance, or B failed a cell A finished), and the
+    reasons in words: ``accuracy_reason``, ``speed_reason``."""
     ia, ib = a.set_index("cell"), b.set_index("cell")
     rows = []
     for cell in sorted(set(ia.index) | set(ib.index)):
@@ -50,17 +53,21 @@ def compare_cells(a: pd.DataFrame, a_samples: dict, b: pd.DataFrame, b_samples: 
                "test acc B": _fmt(None if rb is None else rb["test_accuracy"], ".4f"),
                "parity A": _fmt(None if ra is None else ra["parity_max_error"], ".1e"),
                "parity B": _fmt(None if rb is None else rb["parity_max_error"], ".1e"),
-               "accuracy_drop": False}
+               "acc/parity": "-", "accuracy_drop": False, "accuracy_reason": "", "speed_reason": ""}
         if ra is None or rb is None:
             row["verdict"] = row["kind"] = "only in A" if rb is None else "only in B"
             rows.append(row)
             continue
-        row["accuracy_drop"] = accuracy_dropped(ra, rb, accuracy_tolerance)
+        reason = accuracy_change(ra, rb, accuracy_tolerance)
+        if rb["status"] != "FINISHED" and ra["status"] == "FINISHED":
+            reason = f"B {rb['status']} where A finished" + (f": {rb['reason']}" if _text(rb.get("reason")) else "")
+        both = ra["status"] == rb["status"] == "FINISHED"
+        row.update({"accuracy_drop": bool(reason), "accuracy_reason": reason,
+                    "acc/parity": "worse" if reason else ("ok" if both else "-")})
         sa, sb = a_samples.get(ra["run_id"], []), b_samples.get(rb["run_id"], [])
-        if ra["status"] != "FINISHED" or rb["status"] != "FINISHED" or not sa or not sb:
+        if not both or not sa or not sb:
             row["kind"] = "failed"
             row["verdict"] = f"not comparable: A {ra['status']}, B {rb['status']}"
-            row["accuracy_drop"] = row["accuracy_drop"] or (rb["status"] != "FINISHED" and ra["status"] == "FINISHED")
             rows.append(row)
             continue
         if min(len(sa), len(sb)) < MIN_REPEATS:
@@ -80,18 +87,49 @@ def compare_cells(a: pd.DataFrame, a_samples: dict, b: pd.DataFrame, b_samples: 
             r["kind"] = ("slower" if hi < 1 and math.log(ratio) < -cut else
                          "faster" if lo > 1 and math.log(ratio) > cut else "same")
             r["verdict"] = "no significant change" if r["kind"] == "same" else r["kind"]
-    table = pd.DataFrame(rows, columns=[*COLUMNS, "kind", "accuracy_drop"])
+            if r["kind"] == "slower":
+                r["speed_reason"] = (f"slower: B/A {ratio:.3f} (95% CI {lo:.3f}-{hi:.3f}), beyond "
+                                     f"÷{math.exp(cut):.3f}")
+    table = pd.DataFrame(rows, columns=[*COLUMNS, *HIDDEN])
     table.attrs["cut"] = math.exp(cut) - 1
     return table
 
 
-def accuracy_dropped(ra, rb, tolerance: float) -> bool:
-    """B's test accuracy below A's beyond ``tolerance``, or B's parity error 10x A's."""
+def accuracy_change(ra, rb, tolerance: float) -> str:
+    """Why B is worse than A, in words: its test accuracy below A's beyond ``tolerance`` (or
+    missing), its parity error over 10x A's; "" when it is not."""
     acc_a, acc_b = float(ra["test_accuracy"]), float(rb["test_accuracy"])
     par_a, par_b = float(ra["parity_max_error"]), float(rb["parity_max_error"])
-    worse_acc = not math.isnan(acc_a) and (math.isnan(acc_b) or acc_b < acc_a - tolerance)
-    worse_parity = not math.isnan(par_b) and par_b > max(par_a * 10, 1e-12)
-    return bool(worse_acc or worse_parity)
+    reasons = []
+    if not math.isnan(acc_a) and math.isnan(acc_b):
+        reasons.append(f"test accuracy {acc_a:.4f} in A, none in B")
+    elif not math.isnan(acc_a) and acc_b < acc_a - tolerance:
+        reasons.append(f"test accuracy {acc_a:.4f} -> {acc_b:.4f} ({acc_b - acc_a:+.4f}, tolerance {tolerance:g})")
+    if not math.isnan(par_b) and par_b > max(par_a * 10, 1e-12):
+        reasons.append(f"parity error {par_a:.1e} -> {par_b:.1e} (over 10x A's)")
+    return "; ".join(reasons)
+
+
+def _text(value) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def exit_reasons(table: pd.DataFrame, fail_on: str | None, missing: bool = False) -> list[tuple[str, str]]:
+    """(cell, reason) for each cell that makes ``compare`` exit 1: slower with ``fail_on``
+    slower or any, worse accuracy or parity with accuracy or any, and with ``missing`` a cell
+    of A that B lacks. Cells found on one side only are no failure otherwise."""
+    out = []
+    for row in table.to_dict("records"):
+        reasons = []
+        if fail_on in ("slower", "any") and row["kind"] == "slower":
+            reasons.append(row["speed_reason"])
+        if fail_on in ("accuracy", "any") and row["accuracy_drop"]:
+            reasons.append(row["accuracy_reason"])
+        if missing and row["kind"] == "only in A":
+            reasons.append("in A, missing from B (--fail-on-missing)")
+        if reasons:
+            out.append((row["cell"], "; ".join(reasons)))
+    return out
 
 
 def verdict_cut(ratios, threshold: float) -> float:

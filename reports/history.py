@@ -2,7 +2,7 @@
 frames to series, a table of steps, small multiples and a page. ``benchmarks/history.py``
 reads the store and git, and writes the files.
 
-Series, one per (cell, metric): ``samples_per_second`` (each session's median, with its IQR as
+Series, one per (mode, cell, schedule, metric): ``samples_per_second`` (each session's median, with its IQR as
 the within-session spread; steps are found on its logarithm, so a step is a ratio), ``test_accuracy``
 and ``time_to_target_seconds`` (accuracy cells; seeds averaged). Sessions are ordered by their
 commit's position in ``git rev-list``, then by start time, never by start time alone.
@@ -27,16 +27,22 @@ METRICS = {"samples_per_second": (True, math.log(1.05)),
 
 
 def cell_key(row) -> str:
-    """A cell across sessions: kind/impl/preset/dtype/batch (seeds are averaged)."""
-    return f"{row['kind']}/{row['impl']}/{row['preset']}/{row['dtype']}/b{row['batch_size']}"
+    """A cell across sessions: mode/kind/impl/preset/dtype/batch, and an accuracy cell's schedule
+    (``/e1n20000``: epochs, training samples). Seeds are averaged; sessions of two modes or
+    schedules are two series, never one."""
+    schedule = row.get("schedule") or ""
+    return (f"{row.get('mode') or 'unknown'}/{row['kind']}/{row['impl']}/{row['preset']}/{row['dtype']}"
+            f"/b{row['batch_size']}" + (f"/{schedule}" if schedule else ""))
 
 
 def build_series(cells: pd.DataFrame, order: pd.DataFrame) -> pd.DataFrame:
     """Long frame: cell, metric, position (0..), commit, session, value, spread. ``cells``: tidy
-    cells with a ``session`` column; ``order``: session, commit in the wanted order."""
+    cells with ``session`` (and ``mode``, ``schedule``) columns; ``order``: session, commit in
+    the wanted order."""
     done = cells[cells["status"] == "FINISHED"].copy()
-    done["key"] = done.apply(cell_key, axis=1)
-    done = done.merge(order.reset_index(drop=True).reset_index(names="position"), on="session")
+    done["key"] = done.apply(cell_key, axis=1) if not done.empty else []
+    order = order[["session", "commit"]].reset_index(drop=True).reset_index(names="position")
+    done = done.merge(order, on="session")
     rows = []
     for (key, position, commit, session), g in done.groupby(["key", "position", "commit", "session"], sort=True):
         for metric, (log, _) in METRICS.items():

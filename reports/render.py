@@ -132,8 +132,12 @@ def write_report(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, meta
     notes = {"throughput": throughput_notes(cells),
              "accuracy": [answer.ACCURACY_NOTE, *answer.accuracy_spread(cells)]}
     facts = _facts(meta)
-    md = ["# backprop-bench report", "", *[f"- {f}" for f in facts], ""]
-    body = [f"<h1>backprop-bench report</h1><ul class=\"facts\">{''.join(f'<li>{_inline(f)}</li>' for f in facts)}</ul>"]
+    banner = _banner(meta)
+    title = "backprop-bench report" + (f": {meta['status']} session" if banner else "")
+    md = [f"# {title}", "", *([f"**{banner}**", ""] if banner else []), *[f"- {f}" for f in facts], ""]
+    body = [f"<h1>{html.escape(title)}</h1>"
+            + (f"<p class=\"banner\">{html.escape(banner)}</p>" if banner else "")
+            + f"<ul class=\"facts\">{''.join(f'<li>{_inline(f)}</li>' for f in facts)}</ul>"]
     for title, lines, table in sections:
         bullets = lines[:-1] if table is not None else lines       # a table's last line introduces it
         md += [f"## {title}", "", *[f"- {line}" for line in bullets], *([""] if bullets else [])]
@@ -153,11 +157,22 @@ def write_report(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, meta
     paths["markdown"].write_text("\n".join(md))
     style = ("body{font-family:sans-serif;margin:2em;max-width:1600px} table.cells{border-collapse:collapse;"
              "font-size:12px} .cells td,.cells th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-             " img{max-width:100%} ul.facts{color:#555;font-size:13px} .note{max-width:70em}")
+             " img{max-width:100%} ul.facts{color:#555;font-size:13px} .note{max-width:70em}"
+             " .banner{background:#fdd;border:2px solid #c00;padding:.6em 1em;font-weight:bold}")
     paths["html"] = out / "report.html"
     paths["html"].write_text(f"<!doctype html><html><head><meta charset=\"utf-8\"><title>backprop-bench report"
                              f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>")
     return paths
+
+
+def _banner(meta: dict) -> str:
+    """The first thing a report of a session that did not finish says; "" for one that did
+    (or is still running: the session's own report, written before it ends)."""
+    status = meta.get("status", "FINISHED")
+    if status in ("FINISHED", "RUNNING"):
+        return ""
+    return (f"{status}: this session did not finish ({meta.get('reason') or 'no reason recorded'}). Only the "
+            "cells it finished are shown, and this report is not linked as latest.")
 
 
 def _inline(line: str) -> str:

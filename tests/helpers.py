@@ -72,3 +72,29 @@ def fill(mnt: Path) -> None:
                 pass
         except OSError:
             pass
+
+
+def fake_session(uri: str, mode: str, status: str = "FINISHED", cells: dict | None = None, tags: dict | None = None,
+                 epochs: int = 3) -> str:
+    """A session written straight into the store, without training: its parent run (``mode``,
+    ended ``status``; "RUNNING" leaves it open) and one cell per ``cells`` entry, name ->
+    (test accuracy or None for a throughput cell, samples/s), with ``epochs`` points of
+    samples/s history. Returns the session's run id."""
+    import tracking
+    session = tracking.Session.start(uri, name=f"fake {mode}", params={"mode": mode},
+                                     tags={"git_commit": "0" * 40, "dataset": "fashion-mnist", **(tags or {})})
+    for name, (accuracy, rate) in (cells or {}).items():
+        kind, impl, preset, dtype, batch, seed = name.split("/")
+        run_id = session.open_cell(name, {"preset": preset, "dtype": dtype, "batch_size": batch[1:], "seed": seed[1:],
+                                          "sizes": "784,32,32,10", "activation": "sigmoid", "epochs": epochs},
+                                   {"bpb.cell": name, "bpb.cell_kind": kind, "implementation": impl, "device": "cpu"})
+        history = "epoch/samples_per_second" if kind == "accuracy" else "repeat/samples_per_second"
+        for step in range(1, epochs + 1):
+            session.log(run_id, metrics={history: rate * (1 + 0.001 * step)}, step=step)
+        summary = {"samples_per_second_median": rate, "samples_per_second_q1": rate, "samples_per_second_q3": rate,
+                   "parity_max_error": 1e-7}
+        session.log(run_id, metrics={**summary, **({"test_accuracy": accuracy} if accuracy is not None else {})})
+        session.end_cell(run_id, "FINISHED")
+    if status != "RUNNING":
+        session.finish(status, None if status == "FINISHED" else f"made {status} by a test")
+    return session.run_id

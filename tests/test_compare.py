@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports.compare import compare_cells, session_differences
-from tests.helpers import run_cli
+from reports.compare import compare_cells, exit_reasons, session_differences
+from tests.helpers import fake_session, run_cli, sqlite_uri
 
 CELLS = ["throughput/numpy-batch/hw1-q4/float32/b256/s0", "throughput/numpy-sample/hw1-q4/float32/b1/s0",
          "accuracy/numpy-batch/hw1-q3/float32/b256/s0"]
@@ -51,9 +51,15 @@ def test_a_change_inside_the_threshold_or_with_too_few_repeats_is_not_a_verdict(
 def test_cells_in_one_session_only_and_accuracy_drops_are_listed():
     a = session("a", {CELLS[0]: noisy(1e5), CELLS[2]: noisy(1e5)})
     b = session("b", {CELLS[1]: noisy(1e5), CELLS[2]: noisy(1e5)}, acc=0.85)
-    t = compare_cells(*a, *b).set_index("cell")
+    table = compare_cells(*a, *b)
+    t = table.set_index("cell")
     assert t.loc[CELLS[0], "kind"] == "only in A" and t.loc[CELLS[1], "kind"] == "only in B"
     assert bool(t.loc[CELLS[2], "accuracy_drop"]) and not t.loc[CELLS[1], "accuracy_drop"]
+    assert t.loc[CELLS[2], "acc/parity"] == "worse"
+    # a cell on one side only is no failure unless asked for; each failure says why
+    assert exit_reasons(table, "accuracy") == [(CELLS[2], "test accuracy 0.8700 -> 0.8500 (-0.0200, tolerance 0.005)")]
+    assert exit_reasons(table, "slower") == []
+    assert exit_reasons(table, None, missing=True) == [(CELLS[0], "in A, missing from B (--fail-on-missing)")]
 
 
 def test_an_accuracy_drop_is_seen_even_with_one_epoch():
@@ -128,7 +134,7 @@ def test_compare_two_real_sessions_through_the_cli(two_sessions):
     rows = [re.split(r"\s{2,}", line) for line in proc.stdout.splitlines() if line.startswith(("throughput/", "accuracy/"))]
     assert len(rows) == 7
     for r in rows:                             # same tree, same seed: the same accuracy and parity
-        assert r[-4] == r[-3] and r[-2] == r[-1], r
+        assert r[-5] == r[-4] and r[-3] == r[-2] and r[-1] == "ok", r
     pages = list((folder / "out").glob("compare-*/compare.html"))
     assert len(pages) == 1 and "95%" in pages[0].read_text()
     import mlflow
@@ -136,9 +142,36 @@ def test_compare_two_real_sessions_through_the_cli(two_sessions):
         [mlflow.MlflowClient(uri).get_experiment_by_name("backprop-bench").experiment_id],
         "tags.`bpb.kind` = 'session'", order_by=["attributes.start_time DESC"], max_results=1)[0]
     assert "compare" in {a.path for a in mlflow.MlflowClient(uri).list_artifacts(b.info.run_id)}
-    for bad, needle in (("latest~5", "holds 2 session(s)"), ("nope", "not an MLflow run id")):
+    for bad, needle in (("latest~5", "holds 2 FINISHED dry-run session(s)"), ("nope", "not an MLflow run id")):
         proc = run_cli("compare", bad, "latest", "--tracking-uri", uri)
         assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+ACC = "accuracy/numpy-batch/hw1-q3/float32/b256/s0"
+THR = "throughput/numpy-batch/hw1-q4/float32/b256/s0"
+GONE = "throughput/numba-batch/hw1-q4/float32/b256/s0"
+
+
+def test_compare_fail_on_accuracy_prints_the_cells_and_why(tmp_path):
+    """Sessions written into the store without training: A, B (accuracy down 2 points, a cell
+    of A gone) and C (as A but for the cell gone)."""
+    uri = sqlite_uri(tmp_path)
+    a = fake_session(uri, "quick", cells={ACC: (0.87, 1e5), THR: (None, 3e5), GONE: (None, 4e5)})
+    b = fake_session(uri, "quick", cells={ACC: (0.85, 1e5), THR: (None, 3e5)})
+    c = fake_session(uri, "quick", cells={ACC: (0.87, 1e5), THR: (None, 3e5)})
+    out = ["--tracking-uri", uri, "--output-dir", str(tmp_path / "out")]
+    worse = run_cli("compare", a, b, "--fail-on", "accuracy", *out)
+    assert worse.returncode == 1, worse.stderr
+    header = next(line for line in worse.stdout.splitlines() if line.startswith("cell "))
+    assert "test acc A" in header and "test acc B" in header and "acc/parity" in header
+    assert (f"exit 1 (--fail-on accuracy): 1 cell(s)\n  {ACC}: test accuracy 0.8700 -> 0.8500 (-0.0200, "
+            "tolerance 0.005)") in worse.stdout
+    assert f"only in A (1, a failure with --fail-on-missing): {GONE}" in worse.stdout
+    same = run_cli("compare", a, c, "--fail-on", "accuracy", *out)       # a missing cell is listed, not failed
+    assert same.returncode == 0 and "exit 0 (--fail-on accuracy): no cell fails" in same.stdout, same.stdout
+    missing = run_cli("compare", a, c, "--fail-on", "accuracy", "--fail-on-missing", *out)
+    assert missing.returncode == 1
+    assert f"  {GONE}: in A, missing from B (--fail-on-missing)" in missing.stdout
 
 
 @pytest.mark.timing

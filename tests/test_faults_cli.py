@@ -81,15 +81,20 @@ def test_kill_9_leaves_a_stale_session_that_the_next_report_marks_killed(tmp_pat
     assert group_gone(proc.pid), "the worker trained on after its parent was killed"
     parents, _ = runs(uri)
     assert [r.info.status for r in parents] == ["RUNNING"]                  # what kill -9 leaves
+    # the next report ends it KILLED; a killed session is not `latest`, --any-status shows it
     report = run_cli("report", "--tracking-uri", uri, "--output-dir", str(tmp_path / "r"))
-    assert report.returncode == 0, report.stderr
-    assert "KILLED" in report.stdout and "stale" in report.stdout and "Traceback" not in report.stderr
+    assert report.returncode == 2 and "is KILLED: --any-status counts it" in report.stderr, report.stderr
     parents, children = runs(uri)
     assert [r.info.status for r in parents] == ["KILLED"]
     assert "stale" in parents[0].data.tags["bpb.failure_reason"]
     assert not [r for r in children if r.info.status == "RUNNING"]
     assert any(r.info.status == "FINISHED" for r in children)              # finished cells kept
-    assert "INCOMPLETE" in (tmp_path / "r" / "latest" / "report.md").read_text()
+    report = run_cli("report", "--any-status", "--tracking-uri", uri, "--output-dir", str(tmp_path / "r"))
+    assert report.returncode == 0, report.stderr
+    assert "KILLED" in report.stdout and "stale" in report.stdout and "Traceback" not in report.stderr
+    md = (tmp_path / "r" / parents[0].info.run_id / "report.md").read_text()
+    assert md.startswith("# backprop-bench report: KILLED session") and "INCOMPLETE" in md
+    assert not (tmp_path / "r" / "latest").exists()
 
 
 def test_sigterm_is_handled_like_ctrl_c(tmp_path):
@@ -162,3 +167,40 @@ def test_report_output_dir_naming_a_file_is_refused(tmp_path):
 def test_a_gate_with_no_runnable_implementation_is_an_error_not_a_pass(tmp_path):
     proc = run_cli("regress", "--impl", "torch-cuda", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}")
     assert proc.returncode == 2 and "nothing to run here" in proc.stderr and "checks pass" not in proc.stdout
+
+
+@pytest.mark.parametrize("command, where", [
+    (SMALL, "under-a-file"),
+    (SMALL, "/proc"),
+    (("compare", "latest~1", "latest"), "under-a-file"),
+    (("history",), "under-a-file"),
+    (("report",), "under-a-file"),
+])
+def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path, command, where):
+    """Refused with a clear message before the first cell: no session in the store, no estimate
+    printed. As root, a folder's mode does not stop a write: a path under a regular file, or
+    under /proc, does."""
+    import tracking
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    tracking.connect(uri)
+    (tmp_path / "file").write_text("not a folder")
+    out = tmp_path / "file" / "out" if where == "under-a-file" else Path("/proc/bpb-out")
+    proc = run_cli(*command, "--tracking-uri", uri, "--output-dir", str(out), env={"CI": "1"})
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr
+    assert f"--output-dir {out}: cannot write there" in proc.stderr and "nothing has run" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout and "estimate" not in proc.stdout
+    assert runs(uri) == ([], [])
+
+
+def test_the_gate_refuses_an_unwritable_report_or_baseline_folder_before_any_work(tmp_path):
+    import tracking
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    tracking.connect(uri)
+    (tmp_path / "reports").write_text("not a folder")            # the gate writes into reports/out/regress
+    proc = run_cli("regress", "--tracking-uri", uri, cwd=tmp_path, env={"CI": "1"})
+    assert proc.returncode == 2 and "the gate's report folder" in proc.stderr and "cannot write there" in proc.stderr
+    (tmp_path / "reports").unlink()
+    proc = run_cli("regress", "--update", "--baseline", "/proc/bpb/baseline.json", "--tracking-uri", uri,
+                   cwd=tmp_path, env={"CI": "1"})
+    assert proc.returncode == 2 and "--baseline's folder /proc/bpb: cannot write there" in proc.stderr
+    assert "Traceback" not in proc.stderr and runs(uri) == ([], [])

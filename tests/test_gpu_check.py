@@ -22,7 +22,7 @@ def test_gpu_check_flow_on_a_cpu(tmp_path, monkeypatch, capsys):
     assert "GPU tests (pytest -m gpu): 0 passed, 0 failed, " in out and " skipped (pytest exit 0)" in out
     assert "torch-cuda-graph: no CUDA device" in out                    # SKIPPED in the session
     assert "hw1-q3 epoch with the captured step: not measured" in out
-    session = tracking.latest_session(uri)
+    session = tracking.latest_session(uri, mode="gpu-check")
     md = (tmp_path / "out" / session / "gpu-check.md").read_text()
     assert "| torch-cpu | cpu | float32 " in md and "n/a (CPU) | n/a (CPU)" in md
     assert "| torch-cuda-graph | n/a | not measured | no hw1-q3 float32 b256 throughput cell" in md

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from reports.stats import detect_steps
-from tests.helpers import run_cli
-from tests.seed_history import ACC_DROP_AT, HOST, SPEED, seed_history
+from tests.helpers import fake_session, run_cli, sqlite_uri
+from tests.seed_history import ACC_DROP_AT, HOST, SPEED, git_repo, seed_history
 
 LOG5 = math.log(1.05)
 
@@ -50,10 +50,11 @@ def test_history_finds_every_injected_step_at_its_commit(seeded, tmp_path):
     assert proc.returncode == 0, proc.stderr
     commits = seeded["commits"]
     steps = re.findall(r"^(\S+) (\S+): (\S+ ?\S*) at ([0-9a-f]{7})$", proc.stdout, re.M)
-    found = {(cell.split("/")[1], metric): (change, commit) for cell, metric, change, commit in steps}
+    assert all(cell.startswith("synthetic/") for cell, *_ in steps)          # the sessions' mode
+    found = {(cell.split("/")[2], metric): (change, commit) for cell, metric, change, commit in steps}
     for impl, (*_, factor, at) in SPEED.items():
         if at is None:
-            assert (impl, "samples_per_second") not in {(c.split("/")[1], m) for c, m, *_ in steps if "throughput" in c}
+            assert (impl, "samples_per_second") not in {(c.split("/")[2], m) for c, m, *_ in steps if "throughput" in c}
             continue
         change, commit = found[(impl, "samples_per_second")]
         assert commit == commits[at - 1][:7], (impl, commit)
@@ -72,8 +73,31 @@ def test_history_is_logged_as_a_run_and_filters_say_what_they_left_out(seeded, t
     proc = run_cli("history", "--repo", str(seeded["repo"]), "--tracking-uri", seeded["uri"], "--output-dir",
                    str(tmp_path), "--commits", f"{seeded['commits'][9]}..main", "--cell", "torch-cpu")
     assert proc.returncode == 0, proc.stderr
-    assert "history: 30 sessions over 30 commits; 10 left out" in proc.stdout and "no step found" in proc.stdout
+    assert "history: 30 sessions over 30 commits (synthetic 30); 10 left out" in proc.stdout
+    assert "no step found" in proc.stdout
     runs = client.search_runs([exp.experiment_id], "tags.`bpb.kind` = 'history'")
     assert runs and "history/history.html" in {a.path for a in client.list_artifacts(runs[0].info.run_id, "history")}
     proc = run_cli("history", "--repo", str(seeded["repo"]), "--tracking-uri", seeded["uri"], "--machine", "nobody")
     assert proc.returncode == 2 and "no cell matches" in proc.stderr
+
+
+def test_modes_and_schedules_are_series_of_their_own(tmp_path):
+    """A full and a quick session at each of 12 commits (accuracy 0.87 and 0.55, the quick one
+    on one epoch of 20,000 samples): two flat series, no step; --mode keeps one."""
+    commits = git_repo(tmp_path / "repo", 12)
+    uri = sqlite_uri(tmp_path)
+    acc = "accuracy/numpy-batch/hw1-q3/float32/b256/s0"
+    for i, commit in enumerate(commits):
+        for mode, value, epochs in (("full", 0.87, 5), ("quick", 0.55, 1)):
+            fake_session(uri, mode, cells={acc: (value + 0.001 * (i % 2), 1e5)}, tags={"git_commit": commit},
+                         epochs=epochs)
+    args = ("history", "--repo", str(tmp_path / "repo"), "--tracking-uri", uri, "--output-dir", str(tmp_path / "out"),
+            "--cell", "numpy-batch")
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "history: 24 sessions over 12 commits (full 12, quick 12)" in proc.stdout and "no step found" in proc.stdout
+    md = (tmp_path / "out" / "history" / "history.md").read_text()
+    assert "2 cells" in md
+    proc = run_cli(*args, "--mode", "quick")
+    assert proc.returncode == 0 and "history: 12 sessions over 12 commits (quick 12); 12 left out" in proc.stdout
+    assert "1 cells" in (tmp_path / "out" / "history" / "history.md").read_text()

@@ -28,7 +28,7 @@ def gate(tmp_path_factory):
     """One full gate session of this tree against the committed baseline, speed at warn."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('gate') / 'mlflow.db'}"
     proc = run_cli("regress", "--speed", "warn", "--tracking-uri", uri, env={"CI": "1"})
-    return uri, proc, tracking.latest_session(uri)
+    return uri, proc, tracking.latest_session(uri, mode="regress")
 
 
 def verdict_rows(text: str) -> list[list[str]]:

@@ -5,6 +5,7 @@ The only package of backprop-bench that imports mlflow (lazily: ``import trackin
 - ``tracking.session``: a bench session as one parent run with a nested child run per cell,
   written through ``MlflowClient`` only (no fluent active-run state, so no atexit hook can end
   a run FINISHED behind the harness's back);
+- ``tracking.refs``: which session ``latest``, ``latest~N`` or a run id names;
 - ``tracking.read``: sessions back into tidy pandas frames (``CELL_COLUMNS``,
   ``EPOCH_COLUMNS``), artifacts, and verdicts written onto an existing run.
 
@@ -13,14 +14,14 @@ Statuses are MLflow's: FINISHED, FAILED and KILLED, the reason in the tag
 """
 from tracking.clock import spent
 from tracking.store import DEFAULT_URI, EXPERIMENT, TrackingError, connect, display_uri, resolve_uri
-from tracking.read import (CELL_COLUMNS, EPOCH_COLUMNS, all_cells, annotate, cell_runs, latest_session, list_sessions,
-                           previous_durations, read_json_artifact, read_session, repeat_series, resolve_ref,
-                           session_meta, tidy)
+from tracking.refs import BENCH_MODES, latest_mode, latest_session, list_sessions, resolve_ref, session_mode
+from tracking.read import (CELL_COLUMNS, EPOCH_COLUMNS, all_cells, annotate, cell_runs, previous_durations,
+                           read_json_artifact, read_session, repeat_series, session_meta, tidy)
 from tracking.session import Session, reap_stale, ui_path
 from tracking.machines import cells_of, latest_per_machine, sessions_by_ref
 
-__all__ = ["CELL_COLUMNS", "DEFAULT_URI", "EPOCH_COLUMNS", "EXPERIMENT", "Session", "TrackingError",
-           "all_cells", "annotate", "cell_runs", "cells_of", "connect", "display_uri", "latest_per_machine",
-           "latest_session", "list_sessions", "previous_durations", "read_json_artifact", "read_session",
-           "reap_stale", "repeat_series", "resolve_ref", "resolve_uri", "session_meta", "sessions_by_ref", "spent",
-           "tidy", "ui_path"]
+__all__ = ["BENCH_MODES", "CELL_COLUMNS", "DEFAULT_URI", "EPOCH_COLUMNS", "EXPERIMENT", "Session", "TrackingError",
+           "all_cells", "annotate", "cell_runs", "cells_of", "connect", "display_uri", "latest_mode",
+           "latest_per_machine", "latest_session", "list_sessions", "previous_durations", "read_json_artifact",
+           "read_session", "reap_stale", "repeat_series", "resolve_ref", "resolve_uri", "session_meta", "session_mode",
+           "sessions_by_ref", "spent", "tidy", "ui_path"]

@@ -3,7 +3,8 @@ for sessions recorded before labels existed), and the sessions a cross-machine r
 from __future__ import annotations
 
 from tracking.clock import timed
-from tracking.read import CELL_COLUMNS, all_cells, list_sessions, resolve_ref, tidy
+from tracking.read import CELL_COLUMNS, all_cells, tidy
+from tracking.refs import latest_mode, list_sessions, resolve_ref
 from tracking.store import TrackingError, display_uri
 
 
@@ -16,13 +17,13 @@ def _labelled(sessions):
 @timed
 def latest_per_machine(uri: str, mode: str | None = None):
     """The newest FINISHED session of each machine, of one mode (default: the mode of the
-    newest FINISHED session, so every machine ran the same matrix); list_sessions' columns
+    newest FINISHED bench session, so every machine ran the same matrix); list_sessions' columns
     plus ``machine``, one row per machine."""
     sessions = list_sessions(uri)
     done = sessions[sessions["status"] == "FINISHED"] if not sessions.empty else sessions
     if done.empty:
         raise TrackingError(f"no finished session in {display_uri(uri)}; run `python -m benchmarks bench` first")
-    mode = mode or done.iloc[0].get("params.mode")
+    mode = mode or latest_mode(uri) or done.iloc[0].get("params.mode")
     done = _labelled(done[done.get("params.mode") == mode])
     if done.empty:
         raise TrackingError(f"no finished session of mode {mode!r} in {display_uri(uri)}")
@@ -30,9 +31,10 @@ def latest_per_machine(uri: str, mode: str | None = None):
 
 
 @timed
-def sessions_by_ref(uri: str, refs: list[str]):
-    """The sessions named by ``refs`` (ids, ``latest``, ``latest~N``), in that order, with ``machine``."""
-    ids = list(dict.fromkeys(resolve_ref(uri, ref) for ref in refs))
+def sessions_by_ref(uri: str, refs: list[str], mode: str | None = None, any_status: bool = False):
+    """The sessions named by ``refs`` (ids, ``latest``, ``latest~N``: ``resolve_ref``), in that
+    order, with ``machine``."""
+    ids = list(dict.fromkeys(resolve_ref(uri, ref, mode, any_status) for ref in refs))
     sessions = list_sessions(uri)
     rows = sessions.set_index("run_id").loc[ids].reset_index()
     return _labelled(rows)

@@ -4,12 +4,12 @@ MLflow's filter strings, so only 32 hexadecimal digits are accepted."""
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tracking.clock import timed
+from tracking.refs import check_run_id, latest_session, list_sessions, store_client
 from tracking.store import EXPERIMENT, TrackingError, connect, display_uri
 
 # histories read back: the per-epoch metrics (``epoch/*``, step = epoch), and the throughput
@@ -21,59 +21,6 @@ REPEAT_METRICS = ("samples_per_second", "reference_samples_per_second", "speed_r
 REPORT_EPOCH_METRICS = ("train_loss", "test_loss", "test_accuracy", "train_seconds")   # reports/figures.py
 HISTORY_METRICS = (*[f"epoch/{k}" for k in EPOCH_METRICS], *[f"repeat/{k}" for k in REPEAT_METRICS],
                    *dict.fromkeys(EPOCH_METRICS + REPEAT_METRICS))
-
-
-def _client(uri: str):
-    import mlflow
-    connect(uri, create=False)
-    return mlflow.MlflowClient(uri)
-
-
-def check_run_id(run_id: str) -> str:
-    if not re.fullmatch(r"[0-9a-f]{32}", run_id or ""):
-        raise TrackingError(f"{run_id!r} is not an MLflow run id (32 hexadecimal digits)")
-    return run_id
-
-
-@timed
-def list_sessions(uri: str, max_results: int = 50000):
-    """The store's sessions, newest first: one row per parent run with its status, start time,
-    commit, host, mode and machine tags (MLflow's column names)."""
-    import mlflow
-    connect(uri, create=False)
-    return mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="tags.`bpb.kind` = 'session'",
-                              order_by=["attributes.start_time DESC"], max_results=max_results)
-
-
-@timed
-def latest_session(uri: str) -> str:
-    runs = list_sessions(uri, max_results=1)
-    if runs.empty:
-        raise TrackingError(f"no benchmark session in {display_uri(uri)}; run `python -m benchmarks bench` first")
-    return runs.iloc[0]["run_id"]
-
-
-@timed
-def resolve_ref(uri: str, ref: str) -> str:
-    """A session id from ``ref``: a run id, ``latest``, or ``latest~N`` (the Nth before it)."""
-    m = re.fullmatch(r"latest(?:~(\d+))?", ref)
-    if not m:
-        client = _client(uri)
-        try:
-            kind = client.get_run(check_run_id(ref)).data.tags.get("bpb.kind")
-        except TrackingError:
-            raise
-        except Exception:  # MlflowException: RESOURCE_DOES_NOT_EXIST
-            kind = None
-        if kind != "session":
-            raise TrackingError(f"{ref} is not a session in {display_uri(uri)} (a cell's run id, or from "
-                                "another store?); `latest` and `latest~N` name sessions too")
-        return ref
-    n = int(m.group(1) or 0)
-    sessions = list_sessions(uri, max_results=n + 1)
-    if n >= len(sessions):
-        raise TrackingError(f"{ref}: the store at {display_uri(uri)} holds {len(sessions)} session(s)")
-    return sessions.iloc[n]["run_id"]
 
 
 @timed
@@ -98,7 +45,7 @@ def read_session(uri: str, run_id: str | None = None, for_report: bool = False):
     a server round trip each."""
     import mlflow
     import pandas as pd
-    client = _client(uri)
+    client = store_client(uri)
     run_id = check_run_id(run_id) if run_id else latest_session(uri)
     parent = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string=f"attributes.run_id = '{run_id}'")
     if parent.empty:
@@ -178,7 +125,7 @@ def repeat_series(raw_epochs, key: str = "samples_per_second") -> dict[str, list
 def read_json_artifact(uri: str, run_id: str, path: str) -> dict:
     """A JSON artifact of a run (``examples.json``: three test images and predictions;
     ``skipped.json``; the pytest-benchmark JSON), or {} without one."""
-    client = _client(uri)
+    client = store_client(uri)
     with tempfile.TemporaryDirectory(prefix="bpb-") as tmp:
         try:
             local = client.download_artifacts(check_run_id(run_id), path, tmp)
@@ -212,7 +159,7 @@ def previous_durations(uri: str, mode: str) -> tuple[str, dict[str, float]]:
 @timed
 def annotate(uri: str, run_id: str, *, metrics=None, tags=None, dicts=None, files=(), artifact_path=None):
     """Write onto an existing run: metrics, tags, JSON artifacts (``{path: obj}``) and files."""
-    client = _client(uri)
+    client = store_client(uri)
     check_run_id(run_id)
     for key, value in (metrics or {}).items():
         client.log_metric(run_id, key, float(value))

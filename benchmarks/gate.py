@@ -69,8 +69,8 @@ def run_gate(options: GateOptions, baseline_path: Path, speed: str = "warn", upd
     """Run (or, with ``run_id``, re-read) a gate session, judge it, print and log the verdicts.
     Returns the exit status: 1 when a check fails, else 0; UsageError for a gate on nothing."""
     from benchmarks import datasets
+    baseline = baseline_file.load_baseline(baseline_path, missing_ok=update)   # before any store or work
     tracking.connect(uri, create=run_id is None)
-    baseline = baseline_file.load_baseline(baseline_path, missing_ok=update)
     if run_id is None:
         data = datasets.load(options.dataset, data_dir, download_ok=download)
         _, run_id = run_session(options.matrix(), data, uri, threads, out_dir, mode="regress", isolate=isolate,
@@ -103,26 +103,25 @@ def run_gate(options: GateOptions, baseline_path: Path, speed: str = "warn", upd
             log("not updating the baseline from a session with failed cells:\n  " + "\n  ".join(broken))
             return 1
         new, moved = regress.updated_baseline(baseline, measured, verdicts, options.speed_band, options.record())
-        text = baseline_file.dump(new)
-        unchanged = baseline_path.exists() and baseline_path.read_text() == text
-        if not unchanged:
-            baseline_file.write_atomically(baseline_path, text)
-        log(f"baseline {baseline_path} {'unchanged' if unchanged else 'rewritten'} from session {run_id}"
+        # under the file's lock, onto the file as it is now: another update's entries stay
+        baseline, changed = baseline_file.update(baseline_path, lambda now: regress.merged(now, new, moved))
+        log(f"baseline {baseline_path} {'rewritten' if changed else 'unchanged'} from session {run_id}"
             + (f"; moved (left their band): {', '.join(moved)}" if moved else ""))
-        baseline = new
     # after an update, the exit status is the verdict against the baseline just written
     final = regress.judge(measured, baseline, speed, options.checks, options.in_scope) if update else verdicts
     failing = [v for v in final if v.failing]
     warned = [v for v in final if v.verdict.startswith("SLOWER")]
-    result = "fail" if failing else ("warn" if warned else "pass")
+    undecided = [v for v in final if v.verdict == "no verdict"]
+    result = "fail" if failing else ("warn" if warned or undecided else "pass")
     tracking.annotate(uri, run_id, metrics={"regress_failing": len(failing), "regress_checks": len(final)},
                       tags={"regress.result": result},
                       dicts={"regress/verdicts.json": {"baseline": str(baseline_path), "speed": speed,
                                                        "verdicts": [asdict(v) for v in final], "updated": update,
                                                        "verdicts_before_update": [asdict(v) for v in verdicts],
                                                        "moved": moved}})
-    log(f"regress: {len(final) - len(failing)} of {len(final)} checks pass"
+    log(f"regress: {len(final) - len(failing) - len(undecided)} of {len(final)} checks pass"
         + (f", {len(warned)} speed warning(s)" if warned else "")
+        + (f", {len(undecided)} speed check(s) without a verdict" if undecided else "")
         + f" (session {run_id}, baseline {baseline_path}, speed {speed})")
     for v in failing:
         log(f"  FAILED {v.check} of {v.cell}: expected {v.expected}, measured {v.measured}")

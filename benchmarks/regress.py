@@ -15,14 +15,19 @@ runs a gate session and reads it back; this module only compares numbers.
   same process (so machine drift cancels), is compared with the baseline's samples by one-sided
   Mann-Whitney U tests (as asv does). A shift counts only when it is both significant
   (p < ALPHA) and beyond the band (by default at least +-50% of the baseline ratio:
-  ``MIN_BAND``). ``--speed off|warn|fail`` decides what a slowdown does.
+  ``MIN_BAND``). ``--speed off|warn|fail`` decides what a slowdown does. Samples must carry
+  information: at least ``MIN_SAMPLES`` on each side, not all equal (three equal samples never
+  let p fall below 0.011, so a 50x slowdown would pass). Otherwise the check says "no verdict",
+  and under ``--speed fail`` it fails: the gate never passes on nothing.
 
 The baseline file itself (schema, atomic write) is ``benchmarks/baseline.py``.
 
 The update rule, in one place (``left_band``): an entry is rewritten only when its own verdict,
 judged against the old entry, says the measurement left its tolerance or band (or the entry is
 new). Everything else is kept byte for byte, so ``--update`` on an unchanged tree is a no-op;
-entries the session did not measure are kept too, never dropped.
+entries the session did not measure are kept too, never dropped. ``merged`` applies the
+entries that moved to the file as it is when the update holds its lock, so two updates run
+together (say, of two implementations) each keep their entries.
 """
 from __future__ import annotations
 
@@ -38,6 +43,9 @@ from reports.stats import olympic_mean, shift_pvalues
 ALPHA = 0.01              # significance level of the speed test
 MIN_BAND = 0.5            # default speed band: at least +-50% of the baseline median ratio
 ACC_TOL = (0.005, 0.015)  # accuracy tolerance: 3 std over seeds, clipped to this range
+# fewest speed samples a side that can show a shift: with 5 against 7 the smallest one-sided
+# Mann-Whitney p is 1/792, well below ALPHA; with 3 equal samples it never falls below 0.011
+MIN_SAMPLES = 5
 
 
 def cell_key(row) -> str:
@@ -112,7 +120,7 @@ class Verdict:
     expected: str
     measured: str
     delta: str
-    verdict: str          # ok | FAIL | SLOWER (warn) | faster | better | new | missing | warn
+    verdict: str          # ok | FAIL | SLOWER (warn) | faster | better | new | missing | no verdict
     failing: bool
     left_band: bool = False   # measured outside the entry's tolerance or band: --update moves it
 
@@ -205,9 +213,12 @@ def judge_loss(key: str, e: dict, m: Measured) -> Verdict:
 
 def judge_speed(key: str, e: dict, m: Measured, mode: str) -> Verdict:
     expected = f"{e['ratio']:.3g}x [{e['band'][0]:.3g}, {e['band'][1]:.3g}]"
-    if len(m.ratios) < 3:
-        return Verdict(key, "speed", expected, "too few samples", "-", "FAIL" if mode == "fail" else "warn",
-                       mode == "fail")
+    why = uninformative(m.ratios, "the session") or uninformative(e["samples"], "the baseline")
+    if why:
+        # an uninformative baseline entry moves on --update, from informative measurements
+        return Verdict(key, "speed", expected, f"no verdict: {why}", "-",
+                       "FAIL" if mode == "fail" else "no verdict", mode == "fail",
+                       left_band=uninformative(m.ratios) is None)
     med = float(np.median(m.ratios))
     p_slower, p_faster = shift_pvalues(m.ratios, e["samples"])
     delta = f"{(med / e['ratio'] - 1) * 100:+.0f}%"
@@ -219,6 +230,15 @@ def judge_speed(key: str, e: dict, m: Measured, mode: str) -> Verdict:
         return Verdict(key, "speed", expected, f"{med:.3g}x (p_faster={p_faster:.2g})", delta, "faster", False,
                        left_band=True)
     return Verdict(key, "speed", expected, f"{med:.3g}x (p_slower={p_slower:.2g})", delta, "ok", False)
+
+
+def uninformative(samples, side: str = "") -> str | None:
+    """Why ``samples`` cannot show a speed shift (too few, or all equal), or None."""
+    if len(samples) < MIN_SAMPLES:
+        return f"{side} has {len(samples)} sample(s), fewer than {MIN_SAMPLES}"
+    if len(set(samples)) == 1:
+        return f"{side}'s {len(samples)} samples are all equal"
+    return None
 
 
 def print_table(verdicts: list[Verdict], out=None) -> None:
@@ -248,17 +268,26 @@ def updated_baseline(old: dict, measured: dict[str, Measured], verdicts: list[Ve
             mean, std = curve
             entry["loss"] = {"expected": [round(x, 4) for x in mean], "seeds": sorted(m.seeds),
                              "tolerance": [round(max(3 * s, 0.02 * abs(x), 1e-4), 4) for x, s in zip(mean, std)]}
-        if (m.kind == "speed" and len(m.ratios) >= 3 and m.impl != impls.REFERENCE
+        if (m.kind == "speed" and uninformative(m.ratios) is None and m.impl != impls.REFERENCE
                 and (new or (key, "speed") in moved_checks)):
             med = float(np.median(m.ratios))
             lo, hi = np.percentile(m.ratios, [10, 90])
             band = [min(lo, med * (1 - speed_band)), max(hi, med * (1 + speed_band))]
-            entry["speed"] = {"ratio": _sig(med), "band": [_sig(b) for b in band],
-                              "samples": sorted(_sig(r) for r in m.ratios)}
+            samples = sorted(_sig(r) for r in m.ratios)
+            if uninformative(samples):                 # distinct only beyond 3 digits
+                samples = sorted(_sig(r, 6) for r in m.ratios)
+            entry["speed"] = {"ratio": _sig(med), "band": [_sig(b) for b in band], "samples": samples}
         if entry != before:
             moved.append(key)
     return {"about": "written by `python -m benchmarks regress --update`; review changes like code",
             "options": options_record, "cells": cells}, moved
+
+
+def merged(current: dict, new: dict, moved: list[str]) -> dict:
+    """``new``'s moved entries applied to the baseline as it is ``current``ly on disk: each
+    update replaces its own entries, and every other entry stays as the file has it now."""
+    cells = {**current["cells"], **{k: new["cells"][k] for k in moved}}
+    return {**new, "cells": cells}
 
 
 def _sig(x: float, digits: int = 3) -> float:

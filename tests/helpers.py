@@ -16,6 +16,13 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
                           text=True, cwd=cwd or ROOT, env=full_env, timeout=timeout)
 
 
+def popen_cli(*args, env=None):
+    """``python -m benchmarks ARGS`` started in a subprocess and not waited for (text pipes)."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "benchmarks", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=full_env)
+
+
 def is_outcome(line: str) -> bool:
     """A bench session's line for a finished (or failed) cell: two spaces, then its title
     (``numpy-sample f32 b1 · throughput hw1-q4: ...``); progress lines are indented further."""

@@ -5,6 +5,7 @@ Nothing here asserts on a wall-clock measurement except the test marked ``timing
 default tier): the speed gate's logic is tested on recorded and synthetic samples in
 tests/test_speed_gate.py."""
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ import impls
 import tracking
 from benchmarks import baseline as baseline_file
 from benchmarks.gate import GateOptions, run_gate
-from tests.helpers import fill, run_cli
+from tests.helpers import fill, popen_cli, run_cli
 
 COMMITTED = Path(baseline_file.BASELINE)
 # the gate's implementations: every CPU one but the peers (benchmarks/plan.py gate_options)
@@ -105,7 +106,7 @@ def test_update_on_a_full_disk_leaves_the_old_baseline_byte_identical(gate, tmp_
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr
     assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
     assert baseline.read_bytes() == before
-    assert sorted(p.name for p in full_disk.iterdir()) == ["baseline.json", "filler"]
+    assert sorted(p.name for p in full_disk.iterdir()) == ["baseline.json", "baseline.json.lock", "filler"]
 
 
 def test_a_malformed_baseline_is_refused_through_the_cli(gate, tmp_path):
@@ -116,6 +117,62 @@ def test_a_malformed_baseline_is_refused_through_the_cli(gate, tmp_path):
         assert proc.returncode == 2 and "not a baseline file" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("regress", "--run-id", run_id, "--baseline", str(tmp_path / "none.json"), "--tracking-uri", uri)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_two_updates_at_once_keep_both_entries_the_mode_the_owner_and_the_symlink(gate, tmp_path):
+    """Two `regress --update` of two implementations started together on one baseline, each
+    judging the session in its own store (a copy), as two machines sharing a baseline would:
+    both implementations' entries are there afterwards. The file keeps its mode (and, as root,
+    its owner), and the symlink to it stays a symlink."""
+    uri, _, run_id = gate
+    (tmp_path / "copy").mkdir()
+    shutil.copy(uri[len("sqlite:///"):], tmp_path / "copy" / "mlflow.db")
+    uris = {"numpy-batch": uri, "numba-batch": f"sqlite:///{tmp_path / 'copy' / 'mlflow.db'}"}
+    data = json.loads(COMMITTED.read_text())
+    mine = {k for k in data["cells"] if "/numpy-batch/" in k or "/numba-batch/" in k}
+    assert mine
+    for key in mine:
+        del data["cells"][key]
+    (tmp_path / "real").mkdir()
+    real = tmp_path / "real" / "baseline.json"
+    real.write_text(json.dumps(data))
+    os.chmod(real, 0o664)
+    owner = (4321, 4322) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    os.chown(real, *owner)
+    link = tmp_path / "baseline.json"
+    link.symlink_to(real)
+    procs = [popen_cli("regress", "--update", "--run-id", run_id, "--baseline", str(link), "--tracking-uri", store,
+                       "--impl", name) for name, store in uris.items()]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0 and "rewritten" in out, out[-3000:] + err[-2000:]
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert set(json.loads(real.read_text())["cells"]) == set(json.loads(COMMITTED.read_text())["cells"])
+    st = real.stat()
+    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o664, *owner)
+
+
+def test_three_equal_speed_samples_give_no_verdict_and_fail_under_speed_fail(gate, tmp_path):
+    """Three equal baseline samples never let p fall below ALPHA, so a 50x slowdown passed.
+    Now the check says "no verdict", which --speed fail fails and --speed warn reports."""
+    uri, _, run_id = gate
+    data = json.loads(COMMITTED.read_text())
+    key = "speed/hw1-q4/fashion-mnist/numba-sample/float32/b1"
+    s = data["cells"][key]["speed"]
+    s["ratio"], s["band"], s["samples"] = s["ratio"] * 50, [b * 50 for b in s["band"]], [s["ratio"] * 50] * 3
+    baseline = tmp_path / "equal.json"
+    baseline.write_text(json.dumps(data))
+    proc = run_cli("regress", "--run-id", run_id, "--baseline", str(baseline), "--tracking-uri", uri,
+                   "--speed", "fail")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    row = [r for r in verdict_rows(proc.stdout) if r[0] == key and r[1] == "speed"]
+    assert row and row[0][3] == "no verdict: the baseline has 3 sample(s), fewer than 5" and row[0][-1] == "FAIL"
+    assert f"FAILED speed of {key}" in proc.stdout
+    proc = run_cli("regress", "--run-id", run_id, "--baseline", str(baseline), "--tracking-uri", uri)
+    row = [r for r in verdict_rows(proc.stdout) if r[0] == key and r[1] == "speed"]
+    assert row and row[0][-1] == "no verdict", proc.stdout[-3000:]
+    m = re.search(r"regress: (\d+) of (\d+) checks pass", proc.stdout)
+    assert m and int(m.group(1)) < int(m.group(2)) and "1 speed check(s) without a verdict" in proc.stdout
 
 
 def test_update_writes_sorted_rounded_keys_from_scratch(gate, tmp_path):

@@ -97,6 +97,32 @@ def test_too_few_samples_never_pass_in_fail_mode():
     assert not verdict_of(speed(e["samples"][:2]), e, mode="warn").failing
 
 
+@pytest.mark.parametrize("samples, why", [
+    ([10.0] * 3, "the baseline has 3 sample(s), fewer than 5"),
+    ([10.0, 10.5, 11.0, 11.5], "the baseline has 4 sample(s), fewer than 5"),
+    ([10.0] * 7, "the baseline's 7 samples are all equal"),
+])
+def test_a_baseline_whose_samples_carry_no_information_gives_no_verdict(samples, why):
+    """Three equal samples never let p fall below 0.011 (> ALPHA): a 50x slowdown would pass.
+    Without information the check says so, and under --speed fail it fails."""
+    entry = {"ratio": 10.0, "band": [5.0, 15.0], "samples": samples}
+    slow = speed(noisy(10.0 / 50))
+    v = verdict_of(slow, entry)
+    assert (v.verdict, v.failing, v.measured) == ("FAIL", True, f"no verdict: {why}")
+    v = verdict_of(slow, entry, mode="warn")
+    assert (v.verdict, v.failing, v.left_band) == ("no verdict", False, True)     # --update replaces it
+
+
+def test_measured_samples_that_are_all_equal_give_no_verdict_and_are_never_written():
+    old = recorded()
+    v = verdict_of(speed([5.0] * 7), old["cells"][SPEED_KEY]["speed"])
+    assert (v.verdict, v.measured, v.left_band) == ("FAIL", "no verdict: the session's 7 samples are all equal", False)
+    _, new, moved = update({"cells": {}}, {SPEED_KEY: speed([5.0] * 7)})
+    assert "speed" not in new["cells"][SPEED_KEY]
+    _, new, _ = update({"cells": {}}, {SPEED_KEY: speed([5.0001, 5.0002, 5.0003, 5.0004, 5.0005])})
+    assert len(set(new["cells"][SPEED_KEY]["speed"]["samples"])) == 5       # more digits where 3 tie
+
+
 # ---- --update's rule -----------------------------------------------------------------------
 def accuracy(mean: float, seeds=(0, 1, 2), key=ACC_KEY, loss_shift: float = 0.0) -> Measured:
     """Three seeds around ``mean``, with the recorded training-loss curve (shifted by ``loss_shift``)."""
@@ -177,6 +203,11 @@ def test_a_baseline_entry_that_was_not_measured_is_missing_and_fails():
     ('{"cells": {"k": {"parity": {}}}}', "parity needs"),
     ('{"cells": {"k": {}}}', "expected some of"),
     ("{not json", "not valid JSON"),
+    ('{"cells": {"k": {"parity": {"bound": NaN}}}}', "NaN is not a number"),
+    ('{"cells": {"k": {"parity": {"bound": -1e-9}}}}', r"parity bound is -1e-09, not a number in \(0, 0.1\]"),
+    ('{"cells": {"k": {"parity": {"bound": 1e-9, "bnd": 1}}}}', "parity needs bound"),
+    ('{"cells": {}, "cells": {}}', "appears twice"),
+    ('{"cells": {"k": {"accuracy": {"expected": 0.8, "tolerance": 0.01, "seeds": [1e3]}}}}', "seeds must be"),
 ])
 def test_a_malformed_baseline_is_a_usage_error(tmp_path, text, needle):
     path = tmp_path / "b.json"

@@ -157,8 +157,7 @@ def cmd_history(args) -> int:
 
 def cmd_look(args) -> int:
     from benchmarks.look import run_look
-    run_look(tracking.resolve_uri(args.tracking_uri), args.session, args.output_dir)
-    return 0
+    return run_look(tracking.resolve_uri(args.tracking_uri), args.session, args.output_dir)
 
 
 def cmd_ui(args) -> int:

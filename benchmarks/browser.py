@@ -31,6 +31,11 @@ class BrowserError(RuntimeError):
     """Chromium did not start, stopped answering, or exited."""
 
 
+class PageError(BrowserError):
+    """Chromium answered with an error: a command it refused, a script that threw (while a
+    page loads, its scripts' context can vanish under a check)."""
+
+
 @dataclass
 class Page:
     """What one page showed: ``ready`` (the check's verdict at the end), ``why`` (its reason
@@ -68,12 +73,14 @@ class Browser:
             for fd in high:
                 os.close(fd)
         self._buffer, self._next_id, self.session = b"", 0, None
-        self.window = window
-        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-        self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        self.call("Page.enable")
-        self.call("Emulation.setDeviceMetricsOverride",          # the page's viewport: the whole window
-                  {"width": window[0], "height": window[1], "deviceScaleFactor": 1, "mobile": False})
+        try:
+            target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+            self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+            self.call("Emulation.setDeviceMetricsOverride",          # the page's viewport: the whole window
+                      {"width": window[0], "height": window[1], "deviceScaleFactor": 1, "mobile": False})
+        except BaseException:
+            self.close()
+            raise
 
     def __enter__(self) -> "Browser":
         return self
@@ -123,7 +130,7 @@ class Browser:
             reply = json.loads(raw)
             if reply.get("id") == self._next_id:      # anything else is an event: not needed here
                 if "error" in reply:
-                    raise BrowserError(f"{method}: {reply['error'].get('message', reply['error'])}")
+                    raise PageError(f"{method}: {reply['error'].get('message', reply['error'])}")
                 return reply.get("result", {})
 
     def _last_words(self) -> str:
@@ -133,8 +140,21 @@ class Browser:
     def evaluate(self, expression: str):
         result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True})
         if "exceptionDetails" in result:
-            raise BrowserError(f"the page's check failed: {result['exceptionDetails'].get('text', '')}")
+            details = result["exceptionDetails"]
+            raise PageError(f"the page's script failed: {details.get('exception', {}).get('description') or details}")
         return result["result"].get("value")
+
+    def blank(self, wait: float = 10.0):
+        """Load about:blank, and wait (``wait`` seconds at most) until it has."""
+        self.call("Page.navigate", {"url": "about:blank"})
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                if self.evaluate("location.href + ' ' + document.readyState") == "about:blank complete":
+                    return
+            except PageError:                    # between two documents
+                pass
+            time.sleep(0.05)
 
     # ---- pages -------------------------------------------------------------------------------
     def open(self, url: str, check: str, png: Path, wait: float = 60.0, tries: int = 2, poll: float = 0.5) -> Page:
@@ -145,11 +165,18 @@ class Browser:
         began = time.monotonic()
         state = {"ready": False, "why": "never checked", "data": {}}
         for _ in range(tries):
-            self.call("Page.navigate", {"url": "about:blank"})     # a full load, even when only the
-            self.call("Page.navigate", {"url": url})               # #fragment differs from the last
+            self.blank()                         # a full load, even when only the #fragment differs
+            failed = self.call("Page.navigate", {"url": url}).get("errorText")
+            if failed:
+                state = {"ready": False, "why": f"{url} did not load: {failed}", "data": {}}
+                self.blank()                     # not Chromium's error page
+                continue
             deadline = time.monotonic() + wait
             while True:
-                state = self.evaluate(check) or state
+                try:
+                    state = self.evaluate(check) or state
+                except PageError as exc:
+                    state = {"ready": False, "why": str(exc), "data": {}}
                 if state.get("ready") or time.monotonic() >= deadline:
                     break
                 time.sleep(poll)

@@ -164,13 +164,13 @@ class Session:
         it, from the server's root (the workflowType makes a browser that never opened MLflow
         start on runs, not GenAI).
 
-        The view shows the session's cells as rows, with the columns of ``VIEW_COLUMNS``,
-        grouped by configuration, the fastest first in each group; a group's row holds the
-        best of its cells (max). Two things MLflow's UI (3.x) does decide how it opens: sorted
-        by start time, or unsorted, it nests the cells under their parent run and fetches that
-        parent, and a shared view cannot expand the parent (``runsExpanded`` is not shared),
-        so the sort is by speed; and a shared view's state is the JSON of the keys it names
-        (``searchFilter``, ``orderByKey``, ``selectedColumns``, ``groupBy`` ...)."""
+        The view shows the session's cells as rows with the columns of ``VIEW_COLUMNS``,
+        grouped by their ``GROUP_TAG``, the fastest first in each group; a group's row holds
+        the best value of its cells (max). Sorted by start time, or not sorted, MLflow's UI
+        (3.17) would nest the cells under their parent run, collapsed, and a shared view
+        cannot expand it (``runsExpanded`` is not shared): hence the sort by speed. The view's
+        state is the JSON of the UI's own keys (``searchFilter``, ``orderByKey``,
+        ``selectedColumns``, ``columnWidths``, ``groupBy`` ...)."""
         now = int(time.time() * 1000)
         state = {"searchFilter": f"tags.`mlflow.parentRunId` = '{self.run_id}'",   # its cells, flat
                  "orderByKey": VIEW_COLUMNS[0], "orderByAsc": False,

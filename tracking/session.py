@@ -32,7 +32,7 @@ VIEW_COLUMNS = ["metrics.`samples_per_second_median`", "metrics.`speedup_vs_refe
                 "metrics.`roofline_fraction`", "metrics.`compile_seconds`", "params.`dtype`", "params.`batch_size`",
                 "tags.`implementation`"]
 # Pixels, where the UI's default width cuts a cell's name or the first figures of its values
-VIEW_WIDTHS = {"attributes.`Run Name`": 320, "runDateAndNestInfo": 140, VIEW_COLUMNS[0]: 150, VIEW_COLUMNS[1]: 120,
+VIEW_WIDTHS = {"attributes.`Run Name`": 320, "runDateAndNestInfo": 150, VIEW_COLUMNS[0]: 150, VIEW_COLUMNS[1]: 120,
                VIEW_COLUMNS[2]: 110}
 # The cells' tag that names what competes (benchmarks/plan.py, Cell.configuration): the view's groups.
 GROUP_TAG = "configuration"

@@ -53,6 +53,7 @@ def cell_tags(cell: Cell, inventory: dict) -> dict:
     return {**{f"machine.{k}": v for k, v in inventory.items()},
             "mlflow.note.content": f"{c.impl}: {cls.description}",   # the run's description in the UI
             "bpb.cell": cell.name, "bpb.cell_kind": cell.kind, "implementation": c.impl,
+            "configuration": cell.configuration,     # the saved view's groups
             "device": cls.device, "dtype": c.dtype, "preset": c.preset,
             "batch_size": c.batch_size, "git_commit": inventory.get("git_commit", "unknown")}
 

@@ -198,8 +198,7 @@ def cmd_look(args) -> int:
     from benchmarks.look import run_look
     writable_folder(args.output_dir)
     uri = tracking.resolve_uri(args.tracking_uri)
-    run_look(uri, session_ref(uri, args.session, args), args.output_dir)
-    return 0
+    return run_look(uri, session_ref(uri, args.session, args), args.output_dir)
 
 
 def cmd_ui(args) -> int:

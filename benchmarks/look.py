@@ -1,14 +1,16 @@
 """``python -m benchmarks look``: what a newcomer sees, as screenshots. The session's report,
 and the MLflow UI on the same store: the experiment page (it must open on the runs list), the
 session's run (its description holds the headline) and one accuracy cell's charts (training
-curves first). Headless Chromium renders each page; beside each PNG, the rendered page's text
-(``.txt``), which ``tests/test_pages.py`` reads to check what the screenshot shows.
+curves first). Headless Chromium renders each page (``benchmarks/browser.py``), and each is
+shot once a check inside it says its first screen has drawn its data; a page that never does
+makes ``look`` exit 1, naming it. Beside each PNG: the page's text (``.txt``) and what its check
+read (``.json``: the runs table's rows), which ``tests/test_pages.py`` reads to check what the
+screenshot shows.
 """
 from __future__ import annotations
 
-import html
+import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -17,10 +19,9 @@ import sys
 from pathlib import Path
 
 import tracking
+from benchmarks.browser import Browser, BrowserError
 from benchmarks.config import UsageError
 from benchmarks.server import wait_ready
-
-WINDOW = "1600,1300"
 
 
 def chromium() -> str:
@@ -57,25 +58,63 @@ def stop_ui(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-# what each page shows once it has loaded its data (a busy machine makes the UI slow to fill in)
-LOADED = {"report": "Which implementation is fastest", "ui-runs": "Run Name", "ui-session": "Child runs",
-          "ui-cell-charts": "Model metrics ("}
+# Each page's check, run inside the page until it says ready: nothing on the first screen still
+# loading (MLflow's spinners, skeletons and placeholders, the table's loading overlay), and the
+# page's data on that screen. ``data`` is what it read there, saved beside the screenshot as JSON.
+_SCREEN = """
+const seen = el => { const r = el.getBoundingClientRect();
+  return r.width > 0 && r.height > 0 && r.bottom > 0 && r.right > 0 && r.top < innerHeight && r.left < innerWidth; };
+const text = document.body ? document.body.innerText : "";
+const loading = [...document.querySelectorAll('[class*="spin-spinning"], [class*="skeleton" i], [role="progressbar"], '
+  + '.ag-overlay-loading-wrapper')].filter(seen).length
+  + [...document.querySelectorAll("span")].filter(e => e.childElementCount === 0 && /loading(\\.\\.\\.)?$/i
+      .test(e.textContent.trim()) && seen(e.parentElement)).length;     // a placeholder: "Child runs loading"
+"""
+_MARKER = """const ready = loading === 0 && text.includes(MARKER);
+return {ready, why: loading ? loading + " parts still loading" : "no '" + MARKER + "' on the page", data: {loading}};"""
+CHECKS = {
+    # the runs table: the rows on the first screen, each as {column id: the text shown}
+    "ui-runs": """
+const rows = {};
+for (const cell of document.querySelectorAll(".ag-row [col-id]")) {
+  if (!seen(cell)) continue;
+  const i = cell.closest(".ag-row").getAttribute("row-index");
+  (rows[i] = rows[i] || {})[cell.getAttribute("col-id")] = cell.innerText.trim();
+}
+const shown = Object.keys(rows).sort((a, b) => a - b).map(i => rows[i]);
+const name = row => row["attributes.`Run Name`"] || "";
+const cells = shown.filter(row => !name(row).includes("Group: "));
+const valued = cells.filter(row => Object.entries(row).some(([k, v]) => k.startsWith("metrics.") && /^-?[0-9]/.test(v)));
+const ready = loading === 0 && valued.length > 0;
+return {ready, why: loading ? loading + " parts still loading" : cells.length ? "no cell's row shows a metric value"
+          : "no cell's row on the first screen", data: {rows: shown, cells_with_values: valued.length,
+          matching: (text.match(/([0-9]+) matching runs/) || [])[1] || null}};""",
+    # a cell's charts: the plots on the first screen, drawn (a trace in each)
+    "ui-cell-charts": """
+const plots = [...document.querySelectorAll(".js-plotly-plot")].filter(seen);
+const drawn = plots.filter(p => p.querySelector(".trace")).length;
+const ready = loading === 0 && drawn > 0 && drawn === plots.length;
+return {ready, why: loading ? loading + " charts or parts still loading" : plots.length ? (plots.length - drawn)
+          + " of " + plots.length + " charts without data" : "no chart on the first screen",
+        data: {charts: plots.length, drawn, loading}};""",
+    "ui-session": _MARKER.replace("MARKER", '"Child runs"'),        # the session's page lists its cells
+    "report": _MARKER.replace("MARKER", '"Which implementation is fastest"'),
+}
 
 
-def shoot(url: str, png: Path, loaded: str = "", tries: int = 3) -> str:
-    """Screenshot ``url`` into ``png``; returns the rendered page's visible text (also saved
-    beside it). Retried, with more time each try, until the text contains ``loaded``."""
-    for attempt in range(1, tries + 1):
-        base = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                f"--window-size={WINDOW}", f"--virtual-time-budget={15000 * attempt}"]
-        dom = subprocess.run([*base, "--dump-dom", f"--screenshot={png}", url], capture_output=True, text=True,
-                             timeout=300).stdout           # one load: the text is the screenshot's
-        text = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
-        text = html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)))
-        if loaded in text or attempt == tries:
-            png.with_suffix(".txt").write_text(text)
-            return text
-    return ""
+def check(name: str) -> str:
+    """The JavaScript expression that judges page ``name`` (see ``CHECKS``)."""
+    return f"(() => {{{_SCREEN}{CHECKS[name]}}})()"
+
+
+def shoot(browser, url: str, png: Path, name: str, wait: float = 60.0):
+    """Screenshot ``url`` into ``png`` once page ``name`` has drawn its data on the first screen
+    (at most ``wait`` seconds a load, two loads); the page's title and text go beside it
+    (``.txt``), with what the check read (``.json``). Returns ``benchmarks.browser.Page``."""
+    page = browser.open(url, check(name), png, wait=wait)
+    png.with_suffix(".txt").write_text(page.text)
+    png.with_suffix(".json").write_text(json.dumps({"ready": page.ready, "why": page.why, **page.data}, indent=1))
+    return page
 
 
 def run_ui(uri: str, host: str, port: int, session: str) -> int:
@@ -89,8 +128,9 @@ def run_ui(uri: str, host: str, port: int, session: str) -> int:
     return 0                # not reached: exec replaces this process
 
 
-def run_look(uri: str, session: str, out_dir: str, log=print) -> dict[str, Path]:
-    """Screenshots of ``session`` (a run id: ``tracking.resolve_ref`` resolves ``latest``) into ``out_dir``."""
+def run_look(uri: str, session: str, out_dir: str, log=print) -> int:
+    """Screenshots of ``session`` (a run id: ``tracking.resolve_ref`` resolves ``latest``) into
+    ``out_dir``; exit status 1 when a page did not show its data."""
     from benchmarks.session import render_report
     chromium()
     experiment = tracking.connect(uri, create=False)
@@ -108,12 +148,21 @@ def run_look(uri: str, session: str, out_dir: str, log=print) -> dict[str, Path]
              "ui-session": f"{base}/runs/{session}?workflowType=machine_learning"}
     if accuracy:
         pages["ui-cell-charts"] = f"{base}/runs/{accuracy[0]}/model-metrics?workflowType=machine_learning"
-    shots = {}
+    shots, empty = {}, []
     try:
-        for name, url in pages.items():
-            shots[name] = out / f"{name}.png"
-            shoot(url, shots[name], LOADED[name])
-            log(f"  {name}: {shots[name]}")
+        with Browser(chromium()) as browser:
+            for name, url in pages.items():
+                shots[name] = out / f"{name}.png"
+                page = shoot(browser, url, shots[name], name)
+                log(f"  {name}: {shots[name]}" + ("" if page.ready else f" (shows no data: {page.why})"))
+                if not page.ready:
+                    empty.append(f"{name} ({page.why}, after {page.seconds:.0f} s)")
+    except BrowserError as exc:
+        empty.append(f"headless Chromium: {exc}")
     finally:
         stop_ui(ui)
-    return shots
+    if empty:
+        print(f"error: {len(empty)} of {len(pages)} pages did not show their data: {'; '.join(empty)}; the "
+              f"screenshots are in {out}", file=sys.stderr)
+        return 1
+    return 0

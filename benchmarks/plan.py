@@ -99,9 +99,15 @@ class Cell:
     @property
     def title(self) -> str:
         """The run name in the MLflow UI: what tells cells apart first (the UI cuts long names)."""
+        return f"{self.config.impl} {self.configuration}"
+
+    @property
+    def configuration(self) -> str:
+        """The title without the implementation: what the cells that compete share (one group
+        of the UI's saved view, ``tracking.Session.publish_view``)."""
         c = self.config
         what = f"throughput {c.preset}" if self.kind == "throughput" else f"{c.preset} seed {c.seed}"
-        return f"{c.impl} {c.dtype.replace('float', 'f')} b{c.batch_size} · {what}"
+        return f"{c.dtype.replace('float', 'f')} b{c.batch_size} · {what}"
 
 
 def _needs_gpu(name: str) -> bool:

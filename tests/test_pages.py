@@ -1,10 +1,13 @@
 """The HTML pages the project ships, opened in a real headless browser (Chromium from apt):
-the session report, a history page and a compare page. Each screenshot must show content.
-Set BPB_SCREENSHOTS=FOLDER to keep the screenshots and look at them."""
+the session report, a history page and a compare page, each screenshot showing content; and
+`look` on a real `mlflow ui`: the saved view's first screen shows the session's cells with
+their values, a cell's page its drawn charts, and a page that shows no data is never taken
+for one that does. Set BPB_SCREENSHOTS=FOLDER to keep the screenshots and look at them."""
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +21,11 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (apt-
 
 
 def screenshot(page: Path, out: Path) -> np.ndarray:
-    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           "--window-size=1400,1000", f"--screenshot={out}", page.resolve().as_uri()],
-                          capture_output=True, text=True, timeout=120)
+    from benchmarks.browser import FLAGS
+    with tempfile.TemporaryDirectory() as profile:           # a new, empty profile
+        proc = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--window-size=1400,1000",
+                               f"--screenshot={out}", page.resolve().as_uri()], capture_output=True, text=True,
+                              timeout=120)
     assert out.is_file(), proc.stderr[-2000:]
     from matplotlib.image import imread
     return imread(out)
@@ -67,22 +72,100 @@ def test_the_compare_page_renders(tmp_path, shots):
     assert_shows_content(screenshot(tmp_path / "compare.html", shots / "compare.png"))
 
 
-def test_look_shows_the_runs_view_the_headline_and_the_training_curves_first(dry_run, shots):
-    """`python -m benchmarks look` on a dry-run session: the MLflow UI (a real `mlflow ui`) opens
-    on runs with metric columns, the session's description holds the headline, a cell's page
-    starts with its training curves. Read from each page's rendered text, beside its screenshot."""
+def test_look_shows_the_cells_with_their_values_the_headline_and_drawn_training_curves(dry_run, shots):
+    """`python -m benchmarks look` on a dry-run session, with a real `mlflow ui`: the address the
+    session prints opens on its cells as rows, each with its numbers, grouped by configuration,
+    the fastest first; the session's description holds the headline; a cell's page starts with
+    its training curves, drawn. Read from what each page's check read (``.json``) and its text."""
+    import mlflow
     uri, session, _ = dry_run
     assert session.returncode == 0, session.stderr[-2000:]
     proc = run_cli("look", "--tracking-uri", uri, "--output-dir", str(shots / "look"))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    folder = next((shots / "look").glob("*/ui-runs.png")).parent
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("backprop-bench").experiment_id
+    [parent] = client.search_runs([experiment], filter_string="tags.`bpb.kind` = 'session'")
+    folder = shots / "look" / parent.info.run_id
     from matplotlib.image import imread
-    for name in ("report", "ui-runs", "ui-session", "ui-cell-charts"):
+    names = ("report", "ui-runs", "ui-session", "ui-cell-charts")
+    for name in names:
         assert_shows_content(imread(folder / f"{name}.png"), dark=0.002)    # the UI is mostly white space
-    text = {name: (folder / f"{name}.txt").read_text() for name in ("report", "ui-runs", "ui-session", "ui-cell-charts")}
+    text = {name: " ".join((folder / f"{name}.txt").read_text().split()) for name in names}
+    read = {name: json.loads((folder / f"{name}.json").read_text()) for name in names}
+    assert all(read[name]["ready"] for name in names), read
     assert text["ui-runs"].lstrip().startswith("Runs - ") and "Traces Sessions Judges" not in text["ui-runs"]
-    assert "speedup_vs_reference" in text["ui-runs"] and "samples_per_second_median" in text["ui-runs"]
+
+    # the first screen: every cell of the session as a row with its own numbers, not "-"
+    cells = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(cells) >= 10
+    rows = {row["attributes.`Run Name`"]: row for row in read["ui-runs"]["rows"]}
+    speed, accuracy = "metrics.`samples_per_second_median`", "metrics.`test_accuracy`"
+    for run in cells:
+        row = rows[run.info.run_name]
+        assert float(row[speed]) == pytest.approx(run.data.metrics["samples_per_second_median"], rel=1e-6), row
+        if run.data.tags["bpb.cell_kind"] == "accuracy":
+            assert float(row[accuracy]) == pytest.approx(run.data.metrics["test_accuracy"], rel=1e-6), row
+    assert read["ui-runs"]["matching"] == str(len(cells))            # no parent row, no other session
+    # grouped by configuration, the fastest first in each group
+    groups, group = {}, None
+    for row in read["ui-runs"]["rows"]:
+        name = row["attributes.`Run Name`"]
+        if "Group: " in name:
+            group = groups.setdefault(name.split("Group: ")[1].splitlines()[0], [])
+        else:
+            group.append((name, float(row[speed])))
+    assert "f32 b256 · hw1-q3 seed 0" in groups and sum(map(len, groups.values())) == len(cells)
+    for configuration, members in groups.items():
+        assert all(name.endswith(configuration) for name, _ in members), members
+        assert [v for _, v in members] == sorted((v for _, v in members), reverse=True), members
+
     assert "is fastest" in text["ui-session"] and " f32 b1 · throughput hw1-q4" in text["ui-session"]   # readable names
     charts = text["ui-cell-charts"]
     assert "epoch (6)" in charts and charts.index("epoch (6)") < charts.index("Model metrics (")
+    drawn = read["ui-cell-charts"]
+    assert drawn["charts"] >= 3 and drawn["drawn"] == drawn["charts"] and drawn["loading"] == 0
     assert text["report"].index("Which implementation is fastest") < text["report"].index("Cells")
+
+
+# Pages shaped as MLflow's are (its spinner's class, the runs table's rows, a chart's trace): what
+# each of look's checks must tell apart, in the same real browser.
+SPINNER = '<div class="du-bois-light-spin du-bois-light-spin-spinning">loading</div>'
+CHART = '<div class="js-plotly-plot" style="height:200px"><svg><g class="trace scatter"></g></svg></div>'
+ROW = ('<div class="ag-row" row-index="{i}"><div col-id="attributes.`Run Name`">{name}</div>'
+       '<div col-id="metrics.`samples_per_second_median`">{value}</div></div>')
+
+
+def test_look_waits_for_the_charts_and_refuses_a_page_without_data(tmp_path, shots):
+    from benchmarks.browser import Browser
+    from benchmarks.look import check
+    pages = {
+        # spinners first; a second later, the charts: look waits for them
+        "late-charts": f"""<body>{SPINNER * 3}<div id="c"></div><script>setTimeout(() => {{
+            document.body.innerHTML = '{CHART * 3}'; }}, 1000)</script></body>""",
+        "spinning": f"<body>{CHART}{SPINNER}</body>",                    # one chart drawn, one still loading
+        "empty-chart": '<body><div class="js-plotly-plot" style="height:200px"><svg></svg></div></body>',
+        "rows-with-values": "<body>" + ROW.format(i=0, name="numpy-batch f32 b1", value="1234.5") + "</body>",
+        "rows-of-dashes": "<body>" + "".join(ROW.format(i=i, name=f"cell {i}", value="-") for i in range(3)) + "</body>",
+        "no-rows": "<body>No runs match the search</body>",
+        # the run page's placeholder, a grey bar with a hidden label, until the child runs come
+        "session-placeholder": '<body>Child runs <div style="width:200px;height:8px"><span>Child runs loading</span>'
+                               '</div></body>',
+        "session-listed": "<body>Child runs <a href='#'>numpy-batch f32 b1 · throughput hw1-q4</a></body>",
+    }
+    for name, body in pages.items():
+        (tmp_path / f"{name}.html").write_text(body)
+    drawn = {"late-charts", "rows-with-values", "session-listed"}      # the rest never is: waited for briefly
+    opened = {}
+    with Browser(CHROMIUM) as browser:
+        for name in pages:
+            kind = "ui-runs" if "rows" in name else "ui-session" if "session" in name else "ui-cell-charts"
+            opened[name] = browser.open((tmp_path / f"{name}.html").as_uri(), check(kind), shots / f"{name}.png",
+                                        wait=60 if name in drawn else 2, tries=1, poll=0.2)
+    assert opened["late-charts"].ready and opened["late-charts"].data["drawn"] == 3
+    assert not opened["spinning"].ready and "still loading" in opened["spinning"].why
+    assert not opened["empty-chart"].ready and "1 of 1 charts without data" in opened["empty-chart"].why
+    assert opened["rows-with-values"].ready and opened["rows-with-values"].data["cells_with_values"] == 1
+    assert not opened["rows-of-dashes"].ready and "no cell's row shows a metric value" in opened["rows-of-dashes"].why
+    assert not opened["no-rows"].ready and "no cell's row on the first screen" in opened["no-rows"].why
+    assert not opened["session-placeholder"].ready and "still loading" in opened["session-placeholder"].why
+    assert opened["session-listed"].ready

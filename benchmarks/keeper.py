@@ -12,8 +12,8 @@ that alone would leave its uvicorn child serving, hence the keeper. PostgreSQL i
 reach of PR_SET_PDEATHSIG: ``pg_ctl start`` detaches the postmaster (its parent becomes
 init), and as root it runs under ``runuser``, whose change of user clears the setting.
 
-The pid file (one per port, in ``$XDG_RUNTIME_DIR/backprop-bench``, else
-``~/.cache/backprop-bench``) names the server, its keeper, the group and the cluster, with
+The pid file (one per port, in ``$XDG_CACHE_HOME/backprop-bench/run``, else
+``~/.cache/backprop-bench/run``) names the server, its keeper, the group and the cluster, with
 each process's start time, so a pid reused by another program is never taken for ours. A
 server starting on a port whose pid file names a live server refuses; one whose file names a
 dead server ends what that server left running (should its keeper have died with it) and
@@ -36,13 +36,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # ---- the pid file -------------------------------------------------------------------------
 def pid_path(port: int) -> Path:
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    folder = Path(base, "backprop-bench") if base else Path("~/.cache/backprop-bench").expanduser()
+    # the user's cache (as datasets.py's), not $XDG_RUNTIME_DIR: tox passes only the former on,
+    # and every start must find the file; a file from an earlier boot is ignored (``read``)
+    base = os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser()
+    folder = Path(base, "backprop-bench", "run")
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise RuntimeError(f"cannot make {folder} for the server's pid file ({exc.strerror}); "
-                           "set XDG_RUNTIME_DIR to a folder of yours") from None
+                           "set XDG_CACHE_HOME to a folder of yours") from None
     return folder / f"server-{port}.json"
 
 

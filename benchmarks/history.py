@@ -10,6 +10,7 @@ and training samples, since a quick session's accuracy is not a full one's.
 from __future__ import annotations
 
 import fnmatch
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -25,9 +26,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def git_order(repo: str | Path, revisions: str) -> list[str]:
-    """Commits of ``revisions`` (a branch, or a range ``A..B``), oldest first, as git orders them."""
-    proc = subprocess.run(["git", "-C", str(repo), "rev-list", "--reverse", "--topo-order", revisions],
-                          capture_output=True, text=True)
+    """Commits of ``revisions`` (a branch, or a range ``A..B``), oldest first, as git orders them.
+    Each end is checked to name a commit, and reaches git after ``--end-of-options``: a value
+    is never read as an option."""
+    for end in filter(None, re.split(r"\.{2,3}", revisions)):
+        if end.startswith("-") or re.search(r"[\x00-\x20\x7f]", end):
+            raise UsageError(f"history: {revisions!r} is not a revision (a branch, a commit or a range A..B); "
+                             "a revision never starts with '-' nor holds spaces or control characters")
+        found = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", "--end-of-options",
+                                f"{end}^{{commit}}"], capture_output=True, text=True)
+        if found.returncode != 0:
+            said = found.stderr.strip().removeprefix("fatal: ")
+            raise UsageError(f"history: {said} (--repo {repo})" if said
+                             else f"history: {end!r} names no commit in {repo}")
+    proc = subprocess.run(["git", "-C", str(repo), "rev-list", "--reverse", "--topo-order", "--end-of-options",
+                           revisions], capture_output=True, text=True)
     if proc.returncode != 0:
         raise UsageError(f"git rev-list {revisions} in {repo}: {proc.stderr.strip() or 'failed'}")
     return proc.stdout.split()

@@ -12,6 +12,10 @@ unless told otherwise, and waits until it answers before saying where it is.
 Secrets never reach argv, the terminal or a log: the backend URI (which may hold a database
 password) travels in MLFLOW_BACKEND_STORE_URI, the admin credentials in MLFLOW_AUTH_ADMIN_*,
 and every line the server prints passes through a filter that masks both passwords.
+
+What it starts dies with it, even on kill -9 (``benchmarks/keeper.py``). It refuses a port
+that something else listens on, naming what is there, and says "ready" only once the
+listening socket is held by its own mlflow server's process group (``benchmarks/procs.py``).
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, unquote
 
 import tracking
-from benchmarks import pg
+from benchmarks import keeper, pg, procs
 from benchmarks.config import UsageError
 
 DEFAULT_ARTIFACTS = Path("server-data", "artifacts")
@@ -145,11 +149,26 @@ def artifacts_uri(dest: str) -> str:
     return folder.as_uri()
 
 
-def wait_ready(url: str, proc: subprocess.Popen, seconds: float = READY_SECONDS) -> None:
+def holder(sockets: dict[int, int]) -> str:
+    """Who holds the listening ``sockets`` (``procs.listeners``), in words, passwords masked."""
+    return tracking.display_uri(procs.describe(sockets))
+
+
+def wait_ready(url: str, proc: subprocess.Popen, seconds: float = READY_SECONDS, port: int | None = None,
+               host: str = "127.0.0.1") -> None:
+    """Wait until ``url`` answers /health; with ``port``, also until the socket listening
+    there is held by ``proc``'s process group, so that no other server is taken for it."""
     deadline = time.time() + seconds
     while time.time() < deadline:
         if proc.poll() is not None:
             raise UsageError(f"mlflow server exited with code {proc.returncode} before answering; its output is above")
+        sockets = procs.listeners(port, host) if port is not None and procs.available() else None
+        if sockets and not procs.socket_owners(sockets, procs.group_members(proc.pid)):
+            raise UsageError(f"port {port} is answered by {holder(sockets)}, not by the mlflow server started "
+                             f"here (pid {proc.pid}); stop it or choose another --port")
+        if sockets == {}:                        # ours has not bound yet
+            time.sleep(0.3)
+            continue
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
                 if answer.status == 200:
@@ -181,10 +200,33 @@ def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
 def cmd_server(args) -> int:
     backend = args.backend_store_uri or os.environ.get("MLFLOW_BACKEND_STORE_URI")
     auth_user, password = admin_credentials(args.auth_file) if args.auth else (None, None)   # before starting anything
+    try:
+        pid_file = keeper.take_over(args.port, log=lambda line: print(line, flush=True))
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+    there = procs.listeners(args.port, args.host) if procs.available() else {}
+    if there:
+        keeper.drop(pid_file)
+        raise UsageError(f"port {args.port} is already in use by {holder(there)}, which this command did not "
+                         "start; stop it or choose another --port")
+    guard = keeper.Keeper(pid_file)
+    try:
+        return start(args, backend, auth_user, password, guard)
+    finally:
+        guard.close()
+
+
+def start(args, backend, auth_user, password, guard) -> int:
+    """PostgreSQL (unless a backend is named), then the mlflow server; each is held by the
+    keeper before it starts."""
     cluster, started_pg = None, False
     if not backend:
         cluster = pg.Cluster(args.pg_dir, args.pg_port)
+        if not cluster.running():
+            guard.hold(pg=[str(cluster.folder), cluster.port])
         started_pg = cluster.start(args.pg_database)
+        if not started_pg:
+            guard.hold(pg=None)                  # someone else's: left running
         print(f"PostgreSQL {'started' if started_pg else 'already running'} in {cluster.folder}", flush=True)
         backend = cluster.uri(args.pg_database)
     backend = with_driver(backend)
@@ -192,11 +234,12 @@ def cmd_server(args) -> int:
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")   # GenAI job runners: 8 processes unused here
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     secrets = [s for s in (uri_password(backend),) if s]
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", args.host, "--port", str(args.port),
-           "--workers", str(args.workers), "--serve-artifacts",
-           "--artifacts-destination", artifacts_uri(args.artifacts_destination)]
+    # option=value: a value can never be read as an option of its own
+    cmd = [sys.executable, "-m", "mlflow", "server", f"--host={args.host}", f"--port={args.port}",
+           f"--workers={args.workers}", "--serve-artifacts",
+           f"--artifacts-destination={artifacts_uri(args.artifacts_destination)}"]
     if args.allowed_hosts:
-        cmd += ["--allowed-hosts", args.allowed_hosts]
+        cmd += [f"--allowed-hosts={args.allowed_hosts}"]
     private = tempfile.mkdtemp(prefix="bpb-server-")                # 0700: the auth config lives here
     try:
         if args.auth:
@@ -215,7 +258,7 @@ def cmd_server(args) -> int:
             env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets_module.token_hex(32))
             secrets.append(env["MLFLOW_FLASK_SERVER_SECRET_KEY"])
             cmd += ["--app-name", "basic-auth"]
-        return serve(cmd, env, secrets, args, backend, auth_user)
+        return serve(cmd, env, secrets, args, backend, auth_user, guard)
     finally:
         shutil.rmtree(private, ignore_errors=True)
         if started_pg:
@@ -223,18 +266,20 @@ def cmd_server(args) -> int:
             print(f"PostgreSQL in {cluster.folder} stopped", flush=True)
 
 
-def serve(cmd, env, secrets, args, backend, auth_user) -> int:
-    """Start the server in a process group of its own, relay its output, wait until it
-    answers, then until it ends (or Ctrl-C / SIGTERM stops it)."""
+def serve(cmd, env, secrets, args, backend, auth_user, guard) -> int:
+    """Start the server in a process group of its own, held by the keeper and told to die
+    with this process, relay its output, wait until it answers on a socket of its own, then
+    until it ends (or Ctrl-C / SIGTERM stops it)."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=procs.die_with_parent(signal.SIGTERM))
+    guard.hold(group=keeper.me(proc.pid))
     relaying = threading.Thread(target=relay, args=(proc.stdout, secrets, sys.stdout), daemon=True)
     relaying.start()
     everywhere = args.host in ("0.0.0.0", "::")
     url = f"http://{'127.0.0.1' if everywhere else args.host}:{args.port}"
     shown = f"http://{socket.gethostname()}:{args.port}" if everywhere else url     # what other machines use
     try:
-        wait_ready(url, proc)
+        wait_ready(url, proc, port=args.port, host=args.host)
         print(f"MLflow server ready at {url} (pid {proc.pid}): backend {tracking.display_uri(backend)}, "
               f"artifacts {args.artifacts_destination}, auth {f'on (admin {auth_user})' if auth_user else 'off'}\n"
               f"  on each machine: export MLFLOW_TRACKING_URI={shown}   (the UI is at the same address"

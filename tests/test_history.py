@@ -3,6 +3,7 @@ and end to end on a seeded history of 40 sessions in a temporary store and git r
 (tests/seed_history.py), where every injected step must be found at its commit."""
 import math
 import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -101,3 +102,18 @@ def test_modes_and_schedules_are_series_of_their_own(tmp_path):
     proc = run_cli(*args, "--mode", "quick")
     assert proc.returncode == 0 and "history: 12 sessions over 12 commits (quick 12); 12 left out" in proc.stdout
     assert "1 cells" in (tmp_path / "out" / "history" / "history.md").read_text()
+
+
+@pytest.mark.parametrize("option", ["--branch", "--commits"])
+def test_a_revision_that_looks_like_an_option_is_refused_before_git_reads_it(option, tmp_path):
+    """``--branch=--output=FILE`` once reached ``git rev-list`` as an option, which truncated FILE."""
+    repo, victim = tmp_path / "repo", tmp_path / "precious.txt"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "one"], check=True)
+    victim.write_text("kept\n")
+    proc = run_cli("history", "--repo", str(repo), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                   "--output-dir", str(tmp_path / "out"), f"{option}=--output={victim}")
+    assert victim.read_text() == "kept\n"
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"'--output={victim}' is not a revision" in proc.stderr and "Traceback" not in proc.stderr

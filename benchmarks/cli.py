@@ -16,7 +16,7 @@ from pathlib import Path
 
 import impls
 import tracking
-from benchmarks import commands, datasets, families, server
+from benchmarks import commands, datasets, families, server, store_command
 from benchmarks.config import EXIT_INTERRUPTED, EXIT_USAGE, PRESETS, UsageError
 from benchmarks.baseline import BASELINE
 from benchmarks.regress import MIN_BAND
@@ -268,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     gpu_check.set_defaults(func=commands.cmd_gpu_check)
 
     server.add_parsers(sub)
+    store_command.add_parser(sub, add_tracking_option)
     families.add_parser(sub, positive_int, positive_float, add_output_option, add_tracking_option)
     return parser
 
@@ -291,3 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}; results written "
               "so far are kept", file=sys.stderr)
         return 1
+    except Exception as exc:  # the tracking store failing mid-way (tracking/failure.py): one line, exit 2
+        cause = tracking.store_failure(exc)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
+        return EXIT_USAGE

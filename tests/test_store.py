@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, fill, is_outcome, run_cli
 
 mlflow = pytest.importorskip("mlflow")
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "CI": "1"}
@@ -100,14 +100,26 @@ def state(path: Path) -> tuple[str | None, int]:
         con.close()
 
 
-def interrupt(args: list[str], path: Path, sig: int, after: float) -> subprocess.CompletedProcess:
-    """``python -m benchmarks ARGS``, sent ``sig`` ``after`` seconds once it has started to
-    build beside ``path`` (its temporary file appears), or once it has ended."""
+def building(path: Path):
+    """True once a build of the sqlite file ``path`` has started: a temporary file beside it
+    appears, or (written in place) the file itself appears or changes."""
+    def seen():
+        try:
+            st = path.stat()
+            return st.st_mtime_ns, st.st_size
+        except FileNotFoundError:
+            return None
+    before = seen()
+    return lambda: seen() != before or any(p.name.startswith(f".{path.name}.") for p in path.parent.iterdir())
+
+
+def interrupt(args: list[str], started, sig: int, after: float) -> subprocess.CompletedProcess:
+    """``python -m benchmarks ARGS``, sent ``sig`` ``after`` seconds once ``started()`` is
+    true, or once it has ended."""
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks", *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
-    while proc.poll() is None and time.time() < deadline and not any(
-            p.name.startswith(f".{path.name}.") for p in path.parent.iterdir()):
+    while proc.poll() is None and time.time() < deadline and not started():
         time.sleep(0.05)
     time.sleep(after)
     if proc.poll() is None:
@@ -119,13 +131,23 @@ def interrupt(args: list[str], path: Path, sig: int, after: float) -> subprocess
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL] * 2
 
 
+def assert_interrupted(proc, sig: int) -> None:
+    """Stopped by ``sig`` (exit 130 for the two it handles), or finished before it came; no
+    traceback. Python reports, and then ignores, an exception that a signal handler raises
+    while a garbage-collection callback runs ("Exception ignored in"): that signal is lost
+    and the command finishes (benchmarks/cli.py's handling, not the store's)."""
+    lost = "Exception ignored in" in proc.stdout
+    assert proc.returncode in (0, 130, -sig), proc.stdout
+    assert "Traceback" not in proc.stdout or (lost and proc.stdout.count("Traceback") == 1), proc.stdout
+
+
 def test_a_first_use_interrupted_at_any_moment_leaves_no_store_or_a_complete_one(tmp_path):
     path = tmp_path / "new.db"
     uri = f"sqlite:///{path}"
     rng = random.Random(21)
     for sig in SIGNALS:
-        proc = interrupt(["store", "check", "--tracking-uri", uri], path, sig, rng.uniform(0, 3))
-        assert "Traceback" not in proc.stdout, proc.stdout
+        proc = interrupt(["store", "check", "--tracking-uri", uri], building(path), sig, rng.uniform(0, 1.5))
+        assert_interrupted(proc, sig)
         if path.exists():             # the build finished before the signal: complete
             from tracking import schema
             assert state(path) == (schema.head(), 0)
@@ -145,8 +167,8 @@ def test_a_migration_interrupted_at_any_moment_leaves_the_old_store_or_the_migra
     from tracking import schema
     rng = random.Random(9)
     for sig in SIGNALS:
-        proc = interrupt(["store", "check", "--tracking-uri", uri], path, sig, rng.uniform(0, 2))
-        assert "Traceback" not in proc.stdout, proc.stdout
+        proc = interrupt(["store", "check", "--tracking-uri", uri], building(path), sig, rng.uniform(0, 1.5))
+        assert_interrupted(proc, sig)
         assert state(path) in ((old, 3), (schema.head(), 3)), proc.stdout
         if state(path)[0] == schema.head():      # finished before the signal: try again from the old one
             path.unlink()
@@ -158,22 +180,22 @@ def test_a_migration_interrupted_at_any_moment_leaves_the_old_store_or_the_migra
     assert_runs_kept(uri, ids)
 
 
-def half_built(path: Path, how: str) -> list[str]:
+def half_built(path: Path, how: str, runs: bool = True) -> list[str]:
     """A store as an interrupted set-up or migration of plain MLflow leaves it; returns its runs."""
     chain = revisions()
     if how == "no revision":            # killed while the initial tables were made
         store_at(path, None)
-        return []
+        return add_runs(path) if runs else []
     if how == "next step applied":      # a step's table made, the revision not yet recorded
         step = next(r for r in chain[1:] if r.doc.lower().startswith("add") and "table" in r.doc.lower())
         store_at(path, step.revision)
-        ids = add_runs(path)
+        ids = add_runs(path) if runs else []
         con = sqlite3.connect(path)
         con.execute("update alembic_version set version_num = ?", (step.down_revision,))
         con.commit()
         return ids
     store_at(path, chain[5].revision)
-    ids = add_runs(path)
+    ids = add_runs(path) if runs else []
     con = sqlite3.connect(path)             # a table being rebuilt: copied, the old one dropped
     con.execute("create table _alembic_tmp_tags as select * from tags")
     if how == "table rebuilt, not renamed":
@@ -182,17 +204,15 @@ def half_built(path: Path, how: str) -> list[str]:
     return ids
 
 
-@pytest.mark.parametrize("how", ["no revision", "next step applied", "table being rebuilt",
-                                 "table rebuilt, not renamed"])
+@pytest.mark.parametrize("how", ["next step applied", "table being rebuilt", "table rebuilt, not renamed"])
 def test_a_half_built_store_is_named_in_one_line_and_repaired_with_every_run(tmp_path, how):
     path = tmp_path / "half.db"
     uri = f"sqlite:///{path}"
     ids = half_built(path, how)
     before = path.read_bytes()
     proc = run_cli("report", "--tracking-uri", uri, "--output-dir", str(tmp_path / "out"))
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert f"the tracking store {path} is half-built" in proc.stderr and f"holds {len(ids)} run(s)" in proc.stderr
+    one_line(proc, f"the tracking store {path} is half-built")
+    assert f"holds {len(ids)} run(s)" in proc.stderr
     assert f"python -m benchmarks store repair --tracking-uri {uri}" in proc.stderr
     assert "server is running" not in proc.stderr              # a file has no server to check
     assert path.read_bytes() == before                         # refused, untouched
@@ -201,8 +221,18 @@ def test_a_half_built_store_is_named_in_one_line_and_repaired_with_every_run(tmp
     assert Path(f"{path}.before-repair").read_bytes() == before     # the old file kept
     check = run_cli("store", "check", "--tracking-uri", uri)
     assert check.returncode == 0 and f"(current), {len(ids)} run(s)" in check.stdout, check.stdout + check.stderr
-    if ids:
-        assert_runs_kept(uri, ids)
+    assert_runs_kept(uri, ids)
+
+
+@pytest.mark.parametrize("how", ["no revision", "table being rebuilt"])
+def test_an_empty_half_built_store_is_rebuilt_at_its_next_use(tmp_path, how):
+    """What an interrupted first use of plain MLflow leaves holds nothing to lose: rebuilt, said so."""
+    path = tmp_path / "half.db"
+    uri = f"sqlite:///{path}"
+    half_built(path, how, runs=False)
+    proc = run_cli("store", "check", "--tracking-uri", uri)
+    assert proc.returncode == 0 and "(current), 0 run(s)" in proc.stdout, proc.stdout + proc.stderr
+    assert f"rebuilt the tracking store {path}: an interrupted set-up had left it half-built" in proc.stderr
 
 
 def test_repair_refuses_to_drop_rows_it_has_no_table_for(tmp_path):
@@ -217,3 +247,215 @@ def test_repair_refuses_to_drop_rows_it_has_no_table_for(tmp_path):
     proc = run_cli("store", "repair", "--tracking-uri", f"sqlite:///{path}")
     assert proc.returncode == 2 and "notes" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert path.read_bytes() == before and not Path(f"{path}.before-repair").exists()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A real PostgreSQL (benchmarks/pg.py), for this module's tests."""
+    import shutil
+    import tempfile
+    from benchmarks import pg
+    if pg.installed() is not None:
+        pytest.skip(f"needs PostgreSQL: {pg.installed()}")
+    base = Path(tempfile.mkdtemp(prefix="bpb-pg-"))
+    base.chmod(0o755)            # as root the cluster runs as postgres, who must reach the folder
+    found = pg.Cluster(base / "pg")
+    found.start()
+    yield found
+    found.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def pg_revision(cluster, database: str) -> str | None:
+    """The schema revision MLflow recorded in ``database`` (None: none yet)."""
+    import psycopg
+    with psycopg.connect(f"host={cluster.socket} port={cluster.port} user=bpb dbname={database}") as con:
+        if con.execute("select to_regclass('alembic_version')").fetchone()[0] is None:
+            return None
+        row = con.execute("select version_num from alembic_version").fetchone()
+        return row[0] if row else None
+
+
+def pg_tables(cluster, database: str):
+    def started():
+        import psycopg
+        with psycopg.connect(f"host={cluster.socket} port={cluster.port} user=bpb dbname={database}") as con:
+            return con.execute("select to_regclass('experiments')").fetchone()[0] is not None
+    return started
+
+
+def test_a_first_use_interrupted_on_postgresql_leaves_nothing_to_repair(cluster):
+    """PostgreSQL's DDL is transactional: a migration interrupted at any moment is rolled back
+    whole, and the next use completes the set-up."""
+    from tracking import schema
+    rng = random.Random(5)
+    for i, sig in enumerate(SIGNALS[:3]):
+        database = f"first_use_{i}"
+        cluster.start(database)
+        uri = cluster.uri(database)
+        proc = interrupt(["store", "check", "--tracking-uri", uri], pg_tables(cluster, database), sig,
+                         rng.uniform(0, 1))
+        assert_interrupted(proc, sig)
+        assert pg_revision(cluster, database) in (None, schema.head())
+        again = run_cli("store", "check", "--tracking-uri", uri)
+        assert again.returncode == 0 and "takes a write" in again.stdout, again.stdout + again.stderr
+        assert pg_revision(cluster, database) == schema.head()
+
+
+# ---- store failures: one line naming the cause, exit 2, no traceback ----------------------
+SESSION = ("bench", "--dry-run", "--impl", "numpy-sample,numpy-batch", "--threads", "1")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs: room for a store, then filled by the test; skipped where none can be mounted."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
+
+
+def one_line(proc, needle: str) -> None:
+    """Exit 2, and stderr is one line holding ``needle``; no traceback anywhere."""
+    said = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(said) == 1 and needle in said[0], proc.stderr[-3000:]
+
+
+def session_runs(uri: str) -> list:
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("backprop-bench")
+    return [] if exp is None else client.search_runs([exp.experiment_id], "tags.`bpb.kind` = 'session'")
+
+
+def start_session(uri: str, out: Path, env=None) -> tuple[subprocess.Popen, list[str]]:
+    """A session in a subprocess, returned once its first cell has finished (with its lines)."""
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", *SESSION, "--tracking-uri", uri, "--output-dir",
+                             str(out)], cwd=ROOT, env={**ENV, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if is_outcome(line):
+            return proc, lines
+    raise AssertionError("the session ended before its first cell:\n" + "".join(lines) + proc.stderr.read())
+
+
+def finish(proc: subprocess.Popen, lines: list[str]) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=600)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(lines) + out, err)
+
+
+@pytest.mark.parametrize("room", [0, 12 * 1024])
+def test_a_full_disk_at_the_start_is_one_line_before_any_work(tmp_path, small_disk, room):
+    """Full to the last byte, or with room for a page rewritten in place (a tag set again to its
+    value passes there) but not for a new row (the session's first write)."""
+    uri = f"sqlite:///{small_disk / 'm.db'}"
+    made = run_cli("store", "check", "--tracking-uri", uri)      # the store exists and was checked once
+    assert made.returncode == 0, made.stderr
+    fill(small_disk)
+    filler = small_disk / "filler"
+    os.truncate(filler, filler.stat().st_size - room)
+    proc = run_cli(*SESSION, "--tracking-uri", uri, "--output-dir", str(tmp_path / "out"))
+    one_line(proc, f"the disk holding the tracking store {small_disk / 'm.db'} is full")
+    assert "estimate" not in proc.stdout                        # refused before any work
+    (small_disk / "filler").unlink()
+    assert session_runs(uri) == []
+
+
+def test_a_full_disk_mid_session_is_one_line(tmp_path, small_disk):
+    uri = f"sqlite:///{small_disk / 'm.db'}"
+    proc, lines = start_session(uri, tmp_path / "out")
+    fill(small_disk)
+    done = finish(proc, lines)
+    one_line(done, f"the disk holding the tracking store {small_disk / 'm.db'} is full")
+
+
+def test_a_store_deleted_under_a_running_session_is_named(tmp_path):
+    path = tmp_path / "m.db"
+    proc, lines = start_session(f"sqlite:///{path}", tmp_path / "out")
+    path.unlink()
+    done = finish(proc, lines)
+    one_line(done, f"the tracking store {path} was deleted")
+
+
+@pytest.mark.parametrize("where, needle", [(0, "file is not a database"), (0.5, "malformed")])
+def test_a_damaged_store_is_one_line_naming_it(tmp_path, where, needle):
+    path = tmp_path / "m.db"
+    uri = f"sqlite:///{path}"
+    assert run_cli("store", "check", "--tracking-uri", uri).returncode == 0
+    size = path.stat().st_size
+    with open(path, "r+b") as f:                               # garbage over a stretch of pages
+        f.seek(int(size * where))
+        f.write(random.Random(1).randbytes(size // 4))
+    proc = run_cli("report", "--tracking-uri", uri, "--output-dir", str(tmp_path / "out"))
+    one_line(proc, f"the tracking store {path} is damaged")
+    assert needle in proc.stderr
+
+
+def test_a_store_damaged_mid_session_ends_it_failed_with_the_cause(tmp_path):
+    """Garbage over the pages of the metrics table only: the session's next metric write fails,
+    and the store still takes the writes that end the session FAILED with that cause."""
+    path = tmp_path / "m.db"
+    uri = f"sqlite:///{path}"
+    proc, lines = start_session(uri, tmp_path / "out")
+    con = sqlite3.connect(path)
+    try:
+        pages = [p for (p,) in con.execute("select pageno from dbstat where name in "
+                                           "(select name from sqlite_master where tbl_name = 'metrics')")]
+    except sqlite3.OperationalError as exc:      # SQLite built without its dbstat table
+        proc.kill()
+        pytest.skip(f"needs SQLite's dbstat table: {exc}")
+    size = con.execute("pragma page_size").fetchone()[0]
+    con.close()
+    rng = random.Random(3)
+    with open(path, "r+b") as f:
+        for page in pages:
+            f.seek((page - 1) * size)
+            f.write(rng.randbytes(size))
+        f.seek(24)                  # the file change counter: tells the session's connections to reread
+        counter = int.from_bytes(f.read(4), "big")
+        f.seek(24)
+        f.write((counter + 1).to_bytes(4, "big"))
+    done = finish(proc, lines)
+    one_line(done, f"the tracking store {path} is damaged (SQLite: database disk image is malformed)")
+    (run,) = session_runs(uri)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["bpb.failure_reason"].startswith(f"the tracking store {path} is damaged")
+
+
+def test_a_server_that_does_not_answer_is_one_line(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]            # nothing listens there once it is closed
+    proc = run_cli("report", "--tracking-uri", f"http://127.0.0.1:{port}", "--output-dir", str(tmp_path))
+    one_line(proc, f"the tracking server at http://127.0.0.1:{port} did not answer in one try (connection refused)")
+
+
+def test_a_server_whose_database_stays_down_past_the_retries_is_one_line(cluster, tmp_path):
+    """The team server on PostgreSQL, PostgreSQL stopped mid-session: MLflow's client retries
+    (2 here, instead of 7 over about four minutes), then the session stops with one line."""
+    from tests.test_server import Server
+    cluster.start("down_test")
+    srv = Server(cluster.folder, tmp_path, "--backend-store-uri", cluster.uri("down_test")).start()
+    try:
+        proc, lines = start_session(srv.url, tmp_path / "out", env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                                                                    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"})
+        cluster.stop()
+        try:
+            done = finish(proc, lines)
+        finally:
+            cluster.start()
+        one_line(done, f"the tracking server at {srv.url} answered HTTP 5")
+        assert "to each of 3 tries (an error inside the server, such as its database being down)" in done.stderr
+    finally:
+        srv.stop()

@@ -24,7 +24,7 @@ from tracking.session import Session, reap_stale, ui_path
 from tracking.machines import cells_of, latest_per_machine, sessions_by_ref
 
 __all__ = ["CELL_COLUMNS", "DEFAULT_URI", "EPOCH_COLUMNS", "EXPERIMENT", "Session", "TrackingError",
-           "all_cells", "annotate", "cell_runs", "cells_of", "check_store", "connect", "display_uri", "latest_per_machine",
-           "latest_session", "list_sessions", "previous_durations", "read_json_artifact", "read_session",
-           "reap_stale", "repair_store", "repeat_series", "resolve_ref", "resolve_uri", "session_meta", "sessions_by_ref",
-           "spent", "store_failure", "tidy", "ui_path"]
+           "all_cells", "annotate", "cell_runs", "cells_of", "check_store", "connect", "display_uri",
+           "latest_per_machine", "latest_session", "list_sessions", "previous_durations", "read_json_artifact",
+           "read_session", "reap_stale", "repair_store", "repeat_series", "resolve_ref", "resolve_uri", "session_meta",
+           "sessions_by_ref", "spent", "store_failure", "tidy", "ui_path"]

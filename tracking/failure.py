@@ -11,6 +11,7 @@ reason where the store still takes that write.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 from pathlib import Path
@@ -49,10 +50,11 @@ def _first_line(exc: BaseException) -> str:
     return lines[0].strip() if lines else type(exc).__name__
 
 
-def _sqlite_said(text: str) -> str:
-    """SQLite's own words from a wrapped message: ``(sqlite3.OperationalError) database is locked``."""
-    found = re.search(r"\(sqlite3\.\w+\)\s*([^\[\n]+)", text)
-    return (found.group(1) if found else text).strip()
+def _sqlite_said(chain: list[BaseException], text: str) -> str:
+    """SQLite's own words: its exception's message, else the wrapper's ``(sqlite3.X) words``."""
+    own = next((_first_line(e) for e in chain if type(e).__module__ == "sqlite3"), None)
+    found = re.search(r"\(sqlite3\.\w+\)\s*([^\[\n|]+)", text)
+    return own or (found.group(1).strip() if found else _first_line(chain[0]))
 
 
 def retries() -> int:
@@ -84,8 +86,10 @@ def describe(exc: BaseException, uri: str, shown: str) -> str | None:
 
 
 def _sqlite(path: Path, chain: list[BaseException], text: str, low: str) -> str | None:
-    said = _sqlite_said(text)
-    if "database or disk is full" in low or any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain):
+    said = _sqlite_said(chain, text)
+    beside = [Path(e.filename).resolve().parent for e in chain
+              if isinstance(e, OSError) and e.errno == errno.ENOSPC and e.filename]
+    if "database or disk is full" in low or path.resolve().parent in beside:   # not a full report folder
         return (f"the disk holding the tracking store {path} is full (SQLite: database or disk is full); free space "
                 f"there (df {path.parent}) and run again")
     sqlite_error = any(type(e).__module__ == "sqlite3" for e in chain) or "sqlite3." in low
@@ -125,8 +129,9 @@ def _server(shown: str, low: str) -> str | None:
     status = re.search(r"too many (\d{3}) error responses|error code (\d{3})", low)
     if status and (status.group(1) or status.group(2)).startswith("5"):
         code = status.group(1) or status.group(2)
-        return (f"the tracking server at {shown} answered HTTP {code} to {'its' if n == 1 else 'each of'} {tries} (an error inside the "
-                "server, such as its database being down); see the server's log, then run again")
+        each = "its" if n == 1 else "each of"
+        return (f"the tracking server at {shown} answered HTTP {code} to {each} {tries} (an error inside the server, "
+                "such as its database being down); see the server's log, then run again")
     for sign, reason in (("connection refused", "connection refused"), ("timed out", "timed out"),
                          ("name or service not known", "unknown host"), ("failed to establish", "no connection"),
                          ("connection aborted", "connection aborted"), ("remotedisconnected", "connection closed"),
@@ -135,3 +140,34 @@ def _server(shown: str, low: str) -> str | None:
             return (f"the tracking server at {shown} did not answer in {tries} ({reason}); check that it runs "
                     "(python -m benchmarks server) and its address")
     return None
+
+
+# what MLflow's system-metrics thread says when the store fails; the session's own next write
+# meets the same failure and names it
+MONITOR_STORE_ERRORS = ("Failed to get mlflow run", "Failed to log system metrics")
+
+
+class OneLine(logging.Filter):
+    """MLflow's own log lines, one line each: a store error it logs with its traceback before
+    raising it again is dropped (the CLI names it, in one line), as is the system-metrics
+    thread's report of the same failure; any other multi-line warning (a retry) is folded
+    onto one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.name == "mlflow.store.db.utils":
+            return False
+        if record.name.startswith("mlflow.system_metrics") and str(record.msg).startswith(MONITOR_STORE_ERRORS):
+            return False
+        text = record.getMessage()
+        if record.exc_info or "\n" in text:
+            folded = " ".join(text.split())
+            record.msg, record.args = folded[:400] + (" ..." if len(folded) > 400 else ""), ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def one_line_logs() -> None:
+    """Put ``OneLine`` on MLflow's log handlers (after MLflow is imported; idempotent)."""
+    for handler in logging.getLogger("mlflow").handlers:
+        if not any(isinstance(f, OneLine) for f in handler.filters):
+            handler.addFilter(OneLine())

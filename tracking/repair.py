@@ -16,7 +16,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from tracking import schema
+import tracking.schema as schema
 from tracking.failure import TrackingError
 from tracking.store import connect, display_uri, sqlite_path, store_lock
 
@@ -51,7 +51,8 @@ def repair(uri: str) -> str:
         if store.kind == "new":
             return f"{real} holds no MLflow tables yet: nothing to repair (its first use makes them)"
         if store.kind == "current":
-            return f"{real} is complete (MLflow schema revision {store.revision}, {store.runs} run(s)): nothing to repair"
+            return (f"{real} is complete (MLflow schema revision {store.revision}, {store.runs} run(s)): nothing to "
+                    "repair")
         if store.kind == "old":
             try:
                 schema.install(schema.build(real, source=real), real)
@@ -109,8 +110,8 @@ def copy_rows(old: Path, new: Path) -> dict[str, tuple[int, int]]:
         # rows in a table that is not MLflow's would have no home in the new store: refuse.
         # MLflow's tables that the new store lacks at this revision were made by the unfinished
         # step, and their rows (if any) by that step's own data migration: it runs again
-        strangers = [t for t in sorted(theirs - set(mine) - SKIP - schema.mlflow_tables())
-                     if not t.startswith("_alembic_tmp_") and con.execute(f'select 1 from old."{t}" limit 1').fetchone()]
+        strangers = [t for t in sorted(theirs - set(mine) - SKIP - schema.mlflow_tables()) if not
+                     t.startswith("_alembic_tmp_") and con.execute(f'select 1 from old."{t}" limit 1').fetchone()]
         if strangers:
             raise TrackingError(f"repair: {old} has rows in table(s) {', '.join(strangers)}, which are not MLflow's "
                                 "and would not be kept; it is left as it was")

@@ -34,12 +34,14 @@ HALF_BUILT_SIGNS = ("already exists", "duplicate column", "no such table", "no s
 @dataclass
 class Store:
     """What a SQLite file holds: ``kind`` is new (no MLflow tables yet), current, old (an
-    earlier schema revision: it needs a migration) or half-built; ``why`` says what shows it."""
+    earlier schema revision: it needs a migration) or half-built; ``why`` says what shows it;
+    ``empty``: it holds no experiment, run or registered model (nothing to lose)."""
     path: Path
     kind: str
     revision: str | None = None
     runs: int = 0
     why: str = ""
+    empty: bool = True
 
 
 @functools.lru_cache(maxsize=None)
@@ -75,12 +77,14 @@ def inspect(path: Path) -> Store:
             tables = {n for (n,) in con.execute("select name from sqlite_master where type = 'table'")}
             revisions = ([r for (r,) in con.execute("select version_num from alembic_version")]
                          if "alembic_version" in tables else [])
-            runs = con.execute("select count(*) from runs").fetchone()[0] if "runs" in tables else 0
+            counts = {t: con.execute(f'select count(*) from "{t}"').fetchone()[0]
+                      for t in ("experiments", "runs", "registered_models") if t in tables}
         finally:
             con.close()
     except sqlite3.Error as exc:
         uri = f"sqlite:///{path}"
         raise TrackingError(describe(exc, uri, uri) or f"cannot read {path}: {exc}") from None
+    runs, empty = counts.get("runs", 0), not any(counts.values())
     leftovers = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
     if not tables - {"alembic_version", "sqlite_sequence"}:
         return Store(path, "new")
@@ -89,38 +93,44 @@ def inspect(path: Path) -> Store:
                             f"{', '.join(sorted(tables)[:5])}); name another file with --tracking-uri")
     revision = revisions[0] if len(revisions) == 1 else None
     if leftovers:
-        return Store(path, "half-built", revision, runs, f"an unfinished step left table {leftovers[0]}")
+        return Store(path, "half-built", revision, runs, f"an unfinished step left table {leftovers[0]}", empty)
     if revision is None:
-        return Store(path, "half-built", None, runs, "its tables exist but no schema revision was recorded")
+        return Store(path, "half-built", None, runs, "its tables exist but no schema revision was recorded", empty)
     if revision == head():
-        return Store(path, "current", revision, runs)
+        return Store(path, "current", revision, runs, empty=empty)
     if not known(revision):
         import mlflow
         raise TrackingError(f"the tracking store {path} has MLflow schema revision {revision}, which MLflow "
                             f"{mlflow.__version__} does not know: a newer MLflow wrote it; upgrade MLflow "
                             "(pip install -U mlflow) or pass another --tracking-uri")
-    return Store(path, "old", revision, runs)
+    return Store(path, "old", revision, runs, empty=empty)
 
 
 def prepare(path: Path, shown: str) -> None:
     """Make ``path`` a complete store at this MLflow's schema before MLflow opens it: build a new
-    one, migrate an old one (on a copy); refuse a half-built one, naming it and its repair
+    one, migrate an old one (on a copy); rebuild a half-built one that holds nothing (an
+    interrupted first use), and refuse one that holds something, naming it and its repair
     (``shown``: the tracking URI as messages show it)."""
     real = path.resolve()              # a symlinked store is written through, not replaced
     remove_leftovers(real)
     store = inspect(real)
-    if store.kind == "new":
-        install(build(real), real)
-    elif store.kind == "old":
+    if store.kind == "old":
         try:
             install(build(real, source=real), real)
+            print(f"migrated the tracking store {real} from MLflow schema revision {store.revision} to {head()} "
+                  "(on a copy, moved into place when complete)", file=sys.stderr)
+            return
         except Exception as exc:
             sign = half_built_sign(exc)
             if sign is None:
                 raise
-            raise TrackingError(half_built(shown, Store(real, "half-built", store.revision, store.runs, sign))) from None
-        print(f"migrated the tracking store {real} from MLflow schema revision {store.revision} to {head()} (on a "
-              "copy, moved into place when complete)", file=sys.stderr)
+            store = Store(real, "half-built", store.revision, store.runs, sign, store.empty)
+    if store.kind == "new":
+        install(build(real), real)
+    elif store.kind == "half-built" and store.empty:
+        install(build(real), real)
+        print(f"rebuilt the tracking store {real}: an interrupted set-up had left it half-built ({store.why}), "
+              "holding no experiment, run or model", file=sys.stderr)
     elif store.kind == "half-built":
         raise TrackingError(half_built(shown, store))
 
@@ -191,10 +201,25 @@ def build(real: Path, source: Path | None = None, revision: str = "heads") -> Pa
             if revision == "heads" and found.kind != "current":
                 raise TrackingError(f"building {real} left it {found.kind} at revision {found.revision}")
         return tmp
-    except BaseException:
+    except BaseException as exc:
         for p in (tmp, Path(f"{tmp}-journal")):
             p.unlink(missing_ok=True)
+        stop = interrupt_in(exc)
+        if stop is not None and stop is not exc:
+            raise stop from None     # Ctrl-C or SIGTERM, not the error SQLAlchemy raised on its way out
         raise
+
+
+def interrupt_in(exc: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt (Ctrl-C, or SIGTERM: benchmarks/cli.py) behind ``exc``, if any:
+    SQLAlchemy, cleaning up after one, can raise an error of its own instead."""
+    seen = []
+    while exc is not None and exc not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def copy(source: Path, target: Path) -> None:

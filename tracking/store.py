@@ -8,7 +8,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from tracking import failure, schema
+import tracking.failure as failure
+import tracking.schema as schema
 from tracking.clock import timed
 from tracking.failure import TrackingError
 
@@ -127,6 +128,7 @@ _CONNECTED: dict[tuple[str, str], str] = {}   # (uri, experiment) -> id: proven 
 
 def _connect(uri: str, experiment: str, artifact_location: str | None) -> str:
     import mlflow
+    failure.one_line_logs()
     if (uri, experiment) in _CONNECTED:
         mlflow.set_tracking_uri(uri)           # the read helpers use MLflow's search on this URI
         return _CONNECTED[uri, experiment]
@@ -135,13 +137,16 @@ def _connect(uri: str, experiment: str, artifact_location: str | None) -> str:
         client = mlflow.MlflowClient(uri)
         exp = client.get_experiment_by_name(experiment)
         experiment_id = exp.experiment_id if exp else _create(client, experiment, artifact_location)
-        # a real write: a value never written before, so SQLite must change a page (a tag set
-        # again to its old value writes nothing, and passes on a full disk or a read-only file)
-        tags = {"bpb.store_checked": f"written by {socket.gethostname()} pid {os.getpid()} at {time.time():.6f}"}
         if exp is None or KIND_TAG not in exp.tags:
             # without it the UI guesses, and opens an experiment of plain runs in GenAI mode
-            tags.update({KIND_TAG: "custom_model_development", "mlflow.note.content": EXPERIMENT_NOTE})
-        _set_tags(client, experiment_id, tags)
+            _set_tags(client, experiment_id, {KIND_TAG: "custom_model_development",
+                                              "mlflow.note.content": EXPERIMENT_NOTE})
+        # the write check: a new row, then gone again. A tag set again to a value it holds may
+        # rewrite a page in place, which a nearly full disk still takes; a new row is what a
+        # session writes first (its run), and needs room to grow
+        check = f"bpb.store_check.{socket.gethostname()}.{os.getpid()}.{time.time_ns()}"
+        client.set_experiment_tag(experiment_id, check, "a write to prove the store takes one")
+        client.delete_experiment_tag(experiment_id, check)
         _CONNECTED[uri, experiment] = experiment_id
         return experiment_id
     except Exception as exc:  # MLflow raises MlflowException, requests and SQLAlchemy errors

@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmarks run|bench|report|regress|compare|history|look|ui|gpu-check|families``.
+"""Command line: ``python -m benchmarks run|bench|report|regress|compare|history|look|ui|gpu-check|families|store``.
 
 Every option is checked when it is parsed. User errors (bad flags, missing data, a
 configuration an implementation cannot run, an unusable tracking store, a bad baseline) print

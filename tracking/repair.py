@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import tracking.schema as schema
-from tracking.failure import TrackingError
+from tracking.failure import TrackingError, describe
 from tracking.store import connect, display_uri, sqlite_path, store_lock
 
 SKIP = {"alembic_version", "sqlite_sequence"}
@@ -45,24 +45,36 @@ def repair(uri: str) -> str:
     if not path.exists():
         raise TrackingError(f"no tracking store at {path}: nothing to repair")
     real = path.resolve()
-    with store_lock(path):
-        schema.remove_leftovers(real)
-        store = schema.inspect(real)
-        if store.kind == "new":
-            return f"{real} holds no MLflow tables yet: nothing to repair (its first use makes them)"
-        if store.kind == "current":
-            return (f"{real} is complete (MLflow schema revision {store.revision}, {store.runs} run(s)): nothing to "
-                    "repair")
-        if store.kind == "old":
-            try:
-                schema.install(schema.build(real, source=real), real)
-                return f"{real} migrated to MLflow schema revision {schema.head()}: {store.runs} run(s)"
-            except Exception as exc:
-                sign = schema.half_built_sign(exc)
-                if sign is None:
-                    raise
-                store = schema.Store(real, "half-built", store.revision, store.runs, sign)
-        return rebuild(real, store)
+    try:
+        with store_lock(path):
+            return _repair(real)
+    except TrackingError:
+        raise
+    except Exception as exc:   # SQLite's and SQLAlchemy's errors, OSError: named in one line
+        said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrackingError(describe(exc, uri, display_uri(uri))
+                            or f"repair of {real} failed, the store left as it was: {said}") from None
+
+
+def _repair(real: Path) -> str:
+    """Under the store's lock: what ``repair`` does."""
+    schema.remove_leftovers(real)
+    store = schema.inspect(real)
+    if store.kind == "new":
+        return f"{real} holds no MLflow tables yet: nothing to repair (its first use makes them)"
+    if store.kind == "current":
+        return (f"{real} is complete (MLflow schema revision {store.revision}, {store.runs} run(s)): nothing to "
+                "repair")
+    if store.kind == "old":
+        try:
+            schema.install(schema.build(real, source=real), real)
+            return f"{real} migrated to MLflow schema revision {schema.head()}: {store.runs} run(s)"
+        except Exception as exc:
+            sign = schema.half_built_sign(exc)
+            if sign is None:
+                raise
+            store = schema.Store(real, "half-built", store.revision, store.runs, sign)
+    return rebuild(real, store)
 
 
 def rebuild(real: Path, store: schema.Store) -> str:
@@ -89,9 +101,12 @@ def rebuild(real: Path, store: schema.Store) -> str:
                                 f"{store.runs}: {real} is left as it was")
         kept = keep(real)
         schema.install(tmp, real)
-    except BaseException:
+    except BaseException as exc:
         for p in (tmp, Path(f"{tmp}-journal")):
             p.unlink(missing_ok=True)
+        stop = schema.interrupt_in(exc)
+        if stop is not None and stop is not exc:
+            raise stop from None
         raise
     rows = sum(n for n, _ in copied.values())
     return (f"{real} repaired: it was half-built at MLflow schema revision {store.revision or '(none)'} "

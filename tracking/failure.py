@@ -138,7 +138,7 @@ def _server(shown: str, low: str) -> str | None:
                          ("max retries exceeded", "no answer")):
         if sign in low:
             return (f"the tracking server at {shown} did not answer in {tries} ({reason}); check that it runs "
-                    "(python -m benchmarks server) and its address")
+                    "(python -m benchmarks server), or pass another --tracking-uri")
     return None
 
 

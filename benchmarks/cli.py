@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmarks run|bench|report|regress|compare|history|look|ui|gpu-check|families``.
+"""Command line: ``python -m benchmarks run|bench|report|regress|compare|history|look|ui|gpu-check|families|store``.
 
 Every option is checked when it is parsed. User errors (bad flags, missing data, a
 configuration an implementation cannot run, an unusable tracking store, a bad baseline) print
@@ -14,7 +14,7 @@ import sys
 
 import impls
 import tracking
-from benchmarks import commands, datasets, families, server
+from benchmarks import commands, datasets, families, server, store_command
 from benchmarks.argtypes import (csv_of, fraction, impl_list, iso_date, machine_label, output_dir, output_file,
                                  positive_float, positive_int, seed_int, unit_interval)
 from benchmarks.config import EXIT_INTERRUPTED, EXIT_USAGE, PRESETS, UsageError
@@ -223,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     gpu_check.set_defaults(func=commands.cmd_gpu_check)
 
     server.add_parsers(sub)
+    store_command.add_parser(sub, add_tracking_option)
     families.add_parser(sub, positive_int, positive_float, add_output_option, add_tracking_option)
     return parser
 
@@ -246,3 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}; results written "
               "so far are kept", file=sys.stderr)
         return 1
+    except Exception as exc:  # the tracking store failing mid-way (tracking/failure.py): one line, exit 2
+        cause = tracking.store_failure(exc)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
+        return EXIT_USAGE

@@ -148,7 +148,8 @@ def run_session(options: BenchOptions, data, uri: str, threads: int | None, out_
         # KeyboardInterrupt (Ctrl-C, or SIGTERM: benchmarks/cli.py) ends it KILLED; anything else
         # (a full disk, a broken store) FAILED, with the real cause as the one reason
         killed = isinstance(exc, KeyboardInterrupt)
-        reason = (str(exc) or "interrupted by the user (Ctrl-C)") if killed else f"{type(exc).__name__}: {exc}"
+        reason = ((str(exc) or "interrupted by the user (Ctrl-C)") if killed
+                  else tracking.store_failure(exc) or f"{type(exc).__name__}: {exc}")
         status = "KILLED" if killed else "FAILED"
         try:
             recorder.abort(status, reason)

@@ -62,3 +62,22 @@ def pytest_collection_modifyitems(items):
     for item, name in named:
         if isinstance(name, str) and name in gpu_names:
             item.add_marker(pytest.mark.gpu)
+
+
+@pytest.fixture(scope="module")
+def pg_cluster():
+    """A real PostgreSQL (benchmarks/pg.py) for a module's tests, started through the project's
+    own ``pg.Cluster``; skipped only where PostgreSQL is not installed."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+    from benchmarks import pg
+    if pg.installed() is not None:
+        pytest.skip(f"needs PostgreSQL: {pg.installed()}")
+    base = Path(tempfile.mkdtemp(prefix="bpb-pg-"))
+    base.chmod(0o755)            # as root the cluster runs as postgres, who must reach the folder
+    found = pg.Cluster(base / "pg")
+    found.start()
+    yield found
+    found.stop()
+    shutil.rmtree(base, ignore_errors=True)

@@ -105,3 +105,11 @@ def fake_session(uri: str, mode: str, status: str = "FINISHED", cells: dict | No
     if status != "RUNNING":
         session.finish(status, None if status == "FINISHED" else f"made {status} by a test")
     return session.run_id
+
+
+def one_line(proc, needle: str) -> None:
+    """Exit 2, and stderr is one line holding ``needle``; no traceback anywhere."""
+    said = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(said) == 1 and needle in said[0], proc.stderr[-3000:]

@@ -6,6 +6,9 @@ The only package of backprop-bench that imports mlflow (lazily: ``import trackin
   written through ``MlflowClient`` only (no fluent active-run state, so no atexit hook can end
   a run FINISHED behind the harness's back);
 - ``tracking.refs``: which session ``latest``, ``latest~N`` or a run id names;
+- ``tracking.schema``: a SQLite store made and migrated on a temporary file, so that an
+  interrupt never leaves it half-built; ``tracking.repair`` rebuilds one that was;
+- ``tracking.failure``: a failing store's cause in one line (``store_failure``);
 - ``tracking.read``: sessions back into tidy pandas frames (``CELL_COLUMNS``,
   ``EPOCH_COLUMNS``), artifacts, and verdicts written onto an existing run.
 
@@ -13,7 +16,8 @@ Statuses are MLflow's: FINISHED, FAILED and KILLED, the reason in the tag
 ``bpb.failure_reason``.
 """
 from tracking.clock import spent
-from tracking.store import DEFAULT_URI, EXPERIMENT, TrackingError, connect, display_uri, resolve_uri
+from tracking.store import DEFAULT_URI, EXPERIMENT, TrackingError, connect, display_uri, resolve_uri, store_failure
+from tracking.repair import check as check_store, repair as repair_store
 from tracking.refs import BENCH_MODES, latest_mode, latest_session, list_sessions, resolve_ref, session_mode
 from tracking.read import (CELL_COLUMNS, EPOCH_COLUMNS, all_cells, annotate, cell_runs, previous_durations,
                            read_json_artifact, read_session, repeat_series, session_meta, tidy)
@@ -21,7 +25,7 @@ from tracking.session import Session, reap_stale, ui_path
 from tracking.machines import cells_of, latest_per_machine, sessions_by_ref
 
 __all__ = ["BENCH_MODES", "CELL_COLUMNS", "DEFAULT_URI", "EPOCH_COLUMNS", "EXPERIMENT", "Session", "TrackingError",
-           "all_cells", "annotate", "cell_runs", "cells_of", "connect", "display_uri", "latest_mode",
+           "all_cells", "annotate", "cell_runs", "cells_of", "check_store", "connect", "display_uri", "latest_mode",
            "latest_per_machine", "latest_session", "list_sessions", "previous_durations", "read_json_artifact",
-           "read_session", "reap_stale", "repeat_series", "resolve_ref", "resolve_uri", "session_meta", "session_mode",
-           "sessions_by_ref", "spent", "tidy", "ui_path"]
+           "read_session", "reap_stale", "repair_store", "repeat_series", "resolve_ref", "resolve_uri", "session_meta",
+           "session_mode", "sessions_by_ref", "spent", "store_failure", "tidy", "ui_path"]

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import tracking.failure as failure
+import tracking.schema as schema
 from tracking.clock import timed
+from tracking.failure import TrackingError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 EXPERIMENT = "backprop-bench"
@@ -14,10 +19,6 @@ KIND_TAG = "mlflow.experimentKind"      # the MLflow UI's switch between its mod
 EXPERIMENT_NOTE = ("backprop-bench sessions: one parent run per `python -m benchmarks bench` or `regress` "
                    "session (its description holds the headline), one child run per cell. Filter with "
                    "`tags.bpb.kind = 'session'` to see sessions only.")
-
-
-class TrackingError(Exception):
-    """The tracking store cannot be used; the message says which URI and how to fix it."""
 
 
 def resolve_uri(cli_value: str | None) -> str:
@@ -43,14 +44,17 @@ def connect(uri: str, experiment: str = EXPERIMENT, *, create: bool = True) -> s
     retries with backoff (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, default 7, and
     ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``, default 2: about four minutes), which carry a
     session through a server restart. A sqlite
-    store's first use (MLflow creates its tables then) is serialised by a file lock beside it,
-    so sessions started together on a new store never leave it half-migrated. With
+    store's first use (its tables made) and any migration (after an MLflow upgrade) run on a
+    temporary file moved into place when complete (``tracking/schema.py``), under a file lock
+    beside it, so neither sessions started together nor an interrupt leave it half-built. With
     ``create=False`` (report, a gate judging a session) a sqlite file must already exist.
     """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # on a server, MLflow prints a "View run" link at each run's end, fetching the run for it:
     # one more round trip per cell, and a line per cell; the session prints its own
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    if (uri, experiment) in _CONNECTED:          # proven once per process
+        return _connect(uri, experiment, None)
     path = sqlite_path(uri)
     if path is None:
         with quick_probe():
@@ -67,14 +71,37 @@ def connect(uri: str, experiment: str = EXPERIMENT, *, create: bool = True) -> s
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise TrackingError(f"tracking URI {display_uri(uri)}: {path if path.exists() else path.parent} is "
                             "read-only; make it writable or pass another --tracking-uri")
-    from filelock import FileLock, Timeout
+    from filelock import Timeout
     try:
-        with FileLock(f"{path}.lock", timeout=300):
+        with store_lock(path):
+            try:
+                schema.prepare(path, display_uri(uri))
+            except TrackingError:
+                raise
+            except Exception as exc:   # SQLite's and SQLAlchemy's errors, OSError (a full disk)
+                raise TrackingError(failure.describe(exc, uri, display_uri(uri)) or
+                                    f"cannot prepare the tracking store {path}: {exc}") from None
+            failure.remember(path)
             # artifacts beside the database, not in whatever folder the command ran from
             return _connect(uri, experiment, (path.resolve().parent / "mlruns").as_uri())
     except Timeout:
         raise TrackingError(f"{path}.lock is held by another process for more than 5 minutes; "
                             "if none is running, delete the lock file") from None
+
+
+def store_lock(path: Path):
+    """The file lock beside a sqlite store that serialises its first use and its migrations."""
+    from filelock import FileLock
+    return FileLock(f"{path}.lock", timeout=300)
+
+
+def store_failure(exc: BaseException) -> str | None:
+    """One line naming the cause when ``exc`` is the tracking store failing (the store this
+    process connected to last), else None: what the CLI prints instead of a traceback."""
+    if isinstance(exc, TrackingError):
+        return str(exc)
+    uri = next(reversed(_CONNECTED), (None,))[0]
+    return failure.describe(exc, uri, display_uri(uri)) if uri else None
 
 
 # the first contact with a server: one try, 10 s, so a wrong URL or a server that is down
@@ -101,6 +128,7 @@ _CONNECTED: dict[tuple[str, str], str] = {}   # (uri, experiment) -> id: proven 
 
 def _connect(uri: str, experiment: str, artifact_location: str | None) -> str:
     import mlflow
+    failure.one_line_logs()
     if (uri, experiment) in _CONNECTED:
         mlflow.set_tracking_uri(uri)           # the read helpers use MLflow's search on this URI
         return _CONNECTED[uri, experiment]
@@ -109,17 +137,26 @@ def _connect(uri: str, experiment: str, artifact_location: str | None) -> str:
         client = mlflow.MlflowClient(uri)
         exp = client.get_experiment_by_name(experiment)
         experiment_id = exp.experiment_id if exp else _create(client, experiment, artifact_location)
-        tags = {"bpb.store_checked": "writable"}     # a real write: a read-only store fails here
         if exp is None or KIND_TAG not in exp.tags:
             # without it the UI guesses, and opens an experiment of plain runs in GenAI mode
-            tags.update({KIND_TAG: "custom_model_development", "mlflow.note.content": EXPERIMENT_NOTE})
-        _set_tags(client, experiment_id, tags)
+            _set_tags(client, experiment_id, {KIND_TAG: "custom_model_development",
+                                              "mlflow.note.content": EXPERIMENT_NOTE})
+        # the write check: a new row, then gone again. A tag set again to a value it holds may
+        # rewrite a page in place, which a nearly full disk still takes; a new row is what a
+        # session writes first (its run), and needs room to grow
+        check = f"bpb.store_check.{socket.gethostname()}.{os.getpid()}.{time.time_ns()}"
+        client.set_experiment_tag(experiment_id, check, "a write to prove the store takes one")
+        client.delete_experiment_tag(experiment_id, check)
         _CONNECTED[uri, experiment] = experiment_id
         return experiment_id
     except Exception as exc:  # MLflow raises MlflowException, requests and SQLAlchemy errors
+        cause = failure.describe(exc, uri, display_uri(uri))
+        if cause:
+            raise TrackingError(f"cannot use the MLflow tracking store at {display_uri(uri)}: {cause}") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrackingError(f"cannot use the MLflow tracking store at {display_uri(uri)}: {display_uri(first)}\n"
-                            + _hint(first, experiment)) from None
+        hint = "" if sqlite_path(uri) else "\n" + _hint(first, experiment)     # a file has no server to check
+        raise TrackingError(f"cannot use the MLflow tracking store at {display_uri(uri)}: {display_uri(first)}"
+                            + hint) from None
 
 
 def _create(client, experiment: str, artifact_location: str | None) -> str:

@@ -90,8 +90,9 @@ def _sqlite(path: Path, chain: list[BaseException], text: str, low: str) -> str 
     beside = [Path(e.filename).resolve().parent for e in chain
               if isinstance(e, OSError) and e.errno == errno.ENOSPC and e.filename]
     if "database or disk is full" in low or path.resolve().parent in beside:   # not a full report folder
-        return (f"the disk holding the tracking store {path} is full (SQLite: database or disk is full); free space "
-                f"there (df {path.parent}) and run again")
+        said = "SQLite: database or disk is full" if "database or disk is full" in low else "no space left on device"
+        return (f"the disk holding the tracking store {path} is full ({said}); free space there (df {path.parent}) "
+                "and run again")
     sqlite_error = any(type(e).__module__ == "sqlite3" for e in chain) or "sqlite3." in low
     if not sqlite_error:
         return None
@@ -105,8 +106,8 @@ def _sqlite(path: Path, chain: list[BaseException], text: str, low: str) -> str 
     except OSError:
         now = None
     if was is not None and now is None:
-        return (f"the tracking store {path} was deleted while this command ran (SQLite: {said}); what it held is "
-                "gone unless a copy exists; run again to start a new store there")
+        return (f"the tracking store {path} was deleted or moved away while this command ran (SQLite: {said}); put "
+                "it back, or run again to start a new store there")
     if was is not None and now != was:
         return (f"the tracking store {path} was deleted or replaced while this command ran (SQLite: {said}); the "
                 "file there now is another one")

@@ -180,9 +180,9 @@ def upgrade(eng, revision: str = "heads") -> None:
         command.upgrade(config, revision)
 
 
-def build(real: Path, source: Path | None = None, revision: str = "heads") -> Path:
-    """A temporary file beside ``real``: a new store at ``revision``, or a copy of ``source``
-    migrated to it. Removed again when anything (an interrupt included) stops it."""
+def build(real: Path, source: Path | None = None) -> Path:
+    """A temporary file beside ``real``: a new store at this MLflow's schema, or a copy of
+    ``source`` migrated to it. Removed again when anything (an interrupt included) stops it."""
     from mlflow.store.db.utils import InitialBase
     tmp = temp_name(real)
     tmp.unlink(missing_ok=True)
@@ -192,14 +192,13 @@ def build(real: Path, source: Path | None = None, revision: str = "heads") -> Pa
         eng = engine(tmp)
         try:
             if source is None:
-                InitialBase.metadata.create_all(eng)
-            upgrade(eng, revision)
+                InitialBase.metadata.create_all(eng)     # what MLflow does at a first use, then migrates
+            upgrade(eng)
         finally:
             eng.dispose()
-        if source is None or revision == "heads":
-            found = inspect(tmp)
-            if revision == "heads" and found.kind != "current":
-                raise TrackingError(f"building {real} left it {found.kind} at revision {found.revision}")
+        found = inspect(tmp)
+        if found.kind != "current":
+            raise TrackingError(f"building {real} left it {found.kind} at revision {found.revision}")
         return tmp
     except BaseException as exc:
         for p in (tmp, Path(f"{tmp}-journal")):

@@ -3,6 +3,8 @@ pyplot state, no display needed. Every figure has a title, labelled axes with un
 log scale where the values span decades."""
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -151,7 +153,7 @@ def throughput_figure(cells: pd.DataFrame, peaks) -> Figure:
             ax.set_ylim(10 ** lo, 10 ** (hi + max(0.3 * (hi - lo), 0.3)))   # a fifth of the panel for the labels
             ax.set_xticks(range(len(impls)), impls, rotation=20, ha="right")
             ax.set_ylabel("training throughput (samples/s, log)")
-            ax.set_xlabel(peak_note(part, dtype, peaks), fontsize=8)
+            ax.set_xlabel(textwrap.fill(peak_note(part, dtype, peaks), 110), fontsize=8)   # one panel wide
             ax.set_title(f"{network}, {dtype} ({source})", fontsize=10)
             ax.grid(axis="y", which="both", alpha=0.3)
     fig.suptitle("Training throughput: median of repeats, IQR error bars\nabove each bar: speed-up over "

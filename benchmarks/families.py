@@ -1,4 +1,4 @@
-"""``python -m benchmarks families``: each family against its best, in one run (issue 13).
+"""``python -m benchmarks families``: each family against its best, in one run.
 
 A contest times its contenders in rounds: round r runs every contender once, each in a fresh
 process of its own (``benchmarks/family_worker.py``), strictly interleaved, and the order
@@ -286,7 +286,7 @@ def cmd_families(args) -> int:
 def add_parser(sub, positive_int, positive_float, add_output_option, add_tracking_option) -> None:
     """The subcommand (``benchmarks/cli.py`` passes its option types)."""
     p = sub.add_parser("families", help="each family against its best: interleaved rounds, one process per cell",
-                       description="Each family against its best (issue 13): contenders strictly interleaved in "
+                       description="Each family against its best: contenders strictly interleaved in "
                                    "rounds, every measurement in a fresh process; PASS or MISS per contest; the "
                                    "summary goes to OUTPUT_DIR/families/, each contest to an MLflow run.")
     p.add_argument("--rounds", type=positive_int, default=5, help="rounds per contest (default: %(default)s)")

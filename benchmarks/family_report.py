@@ -68,7 +68,7 @@ def _md(header, rows) -> list[str]:
 
 def markdown(start: dict, contests: dict, defs: dict, failed: list) -> str:
     m = start["machine"]
-    lines = ["# Families against their best (issue 13)", "",
+    lines = ["# Families against their best", "",
              (f"- machine: {m['cpu_model']}, {m['cpu_cores']} cores; BLAS: {m['blas']}; numpy {m['version_numpy']}, "
               f"numba {m['version_numba']}, torch {m['version_torch']}; git {m['git_commit']}"),
              (f"- run: {start['started']} to {start['ended']}; {start['rounds']} rounds per contest, "

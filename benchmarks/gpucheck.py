@@ -30,7 +30,7 @@ from benchmarks.plan import BenchOptions
 
 EXIT_NO_GPU = 4
 IMPLS = ("torch-cpu", "torch-cuda", "torch-cuda-graph")
-TARGET_MS = 10.0          # issue 12: an hw1-q3 epoch with the captured step on an H100 or H200
+TARGET_MS = 10.0          # the target: an hw1-q3 epoch with the captured step on an H100 or H200
 ROOT = Path(__file__).resolve().parents[1]
 GPU_TESTS = ("tests/test_gpu.py", "tests/test_conformance.py")
 

@@ -1,9 +1,9 @@
 """Timed work: throughput passes, paired timing against the reference, the peak-GEMM probe.
 
-The peak probe (``peak_probe``, docs/performance.md "The peak probe (issue 13)"): ``repeats``
+The peak probe (``peak_probe``, docs/performance.md "The peak probe"): ``repeats``
 timed repeats of an n x n GEMM, each as many GEMMs as fill ``seconds``, through numpy and
 through ``torch.mm`` with the same thread count. ``PEAK_RULE`` says which figure the roofline
-divides by. ``python -m benchmarks.timing`` prints one probe (the 5-session check of issue 13).
+divides by. ``python -m benchmarks.timing`` prints one probe.
 
 A throughput figure is samples/s over ``repeats`` passes of a fixed number of samples; the
 length of a pass is calibrated, untimed, so that one pass takes about ``seconds``. With
@@ -81,7 +81,7 @@ def reference_config(p: Prepared):
 
 
 PROBE_N = 2048          # 2048^3: each GEMM lasts 0.05-0.5 s here, long past any turbo burst
-DRY_RUN_PROBE = {"n": 512, "seconds": 0.05}   # a dry run's probe: about 2 s in all, as before issue 13
+DRY_RUN_PROBE = {"n": 512, "seconds": 0.05}   # a dry run's probe: about 2 s in all, as before the peak probe had repeats
 PEAK_RULE = ("the larger of the numpy and torch medians, measured at the session's start "
              "(the cells' rooflines are fixed before they run; the end probe shows the drift)")
 

@@ -155,8 +155,8 @@ _optimizer_step_inline = njit(cache=True, fastmath=_FASTMATH, error_model="numpy
 # read and written once per sample instead of read twice and written once; the other layers
 # run the generic loops. Momentum and Adam run _epoch_sample: the generic loops, each layer's
 # optimizer update fused into the loop that produces its gradient (_layer_update), so no
-# gradient buffer and no separate pass. Measured in docs/performance.md ("numba kernels
-# (issue 13)"), with the family's reference, benchmarks/references/numba_sample_best.py.
+# gradient buffer and no separate pass. Measured in docs/performance.md ("numba kernels"),
+# with the family's reference, benchmarks/references/numba_sample_best.py.
 
 
 @njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
@@ -553,7 +553,7 @@ _epoch_batch_serial = njit(cache=True, fastmath=_FASTMATH, error_model="numpy")(
 # SERIAL_BELOW or raises BLAS_FROM (the tests and benchmarks/probe_threads.py do).
 SERIAL_BELOW = 32
 # From this batch size on, every layer's products go through BLAS (_epoch_batch_blas). Measured
-# (docs/performance.md, "numba kernels (issue 13)"), 1 thread, CPU time: on hw1-q3 (batch 256,
+# (docs/performance.md, "numba kernels"), 1 thread, CPU time: on hw1-q3 (batch 256,
 # Adam) 1.28x numpy-batch and 1.7x the 4-row loop kernels; at batch 32 BLAS still led the serial
 # loops on both nets (1.17x, 1.14x); at batch 8 the loops led (0.85x). Two threads: not yet measured.
 BLAS_FROM = 32

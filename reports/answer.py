@@ -18,7 +18,7 @@ OPTIONAL = ("samples_per_second_relative_iqr", "load_average_start", "load_avera
 
 
 def complete(cells: pd.DataFrame) -> pd.DataFrame:
-    """``cells`` with the columns that sessions before issue 9 did not record, empty."""
+    """``cells`` with the columns that older sessions did not record, empty."""
     return cells.assign(**{c: pd.Series(float("nan"), index=cells.index, dtype=object if c == "budget" else float)
                            for c in OPTIONAL if c not in cells.columns})
 

@@ -65,7 +65,7 @@ def _facts(meta: dict) -> list[str]:
 
 
 def _probe_facts(meta: dict) -> list[str]:
-    """Issue 13's probe: each peak with its spread, the single-thread peaks, the rule, and the
+    """The peak probe: each peak with its spread, the single-thread peaks, the rule, and the
     float32 probe at the session's end; nothing for sessions before it."""
     spreads = meta.get("peak_spreads") or {}
     if not spreads:

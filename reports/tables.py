@@ -104,8 +104,8 @@ def _row(g: pd.DataFrame) -> dict:
 
 def roofline_peak_text(c) -> str:
     """The peak a cell's "% roofline" divides by, beside it: GFLOP/s, on 1 thread where it was
-    (issue 13: the per-sample implementations), and the probe's spread (max-min over median of
-    its repeats); sessions before issue 13 measured no spread."""
+    (the per-sample implementations), and the probe's spread (max-min over median of
+    its repeats); older sessions measured no spread."""
     peak = pd.to_numeric(c.get("peak_gemm_gflops"), errors="coerce")
     if peak is None or pd.isna(peak):
         return NA

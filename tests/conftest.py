@@ -2,10 +2,9 @@
 (``apt-get install dataset-fashion-mnist``); a missing copy fails loudly instead of skipping."""
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
+
+from tests.helpers import tmpfs
 
 
 @pytest.fixture(scope="session")
@@ -26,17 +25,7 @@ def small(fashion):
 @pytest.fixture
 def full_disk(tmp_path):
     """A 128 kB tmpfs (``tests.helpers.fill`` fills it); skipped where it cannot be mounted."""
-    mnt = tmp_path / "full"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mnt)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)])
+    yield from tmpfs(tmp_path / "full", "128k")
 
 
 @pytest.fixture(scope="session")

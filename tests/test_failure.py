@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, fill, is_outcome, one_line, run_cli
+from tests.helpers import ROOT, fill, is_outcome, one_line, run_cli, tmpfs
 
 mlflow = pytest.importorskip("mlflow")
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "CI": "1"}
@@ -24,17 +24,7 @@ SESSION = ("bench", "--dry-run", "--impl", "numpy-sample,numpy-batch", "--thread
 @pytest.fixture
 def small_disk(tmp_path):
     """A 4 MB tmpfs: room for a store, then filled by the test; skipped where none can be mounted."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)])
+    yield from tmpfs(tmp_path / "disk", "4m")
 
 
 def session_runs(uri: str) -> list:

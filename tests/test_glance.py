@@ -1,4 +1,4 @@
-"""The answer at a glance (issue 9): the report says first which implementation is fastest and
+"""The answer at a glance: the report says first which implementation is fastest and
 whether it is correct, and flags noise, skips, anomalies and budget cuts; a session shows its
 progress and keeps every cell within its budget; the MLflow runs follow the UI's conventions."""
 import json

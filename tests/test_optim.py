@@ -1,4 +1,4 @@
-"""Optimizers and the textbook loop (issue 13): the flat in-place optimizer against the
+"""Optimizers and the textbook loop: the flat in-place optimizer against the
 formulas as written, numpy-sample's sigmoid at the float32 limits, and torch's optimizer
 kernel recorded as a param of the cell."""
 import warnings

@@ -1,4 +1,4 @@
-"""Issue 13: the peak probe (repeats, the rule, single-thread peaks for single-threaded cells),
+"""The peak probe (repeats, the rule, single-thread peaks for single-threaded cells),
 each cell's peak resident memory, and the report showing the probe's spread."""
 import json
 import os

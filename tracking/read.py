@@ -13,7 +13,7 @@ from tracking.refs import check_run_id, latest_session, list_sessions, store_cli
 from tracking.store import EXPERIMENT, TrackingError, connect, display_uri
 
 # histories read back: the per-epoch metrics (``epoch/*``, step = epoch), and the throughput
-# repeats of the speed gate (``repeat/*``, step = repeat). Sessions before issue 9 logged both
+# repeats of the speed gate (``repeat/*``, step = repeat). Older sessions logged both
 # without a prefix: they are read too, and ``read_session`` drops the ``epoch/`` prefix.
 EPOCH_METRICS = ("train_loss", "test_loss", "test_accuracy", "epoch_seconds", "samples_per_second",
                  "train_seconds")
@@ -94,7 +94,7 @@ def session_meta(parent) -> dict:
                                  else float(parent.get("metrics.peak_gemm_gflops", float("nan")))),
             "peaks": {d: float(parent[f"params.peak_gemm_gflops_{d}"]) for d in ("float32", "float64")
                       if _present(parent.get(f"params.peak_gemm_gflops_{d}"))},
-            # issue 13: the single-thread peaks, every peak's spread, and the end probe's float32
+            # the single-thread peaks, every peak's spread, and the end probe's float32
             "peaks_1thread": {d: float(parent[f"params.peak_gemm_gflops_{d}_1thread"]) for d in ("float32", "float64")
                               if _present(parent.get(f"params.peak_gemm_gflops_{d}_1thread"))},
             "peak_spreads": {k[len("params.peak_gemm_spread_"):]: float(v) for k, v in parent.items()
@@ -213,7 +213,7 @@ def tidy(cells, epochs):
         "time_to_target_seconds": col("metrics.time_to_target_seconds"),
         "target_accuracy": pd.to_numeric(col("params.target_accuracy"), errors="coerce"),
         "parity_max_error": col("metrics.parity_max_error"),
-        # constants are params since issue 9; older sessions logged them as metrics
+        # constants are params now; older sessions logged them as metrics
         "flops_per_sample": pd.to_numeric(col("params.flops_per_sample"), errors="coerce").fillna(
             col("metrics.flops_per_sample")),
         "samples_per_second_relative_iqr": col("metrics.samples_per_second_relative_iqr"),
@@ -222,7 +222,7 @@ def tidy(cells, epochs):
         "budget": col("tags.bpb.budget", None),
         "peak_gemm_gflops": pd.to_numeric(col("params.peak_gemm_gflops"), errors="coerce").fillna(
             col("metrics.peak_gemm_gflops")),
-        "peak_gemm": col("params.peak_gemm", None),                # issue 13: which peak, its spread
+        "peak_gemm": col("params.peak_gemm", None),                # which peak, its spread
         "peak_gemm_spread": pd.to_numeric(col("params.peak_gemm_spread"), errors="coerce"),
         "peak_rss_mb": col("metrics.peak_rss_mb"),
     }, columns=CELL_COLUMNS).reset_index(drop=True)

@@ -1,5 +1,5 @@
 """Family references: the best kernel or loop we can write for a family, timed beside the
-registered implementation it judges (issue 13; ``python -m benchmarks families``).
+registered implementation it judges (``python -m benchmarks families``).
 
 They follow the implementation contract (``impls/base.py``) but are not in the ``impls``
 registry: no session, report or regression gate runs them as a row. Like the registry, this

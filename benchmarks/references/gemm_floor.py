@@ -1,6 +1,6 @@
 """gemm-floor: the GEMMs of every training step of a minibatch net, and nothing else.
 
-The epoch floor of issue 13 ("The best CPU family on hw1-q3 reaches at least 50% of the
+The epoch floor ("The best CPU family on hw1-q3 reaches at least 50% of the
 GEMM-only epoch floor, measured in the same run"): no framework can train an epoch of this
 net faster than it runs these matrix products with the BLAS numpy links here, at the threads
 pinned. A family's samples/s over this reference's is the fraction of that floor it reaches.

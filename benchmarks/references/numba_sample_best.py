@@ -1,11 +1,11 @@
 """numba-sample-best: the fastest per-sample numba kernel written for hw1-q4's shape of net.
 
-The numba family's reference (issue 13): ``numba-sample`` (impls/numba_impl.py) is measured
+The numba family's reference: ``numba-sample`` (impls/numba_impl.py) is measured
 against it, so it lives in the benchmark suite and not in the ``impls`` registry. It trains
 any net with exactly two hidden layers (784-32-32-10 is hw1-q4's), sigmoid or ReLU, with plain
 per-sample SGD in float32 or float64; momentum and Adam are refused.
 
-What makes it fast, each choice measured in docs/performance.md ("numba kernels (issue 13)"):
+What makes it fast, each choice measured in docs/performance.md ("numba kernels"):
 - W1 is stored transposed, (n1, n0): every loop over the 784 inputs is contiguous.
 - Four hidden units per sweep of the input: one pass over x feeds four dot products.
 - Sample t's layer-1 update is fused with sample t+1's layer-1 forward. W1 (100 kB in float32,

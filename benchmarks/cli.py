@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmarks run|bench|report|regress|compare|history|look|ui|gpu-check|families|store``.
+"""Command line: ``python -m benchmarks run|bench|report|regress|compare|history|look|ui|gpu-check|store``.
 
 Every option is checked when it is parsed. User errors (bad flags, missing data, a
 configuration an implementation cannot run, an unusable tracking store, a bad baseline) print
@@ -14,7 +14,7 @@ import sys
 
 import impls
 import tracking
-from benchmarks import commands, datasets, families, server, store_command
+from benchmarks import commands, datasets, server, store_command
 from benchmarks.argtypes import (csv_of, fraction, impl_list, iso_date, machine_label, output_dir, output_file,
                                  positive_float, positive_int, seed_int, unit_interval)
 from benchmarks.config import EXIT_INTERRUPTED, EXIT_USAGE, PRESETS, UsageError
@@ -224,7 +224,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     server.add_parsers(sub)
     store_command.add_parser(sub, add_tracking_option)
-    families.add_parser(sub, positive_int, positive_float, add_output_option, add_tracking_option)
     return parser
 
 

@@ -9,11 +9,6 @@ implementations that cannot run here are skipped with their reason. Threads: ``$
 (a bench session sets it from ``--threads``), else the core count. Note: this suite runs all
 backends in one process, so read its numbers as per-step latency, and the bench session's
 isolated throughput cells for cross-backend comparisons.
-
-``test_reference_step`` times the family references (``benchmarks/references/``: the best
-kernel or loop a family can be written as, which ``python -m benchmarks families`` judges the
-registered implementations against) on their own preset's network and batch size; one whose
-module or backend is missing is skipped with the reason.
 """
 import os
 
@@ -21,7 +16,7 @@ import numpy as np
 import pytest
 
 import impls
-from benchmarks import datasets, machine, references
+from benchmarks import datasets, machine
 from benchmarks.config import PRESETS
 
 
@@ -58,28 +53,4 @@ def test_train_step(benchmark, data, name, dtype, batch):
     it = iter(range(10 ** 9))
     benchmark.extra_info.update(impl=name, dtype=dtype, batch=batch, samples_per_round=batch,
                                 **network_info("hw1-q4", config))
-    benchmark(lambda: net.train_epoch(x, y, steps[next(it) % len(steps)]))
-
-
-@pytest.mark.parametrize("dtype", impls.DTYPES)
-@pytest.mark.parametrize("name", references.names())
-def test_reference_step(benchmark, data, name, dtype):
-    config = PRESETS[references.PRESETS[name]].replace(dtype=dtype)
-    reason = references.reason(name)
-    cls = None if reason else references.get(name)
-    reason = reason or cls.supports(dtype=dtype, batch_size=config.batch_size)
-    if reason:
-        pytest.skip(f"{name}: {reason}")
-    spec = impls.NetSpec(config.sizes, config.activation)
-    machine.pin_threads(int(os.environ.get("BPB_THREADS") or os.cpu_count()))
-    x = data.features("train", dtype, 4096)
-    y = data.labels("train", 4096)
-    batch = config.batch_size
-    net = cls(spec, impls.init_params(spec, config.seed, config.init), lr=config.lr, batch_size=batch, dtype=dtype,
-              optimizer=config.optimizer)
-    steps = [np.arange(s, s + batch, dtype=np.int64) % len(x) for s in range(0, 16 * batch, batch)]
-    net.train_epoch(x, y, steps[0])                 # warm-up: compile / first call
-    it = iter(range(10 ** 9))
-    benchmark.extra_info.update(impl=f"{name} (reference)", dtype=dtype, batch=batch, samples_per_round=batch,
-                                **network_info(references.PRESETS[name], config))
     benchmark(lambda: net.train_epoch(x, y, steps[next(it) % len(steps)]))

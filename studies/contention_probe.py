@@ -1,4 +1,4 @@
-"""``python -m benchmarks.probe_contention``: hw1-q3 (batch 256, Adam, float32) samples/s of
+"""``python -m studies.contention_probe``: hw1-q3 (batch 256, Adam, float32) samples/s of
 the minibatch implementations (and a jitted JAX step, a peer), at 1 and 2 threads and under
 thread-pool wait policies, quiet and beside ``--busy`` busy loops. Each measurement is a fresh
 process; rounds are strictly interleaved (every case quiet, then every case loaded, per round).
@@ -97,13 +97,13 @@ def one(impl: str, threads: int, seconds: float) -> float:
 
 def in_process(case, seconds: float) -> float:
     _, impl, threads, env = case
-    out = subprocess.run([sys.executable, "-m", "benchmarks.probe_contention", "--one", impl, "--threads", str(threads),
+    out = subprocess.run([sys.executable, "-m", "studies.contention_probe", "--one", impl, "--threads", str(threads),
                           "--seconds", str(seconds)], capture_output=True, text=True, check=True,
                          env={**os.environ, **env})
     return float(out.stdout.splitlines()[-1])
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.5, help="length of the timed pass")
@@ -111,7 +111,7 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated substrings of the case labels")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.one:
         print(one(args.one, args.threads, args.seconds))
         return 0

@@ -1,13 +1,13 @@
 """Family references: the best kernel or loop we can write for a family, timed beside the
-registered implementation it judges (``python -m benchmarks families``).
+registered implementation it judges (``python -m studies families``).
 
 They follow the implementation contract (``impls/base.py``) but are not in the ``impls``
 registry: no session, report or regression gate runs them as a row. Like the registry, this
 maps names to ``"module:Class"`` strings and imports a module the first time it is asked for,
-so that ``import benchmarks.references`` costs nothing and a missing module (or backend) is a
+so that ``import studies.yardsticks`` costs nothing and a missing module (or backend) is a
 reason, not an ImportError::
 
-    from benchmarks import references
+    from studies import yardsticks as references
     references.reason("gemm-floor")        # None, or why it cannot run here
     cls = references.get("gemm-floor")     # an impls.base.Implementation subclass
 """
@@ -17,10 +17,10 @@ import importlib
 import importlib.util
 
 _REFERENCES = {
-    "homework-loop": "benchmarks.references.homework_loop:HomeworkLoop",        # numpy-sample's
-    "torch-minimal": "benchmarks.references.torch_minimal:TorchMinimal",        # torch-cpu's
-    "numba-sample-best": "benchmarks.references.numba_sample_best:NumbaSampleBest",  # numba-sample's
-    "gemm-floor": "benchmarks.references.gemm_floor:GemmFloor",                 # every minibatch family's
+    "homework-loop": "studies.yardsticks.homework_loop:HomeworkLoop",        # numpy-sample's
+    "torch-minimal": "studies.yardsticks.torch_minimal:TorchMinimal",        # torch-cpu's
+    "numba-sample-best": "studies.yardsticks.numba_sample_best:NumbaSampleBest",  # numba-sample's
+    "gemm-floor": "studies.yardsticks.gemm_floor:GemmFloor",                 # every minibatch family's
 }
 
 # the preset (benchmarks/config.py) each reference is measured on, in the families contests and

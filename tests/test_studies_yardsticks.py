@@ -1,4 +1,4 @@
-"""The family references in benchmarks/references/ (not in the registry) against the float64
+"""The family references in studies/yardsticks/ (not in the registry) against the float64
 reference: a reference that is fast because it is wrong must fail here, as an implementation
 fails tests/test_conformance.py."""
 import importlib
@@ -12,9 +12,9 @@ from impls.numpy_sample import reference_train, sample_forward
 N = 1000
 # name -> (module:Class, net, optimizer, momentum, lr, batch)
 REFERENCES = {
-    "homework-loop": ("benchmarks.references.homework_loop:HomeworkLoop",
+    "homework-loop": ("studies.yardsticks.homework_loop:HomeworkLoop",
                       impls.NetSpec((784, 32, 32, 10), "sigmoid"), "sgd", 0.0, 0.05, 1),
-    "torch-minimal": ("benchmarks.references.torch_minimal:TorchMinimal",
+    "torch-minimal": ("studies.yardsticks.torch_minimal:TorchMinimal",
                       impls.NetSpec((784, 48, 24, 10), "relu"), "adam", 0.0, 1e-3, 32),
 }
 

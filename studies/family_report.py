@@ -1,4 +1,4 @@
-"""What ``python -m benchmarks families`` writes: the console table, ``summary.md`` and
+"""What ``python -m studies families`` writes: the console table, ``summary.md`` and
 ``summary.json`` under ``reports/out/families/``, and one MLflow run per contest (tag
 ``bpb.kind = families``; the runs of one command share ``bpb.families.id``)."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from benchmarks import machine
-from benchmarks.family_worker import PASSES, load_average
+from studies.family_worker import PASSES, load_average
 
 
 def facts(run, names) -> dict:

@@ -1,11 +1,11 @@
-"""The numba family's reference kernel (benchmarks/references/numba_sample_best.py) against the
+"""The numba family's reference kernel (studies/yardsticks/numba_sample_best.py) against the
 float64 reference, within the parity table: it is what numba-sample is measured against, so
 it must compute the same training. Same grid as tests/test_conformance.py for per-sample SGD."""
 import numpy as np
 import pytest
 
 import impls
-from benchmarks.references.numba_sample_best import NumbaSampleBest
+from studies.yardsticks.numba_sample_best import NumbaSampleBest
 from impls.numpy_sample import reference_train
 
 NETS = {

@@ -1,11 +1,11 @@
-"""One measurement of ``python -m benchmarks families``, alone in a fresh process.
+"""One measurement of ``python -m studies families``, alone in a fresh process.
 
-    python -m benchmarks.family_worker '{"name": "numpy-batch", "source": "impl", ...}'
+    python -m studies.family_worker '{"name": "numpy-batch", "source": "impl", ...}'
 
-The parent (``benchmarks/families.py``) starts one of these per measurement, so that no other
+The parent (``studies/families.py``) starts one of these per measurement, so that no other
 backend's thread pool, JIT cache or allocator state is alive beside it. The worker builds the
 contender (a registered implementation, ``impls.get``, or a family reference,
-``benchmarks.references.get``), pins its threads, warms it up (an untimed first call: numba
+``studies.yardsticks.get``), pins its threads, warms it up (an untimed first call: numba
 compiles, torch starts), then times ``PASSES`` passes of the training data of about
 ``seconds / PASSES`` each (``benchmarks.timing.Timed``, as a bench session's throughput cells
 are timed) and prints one line ``RESULT {json}``: samples/s (the median pass), the passes,
@@ -53,7 +53,7 @@ def resolve_threads(threads) -> tuple[int, str]:
 def contender_class(name: str, source: str):
     """(class, None), or (None, why it cannot run here)."""
     if source == "ref":
-        from benchmarks import references
+        from studies import yardsticks as references
         why = references.reason(name)
         return (None, why) if why else (references.get(name), None)
     import impls

@@ -1,10 +1,10 @@
-"""``python -m benchmarks families``: each family against its best, in one run.
+"""``python -m studies families``: each family against its best, in one run.
 
 A contest times its contenders in rounds: round r runs every contender once, each in a fresh
 process of its own (``benchmarks/family_worker.py``), strictly interleaved, and the order
 rotates from round to round (A B, B A, ...) so that drift favours no side. A comparison is a
 ratio of two contenders (a registered implementation over its family's reference,
-``benchmarks/references/``), judged by the median of its per-round ratios against the issue's
+``studies/yardsticks/``), judged by the median of its per-round ratios against the issue's
 target; the ratio of the medians and the range of per-round ratios are shown beside it.
 
 Contests (``CONTESTS``): numba-sample, torch-cpu, numpy-sample, floor, adam, load, probe.
@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import family_report, machine
+from benchmarks import machine
+from studies import family_report
 
 ROOT = Path(__file__).resolve().parents[1]
 CORES = os.cpu_count() or 1
@@ -33,7 +34,7 @@ SAMPLES = "samples_per_second"
 @dataclass(frozen=True)
 class Contender:
     label: str                      # unique within its contest
-    name: str                       # an impls name, or a benchmarks.references name
+    name: str                       # an impls name, or a studies.yardsticks name
     source: str = "impl"            # impl | ref
     preset: str = "hw1-q3"
     dtype: str | None = None        # None: the preset's
@@ -194,7 +195,7 @@ def run_worker(c: Contender, run: Run) -> dict:
     try:
         if busy is not None:
             time.sleep(0.2)          # scheduled and spinning before the measurement starts
-        done = subprocess.run([sys.executable, "-m", "benchmarks.family_worker", json.dumps(job)], check=False,
+        done = subprocess.run([sys.executable, "-m", "studies.family_worker", json.dumps(job)], check=False,
                               cwd=ROOT,
                               env=env, capture_output=True, text=True, timeout=300 + 20 * run.seconds)
     except subprocess.TimeoutExpired:
@@ -212,7 +213,7 @@ def run_worker(c: Contender, run: Run) -> dict:
 def absent(c: Contender) -> str | None:
     """Why ``c`` cannot run, where the parent can tell without importing a backend."""
     import impls
-    from benchmarks import references
+    from studies import yardsticks as references
     if c.mode == "probe":
         return None
     if c.source == "ref":
@@ -283,8 +284,10 @@ def cmd_families(args) -> int:
     return 1 if run.failed else 0
 
 
-def add_parser(sub, positive_int, positive_float, add_output_option, add_tracking_option) -> None:
-    """The subcommand (``benchmarks/cli.py`` passes its option types)."""
+def add_parser(sub) -> None:
+    """The ``families`` subcommand of ``python -m studies``, with the product's option types."""
+    from benchmarks.argtypes import positive_float, positive_int
+    from benchmarks.cli import add_output_option, add_tracking_option
     p = sub.add_parser("families", help="each family against its best: interleaved rounds, one process per cell",
                        description="Each family against its best: contenders strictly interleaved in "
                                    "rounds, every measurement in a fresh process; PASS or MISS per contest; the "

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.probe_threads``: how threads, and a busy machine, change small-batch
+"""``python -m studies.threads_probe``: how threads, and a busy machine, change small-batch
 throughput. For each case (an implementation, a dtype and batch on hw1-q4's network, a thread
 count, and for numba-batch its serial, parallel or BLAS kernel), samples/s of timed passes, strictly
 interleaved over ``--rounds`` rounds, each implementation in a process of its own (another
@@ -50,19 +50,19 @@ def in_processes(rounds: int, seconds: float) -> dict:
     """``measure`` for each implementation, each in a fresh process."""
     out = {}
     for name in dict.fromkeys(n for n, _ in CASES):
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.probe_threads", "--only", name, "--rounds", str(rounds),
+        proc = subprocess.run([sys.executable, "-m", "studies.threads_probe", "--only", name, "--rounds", str(rounds),
                                "--seconds", str(seconds)], capture_output=True, text=True, check=True)
         out.update({tuple(k): v for k, v in json.loads(proc.stdout.splitlines()[-1])})
     return out
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.3, help="length of one timed pass")
     parser.add_argument("--busy", type=int, default=1, help="spinning processes for the loaded phase")
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)     # one implementation's process
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.only:
         machine.pin_threads(2)
         result = measure(args.rounds, args.seconds, datasets.load("fashion-mnist"), args.only)

@@ -171,6 +171,14 @@ class Implementation:
         """A copy of the current parameters as numpy ``(W, b)`` pairs in the run dtype."""
         raise NotImplementedError
 
+    def optimizer_step_site(self) -> tuple[object, str] | None:
+        """Where ``train_epoch`` applies one optimizer step: ``(owner, attribute)`` such that
+        ``getattr(owner, attribute)`` is the callable it calls once per batch, looked up at each
+        call, so a study may wrap it for one object (``setattr(owner, attribute, wrapper)``) and
+        time or count the steps (studies/family_worker.py). Default None: the step is fused into
+        a kernel, or not a call of its own."""
+        return None
+
     # Hooks the harness calls around its timers; the defaults suit every CPU implementation.
     def warm_up(self, x: np.ndarray, y: np.ndarray) -> None:
         """One-off work before the first timed epoch (a CUDA graph's capture), leaving the

@@ -117,6 +117,9 @@ class NumpyBatch(Implementation):
                 delta = d
         return loss
 
+    def optimizer_step_site(self):
+        return self._opt, "step"               # FlatOptimizer.step, once per batch
+
     def train_epoch(self, x, y, order):
         buf = self._buffers(min(self.batch_size, len(order)))
         order = np.asarray(order)

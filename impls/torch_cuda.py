@@ -144,6 +144,9 @@ class TorchCUDAGraph(TorchCUDA):
         self._opt.step()
         self._total += (ce.detach() * real).sum()
 
+    def optimizer_step_site(self):
+        return None                            # the step is replayed inside the captured graph
+
     def warm_up(self, x, y):
         self._set_precision()
         self._ready(*self._to_device(x, y))

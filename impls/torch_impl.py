@@ -69,6 +69,9 @@ class _TorchBase(Implementation):
                 h = torch.relu(h) if self.spec.activation == "relu" else torch.sigmoid(h)
         return h
 
+    def optimizer_step_site(self):
+        return self._opt, "step"               # torch.optim's step, once per batch
+
     def train_epoch(self, x, y, order):
         xt, yt = self._to_device(x, y)
         order_t = torch.as_tensor(np.asarray(order, dtype=np.int64), device=self.device)

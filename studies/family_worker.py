@@ -30,9 +30,6 @@ import numpy as np
 
 PASSES = 5
 PREFIX = "RESULT "
-# where an optimizer step may live: an attribute object with a ``step`` method (impls/optim.py's
-# Optimizer as ``_opt``, torch.optim's as ``_opt``), else a method of the implementation itself
-STEP_METHODS = ("_step", "_optimizer_step", "optimizer_step", "_update", "_apply_update")
 
 
 def load_average() -> float:
@@ -63,24 +60,13 @@ def contender_class(name: str, source: str):
     return (None, why) if why else (impls.get(name), None)
 
 
-def find_step(net):
-    """(owner, attribute, label) of the optimizer step ``train_epoch`` calls, or None."""
-    for attr, value in vars(net).items():
-        if not isinstance(value, (str, int, float, tuple, list, dict, np.ndarray)) \
-                and callable(getattr(value, "step", None)):
-            return value, "step", f"{type(net).__name__}.{attr}.step"
-    for attr in STEP_METHODS:
-        if callable(getattr(net, attr, None)):
-            return net, attr, f"{type(net).__name__}.{attr}"
-    return None
-
-
 def time_step(net) -> tuple[list[float], str] | None:
     """Wrap the optimizer step so that each call adds its seconds to the list returned."""
-    found = find_step(net)
-    if found is None:
+    site = net.optimizer_step_site()
+    if site is None:
         return None
-    owner, attr, label = found
+    owner, attr = site
+    label = f"{type(owner).__name__}.{attr}"
     inner, spent = getattr(owner, attr), [0.0]
 
     def step(*args, **kwargs):
@@ -133,8 +119,8 @@ def measure(job: dict) -> dict:
     out["first_call_seconds"] = time.perf_counter() - t0
     timer = time_step(net) if job.get("mode") == "adam" else None
     if job.get("mode") == "adam" and timer is None:
-        return {"unavailable": f"no optimizer step found on {cls.__name__} to time (an attribute object with "
-                               f"a step() method, or one of the methods {', '.join(STEP_METHODS)})"}
+        return {"unavailable": f"{cls.__name__}.optimizer_step_site() is None: its optimizer step is not a "
+                               f"call of its own to time"}
     p = Prepared(config, cls, spec, params, x, y, math.nan, math.nan)
     timed = Timed(net, p, job["seconds"] / PASSES)
     if timer is not None:

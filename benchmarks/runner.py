@@ -122,12 +122,17 @@ def impl_kwargs(config: RunConfig) -> dict:
                 optimizer=config.optimizer, momentum=config.momentum, tf32=config.tf32)
 
 
-def prepare(config: RunConfig, data: Dataset) -> Prepared:
-    """Everything a cell needs before its timed work; ConfigError if it cannot run here."""
-    reason = impls.runnable(config.impl, dtype=config.dtype, batch_size=config.batch_size)
+def prepare(config: RunConfig, data: Dataset, cls: type | None = None) -> Prepared:
+    """Everything a cell needs before its timed work; ConfigError if it cannot run here.
+    ``cls``: an implementation-contract class outside the registry (a study's yardstick)
+    to prepare, parity-checked alike, instead of the registered ``config.impl``."""
+    if cls is None:
+        reason = impls.runnable(config.impl, dtype=config.dtype, batch_size=config.batch_size)
+    else:
+        reason = cls.unavailable_reason() or cls.supports(dtype=config.dtype, batch_size=config.batch_size)
     if reason:
         raise impls.ConfigError(reason if reason.startswith(config.impl) else f"{config.impl}: {reason}")
-    cls = impls.get(config.impl)
+    cls = cls or impls.get(config.impl)
     spec = impls.NetSpec(config.sizes, config.activation)
     params = impls.init_params(spec, config.seed, config.init)
     x = data.features("train", config.dtype, config.train_limit)

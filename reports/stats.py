@@ -1,7 +1,9 @@
 """Small statistics shared by the report, the harness and the regression gate.
 
-numpy only (scipy is imported inside the test that needs it), so the gate and the timing code
-can use these without loading pandas' plotting or matplotlib.
+numpy at import time; ``shift_pvalues`` imports scipy and ``detect_steps`` imports ruptures
+inside the function, so the gate and the timing code can use the rest without loading them (or
+pandas' plotting, or matplotlib). The per-round ratio figures at the end are the lab's
+(studies/families.py).
 """
 from __future__ import annotations
 
@@ -81,3 +83,32 @@ def detect_steps(values, spreads=None, min_size: int = 3, z: float = 4.0, min_ef
         if abs(delta) > z * se and abs(delta) > min_effect:
             steps.append({"index": bounds[k], "before": float(np.median(before)), "after": float(np.median(after))})
     return steps
+
+
+def present_median(values) -> float | None:
+    """The median of the values that are not None; None when there are none."""
+    values = [v for v in values if v is not None]
+    return float(np.median(values)) if values else None
+
+
+def round_ratios(num: list, den: list | None) -> dict:
+    """Per-round values (None: that measurement failed) -> the comparison's figures. With a
+    denominator: the medians, their ratio, and the median, min and max of per-round ratios
+    (rounds where both sides measured); without one, the same of the values themselves."""
+    if den is None:
+        values = [v for v in num if v is not None]
+        return {"median": present_median(values), "rounds": len(values), "value": present_median(values),
+                "min": min(values, default=None), "max": max(values, default=None)}
+    ratios = [a / b for a, b in zip(num, den) if a is not None and b]
+    m_num, m_den = present_median(num), present_median(den)
+    return {"num_median": m_num, "den_median": m_den, "rounds": len(ratios),
+            "ratio_of_medians": m_num / m_den if m_num is not None and m_den else None,
+            "value": present_median(ratios), "min": min(ratios, default=None), "max": max(ratios, default=None)}
+
+
+def session_spread(values: list) -> dict:
+    """Session medians -> their median and the largest relative distance from it."""
+    values = [v for v in values if v is not None]
+    m = present_median(values)
+    return {"median": m, "rounds": len(values), "min": min(values, default=None), "max": max(values, default=None),
+            "value": max(abs(v / m - 1) for v in values) if m else None}

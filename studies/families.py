@@ -21,9 +21,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks import machine
+from reports.stats import round_ratios, session_spread
 from studies import family_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,34 +108,6 @@ def rotation(labels, r: int) -> list:
     return labels[k:] + labels[:k]
 
 
-def _median(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return float(np.median(values)) if values else None
-
-
-def compare(num: list, den: list | None) -> dict:
-    """Per-round values (None: that measurement failed) -> the comparison's figures. With a
-    denominator: the medians, their ratio, and the median, min and max of per-round ratios
-    (rounds where both sides measured); without one, the same of the values themselves."""
-    if den is None:
-        values = [v for v in num if v is not None]
-        return {"median": _median(values), "rounds": len(values), "value": _median(values),
-                "min": min(values, default=None), "max": max(values, default=None)}
-    ratios = [a / b for a, b in zip(num, den) if a is not None and b]
-    m_num, m_den = _median(num), _median(den)
-    return {"num_median": m_num, "den_median": m_den, "rounds": len(ratios),
-            "ratio_of_medians": m_num / m_den if m_num is not None and m_den else None,
-            "value": _median(ratios), "min": min(ratios, default=None), "max": max(ratios, default=None)}
-
-
-def spread(values: list) -> dict:
-    """Session medians -> their median and the largest relative distance from it."""
-    values = [v for v in values if v is not None]
-    m = _median(values)
-    return {"median": m, "rounds": len(values), "min": min(values, default=None), "max": max(values, default=None),
-            "value": max(abs(v / m - 1) for v in values) if m else None}
-
-
 def passes(value: float | None, target: float, op: str) -> bool:
     return value is not None and (value >= target if op == ">=" else value <= target)
 
@@ -152,7 +123,7 @@ def judge(contest: Contest, results: dict[str, list], unavailable: dict[str, str
                          "optional": comp.num in optional})
             continue
         num = [r.get(comp.metric) if r else None for r in results[comp.num]]
-        fig = spread(num) if contest.rule == "spread" else compare(
+        fig = session_spread(num) if contest.rule == "spread" else round_ratios(
             num, [r.get(comp.metric) if r else None for r in results[comp.den]] if comp.den else None)
         ok = fig["rounds"] > 0 and passes(fig["value"], contest.target, contest.op)
         rows.append({"comparison": comp.label, **fig, "optional": comp.num in optional, "verdict": "PASS" if ok else

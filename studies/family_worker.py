@@ -47,6 +47,11 @@ def resolve_threads(threads) -> tuple[int, str]:
     return machine.default_threads()
 
 
+def references_kind(name: str) -> str:
+    from studies import yardsticks
+    return yardsticks.KINDS[name]
+
+
 def contender_class(name: str, source: str):
     """(class, None), or (None, why it cannot run here)."""
     if source == "ref":
@@ -100,7 +105,7 @@ def measure(job: dict) -> dict:
         return {"unavailable": reason}
     import impls
     from benchmarks.config import PRESETS
-    from benchmarks.runner import Prepared, epoch_order, impl_kwargs
+    from benchmarks.runner import Prepared, epoch_order, prepare
     from benchmarks.timing import Timed
     config = PRESETS[job["preset"]].replace(impl=job["name"], dtype=job.get("dtype") or PRESETS[job["preset"]].dtype)
     reason = cls.supports(dtype=config.dtype, batch_size=config.batch_size)
@@ -108,10 +113,16 @@ def measure(job: dict) -> dict:
         return {"unavailable": reason}
     out["thread_settings"] = machine.pin_threads(threads)
     data = datasets.load(config.dataset, job.get("data_dir"))
-    x, y = data.features("train", config.dtype), data.labels("train")
-    spec = impls.NetSpec(config.sizes, config.activation)
-    params = impls.init_params(spec, config.seed, config.init)
-    net = cls(spec, params, **impl_kwargs(config))
+    if job.get("source") == "ref" and references_kind(job["name"]) == "floor":     # trains nothing: no parity
+        spec = impls.NetSpec(config.sizes, config.activation)
+        p = Prepared(config, cls, spec, impls.init_params(spec, config.seed, config.init),
+                     data.features("train", config.dtype), data.labels("train"), math.nan, math.nan)
+    else:
+        p = prepare(config, data, cls)
+        if not p.parity_max_error <= impls.PARITY_TOLERANCE[config.dtype]:
+            return {"error": f"{job['name']} fails one-step parity: max relative error {p.parity_max_error:.3g}"}
+    out["parity_max_error"] = p.parity_max_error
+    net, x, y = p.new(), p.x, p.y
     t0 = time.perf_counter()
     net.warm_up(x, y)
     net.train_epoch(x, y, epoch_order(len(x), config.seed, 0, True)[:max(4 * config.batch_size, 256)])
@@ -121,7 +132,6 @@ def measure(job: dict) -> dict:
     if job.get("mode") == "adam" and timer is None:
         return {"unavailable": f"{cls.__name__}.optimizer_step_site() is None: its optimizer step is not a "
                                f"call of its own to time"}
-    p = Prepared(config, cls, spec, params, x, y, math.nan, math.nan)
     timed = Timed(net, p, job["seconds"] / PASSES)
     if timer is not None:
         timer[0][0] = 0.0            # the calibration pass's steps are not in the timed passes

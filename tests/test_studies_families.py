@@ -18,11 +18,10 @@ from studies.families import (
     Comparison,
     Contender,
     Contest,
-    compare,
     judge,
     rotation,
-    spread,
 )
+from reports.stats import round_ratios, session_spread
 from tests.helpers import ROOT, sqlite_uri
 
 
@@ -35,12 +34,12 @@ def test_each_round_runs_every_contender_once_and_the_order_rotates():
 
 
 def test_ratio_of_medians_and_the_median_and_range_of_per_round_ratios():
-    fig = compare([10.0, 20.0, 30.0, None], [20.0, 20.0, 20.0, 20.0])
+    fig = round_ratios([10.0, 20.0, 30.0, None], [20.0, 20.0, 20.0, 20.0])
     assert fig["rounds"] == 3                                      # the round without a numerator is left out
     assert fig["num_median"] == 20.0 and fig["den_median"] == 20.0 and fig["ratio_of_medians"] == 1.0
     assert fig["value"] == 1.0 and fig["min"] == 0.5 and fig["max"] == 1.5
-    assert compare([0.1, 0.3, 0.2], None)["value"] == pytest.approx(0.2)
-    s = spread([90.0, 100.0, 110.0, 100.0, 100.0])
+    assert round_ratios([0.1, 0.3, 0.2], None)["value"] == pytest.approx(0.2)
+    s = session_spread([90.0, 100.0, 110.0, 100.0, 100.0])
     assert s["median"] == 100.0 and s["value"] == pytest.approx(0.1)
 
 
@@ -120,3 +119,16 @@ def test_a_tiny_real_run_through_the_cli_writes_the_summary_and_logs_one_run_per
     assert adam_run.data.tags["bpb.families.verdict"] in ("PASS", "MISS")
     assert {"numpy-batch_adam.samples_per_second_median", "numpy-batch_adam.peak_rss_mb",
             "adam_share.value"} <= set(adam_run.data.metrics)
+
+
+@pytest.mark.parametrize("name, preset", [("homework-loop", "hw1-q4"), ("gemm-floor", "hw1-q3")])
+def test_a_yardstick_is_prepared_by_the_runner_and_only_a_trainer_has_parity(name, preset):
+    from studies import family_worker
+    out = family_worker.measure({"name": name, "source": "ref", "preset": preset, "seconds": 0.02, "threads": 1,
+                                 "dtype": "float32"})
+    assert "error" not in out and "unavailable" not in out, out
+    assert out["samples_per_second"] > 0
+    if references.KINDS[name] == "trainer":
+        assert 0 <= out["parity_max_error"] <= impls.PARITY_TOLERANCE["float32"]
+    else:                                                   # the floor trains nothing: no parity to check
+        assert np.isnan(out["parity_max_error"])

@@ -28,6 +28,12 @@ _REFERENCES = {
 PRESETS = {"homework-loop": "hw1-q4", "torch-minimal": "hw1-q3", "numba-sample-best": "hw1-q4", "gemm-floor": "hw1-q3"}
 
 
+# the kind of each yardstick: a "trainer" follows the training contract and is prepared through
+# benchmarks.runner.prepare (its one-step parity checked); a "floor" runs a step's GEMMs without
+# training (gemm_floor.py), so it has no parity to check and is prepared without it
+KINDS = {"homework-loop": "trainer", "torch-minimal": "trainer", "numba-sample-best": "trainer", "gemm-floor": "floor"}
+
+
 class UnknownReference(KeyError):
     def __str__(self) -> str:
         return f"unknown reference {self.args[0]!r}; valid names: {', '.join(_REFERENCES)}"

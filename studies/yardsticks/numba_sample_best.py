@@ -1,7 +1,7 @@
 """numba-sample-best: the fastest per-sample numba kernel written for hw1-q4's shape of net.
 
-The numba family's reference: ``numba-sample`` (impls/numba_impl.py) is measured
-against it, so it lives in the benchmark suite and not in the ``impls`` registry. It trains
+The numba family's yardstick: ``numba-sample`` (impls/numba_impl.py) is measured
+against it, so it lives in the lab (studies/) and not in the ``impls`` registry. It trains
 any net with exactly two hidden layers (784-32-32-10 is hw1-q4's), sigmoid or ReLU, with plain
 per-sample SGD in float32 or float64; momentum and Adam are refused.
 
@@ -22,19 +22,12 @@ import numpy as np
 from numba import njit
 
 from impls.base import ConfigError, Implementation
+# the fused first-layer kernel (sample t's update with sample t+1's forward) and the activation
+# are numba-sample's own, shared so the kernel exists once
+from impls.numba_impl import _activate, _first_layer
 
 _FASTMATH = {"reassoc", "contract", "arcp"}   # no nnan/ninf: a diverging run must give NaN
 # error_model="numpy": no zero-division check (and its branch) in the divisions (impls/numba_impl.py)
-
-
-@njit(cache=True, fastmath=_FASTMATH, error_model="numpy", inline="always")
-def _act(s, relu, one):
-    if relu:
-        return s if s > 0 else s * 0
-    if s >= 0:
-        return one / (one + np.exp(-s))
-    e = np.exp(s)
-    return e / (one + e)
 
 
 @njit(cache=True, fastmath=_FASTMATH, error_model="numpy", inline="always")
@@ -43,54 +36,6 @@ def _dact(a, relu, one):
     if relu:
         return one if a > 0 else one * 0
     return a * (one - a)
-
-
-@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
-def _layer1(W1T, b1, xp, c, xn, a1, pending, relu, one):
-    """a1 = act(W1 xn + b1), first applying W1T -= outer(c, xp) when ``pending``; 4 units a sweep."""
-    n1, n0 = W1T.shape
-    j = 0
-    while j + 4 <= n1:
-        w0, w1, w2, w3 = W1T[j], W1T[j + 1], W1T[j + 2], W1T[j + 3]
-        s0, s1, s2, s3 = b1[j], b1[j + 1], b1[j + 2], b1[j + 3]
-        if pending:
-            c0, c1, c2, c3 = c[j], c[j + 1], c[j + 2], c[j + 3]
-            for i in range(n0):
-                p, q = xp[i], xn[i]
-                u0 = w0[i] - c0 * p
-                u1 = w1[i] - c1 * p
-                u2 = w2[i] - c2 * p
-                u3 = w3[i] - c3 * p
-                w0[i] = u0
-                w1[i] = u1
-                w2[i] = u2
-                w3[i] = u3
-                s0 += u0 * q
-                s1 += u1 * q
-                s2 += u2 * q
-                s3 += u3 * q
-        else:
-            for i in range(n0):
-                q = xn[i]
-                s0 += w0[i] * q
-                s1 += w1[i] * q
-                s2 += w2[i] * q
-                s3 += w3[i] * q
-        a1[j] = _act(s0, relu, one)
-        a1[j + 1] = _act(s1, relu, one)
-        a1[j + 2] = _act(s2, relu, one)
-        a1[j + 3] = _act(s3, relu, one)
-        j += 4
-    while j < n1:                                      # the remainder, one unit a sweep
-        w0 = W1T[j]
-        s0 = b1[j]
-        c0 = c[j]
-        for i in range(n0):
-            if pending:
-                w0[i] -= c0 * xp[i]
-            s0 += w0[i] * xn[i]
-        a1[j] = _act(s0, relu, one)
-        j += 1
 
 
 @njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
@@ -111,13 +56,13 @@ def _epoch(x, y, order, W1T, b1, W2T, b2, W3T, b3, lr, relu, a1, a2, z3, d1, d2,
     prev = 0
     for t in range(n):
         idx = order[t]
-        _layer1(W1T, b1, x[prev], c, x[idx], a1, t > 0, relu, one)
+        _first_layer(W1T, b1, x[prev], c, x[idx], a1, t > 0, False, relu, one)
         prev = idx
         for j in range(n2):                            # layer 2 forward
             s = b2[j]
             for i in range(n1):
                 s += W2T[j, i] * a1[i]
-            a2[j] = _act(s, relu, one)
+            a2[j] = _activate(s, False, relu, one)
         for j in range(n3):                            # logits
             s = b3[j]
             for i in range(n2):

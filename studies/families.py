@@ -13,19 +13,15 @@ peers (jax-cpu, sklearn-mlp) are left out, with the reason, when absent.
 """
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchmarks import machine
 from reports.stats import round_ratios, session_spread
-from studies import family_report
+from studies import family_report, fresh
 
-ROOT = Path(__file__).resolve().parents[1]
 CORES = os.cpu_count() or 1
 SAMPLES = "samples_per_second"
 
@@ -157,28 +153,13 @@ def run_worker(c: Contender, run: Run) -> dict:
     """One measurement in a fresh process (and, for a loaded one, a busy loop beside it)."""
     job = {"name": c.name, "source": c.source, "preset": c.preset, "dtype": c.dtype, "threads": c.threads,
            "mode": c.mode, "seconds": run.seconds, "data_dir": run.data_dir}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = dict(os.environ)
     machine.set_worker_env(env)      # the thread pools' settings a session's workers get
     # glibc's heap trimming off, both sides: homework-loop's per-step temporaries would pay 3x in
     # page faults (docs/performance.md, "Optimizers and the textbook loop"); a user's setting wins
     env = {"MALLOC_TRIM_THRESHOLD_": "100000000", "MALLOC_MMAP_THRESHOLD_": "10000000", **env}
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if c.busy else None
-    try:
-        if busy is not None:
-            time.sleep(0.2)          # scheduled and spinning before the measurement starts
-        done = subprocess.run([sys.executable, "-m", "studies.family_worker", json.dumps(job)], check=False,
-                              cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=300 + 20 * run.seconds)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {300 + 20 * run.seconds:g} s"}
-    finally:
-        if busy is not None:
-            busy.kill()
-            busy.wait()
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    return {"error": f"worker exited {done.returncode} without a result: {done.stderr.strip()[-500:]}"}
+    with fresh.busy(1 if c.busy else 0):
+        return fresh.run("studies.family_worker:run_job", {"job": job}, env=env, timeout=300 + 20 * run.seconds)
 
 
 def absent(c: Contender) -> str | None:

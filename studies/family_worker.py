@@ -1,14 +1,14 @@
 """One measurement of ``python -m studies families``, alone in a fresh process.
 
-    python -m studies.family_worker '{"name": "numpy-batch", "source": "impl", ...}'
+    studies.fresh.run("studies.family_worker:run_job", {"job": {"name": "numpy-batch", ...}})
 
-The parent (``studies/families.py``) starts one of these per measurement, so that no other
+The parent (``studies/families.py``) runs one of these per measurement, so that no other
 backend's thread pool, JIT cache or allocator state is alive beside it. The worker builds the
 contender (a registered implementation, ``impls.get``, or a family reference,
 ``studies.yardsticks.get``), pins its threads, warms it up (an untimed first call: numba
 compiles, torch starts), then times ``PASSES`` passes of the training data of about
 ``seconds / PASSES`` each (``benchmarks.timing.Timed``, as a bench session's throughput cells
-are timed) and prints one line ``RESULT {json}``: samples/s (the median pass), the passes,
+are timed) and returns a dict: samples/s (the median pass), the passes,
 ``peak_rss_mb`` (this process's peak resident memory) and the 1-minute load average before
 and after. A contender that cannot run here answers ``{"unavailable": reason}``.
 
@@ -18,18 +18,15 @@ Modes besides ``throughput``: ``adam`` also times every optimizer step of the ti
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import resource
-import sys
 import time
 import traceback
 
 import numpy as np
 
 PASSES = 5
-PREFIX = "RESULT "
 
 
 def load_average() -> float:
@@ -144,17 +141,13 @@ def measure(job: dict) -> dict:
     return out
 
 
-def main(argv: list[str]) -> int:
-    job = json.loads(argv[0])
+def run_job(job: dict) -> dict:
+    """``measure(job)`` with its process's peak memory and load average, an error as a result
+    (the lab runs it in a fresh process: ``studies.fresh.run("studies.family_worker:run_job", ...)``)."""
     try:
         out = measure(job)
     except Exception as exc:  # noqa: BLE001 -- reported to the parent as this measurement's error
         out = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
     out["load_after"] = load_average()
-    print(PREFIX + json.dumps(out, default=float), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    return out

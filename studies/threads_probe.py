@@ -9,8 +9,6 @@ come from it.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 
 import numpy as np
@@ -19,6 +17,7 @@ from benchmarks import datasets, machine
 from benchmarks.config import PRESETS
 from benchmarks.runner import prepare
 from benchmarks.timing import Timed
+from studies import fresh
 
 CASES = [("numba-batch", 1), ("numba-batch", 32), ("numba-batch", 256), ("torch-cpu", 1), ("torch-cpu", 32),
          ("numpy-batch", 32)]
@@ -46,13 +45,21 @@ def measure(rounds: int, seconds: float, data, only: str) -> dict:
     return {key: float(np.median(v)) for key, v in rates.items()}
 
 
+def one_implementation(rounds: int, seconds: float, only: str) -> dict:
+    """``measure`` for implementation ``only`` on 2 pinned threads, keys joined by ``|`` (JSON)."""
+    machine.pin_threads(2)
+    result = measure(rounds, seconds, datasets.load("fashion-mnist"), only)
+    return {"|".join(map(str, k)): v for k, v in result.items()}
+
+
 def in_processes(rounds: int, seconds: float) -> dict:
     """``measure`` for each implementation, each in a fresh process."""
     out = {}
     for name in dict.fromkeys(n for n, _ in CASES):
-        proc = subprocess.run([sys.executable, "-m", "studies.threads_probe", "--only", name, "--rounds", str(rounds),
-                               "--seconds", str(seconds)], capture_output=True, text=True, check=True)
-        out.update({tuple(k): v for k, v in json.loads(proc.stdout.splitlines()[-1])})
+        got = fresh.run("studies.threads_probe:one_implementation", {"rounds": rounds, "seconds": seconds, "only": name})
+        if "error" in got:
+            raise RuntimeError(got["error"])
+        out.update({(n, int(b), k, int(t)): v for (n, b, k, t), v in ((key.split("|"), v) for key, v in got.items())})
     return out
 
 
@@ -61,20 +68,10 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.3, help="length of one timed pass")
     parser.add_argument("--busy", type=int, default=1, help="spinning processes for the loaded phase")
-    parser.add_argument("--only", default=None, help=argparse.SUPPRESS)     # one implementation's process
     args = parser.parse_args(argv)
-    if args.only:
-        machine.pin_threads(2)
-        result = measure(args.rounds, args.seconds, datasets.load("fashion-mnist"), args.only)
-        print(json.dumps([[list(k), v] for k, v in result.items()]))
-        return 0
     quiet = in_processes(args.rounds, args.seconds)
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
-    try:
+    with fresh.busy(args.busy, settle=0.0):
         loaded = in_processes(args.rounds, args.seconds)
-    finally:
-        for s in spinners:
-            s.kill()
     print(f"median samples/s of {args.rounds} interleaved passes of {args.seconds} s; loaded = beside "
           f"{args.busy} busy loop(s); {machine.inventory().get('cpu_model')}")
     print(f"{'implementation':<12} {'batch':>5} {'kernel':>8} {'threads':>7} {'quiet':>10} {'loaded':>10} {'loaded/quiet':>12}")

@@ -1,4 +1,4 @@
-"""``python -m studies.contention_probe``: hw1-q3 (batch 256, Adam, float32) samples/s of
+"""``python -m studies probe-contention``: hw1-q3 (batch 256, Adam, float32) samples/s of
 the minibatch implementations (and jax-cpu, a peer), at 1 and 2 threads and under
 thread-pool wait policies, quiet and beside ``--busy`` busy loops. Each measurement is a fresh
 process; rounds are strictly interleaved (every case quiet, then every case loaded, per round).
@@ -55,10 +55,11 @@ def in_process(case, seconds: float) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=0.5, help="length of the timed pass")
-    parser.add_argument("--busy", type=int, default=1, help="busy loops beside the loaded measurements")
+    from benchmarks.argtypes import positive_float, positive_int
+    parser = argparse.ArgumentParser(prog="python -m studies probe-contention", description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=positive_int, default=5)
+    parser.add_argument("--seconds", type=positive_float, default=0.5, help="length of the timed pass")
+    parser.add_argument("--busy", type=positive_int, default=1, help="busy loops beside the loaded measurements")
     parser.add_argument("--only", default="", help="comma-separated substrings of the case labels")
     args = parser.parse_args(argv)
     cases = [c for c in CASES if not args.only or any(s in c[0] for s in args.only.split(","))]

@@ -1,4 +1,4 @@
-"""``python -m studies.threads_probe``: how threads, and a busy machine, change small-batch
+"""``python -m studies probe-threads``: how threads, and a busy machine, change small-batch
 throughput. For each case (an implementation, a dtype and batch on hw1-q4's network, a thread
 count, and for numba-batch its serial, parallel or BLAS kernel), samples/s of timed passes, strictly
 interleaved over ``--rounds`` rounds, each implementation in a process of its own (another
@@ -64,10 +64,11 @@ def in_processes(rounds: int, seconds: float) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=0.3, help="length of one timed pass")
-    parser.add_argument("--busy", type=int, default=1, help="spinning processes for the loaded phase")
+    from benchmarks.argtypes import positive_float, positive_int
+    parser = argparse.ArgumentParser(prog="python -m studies probe-threads", description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=positive_int, default=5)
+    parser.add_argument("--seconds", type=positive_float, default=0.3, help="length of one timed pass")
+    parser.add_argument("--busy", type=positive_int, default=1, help="spinning processes for the loaded phase")
     args = parser.parse_args(argv)
     quiet = in_processes(args.rounds, args.seconds)
     with fresh.busy(args.busy, settle=0.0):

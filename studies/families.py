@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchmarks import machine
+from reports.families import table as summary_table
 from reports.stats import round_ratios, session_spread
 from studies import family_report, fresh
 
@@ -230,7 +231,7 @@ def cmd_families(args) -> int:
             run.log(f"written: {', '.join(map(str, family_report.write(start, contests, CONTESTS, folder, run.failed)))}")
         raise
     paths = family_report.write(start, contests, CONTESTS, folder, run.failed)
-    run.log(family_report.table(contests, CONTESTS))
+    run.log(summary_table(contests, CONTESTS))
     run.log(f"written: {', '.join(map(str, paths))}")
     run.log(family_report.track(args.tracking_uri, start, contests, CONTESTS, paths))
     return 1 if run.failed else 0

@@ -3,7 +3,7 @@
 A contest times its contenders in rounds: round r runs every contender once, each in a fresh
 process of its own (``benchmarks/family_worker.py``), strictly interleaved, and the order
 rotates from round to round (A B, B A, ...) so that drift favours no side. A comparison is a
-ratio of two contenders (a registered implementation over its family's reference,
+ratio of two contenders (a registered implementation over its family's yardstick,
 ``studies/yardsticks/``), judged by the median of its per-round ratios against the issue's
 target; the ratio of the medians and the range of per-round ratios are shown beside it.
 
@@ -97,7 +97,7 @@ def _contests() -> dict[str, Contest]:
 CONTESTS = _contests()
 
 
-# ---- the schedule and the arithmetic (pure: tests/test_families.py) -------------------------
+# ---- the schedule and the arithmetic (pure: tests/test_studies_families.py) -------------------------
 def rotation(labels, r: int) -> list:
     """Round ``r``'s order (0-based): the contenders rotated by r (A B, B A, A B, ...)."""
     labels = list(labels)
@@ -166,11 +166,11 @@ def run_worker(c: Contender, run: Run) -> dict:
 def absent(c: Contender) -> str | None:
     """Why ``c`` cannot run, where the parent can tell without importing a backend."""
     import impls
-    from studies import yardsticks as references
+    from studies import yardsticks
     if c.mode == "probe":
         return None
     if c.source == "ref":
-        return references.missing(c.name)
+        return yardsticks.missing(c.name)
     return None if c.name in impls.names() else f"{c.name} is not registered in impls (impls/__init__.py)"
 
 

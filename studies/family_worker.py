@@ -4,7 +4,7 @@
 
 The parent (``studies/families.py``) runs one of these per measurement, so that no other
 backend's thread pool, JIT cache or allocator state is alive beside it. The worker builds the
-contender (a registered implementation, ``impls.get``, or a family reference,
+contender (a registered implementation, ``impls.get``, or a family's yardstick,
 ``studies.yardsticks.get``), pins its threads, warms it up (an untimed first call: numba
 compiles, torch starts), then times ``PASSES`` passes of the training data of about
 ``seconds / PASSES`` each (``benchmarks.timing.Timed``, as a bench session's throughput cells
@@ -44,7 +44,7 @@ def resolve_threads(threads) -> tuple[int, str]:
     return machine.default_threads()
 
 
-def references_kind(name: str) -> str:
+def yardstick_kind(name: str) -> str:
     from studies import yardsticks
     return yardsticks.KINDS[name]
 
@@ -52,9 +52,9 @@ def references_kind(name: str) -> str:
 def contender_class(name: str, source: str):
     """(class, None), or (None, why it cannot run here)."""
     if source == "ref":
-        from studies import yardsticks as references
-        why = references.reason(name)
-        return (None, why) if why else (references.get(name), None)
+        from studies import yardsticks
+        why = yardsticks.reason(name)
+        return (None, why) if why else (yardsticks.get(name), None)
     import impls
     if name not in impls.names():
         return None, f"{name} is not registered in impls (impls/__init__.py)"
@@ -110,7 +110,7 @@ def measure(job: dict) -> dict:
         return {"unavailable": reason}
     out["thread_settings"] = machine.pin_threads(threads)
     data = datasets.load(config.dataset, job.get("data_dir"))
-    if job.get("source") == "ref" and references_kind(job["name"]) == "floor":     # trains nothing: no parity
+    if job.get("source") == "ref" and yardstick_kind(job["name"]) == "floor":     # trains nothing: no parity
         spec = impls.NetSpec(config.sizes, config.activation)
         p = Prepared(config, cls, spec, impls.init_params(spec, config.seed, config.init),
                      data.features("train", config.dtype), data.labels("train"), math.nan, math.nan)

@@ -12,7 +12,7 @@ import pytest
 import impls
 import tracking
 from studies import families
-from studies import yardsticks as references
+from studies import yardsticks
 from studies.families import (
     CONTESTS,
     Comparison,
@@ -74,18 +74,18 @@ def test_a_missing_contender_is_not_available_and_never_passes():
 
 
 def test_the_reference_table_names_the_four_and_gives_a_reason_for_an_absent_module(monkeypatch):
-    assert references.names() == ["homework-loop", "torch-minimal", "numba-sample-best", "gemm-floor"]
-    assert references.reason("gemm-floor") is None and references.missing("gemm-floor") is None
-    monkeypatch.setitem(references._REFERENCES, "homework-loop", "studies.yardsticks.not_written_yet:HomeworkLoop")
-    assert "cannot import studies.yardsticks.not_written_yet" in references.reason("homework-loop")
-    with pytest.raises(KeyError, match="unknown reference"):
-        references.get("nope")
+    assert yardsticks.names() == ["homework-loop", "torch-minimal", "numba-sample-best", "gemm-floor"]
+    assert yardsticks.reason("gemm-floor") is None and yardsticks.missing("gemm-floor") is None
+    monkeypatch.setitem(yardsticks._YARDSTICKS, "homework-loop", "studies.yardsticks.not_written_yet:HomeworkLoop")
+    assert "cannot import studies.yardsticks.not_written_yet" in yardsticks.reason("homework-loop")
+    with pytest.raises(KeyError, match="unknown yardstick"):
+        yardsticks.get("nope")
 
 
 def test_gemm_floor_runs_the_steps_gemms_and_leaves_its_parameters_untrained():
     spec = impls.NetSpec((784, 256, 128, 64, 10), "relu")
     params = impls.init_params(spec, 0, "he")
-    net = references.get("gemm-floor")(spec, params, lr=1e-3, batch_size=256, dtype="float32", optimizer="adam")
+    net = yardsticks.get("gemm-floor")(spec, params, lr=1e-3, batch_size=256, dtype="float32", optimizer="adam")
     x = np.random.default_rng(0).random((600, 784), dtype=np.float32)
     assert net.train_epoch(x, np.zeros(600, np.int64), np.arange(600)) == 0.0     # 2 full batches and 88 rows
     for (W, b), (W0, b0) in zip(net.get_params(), params):
@@ -128,7 +128,7 @@ def test_a_yardstick_is_prepared_by_the_runner_and_only_a_trainer_has_parity(nam
                                  "dtype": "float32"})
     assert "error" not in out and "unavailable" not in out, out
     assert out["samples_per_second"] > 0
-    if references.KINDS[name] == "trainer":
+    if yardsticks.KINDS[name] == "trainer":
         assert 0 <= out["parity_max_error"] <= impls.PARITY_TOLERANCE["float32"]
     else:                                                   # the floor trains nothing: no parity to check
         assert np.isnan(out["parity_max_error"])

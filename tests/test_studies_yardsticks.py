@@ -1,4 +1,4 @@
-"""The family references in studies/yardsticks/ (not in the registry) against the float64
+"""The yardsticks in studies/yardsticks/ (not in the registry) against the float64
 reference: a reference that is fast because it is wrong must fail here, as an implementation
 fails tests/test_conformance.py."""
 import importlib

@@ -1,4 +1,4 @@
-"""Family references: the best kernel or loop we can write for a family, timed beside the
+"""Yardsticks: the best kernel or loop we can write for a family, timed beside the
 registered implementation it judges (``python -m studies families``).
 
 They follow the implementation contract (``impls/base.py``) but are not in the ``impls``
@@ -7,24 +7,23 @@ maps names to ``"module:Class"`` strings and imports a module the first time it 
 so that ``import studies.yardsticks`` costs nothing and a missing module (or backend) is a
 reason, not an ImportError::
 
-    from studies import yardsticks as references
-    references.reason("gemm-floor")        # None, or why it cannot run here
-    cls = references.get("gemm-floor")     # an impls.base.Implementation subclass
+    from studies import yardsticks
+    yardsticks.reason("gemm-floor")        # None, or why it cannot run here
+    cls = yardsticks.get("gemm-floor")     # an impls.base.Implementation subclass
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
 
-_REFERENCES = {
+_YARDSTICKS = {
     "homework-loop": "studies.yardsticks.homework_loop:HomeworkLoop",        # numpy-sample's
     "torch-minimal": "studies.yardsticks.torch_minimal:TorchMinimal",        # torch-cpu's
     "numba-sample-best": "studies.yardsticks.numba_sample_best:NumbaSampleBest",  # numba-sample's
     "gemm-floor": "studies.yardsticks.gemm_floor:GemmFloor",                 # every minibatch family's
 }
 
-# the preset (benchmarks/config.py) each reference is measured on, in the families contests and
-# in the pytest-benchmark suite (benchmarks/suite_train_step.py)
+# the preset (benchmarks/config.py) each yardstick is measured on, in the families contests
 PRESETS = {"homework-loop": "hw1-q4", "torch-minimal": "hw1-q3", "numba-sample-best": "hw1-q4", "gemm-floor": "hw1-q3"}
 
 
@@ -34,41 +33,41 @@ PRESETS = {"homework-loop": "hw1-q4", "torch-minimal": "hw1-q3", "numba-sample-b
 KINDS = {"homework-loop": "trainer", "torch-minimal": "trainer", "numba-sample-best": "trainer", "gemm-floor": "floor"}
 
 
-class UnknownReference(KeyError):
+class UnknownYardstick(KeyError):
     def __str__(self) -> str:
-        return f"unknown reference {self.args[0]!r}; valid names: {', '.join(_REFERENCES)}"
+        return f"unknown yardstick {self.args[0]!r}; valid names: {', '.join(_YARDSTICKS)}"
 
 
 def names() -> list[str]:
-    """Every reference name, available here or not."""
-    return list(_REFERENCES)
+    """Every yardstick name, available here or not."""
+    return list(_YARDSTICKS)
 
 
 def get(name: str):
-    """The class of reference ``name``; ImportError when its module or backend is missing."""
+    """The class of yardstick ``name``; ImportError when its module or backend is missing."""
     try:
-        module, cls = _REFERENCES[name].split(":")
+        module, cls = _YARDSTICKS[name].split(":")
     except KeyError:
-        raise UnknownReference(name) from None
+        raise UnknownYardstick(name) from None
     return getattr(importlib.import_module(module), cls)
 
 
 def missing(name: str) -> str | None:
-    """Why reference ``name`` cannot even be imported (its module is absent), found without
+    """Why yardstick ``name`` cannot even be imported (its module is absent), found without
     importing it; None when the module exists (``reason`` then imports it and says more)."""
-    module = _REFERENCES[name].split(":")[0]
+    module = _YARDSTICKS[name].split(":")[0]
     return None if importlib.util.find_spec(module) else f"{module} is not there (not written or not merged yet)"
 
 
 def reason(name: str) -> str | None:
-    """None when reference ``name`` can run here, else why not (its module is not written or
+    """None when yardstick ``name`` can run here, else why not (its module is not written or
     merged yet, its backend is not installed, or the class says so)."""
     try:
         cls = get(name)
-    except UnknownReference as exc:
+    except UnknownYardstick as exc:
         return str(exc)
     except ImportError as exc:
-        return f"cannot import {_REFERENCES[name].split(':')[0]}: {exc}"
+        return f"cannot import {_YARDSTICKS[name].split(':')[0]}: {exc}"
     except AttributeError:
-        return f"{_REFERENCES[name]} does not define that class"
+        return f"{_YARDSTICKS[name]} does not define that class"
     return cls.unavailable_reason()

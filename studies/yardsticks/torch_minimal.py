@@ -5,7 +5,7 @@ reference for torch-cpu (torch-cpu should reach at least 0.9 of it on hw1-q3).
 with ``fused=True`` for an SGD configuration), the training set as resident tensors indexed by
 the epoch's order, ``F.cross_entropy``, and nothing else. The initial weights are the
 contract's ``params`` (``nn.Linear`` stores W transposed), so that its parity with the float64
-reference can be checked (tests/test_references.py). Not in the ``impls`` registry.
+reference can be checked (tests/test_studies_yardsticks.py). Not in the ``impls`` registry.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """backprop-bench implementations: the contract, the registry and the shared initialisation.
 
-Every implementation trains the same network (DESIGN.md section 2) and exchanges parameters as
+Every implementation trains the same network (a ``NetSpec``: layer sizes and activation,
+softmax and cross-entropy at the end; impls/base.py) and exchanges parameters as
 a list of ``(W, b)`` numpy pairs, ``W`` shaped ``(n_in, n_out)``, ``b`` shaped ``(n_out,)``::
 
     import impls
@@ -42,8 +43,8 @@ __all__ = [
 _REGISTRY = {
     "numpy-sample": "impls.numpy_sample:NumpySample",
     "numpy-batch": "impls.numpy_batch:NumpyBatch",
-    "numba-sample": "impls.numba_impl:NumbaSample",
-    "numba-batch": "impls.numba_impl:NumbaBatch",
+    "numba-sample": "impls.numba_sample:NumbaSample",
+    "numba-batch": "impls.numba_batch:NumbaBatch",
     "torch-cpu": "impls.torch_impl:TorchCPU",
     "torch-cuda": "impls.torch_cuda:TorchCUDA",
     "torch-cuda-graph": "impls.torch_cuda:TorchCUDAGraph",

@@ -185,19 +185,16 @@ def test_init_params_is_deterministic_and_follows_the_scheme():
 
 @pytest.mark.parametrize("dtype", impls.DTYPES)
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
-@pytest.mark.parametrize("kernel", ["serial", "parallel", "blas"])
-def test_numba_batch_serial_and_parallel_kernels_both_hold_parity(kernel, opt, dtype, monkeypatch):
-    """numba-batch picks its BLAS kernel from BLAS_FROM, else its serial kernel below SERIAL_BELOW
-    or on one thread: each kernel is held to the table at batch 32, whichever the dispatch would pick."""
-    from impls import numba_impl
-    cls = implementation("numba-batch", dtype, 32)
-    monkeypatch.setattr(numba_impl, "SERIAL_BELOW", 10 ** 9 if kernel == "serial" else 1)
-    monkeypatch.setattr(numba_impl, "BLAS_FROM", 1 if kernel == "blas" else 10 ** 9)
-    if kernel == "parallel" and numba_impl.numba.get_num_threads() == 1:
-        pytest.skip("one numba thread: the parallel kernel is never picked")
+@pytest.mark.parametrize("batch", [8, 32])
+def test_numba_batch_loop_and_blas_kernels_both_hold_parity(batch, opt, dtype):
+    """numba-batch runs its loop kernel below BLAS_FROM and its BLAS kernel from it: each is
+    held to the table at a batch size that picks it."""
+    from impls import numba_batch
+    assert (batch >= numba_batch.BLAS_FROM) == (batch == 32)
+    cls = implementation("numba-batch", dtype, batch)
     optimizer, momentum, lr = OPTIMIZERS[opt]
     x, y, order, params = _problem("relu")
-    want, _ = reference("relu", opt, 32)
-    impl = cls(NETS["relu"], params, lr=lr, batch_size=32, dtype=dtype, optimizer=optimizer, momentum=momentum)
+    want, _ = reference("relu", opt, batch)
+    impl = cls(NETS["relu"], params, lr=lr, batch_size=batch, dtype=dtype, optimizer=optimizer, momentum=momentum)
     impl.train_epoch(x.astype(dtype), y, order)
     assert impls.parity_error(impl.get_params(), want) <= TOLERANCE[dtype]

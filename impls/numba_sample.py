@@ -17,7 +17,7 @@ from impls.numba_kernels import (_FASTMATH, B1, B2, EPS, LR, MOMENTUM, MU, ONE, 
 # run the generic loops. Momentum and Adam run _epoch_sample: the generic loops, each layer's
 # optimizer update fused into the loop that produces its gradient (_layer_update), so no
 # gradient buffer and no separate pass. Measured in docs/performance.md ("numba kernels"),
-# with the family's reference, benchmarks/references/numba_sample_best.py.
+# with the family's yardstick, studies/yardsticks/numba_sample_best.py.
 
 
 @njit(cache=True, fastmath=_FASTMATH, error_model="numpy")

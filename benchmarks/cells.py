@@ -138,7 +138,7 @@ def run_cell(cell: Cell, data, recorder, peaks: dict, options: BenchOptions,
         gpu.reset_peak_memory()
     if cell.kind == "throughput":
         reference = None
-        if options.paired_reference and c.impl != impls.REFERENCE:
+        if options.paired_reference and c.impl != impls.SPEEDUP_BASE:
             reference = runner.prepare(timing.reference_config(p), data)
 
         def on_repeat(r, seconds, rate):

@@ -119,7 +119,7 @@ def cmd_run(args) -> int:
 
 def print_summary(results: list[dict]) -> None:
     done = [r for r in results if r["status"] == "FINISHED"]
-    base = next((r for r in done if r["impl"] == impls.REFERENCE), done[0] if done else None)
+    base = next((r for r in done if r["impl"] == impls.SPEEDUP_BASE), done[0] if done else None)
     title = f"speed-up vs {base['impl']}" if base else "speed-up"
     print(f"\n{'implementation':<14}  {'test_acc':>8}  {'samples/s':>11}  {title:>24}  {'compile_s':>9}")
     for r in results:

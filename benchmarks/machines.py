@@ -32,7 +32,7 @@ def run_machines_report(uri: str, refs: list[str] | None, out_dir: str, mode: st
                             cpu=sessions.get("tags.machine.cpu_model"), gpu=sessions.get("tags.machine.gpu"))
     key = hashlib.sha1(",".join(sorted(sessions["run_id"])).encode()).hexdigest()[:8]
     folder = Path(out_dir) / f"machines-{key}"
-    paths, table = write_machines_report(cells, facts, dict(impls.PARITY_TOLERANCE), folder)
+    paths, table = write_machines_report(cells, facts, dict(impls.PARITY_TOLERANCE), folder, impls.SPEEDUP_BASE)
     log(f"{len(sessions)} machines: " + ", ".join(f"{m} ({s[:8]})" for m, s in zip(names, sessions["run_id"])))
     log(to_text(table))
     run = tracking.Session.start(uri, name=f"machines-{time.strftime('%Y%m%d-%H%M%S')}",

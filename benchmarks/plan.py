@@ -152,7 +152,7 @@ def plan(options: BenchOptions) -> tuple[list[Cell], list[str]]:
     others = [p for p in options.presets if p != options.sweep_preset] if options.reference_every_preset else []
     for preset in [options.sweep_preset] + others:
         # the full sweep on one network; elsewhere the numpy-sample baseline only (speed-ups)
-        sweep_names = names if preset == options.sweep_preset else [n for n in names if n == impls.REFERENCE]
+        sweep_names = names if preset == options.sweep_preset else [n for n in names if n == impls.SPEEDUP_BASE]
         sweep_names = [n for n in sweep_names if not impls.is_peer(n) or n in named]
         for name in sweep_names:
             for dtype in options.dtypes:

@@ -105,7 +105,7 @@ def collect(cells, samples, paired_ratios=None, curves=None) -> dict[str, Measur
         else:
             m.rates = list(samples.get(row["run_id"], []))
             m.ratios = list(paired_ratios.get(row["run_id"], []))
-    base = next((m for m in out.values() if m.kind == "speed" and m.impl == impls.REFERENCE and m.rates), None)
+    base = next((m for m in out.values() if m.kind == "speed" and m.impl == impls.SPEEDUP_BASE and m.rates), None)
     for m in out.values():
         if m.kind == "speed" and m.rates and not m.ratios and base is not None:
             ref = float(np.median(base.rates))
@@ -161,7 +161,7 @@ def judge(measured: dict[str, Measured], baseline: dict, speed_mode: str, checks
             elif m.curves:
                 out.append(new_verdict(key, "loss"))
         if (m.kind == "speed" and speed_mode != "off" and "speed" in checks
-                and m.impl != impls.REFERENCE):   # the reference's ratio to itself is 1 by definition
+                and m.impl != impls.SPEEDUP_BASE):   # the base's ratio to itself is 1 by definition
             out.append(judge_speed(key, entry["speed"], m, speed_mode) if "speed" in entry else
                        new_verdict(key, "speed"))
     return out
@@ -268,7 +268,7 @@ def updated_baseline(old: dict, measured: dict[str, Measured], verdicts: list[Ve
             mean, std = curve
             entry["loss"] = {"expected": [round(x, 4) for x in mean], "seeds": sorted(m.seeds),
                              "tolerance": [round(max(3 * s, 0.02 * abs(x), 1e-4), 4) for x, s in zip(mean, std)]}
-        if (m.kind == "speed" and uninformative(m.ratios) is None and m.impl != impls.REFERENCE
+        if (m.kind == "speed" and uninformative(m.ratios) is None and m.impl != impls.SPEEDUP_BASE
                 and (new or (key, "speed") in moved_checks)):
             med = float(np.median(m.ratios))
             lo, hi = np.percentile(m.ratios, [10, 90])

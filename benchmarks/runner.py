@@ -162,14 +162,14 @@ def one_step_parity(p: Prepared) -> tuple[float, dict]:
     """One optimizer step on one batch, against the float64 reference: max relative error
     (``impls.parity_error``, bounded by ``impls.PARITY_TOLERANCE``), and the instance's
     ``details()`` (a CUDA graph's capture time, measured in this step's first call)."""
-    from impls.numpy_sample import reference_train
+    from impls import oracle
     c = p.config
     order = np.arange(min(c.batch_size, len(p.x)), dtype=np.int64)
     net = p.new()
     net.train_epoch(p.x, p.y, order)
     # an implementation whose math differs on purpose names the reference it follows
     # (sklearn-mlp's Adam: impls/sklearn_mlp.py ``parity_reference``)
-    reference = getattr(p.cls, "parity_reference", None) or reference_train
+    reference = getattr(p.cls, "parity_reference", None) or oracle.train_epoch
     want, _ = reference(p.spec, p.params, p.x.astype(np.float64), p.y, order, lr=c.lr,
                               batch_size=c.batch_size, optimizer=c.optimizer, momentum=c.momentum)
     return impls.parity_error(net.get_params(), want), net.details()

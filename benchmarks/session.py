@@ -216,7 +216,8 @@ def render_report(uri: str, run_id: str | None, out_dir: str, log=print, describ
     extras = {"examples": artifact("examples.json"), "skipped": artifact("skipped.json").get("skipped"),
               "pytest_benchmark": artifact("pytest-benchmark/pytest-benchmark.json")}
     paths = write_report(cells, epochs, extras["examples"], meta, folder, skipped=extras["skipped"],
-                         pytest_benchmark=extras["pytest_benchmark"])
+                         pytest_benchmark=extras["pytest_benchmark"], speedup_base=impls.SPEEDUP_BASE,
+                         peers=[n for n in impls.names() if impls.is_peer(n)])
     if meta["status"] == "FINISHED" and meta["mode"] in tracking.BENCH_MODES:
         point_latest(folder)
     elif meta["status"] != "RUNNING":      # a running session's is linked when it finishes
@@ -224,11 +225,11 @@ def render_report(uri: str, run_id: str | None, out_dir: str, log=print, describ
             f"{meta['status']} {meta['mode']} session")
     tracking.annotate(uri, meta["run_id"], files=paths.values(), artifact_path="report")
     if describe_runs is not None:
-        speedups = with_speedup(cells).set_index("cell")["speedup"].dropna()
+        speedups = with_speedup(cells, impls.SPEEDUP_BASE).set_index("cell")["speedup"].dropna()
         for cell, run in describe_runs.items():
             if cell in speedups.index:
                 tracking.annotate(uri, run, metrics={"speedup_vs_reference": speedups[cell]})
-        lines = headline(cells)
+        lines = headline(cells, impls.SPEEDUP_BASE)
         tracking.annotate(uri, meta["run_id"], tags={"mlflow.note.content": "\n".join(
             [f"**{meta['mode']} session on {meta['machine'].get('cpu_model', '?')}**, dataset {meta['dataset']}", "",
              *[f"- {line}" for line in lines], "",

@@ -77,7 +77,7 @@ def measure_throughput(p: Prepared, repeats: int, seconds: float, reference: Pre
 
 def reference_config(p: Prepared):
     """The configuration a paired measurement times beside ``p``: numpy-sample at batch 1."""
-    return p.config.replace(impl=impls.REFERENCE, batch_size=1)
+    return p.config.replace(impl=impls.SPEEDUP_BASE, batch_size=1)
 
 
 PROBE_N = 2048          # 2048^3: each GEMM lasts 0.05-0.5 s here, long past any turbo burst

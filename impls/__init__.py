@@ -1,6 +1,7 @@
 """backprop-bench implementations: the contract, the registry and the shared initialisation.
 
-Every implementation trains the same network (DESIGN.md section 2) and exchanges parameters as
+Every implementation trains the same network (a ``NetSpec``: layer sizes and activation,
+softmax and cross-entropy at the end; impls/base.py) and exchanges parameters as
 a list of ``(W, b)`` numpy pairs, ``W`` shaped ``(n_in, n_out)``, ``b`` shaped ``(n_out,)``::
 
     import impls
@@ -33,7 +34,7 @@ from impls.base import (
 )
 
 __all__ = [
-    "ACTIVATIONS", "DTYPES", "INIT_SCHEMES", "OPTIMIZERS", "PARITY_TOLERANCE", "PEERS", "ConfigError",
+    "ACTIVATIONS", "DTYPES", "INIT_SCHEMES", "OPTIMIZERS", "PARITY_TOLERANCE", "PEERS", "SPEEDUP_BASE", "ConfigError",
     "Implementation", "NetSpec", "UnknownImplementation", "available", "flops_per_sample", "get", "init_params",
     "is_peer", "names", "parity_error", "relative_error", "runnable",
 ]
@@ -42,8 +43,8 @@ __all__ = [
 _REGISTRY = {
     "numpy-sample": "impls.numpy_sample:NumpySample",
     "numpy-batch": "impls.numpy_batch:NumpyBatch",
-    "numba-sample": "impls.numba_impl:NumbaSample",
-    "numba-batch": "impls.numba_impl:NumbaBatch",
+    "numba-sample": "impls.numba_sample:NumbaSample",
+    "numba-batch": "impls.numba_batch:NumbaBatch",
     "torch-cpu": "impls.torch_impl:TorchCPU",
     "torch-cuda": "impls.torch_cuda:TorchCUDA",
     "torch-cuda-graph": "impls.torch_cuda:TorchCUDAGraph",
@@ -56,7 +57,9 @@ _REGISTRY = {
 # regression gate, and shown in the report's Peers section (reports/peers.py)
 PEERS = ("sklearn-mlp", "jax-cpu")
 
-REFERENCE = "numpy-sample"
+# the implementation every speed-up divides by (samples/s over its samples/s, same network, dtype
+# and session); logged to MLflow as ``speedup_vs_reference``, a name kept for old sessions' sake
+SPEEDUP_BASE = "numpy-sample"
 
 
 class UnknownImplementation(KeyError):

@@ -1,6 +1,6 @@
 """numpy-batch: vectorized minibatch training in numpy; each layer is one GEMM per batch.
 
-Same math as the reference, written over a batch ``(B, n)`` at a time. Activations are
+Same math as the float64 oracle (impls/oracle.py), written over a batch ``(B, n)`` at a time. Activations are
 kept for the backward pass; gradients are averaged over the batch (the loss is a mean).
 
 Nothing is allocated per step. Every W and b is a view into one flat parameter buffer, and

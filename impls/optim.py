@@ -8,8 +8,8 @@ the same thing):
     adam:      t += 1;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g
                p -= lr * (m / (1 - b1**t)) / (sqrt(v / (1 - b2**t)) + eps)
 
-``Optimizer`` writes them as they read, over a list of arrays (the reference,
-``impls/numpy_sample.py`` ``reference_train``). ``FlatOptimizer`` computes the same over one flat
+``Optimizer`` writes them as they read, over a list of arrays (the float64
+oracle, ``impls/oracle.py``). ``FlatOptimizer`` computes the same over one flat
 parameter buffer and one flat gradient buffer, every pass in place into state and scratch
 allocated once: no temporaries (numpy-batch).
 """

@@ -30,8 +30,8 @@ identical for a constant lr). Where it differs:
 - It computes the L2 penalty's sum of squares every batch even at alpha=0 (time, not math),
   validates the whole epoch's X on each call, and copies ``x[order]`` each epoch.
 Parity: ``parity_reference`` is the float64 reference sklearn-mlp is held to, by the harness's
-pre-timing check (benchmarks/runner.py) and by tests/test_conformance.py: impls/numpy_sample.py's
-``reference_train`` for SGD, the same loop with sklearn's Adam step for Adam.
+pre-timing check (benchmarks/runner.py) and by tests/test_conformance.py: the oracle's
+``train_epoch`` (impls/oracle.py) for SGD, the same loop with sklearn's Adam step for Adam.
 tests/test_peers.py checks what holds against the project's Adam (loss and accuracy).
 """
 from __future__ import annotations
@@ -104,14 +104,14 @@ class SklearnMLP(Implementation):
 
 def parity_reference(spec, params, x, y, order, *, lr, batch_size=1, optimizer="sgd", momentum=0.0,
                      betas=(0.9, 0.999), eps=1e-8):
-    """The float64 reference sklearn-mlp's math follows: ``reference_train`` for SGD (the same
+    """The float64 reference sklearn-mlp's math follows: ``oracle.train_epoch`` for SGD (the same
     formulas), and for Adam the same loop with sklearn's step (impls/optim.py's Adam with eps
     scaled by sqrt(1 - b2^t): the bias corrections folded into the step size). Returns
-    (params, mean loss) like ``reference_train``."""
-    from impls.numpy_sample import batch_gradients, reference_train
+    (params, mean loss) like ``oracle.train_epoch``."""
+    from impls import oracle
     if optimizer != "adam":
-        return reference_train(spec, params, x, y, order, lr=lr, batch_size=batch_size, optimizer=optimizer,
-                               momentum=momentum, betas=betas, eps=eps)
+        return oracle.train_epoch(spec, params, x, y, order, lr=lr, batch_size=batch_size, optimizer=optimizer,
+                                  momentum=momentum, betas=betas, eps=eps)
     params = [(np.array(W, dtype=np.float64), np.array(b, dtype=np.float64)) for W, b in params]
     flat = [a for pair in params for a in pair]
     m = [np.zeros_like(a) for a in flat]
@@ -121,7 +121,7 @@ def parity_reference(spec, params, x, y, order, *, lr, batch_size=1, optimizer="
     total = 0.0
     for t, start in enumerate(range(0, len(order), batch_size), start=1):
         idx = order[start:start + batch_size]
-        loss, grads = batch_gradients(params, x[idx], y[idx], spec.activation)
+        loss, grads = oracle.mean_loss_and_gradients(params, x[idx], y[idx], spec.activation)
         total += loss * len(idx)
         step = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
         for p, g, mk, vk in zip(flat, [g for pair in grads for g in pair], m, v):

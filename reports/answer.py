@@ -9,7 +9,7 @@ import math
 import pandas as pd
 
 from reports import agreement
-from reports.tables import BASELINE, with_speedup
+from reports.tables import with_speedup
 
 NOISE_THRESHOLD = 0.25       # relative IQR (IQR / median of the repeats) above which a cell is noisy
 
@@ -36,24 +36,24 @@ def _per_impl(group: pd.DataFrame) -> pd.DataFrame:
             .sort_values("rate", ascending=False))
 
 
-def headline(cells: pd.DataFrame) -> list[str]:
+def headline(cells: pd.DataFrame, speedup_base: str) -> list[str]:
     """For each preset, dtype and batch: the fastest implementation that passed parity, by how
-    much over the next one and over numpy-sample, and whether its accuracy agrees
+    much over the next one and over ``speedup_base`` (numpy-sample), and whether its accuracy agrees
     (``reports/agreement.py``), then a line naming every implementation whose accuracy
     disagrees. Where the sweep timed several implementations its cells answer, else the
     accuracy cells' epochs; a winner whose cells the time budget cut says what it trained on."""
     if cells.empty:
         return ["no cell finished: nothing to compare"]
     cells = complete(cells)
-    done = with_speedup(cells[cells["status"] == "FINISHED"])
+    done = with_speedup(cells[cells["status"] == "FINISHED"], speedup_base)
     judged = agreement.judge(cells)
     lines = []
     for (preset, dtype, batch), group in done.groupby(["preset", "dtype", "batch_size"], sort=True):
         thr, acc = group[group["kind"] == "throughput"], group[group["kind"] == "accuracy"]
         pick = thr if thr["impl"].nunique() > 1 or acc.empty else acc
         ranked = _per_impl(pick)
-        if len(ranked) == 1 and ranked.index[0] == BASELINE and acc.empty:
-            continue                  # the reference timed alone: it is there for the speed-ups
+        if len(ranked) == 1 and ranked.index[0] == speedup_base and acc.empty:
+            continue                  # the speed-up base timed alone: it is there for the speed-ups
         where = f"{preset} {_short(dtype)} batch {batch}"
         best, rate = ranked.index[0], ranked["rate"].iat[0]
         source = "throughput cells" if pick is thr else "accuracy cells' epochs"
@@ -69,8 +69,8 @@ def headline(cells: pd.DataFrame) -> list[str]:
         line = (f"{where}: **{best}** is fastest, {rate:,.0f} samples/s ({source}), "
                 f"{rate / nxt['rate']:.2f}x the next ({ranked.index[1]}{tie})")
         up = pick.loc[pick["impl"] == best, "speedup"].median()
-        if best != BASELINE and not math.isnan(up):
-            line += f", {up:.3g}x {BASELINE}"
+        if best != speedup_base and not math.isnan(up):
+            line += f", {up:.3g}x {speedup_base}"
         line += f"; parity passed (max relative error {ranked['parity'].iat[0]:.1e})"
         lines.append(line + note)
         lines += disagreements(judged, preset, dtype, batch, where)

@@ -26,11 +26,11 @@ def _impl_colors(names) -> dict:
     return {n: palette[i % len(palette)] for i, n in enumerate(names)}
 
 
-def _throughput_rows(cells: pd.DataFrame) -> pd.DataFrame:
+def _throughput_rows(cells: pd.DataFrame, speedup_base: str) -> pd.DataFrame:
     """The bars: each network's throughput cells; on a network the sweep did not cover (only
-    numpy-sample's reference cell), its accuracy cells' epochs instead, one bar per
+    the speed-up base's one cell), its accuracy cells' epochs instead, one bar per
     implementation, dtype and batch (median over seeds), with the fraction of its own peak."""
-    done = with_speedup(cells)
+    done = with_speedup(cells, speedup_base)
     done = done[done["status"] == "FINISHED"]
     for col in ("peak_gemm_gflops", "peak_gemm", "peak_gemm_spread"):   # sessions before per-cell peaks lack them
         if col not in done.columns:
@@ -110,7 +110,7 @@ def throughput_notes(cells: pd.DataFrame) -> list[str]:
     return lines
 
 
-def throughput_figure(cells: pd.DataFrame, peaks) -> Figure:
+def throughput_figure(cells: pd.DataFrame, peaks, speedup_base: str) -> Figure:
     """One row of panels per network, one panel per dtype that has bars: samples/s (log) by
     implementation and batch, IQR error bars, and above each bar's error bar the speed-up over
     numpy-sample and the % of the cell's own measured peak GEMM (``peak_note``). ``peaks``:
@@ -118,7 +118,7 @@ def throughput_figure(cells: pd.DataFrame, peaks) -> Figure:
     peaks of sessions whose cells did not record theirs."""
     if not isinstance(peaks, dict):
         peaks = {"float32": float(peaks)}
-    rows = _throughput_rows(cells)
+    rows = _throughput_rows(cells, speedup_base)
     networks = list(dict.fromkeys(rows["network"]))
     panels = {n: sorted(rows.loc[rows["network"] == n, "dtype"].dropna().unique()) for n in networks}
     ncols = max([len(d) for d in panels.values()] + [1])
@@ -157,7 +157,7 @@ def throughput_figure(cells: pd.DataFrame, peaks) -> Figure:
             ax.set_title(f"{network}, {dtype} ({source})", fontsize=10)
             ax.grid(axis="y", which="both", alpha=0.3)
     fig.suptitle("Training throughput: median of repeats, IQR error bars\nabove each bar: speed-up over "
-                 "numpy-sample · % of the cell's measured peak GEMM", fontsize=11)   # two lines: one panel wide
+                 f"{speedup_base} · % of the cell's measured peak GEMM", fontsize=11)   # two lines: one panel wide
     if networks:           # one legend for every panel, below them: it covers no bar or label
         handles = {f"batch {b}": Rectangle((0, 0), 1, 1, color=c) for b, c in colors.items()}
         fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=len(handles), fontsize=9)

@@ -25,15 +25,15 @@ from reports.tables import NA, to_markdown, with_speedup
 TITLE = "Throughput per implementation and machine (each machine's fastest batch size)"
 
 
-def _per_session(cells: pd.DataFrame) -> pd.DataFrame:
-    """``speedup`` over numpy-sample computed inside each session (each machine against itself)."""
-    parts = [with_speedup(g) for _, g in cells.groupby("session", sort=False)]
+def _per_session(cells: pd.DataFrame, speedup_base: str) -> pd.DataFrame:
+    """``speedup`` over ``speedup_base`` (numpy-sample) computed inside each session (each machine against itself)."""
+    parts = [with_speedup(g, speedup_base) for _, g in cells.groupby("session", sort=False)]
     return pd.concat(parts, ignore_index=True) if parts else cells.assign(speedup=np.nan)
 
 
 def accuracy_verdicts(cells: pd.DataFrame, tolerance: dict[str, float]) -> dict[tuple[str, str], str]:
     """(cell, machine) -> "agrees", "DIFFERS (...)" or "only machine", for finished accuracy
-    cells. The reference is the value most machines share (ties: the first machine's)."""
+    cells. The value to agree with is the one most machines share (ties: the first machine's)."""
     out = {}
     done = cells[(cells["kind"] == "accuracy") & (cells["status"] == "FINISHED")]
     for cell, g in done.groupby("cell", sort=False):
@@ -52,10 +52,10 @@ def accuracy_verdicts(cells: pd.DataFrame, tolerance: dict[str, float]) -> dict[
     return out
 
 
-def machines_table(cells: pd.DataFrame, tolerance: dict[str, float]) -> pd.DataFrame:
+def machines_table(cells: pd.DataFrame, tolerance: dict[str, float], speedup_base: str) -> pd.DataFrame:
     """Display table (strings): one row per cell and machine, cells in the order first seen,
     machines in the order given; a cell a machine did not run says so."""
-    cells = _per_session(cells)
+    cells = _per_session(cells, speedup_base)
     verdicts = accuracy_verdicts(cells, tolerance)
     machines = list(dict.fromkeys(cells["machine"]))
     rows = []
@@ -75,7 +75,7 @@ def machines_table(cells: pd.DataFrame, tolerance: dict[str, float]) -> pd.DataF
                 "samples/s": f"{r['samples_per_second_median']:,.0f}" if ok else "failed",
                 "% of own peak": f"{100 * r['roofline_fraction']:.3f}" if ok else "failed",
                 "speed-up over own numpy-sample": (f"{r['speedup']:.2f}x" if ok and not math.isnan(r["speedup"])
-                                                   else ("no baseline" if ok else "failed")),
+                                                   else (f"no {speedup_base}" if ok else "failed")),
                 "test acc": f"{acc:.4f}" if not math.isnan(acc) else NA,
                 "accuracy across machines": verdicts.get((cell, machine), NA),
                 "status": "ok" if ok else f"{r['status']}: {r['reason']}",
@@ -126,13 +126,13 @@ def machines_figure(cells: pd.DataFrame) -> Figure:
 
 
 def write_machines_report(cells: pd.DataFrame, sessions: pd.DataFrame, tolerance: dict[str, float],
-                          out_dir: str | Path) -> tuple[dict[str, Path], pd.DataFrame]:
+                          out_dir: str | Path, speedup_base: str) -> tuple[dict[str, Path], pd.DataFrame]:
     """machines.md, machines.html (self-contained) and machines.png into ``out_dir``; returns
     their paths and the table.
     ``sessions``: one row per machine with columns machine, session, mode, started, peak_gemm_gflops, cpu, gpu."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = machines_table(cells, tolerance)
+    table = machines_table(cells, tolerance, speedup_base)
     buf = io.BytesIO()
     machines_figure(cells).savefig(buf, format="png", dpi=110)
     paths = {"figure": out / "machines.png"}

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 
-import pandas as pd
+from collections.abc import Collection
 
-import impls
+import pandas as pd
 
 PRESET = "hw1-q3"
 BASE = "numpy-batch"
@@ -25,24 +25,26 @@ MATH = ("Where the math differs: jax-cpu computes the project's formulas (impls/
         "its reported loss clips probabilities at the dtype's eps.")
 
 
-def peers_section(cells: pd.DataFrame) -> tuple[str, list[str], pd.DataFrame] | None:
-    """(title, sentences, table) for the report, or None when no peer trained hw1-q3."""
+def peers_section(cells: pd.DataFrame, peers: Collection[str]) -> tuple[str, list[str], pd.DataFrame] | None:
+    """(title, sentences, table) for the report, or None when no peer trained hw1-q3. ``peers``:
+    the peers' names, in the table's order (the caller has them from ``impls``)."""
+    peers = list(peers)
     acc = cells[(cells["kind"] == "accuracy") & (cells["preset"] == PRESET)]
-    if not acc["impl"].isin(impls.PEERS).any():
+    if not acc["impl"].isin(peers).any():
         return None
     done = acc[acc["status"] == "FINISHED"]
     rate = done.groupby("impl")["samples_per_second_median"].median()
     accuracy = done.groupby("impl")["test_accuracy"].mean()
     base = rate.get(BASE, float("nan"))
     rows = []
-    for name in [*FAMILIES, *impls.PEERS]:
+    for name in [*FAMILIES, *peers]:
         mine = acc[acc["impl"] == name]
         if mine.empty:
             continue
         r = rate.get(name, float("nan"))
         rows.append({
             "implementation": name,
-            "kind": "peer" if impls.is_peer(name) else "family",
+            "kind": "peer" if name in peers else "family",
             "dtype": str(mine["dtype"].iat[0]),
             "batch": str(mine["batch_size"].iat[0]),
             "samples/s (median epoch)": "failed" if math.isnan(r) else f"{r:,.0f}",
@@ -50,7 +52,7 @@ def peers_section(cells: pd.DataFrame) -> tuple[str, list[str], pd.DataFrame] | 
             "test acc": "failed" if name not in accuracy else f"{accuracy[name]:.4f}",
             "parity max err": f"{mine['parity_max_error'].max():.1e}",
         })
-    lines = [f"{'; '.join(_ratio(n, rate, base) for n in impls.PEERS if n in rate)}." if not math.isnan(base)
+    lines = [f"{'; '.join(_ratio(n, rate, base) for n in peers if n in rate)}." if not math.isnan(base)
              else f"{BASE} did not train {PRESET} in this session: no multiples.",
              MATH,
              (f"The {PRESET} accuracy cells of this session: samples/s is the median over the trained epochs "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Collection
 from pathlib import Path
 
 import pandas as pd
@@ -30,13 +31,13 @@ def best_example_cell(examples: dict, cells: pd.DataFrame) -> str | None:
     return max(preds, key=lambda c: (acc.get(c) or 0.0, c))
 
 
-def build_figures(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, meta: dict) -> dict:
+def build_figures(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, meta: dict, speedup_base: str) -> dict:
     targets = (cells[cells["kind"] == "accuracy"].dropna(subset=["target_accuracy"])
                .groupby("preset")["target_accuracy"].first().to_dict())
     peaks = meta.get("peaks") or {"float32": float(meta.get("peak_gemm_gflops", float("nan")))}
     peaks = {**peaks, **{f"{k}_spread": v for k, v in (meta.get("peak_spreads") or {}).items()},
              **{f"{d}_1thread": v for d, v in (meta.get("peaks_1thread") or {}).items()}}
-    figs = {"throughput": throughput_figure(cells, peaks),
+    figs = {"throughput": throughput_figure(cells, peaks, speedup_base),
             "accuracy": accuracy_figure(epochs, targets),
             "loss": loss_figure(epochs)}
     cell = best_example_cell(examples, cells)
@@ -82,7 +83,8 @@ def _probe_facts(meta: dict) -> list[str]:
     return lines
 
 
-def _sections(cells, meta, skipped, bench_table) -> list[tuple[str, list[str], pd.DataFrame | None]]:
+def _sections(cells, meta, skipped, bench_table, speedup_base,
+              peers) -> list[tuple[str, list[str], pd.DataFrame | None]]:
     """(title, sentences, table) in the order a reader wants them: the answer, then what to
     distrust, then the evidence."""
     try:
@@ -99,14 +101,14 @@ def _sections(cells, meta, skipped, bench_table) -> list[tuple[str, list[str], p
     flags += [f"skipped: {line}" for line in skipped or []]
     failed = cells[cells["status"] != "FINISHED"]
     flags += [f"{r.status}: {r.cell}: {r.reason}" for r in failed.itertuples()]
-    sections = [("Which implementation is fastest, and is it correct?", answer.headline(cells), None),
+    sections = [("Which implementation is fastest, and is it correct?", answer.headline(cells, speedup_base), None),
                 (f"Flags ({len(flags)})", flags or ["none: no noisy cell, anomaly, budget cut, skip or failure"], None),
                 ("Cells", [f"Noisy: the IQR of a cell's repeats is above {100 * answer.NOISE_THRESHOLD:.0f}% of their "
-                           "median. Speed-up: samples/s over numpy-sample's on the same network and dtype, this "
-                           "session."], summary_table(cells))]
-    peers = peers_section(cells)
-    if peers is not None:
-        sections.append(peers)
+                           f"median. Speed-up: samples/s over {speedup_base}'s on the same network and dtype, this "
+                           "session."], summary_table(cells, speedup_base))]
+    peer_rows = peers_section(cells, peers)
+    if peer_rows is not None:
+        sections.append(peer_rows)
     if bench_table is not None and not bench_table.empty:
         sections.append(("pytest-benchmark: one training step", [
             "Per-step latency from benchmarks/suite_train_step.py, all backends in one process, the session's "
@@ -116,19 +118,22 @@ def _sections(cells, meta, skipped, bench_table) -> list[tuple[str, list[str], p
 
 
 def write_report(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, meta: dict,
-                 out_dir: str | Path, *, skipped: list[str] | None = None,
+                 out_dir: str | Path, *, speedup_base: str, peers: Collection[str],
+                 skipped: list[str] | None = None,
                  pytest_benchmark: dict | None = None) -> dict[str, Path]:
     """Writes report.md, report.html (self-contained) and one PNG per figure; returns paths.
+    ``speedup_base``: the implementation speed-ups divide by (``impls.SPEEDUP_BASE``); ``peers``: the
+    peers' names (``impls.is_peer``); reports/ does not import impls, so the caller names them.
     ``skipped``: one line per cell not run, with its reason; ``pytest_benchmark``: its JSON."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cells = answer.complete(cells)
-    pngs = {name: _png(fig) for name, fig in build_figures(cells, epochs, examples, meta).items()}
+    pngs = {name: _png(fig) for name, fig in build_figures(cells, epochs, examples, meta, speedup_base).items()}
     paths = {}
     for name, data in pngs.items():
         paths[name] = out / f"{name}.png"
         paths[name].write_bytes(data)
-    sections = _sections(cells, meta, skipped, pytest_benchmark_table(pytest_benchmark))
+    sections = _sections(cells, meta, skipped, pytest_benchmark_table(pytest_benchmark), speedup_base, peers)
     notes = {"throughput": throughput_notes(cells),
              "accuracy": [answer.ACCURACY_NOTE, *answer.accuracy_spread(cells)]}
     facts = _facts(meta)

@@ -12,15 +12,15 @@ import pandas as pd
 
 from reports.stats import olympic_mean
 
-BASELINE = "numpy-sample"
 NA = "n/a"
 
 
-def with_speedup(cells: pd.DataFrame) -> pd.DataFrame:
-    """Adds ``speedup``: samples/s over numpy-sample's on the same network and dtype, measured
-    in the same session (its throughput cell when there is one, else its accuracy cell)."""
+def with_speedup(cells: pd.DataFrame, speedup_base: str) -> pd.DataFrame:
+    """Adds ``speedup``: samples/s over ``speedup_base``'s (numpy-sample's: ``impls.SPEEDUP_BASE``) on
+    the same network and dtype, measured in the same session (its throughput cell when there is
+    one, else its accuracy cell)."""
     cells = cells.copy()
-    base = cells[(cells["impl"] == BASELINE) & (cells["status"] == "FINISHED")]
+    base = cells[(cells["impl"] == speedup_base) & (cells["status"] == "FINISHED")]
     base = base.assign(order=(base["kind"] != "throughput").astype(int)).sort_values("order")
     ref = base.drop_duplicates(["network", "dtype"]).set_index(["network", "dtype"])["samples_per_second_median"]
     keys = list(zip(cells["network"], cells["dtype"]))
@@ -38,21 +38,21 @@ def _num(value, fmt: str, missing: str = NA) -> str:
 GROUP = ["kind", "impl", "preset", "network", "dtype", "batch_size"]
 
 
-def summary_table(cells: pd.DataFrame) -> pd.DataFrame:
+def summary_table(cells: pd.DataFrame, speedup_base: str) -> pd.DataFrame:
     """Display table (strings), one row per cell; cells that differ only by seed share a row,
     with test accuracy as mean ± std and time-to-target as an olympic mean over the seeds.
     Accuracy cells come first, then the throughput sweep."""
-    cells = with_speedup(cells)
+    cells = with_speedup(cells, speedup_base)
     order = {name: i for i, name in enumerate(dict.fromkeys(cells["impl"]))}
     cells = cells.assign(_kind=(cells["kind"] != "accuracy").astype(int), _impl=cells["impl"].map(order))
     cells = cells.sort_values(["_kind", "preset", "network", "dtype", "batch_size", "_impl"], kind="stable")
     rows = []
     for _, g in cells.groupby(GROUP, sort=False, dropna=False):
-        rows.append(_row(g))
+        rows.append(_row(g, speedup_base))
     return pd.DataFrame(rows)
 
 
-def _row(g: pd.DataFrame) -> dict:
+def _row(g: pd.DataFrame, speedup_base: str) -> dict:
     c = g.iloc[0]
     done = g[g["status"] == "FINISHED"]
     ok = len(done) == len(g)
@@ -89,7 +89,7 @@ def _row(g: pd.DataFrame) -> dict:
         "samples/s (median)": _num(med, ",.0f", failed),
         "IQR": (f"{done['samples_per_second_q1'].min():,.0f}-{done['samples_per_second_q3'].max():,.0f}"
                 if not done.empty else failed),
-        "speed-up": (f"{speedup:.2f}x" if not math.isnan(speedup) else ("no baseline" if not done.empty else failed)),
+        "speed-up": (f"{speedup:.2f}x" if not math.isnan(speedup) else (f"no {speedup_base}" if not done.empty else failed)),
         "% roofline": _num(100 * float(done["roofline_fraction"].median()) if not done.empty else float("nan"), ".3f", failed),
         "roofline peak": roofline_peak_text(c),
         "compile s": _num(float(g["compile_seconds"].median()), ".3f", "failed before"),
@@ -119,7 +119,7 @@ def roofline_peak_text(c) -> str:
 
 def pytest_benchmark_table(payload: dict) -> pd.DataFrame:
     """pytest-benchmark's JSON as a table: one training step per row, grouped by network (the
-    suite times hw1-q4's network, and each family reference its own preset's). Suites run
+    suite times hw1-q4's network, and each family's yardstick its own preset's). Suites run
     before they recorded the network say "not recorded"."""
     rows = []
     for b in (payload or {}).get("benchmarks", []):

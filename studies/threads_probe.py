@@ -24,23 +24,20 @@ CASES = [("numba-batch", 1), ("numba-batch", 32), ("numba-batch", 256), ("torch-
 
 
 def measure(rounds: int, seconds: float, data, only: str) -> dict:
-    from impls import numba_impl
+    from impls import numba_batch
     timers = {}
     for name, batch in [c for c in CASES if c[0] == only]:
         config = PRESETS["hw1-q4"].replace(impl=name, dtype="float32", batch_size=batch)
         p = prepare(config, data)
-        kernels = ("serial", "parallel", "blas") if name == "numba-batch" else ("-",)
+        kernels = ("serial", "blas") if name == "numba-batch" else ("-",)
         for kernel in kernels:
             for threads in (1, 2):
-                if kernel == "parallel" and threads == 1:
-                    continue
                 timers[(name, batch, kernel, threads)] = (Timed(p.new(), p, seconds), kernel, threads)
     rates = {key: [] for key in timers}
     for r in range(1, rounds + 1):
         for key, (timed, kernel, threads) in timers.items():
             machine.pin_threads(threads)
-            numba_impl.SERIAL_BELOW = 10 ** 9 if kernel == "serial" else 1
-            numba_impl.BLAS_FROM = 1 if kernel == "blas" else 10 ** 9
+            numba_batch.BLAS_FROM = 1 if kernel == "blas" else 10 ** 9
             rates[key].append(timed.rate(r))
     return {key: float(np.median(v)) for key, v in rates.items()}
 

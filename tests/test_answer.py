@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import impls
 from reports import agreement, answer
 from tracking.read import CELL_COLUMNS
 
@@ -51,7 +52,7 @@ def cells(*groups, rates=None, budget=None) -> pd.DataFrame:
 
 def said(frame: pd.DataFrame) -> str:
     """Everything the report says about correctness: the headline and the accuracy notes."""
-    return "\n".join(answer.headline(frame) + answer.accuracy_spread(frame))
+    return "\n".join(answer.headline(frame, impls.SPEEDUP_BASE) + answer.accuracy_spread(frame))
 
 
 def with_fault(accuracies: dict, values) -> dict:
@@ -111,7 +112,7 @@ def test_a_cut_cell_is_never_crowned_silently_nor_judged():
     # 17,664 of 60,000 samples and ended 0.0275 below the others; on the epochs it is fastest
     q3 = {**FULL_Q3, "jax-cpu": (0.8492,)}
     frame = cells((Q3, q3), rates={"jax-cpu": 90_000.0}, budget={"jax-cpu": CUT})
-    line = next(x for x in answer.headline(frame) if x.startswith("hw1-q3 f32 batch 256:"))
+    line = next(x for x in answer.headline(frame, impls.SPEEDUP_BASE) if x.startswith("hw1-q3 f32 batch 256:"))
     assert "**jax-cpu** is fastest" in line
     assert "(accuracy cells' epochs; trained on 17,664 of 60,000 samples (budget))" in line
     assert ("test accuracy 0.8492 (trained on 17,664 of 60,000 samples (budget)): left out of the accuracy "
@@ -130,5 +131,5 @@ def test_a_cut_winner_names_every_cut_and_a_cell_stopped_early():
                                             "stopped after epoch 2 of 5 (budget)")
     assert agreement.budget_words(np.nan) == agreement.budget_words("") == ""
     frame = cells((Q3, FULL_Q3), rates={"torch-cpu": 90_000.0}, budget={"torch-cpu": both})
-    line = next(x for x in answer.headline(frame) if x.startswith("hw1-q3 f32 batch 256:"))
+    line = next(x for x in answer.headline(frame, impls.SPEEDUP_BASE) if x.startswith("hw1-q3 f32 batch 256:"))
     assert "**torch-cpu** is fastest" in line and "stopped after epoch 2 of 5 (budget)" in line

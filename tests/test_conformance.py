@@ -2,7 +2,7 @@
 
 From the same ``init_params`` and the same sample order, each implementation trains one epoch
 on 1,000 real Fashion-MNIST samples and must land on the reference's parameters within the
-tolerance of its dtype. The reference runs in float64 (``impls.numpy_sample.reference_train``);
+tolerance of its dtype. The reference runs in float64 (``impls.oracle.train_epoch``);
 float32 runs are held to the float32 row of the table. Implementations that cannot run here
 are skipped with the reason ``impls.available()`` gives.
 """
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import impls
-from impls.numpy_sample import batch_gradients, reference_train
+from impls import oracle
 
 # The one table of parity tolerances, shared with the harness's pre-timing check; the worst
 # cases measured over this file's grid are written beside it in impls/base.py.
@@ -49,8 +49,8 @@ def reference(net, opt, batch):
     spec = NETS[net]
     optimizer, momentum, lr = OPTIMIZERS[opt]
     x, y, order, params = _problem(net)
-    return reference_train(spec, params, x, y, order, lr=lr, batch_size=batch,
-                           optimizer=optimizer, momentum=momentum)
+    return oracle.train_epoch(spec, params, x, y, order, lr=lr, batch_size=batch,
+                              optimizer=optimizer, momentum=momentum)
 
 
 def peer_reference(cls, net, opt, batch):
@@ -111,7 +111,7 @@ def test_step_zero_gradient(name, net, dtype):
     cls = implementation(name, dtype, batch)
     x, y, order, params = _problem(net)
     idx = order[:batch]
-    _, want = batch_gradients(params, x[idx], y[idx], NETS[net].activation)
+    _, want = oracle.mean_loss_and_gradients(params, x[idx], y[idx], NETS[net].activation)
     lr = 1e-3
     impl = cls(NETS[net], params, lr=lr, batch_size=batch, dtype=dtype, optimizer="sgd")
     impl.train_epoch(x.astype(dtype), y, idx)
@@ -127,7 +127,7 @@ def test_step_zero_gradient(name, net, dtype):
 @pytest.mark.parametrize("dtype", impls.DTYPES)
 @pytest.mark.parametrize("name", impls.names())
 def test_predict_proba_matches_reference_forward(name, dtype, fashion):
-    from impls.numpy_sample import sample_forward
+    from impls.oracle import sample_forward
     cls = implementation(name, dtype, cls_batch := (1 if sample_only(name) else 8))
     x, y, order, params = _problem("sigmoid")
     impl = cls(NETS["sigmoid"], params, lr=0.01, batch_size=cls_batch, dtype=dtype)
@@ -185,19 +185,16 @@ def test_init_params_is_deterministic_and_follows_the_scheme():
 
 @pytest.mark.parametrize("dtype", impls.DTYPES)
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
-@pytest.mark.parametrize("kernel", ["serial", "parallel", "blas"])
-def test_numba_batch_serial_and_parallel_kernels_both_hold_parity(kernel, opt, dtype, monkeypatch):
-    """numba-batch picks its BLAS kernel from BLAS_FROM, else its serial kernel below SERIAL_BELOW
-    or on one thread: each kernel is held to the table at batch 32, whichever the dispatch would pick."""
-    from impls import numba_impl
-    cls = implementation("numba-batch", dtype, 32)
-    monkeypatch.setattr(numba_impl, "SERIAL_BELOW", 10 ** 9 if kernel == "serial" else 1)
-    monkeypatch.setattr(numba_impl, "BLAS_FROM", 1 if kernel == "blas" else 10 ** 9)
-    if kernel == "parallel" and numba_impl.numba.get_num_threads() == 1:
-        pytest.skip("one numba thread: the parallel kernel is never picked")
+@pytest.mark.parametrize("batch", [8, 32])
+def test_numba_batch_loop_and_blas_kernels_both_hold_parity(batch, opt, dtype):
+    """numba-batch runs its loop kernel below BLAS_FROM and its BLAS kernel from it: each is
+    held to the table at a batch size that picks it."""
+    from impls import numba_batch
+    assert (batch >= numba_batch.BLAS_FROM) == (batch == 32)
+    cls = implementation("numba-batch", dtype, batch)
     optimizer, momentum, lr = OPTIMIZERS[opt]
     x, y, order, params = _problem("relu")
-    want, _ = reference("relu", opt, 32)
-    impl = cls(NETS["relu"], params, lr=lr, batch_size=32, dtype=dtype, optimizer=optimizer, momentum=momentum)
+    want, _ = reference("relu", opt, batch)
+    impl = cls(NETS["relu"], params, lr=lr, batch_size=batch, dtype=dtype, optimizer=optimizer, momentum=momentum)
     impl.train_epoch(x.astype(dtype), y, order)
     assert impls.parity_error(impl.get_params(), want) <= TOLERANCE[dtype]

@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import impls
 from reports.figures import peak_note, throughput_figure, throughput_notes
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report_session.json"
@@ -23,7 +24,7 @@ def texts(fig) -> list[str]:
 def test_every_panel_has_bars_and_each_bar_its_own_percentage(cells):
     """The fixture has no hw1-q3 float64 bars: no empty panel for it, and no right axis (it ran
     far past 100% and told one peak for cells that divide by two)."""
-    fig = throughput_figure(cells, {"float32": 199.0, "float64": 95.0})
+    fig = throughput_figure(cells, {"float32": 199.0, "float64": 95.0}, impls.SPEEDUP_BASE)
     assert [ax.get_title() for ax in fig.axes] == ["784-32-32-10 sigmoid, float32 (throughput cells)",
                                                    "784-32-32-10 sigmoid, float64 (throughput cells)",
                                                    "784-256-128-64-10 relu, float32 (accuracy cells' epochs)"]
@@ -60,7 +61,7 @@ def test_a_cell_above_its_peak_is_shown_as_measured_and_named(cells):
     fast = one_session(cells, 2)
     row = fast.index[(fast["impl"] == "torch-cpu") & (fast["kind"] == "accuracy")][0]
     fast.loc[row, "roofline_fraction"] = 1.12
-    assert any(t.endswith("· 112%") for t in texts(throughput_figure(fast, {})))
+    assert any(t.endswith("· 112%") for t in texts(throughput_figure(fast, {}, impls.SPEEDUP_BASE)))
     notes = throughput_notes(fast)
     assert len(notes) == 2 and notes[1].startswith("above the peak: `accuracy/torch-cpu/hw1-q3/")
     assert "112% of its measured peak GEMM (190 GFLOP/s, probe spread 12%)" in notes[1]

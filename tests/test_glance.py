@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import impls
 from benchmarks import budget, workers
 from benchmarks.config import PRESETS
 from benchmarks.gate import matrix_differences
@@ -43,7 +44,7 @@ def test_the_report_answers_first_and_flags_noise_skips_anomalies_budget_and_loa
     cells.loc[cut, "budget"] = "trained on 1,000 of 60,000 samples per epoch"
     meta = {**payload["meta"], "machine": {**payload["meta"].get("machine", {}), "cpu_cores": 2}}
     paths = write_report(cells, epochs, payload["examples"], meta, tmp_path,
-                         skipped=["torch-cuda: no CUDA device (torch.cuda.is_available() is False)"])
+                         skipped=["torch-cuda: no CUDA device (torch.cuda.is_available() is False)"], speedup_base=impls.SPEEDUP_BASE, peers=impls.PEERS)
     md = paths["markdown"].read_text()
     sections = [line for line in md.splitlines() if line.startswith("## ")]
     assert sections[0] == "## Which implementation is fastest, and is it correct?"
@@ -67,15 +68,15 @@ def test_the_headline_names_only_a_correct_cell_and_calls_a_tie_a_tie(session):
     group = cells[(cells["kind"] == "throughput") & (cells["status"] == "FINISHED") & (cells["dtype"] == "float32")
                   & (cells["batch_size"] == 1)].sort_values("samples_per_second_median", ascending=False)
     winner, runner_up = group.iloc[0], group.iloc[1]
-    line = next(x for x in answer.headline(cells) if x.startswith("hw1-q4 f32 batch 1:"))
+    line = next(x for x in answer.headline(cells, impls.SPEEDUP_BASE) if x.startswith("hw1-q4 f32 batch 1:"))
     assert f"**{winner['impl']}** is fastest" in line and "parity passed" in line
     failed = cells.copy()
     failed.loc[group.index[0], "status"] = "FAILED"                      # e.g. it broke parity
-    line = next(x for x in answer.headline(failed) if x.startswith("hw1-q4 f32 batch 1:"))
+    line = next(x for x in answer.headline(failed, impls.SPEEDUP_BASE) if x.startswith("hw1-q4 f32 batch 1:"))
     assert f"**{runner_up['impl']}** is fastest" in line and winner["impl"] + "**" not in line
     tied = cells.copy()
     tied.loc[group.index[1], ["samples_per_second_q3"]] = winner["samples_per_second_q1"] * 1.01
-    assert "a tie within noise" in next(x for x in answer.headline(tied) if x.startswith("hw1-q4 f32 batch 1:"))
+    assert "a tie within noise" in next(x for x in answer.headline(tied, impls.SPEEDUP_BASE) if x.startswith("hw1-q4 f32 batch 1:"))
 
 
 def test_a_cell_over_its_budget_trains_on_fewer_samples_and_says_so(fashion):

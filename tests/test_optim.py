@@ -40,7 +40,7 @@ def test_sigmoid_of_a_very_negative_float32_is_zero_without_a_warning(name):
         proba = net.predict_proba(x)
     assert np.isfinite(loss) and np.isfinite(proba).all()
     assert all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in net.get_params())
-    from impls.numpy_sample import sigmoid
+    from impls.oracle import sigmoid
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert sigmoid(np.float32([-1e4, 0, 1e4])).tolist() == [0.0, 0.5, 1.0]

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import impls
 from tests.helpers import ROOT, run_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -48,7 +49,7 @@ def test_the_session_report_renders(tmp_path, shots):
     from reports.render import write_report
     payload = json.loads((ROOT / "tests" / "fixtures" / "report_session.json").read_text())
     paths = write_report(pd.DataFrame(payload["cells"]), pd.DataFrame(payload["epochs"]), payload["examples"],
-                         payload["meta"], tmp_path / "report")
+                         payload["meta"], tmp_path / "report", speedup_base=impls.SPEEDUP_BASE, peers=impls.PEERS)
     assert_shows_content(screenshot(paths["html"], shots / "report.png"))
 
 

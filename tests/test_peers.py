@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import impls
-from impls.numpy_sample import reference_train
+from impls import oracle
 from tests.helpers import ROOT
 
 SPEC = impls.NetSpec((784, 48, 24, 10), "relu")
@@ -35,7 +35,7 @@ def test_sklearn_adam_is_the_projects_adam_with_eps_scaled(problem):
     x, y, order, params = problem
     net = cls(SPEC, params, lr=1e-3, batch_size=32, optimizer="adam")
     loss = net.train_epoch(x, y, order)
-    project, project_loss = reference_train(SPEC, params, x, y, order, lr=1e-3, batch_size=32, optimizer="adam")
+    project, project_loss = oracle.train_epoch(SPEC, params, x, y, order, lr=1e-3, batch_size=32, optimizer="adam")
     own, own_loss = cls.parity_reference(SPEC, params, x, y, order, lr=1e-3, batch_size=32, optimizer="adam")
     assert impls.parity_error(net.get_params(), own) <= impls.PARITY_TOLERANCE["float64"]
     assert abs(loss - own_loss) <= 1e-9
@@ -68,7 +68,7 @@ def test_jax_scanned_chunks_hold_parity(problem, dtype, monkeypatch):
     monkeypatch.setattr(jax_cpu, "CHUNK", 4)
     x, y, order, params = problem
     order = order[:1000 - 13]                               # 30 full batches of 32, then 27
-    want, want_loss = reference_train(SPEC, params, x, y, order, lr=1e-3, batch_size=32, optimizer="adam")
+    want, want_loss = oracle.train_epoch(SPEC, params, x, y, order, lr=1e-3, batch_size=32, optimizer="adam")
     net = cls(SPEC, params, lr=1e-3, batch_size=32, dtype=dtype, optimizer="adam")
     before = net.get_params()
     net.warm_up(x.astype(dtype), y)

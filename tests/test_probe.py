@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import impls
 from benchmarks import cells, timing
 from benchmarks.config import PRESETS
 from benchmarks.plan import BenchOptions, Cell
@@ -107,7 +108,7 @@ def test_the_table_shows_the_probe_spread_beside_the_roofline_and_the_memory():
                            "status": "FINISHED", "samples_per_second_median": 10.0, "samples_per_second_q1": 9.0,
                            "samples_per_second_q3": 11.0, "roofline_fraction": 0.1, "compile_seconds": 0.0,
                            "parity_max_error": 0.0, "peak_rss_mb": 123.4, **row}])
-    table = summary_table(frame)
+    table = summary_table(frame, impls.SPEEDUP_BASE)
     cols = list(table.columns)
     assert cols.index("roofline peak") == cols.index("% roofline") + 1
     assert table["roofline peak"].iat[0] == "60 GFLOP/s, 1 thread, spread 4.0%" and table["peak RSS MiB"].iat[0] == "123"

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import impls
 from reports.render import write_report
 from tests.test_reports import with_peers
 
@@ -31,7 +32,7 @@ def pages(tmp_path_factory):
     payload = json.loads(FIXTURE.read_text())
     cells, epochs = with_peers(pd.DataFrame(payload["cells"])), pd.DataFrame(payload["epochs"])
     paths = write_report(cells, epochs, payload["examples"], payload["meta"], tmp_path_factory.mktemp("report"),
-                         pytest_benchmark=SUITE)
+                         pytest_benchmark=SUITE, speedup_base=impls.SPEEDUP_BASE, peers=impls.PEERS)
     return paths["markdown"].read_text(), paths["html"].read_text()
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import impls
 from reports.render import write_report
 from reports.tables import summary_table
 
@@ -21,7 +22,7 @@ def session():
 
 def test_report_files_and_figures(session, tmp_path):
     cells, epochs, examples, meta = session
-    paths = write_report(cells, epochs, examples, meta, tmp_path)
+    paths = write_report(cells, epochs, examples, meta, tmp_path, speedup_base=impls.SPEEDUP_BASE, peers=impls.PEERS)
     for name in ("throughput", "accuracy", "loss", "examples", "markdown", "html"):
         assert paths[name].is_file() and paths[name].stat().st_size > 1000, name
     for name in ("throughput", "accuracy", "loss", "examples"):
@@ -36,7 +37,7 @@ def test_report_files_and_figures(session, tmp_path):
 
 def test_table_has_a_row_per_cell_and_no_empty_entries(session):
     cells, *_ = session
-    table = summary_table(cells)
+    table = summary_table(cells, impls.SPEEDUP_BASE)
     assert len(table) == len(cells)
     assert list(table.columns) == ["implementation", "cell", "network", "dtype", "batch", "samples/s (median)",
                                    "IQR", "speed-up", "% roofline", "roofline peak", "compile s", "peak RSS MiB",
@@ -49,7 +50,7 @@ def test_table_has_a_row_per_cell_and_no_empty_entries(session):
 
 def test_table_values(session):
     cells, *_ = session
-    table = summary_table(cells)
+    table = summary_table(cells, impls.SPEEDUP_BASE)
     ok = table[table["status"] == "ok"]
     base = ok[(ok["implementation"] == "numpy-sample") & (ok["cell"] == "throughput")]
     assert set(base["speed-up"]) == {"1.00x"}
@@ -66,7 +67,7 @@ def test_table_values(session):
 def test_speedup_uses_the_same_network_and_dtype(session):
     from reports.tables import with_speedup
     cells, *_ = session
-    s = with_speedup(cells)
+    s = with_speedup(cells, impls.SPEEDUP_BASE)
     row = s[(s["impl"] == "numba-sample") & (s["kind"] == "throughput") & (s["dtype"] == "float32")].iloc[0]
     base = s[(s["impl"] == "numpy-sample") & (s["kind"] == "throughput") & (s["dtype"] == "float32")
              & (s["network"] == row["network"])].iloc[0]
@@ -76,7 +77,7 @@ def test_speedup_uses_the_same_network_and_dtype(session):
 def test_figures_are_labelled(session):
     from reports.figures import accuracy_figure, examples_figure, loss_figure, throughput_figure
     cells, epochs, examples, meta = session
-    figs = [throughput_figure(cells, meta["peak_gemm_gflops"]), accuracy_figure(epochs, {"hw1-q4": 0.8}),
+    figs = [throughput_figure(cells, meta["peak_gemm_gflops"], impls.SPEEDUP_BASE), accuracy_figure(epochs, {"hw1-q4": 0.8}),
             loss_figure(epochs), examples_figure(examples, next(iter(examples["predictions"])))]
     for fig in figs:
         assert fig._suptitle is not None or all(ax.get_title() for ax in fig.axes)
@@ -109,8 +110,8 @@ def with_peers(cells: pd.DataFrame) -> pd.DataFrame:
 def test_peers_section_renders_beside_the_families(session, tmp_path):
     from reports.peers import peers_section
     cells, epochs, examples, meta = session
-    assert peers_section(cells) is None                      # no peer ran: no section
-    title, lines, table = peers_section(with_peers(cells))
+    assert peers_section(cells, impls.PEERS) is None                      # no peer ran: no section
+    title, lines, table = peers_section(with_peers(cells), impls.PEERS)
     assert title.startswith("Peers")
     assert table["implementation"].tolist() == ["numpy-batch", "numba-batch", "torch-cpu", "sklearn-mlp", "jax-cpu"]
     assert table["kind"].tolist() == ["family"] * 3 + ["peer"] * 2
@@ -120,6 +121,6 @@ def test_peers_section_renders_beside_the_families(session, tmp_path):
     assert row.loc["jax-cpu", "test acc"] == "0.8601"
     assert lines[0] == "sklearn-mlp runs at 0.68x numpy-batch; jax-cpu runs at 1.28x numpy-batch."
     assert "sqrt(1 - b2^t)" in lines[1]
-    md = write_report(with_peers(cells), epochs, examples, meta, tmp_path)["markdown"].read_text()
+    md = write_report(with_peers(cells), epochs, examples, meta, tmp_path, speedup_base=impls.SPEEDUP_BASE, peers=impls.PEERS)["markdown"].read_text()
     assert "## Peers: scikit-learn and JAX beside the families (hw1-q3)" in md
     assert "| sklearn-mlp | peer | float32 | 256 |" in md

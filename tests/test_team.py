@@ -43,7 +43,7 @@ def test_a_machine_whose_accuracy_differs_beyond_the_parity_tolerance_is_flagged
 
 
 def test_each_machine_is_measured_against_its_own_numpy_sample_and_peak():
-    table = machines_table(frame(), TOL)
+    table = machines_table(frame(), TOL, impls.SPEEDUP_BASE)
     row = table[(table["cell"] == "throughput/numba-sample/b1") & (table["machine"] == "gpu-box")].iloc[0]
     assert row["samples/s"] == "36,000" and row["speed-up over own numpy-sample"] == "9.00x"
     assert row["% of own peak"] == f"{100 * 36000 * 1e5 / 1e11:.3f}"
@@ -55,7 +55,7 @@ def test_each_machine_is_measured_against_its_own_numpy_sample_and_peak():
 def test_a_failed_cell_says_so_and_the_figure_has_one_bar_per_machine(tmp_path):
     cells = frame()
     cells.loc[(cells["machine"] == "ci") & (cells["impl"] == "numba-sample"), "status"] = "FAILED"
-    table = machines_table(cells, TOL)
+    table = machines_table(cells, TOL, impls.SPEEDUP_BASE)
     failed = table[(table["cell"] == "throughput/numba-sample/b1") & (table["machine"] == "ci")].iloc[0]
     assert failed["samples/s"] == "failed" and failed["status"].startswith("FAILED")
     fig = machines_figure(cells)
@@ -63,7 +63,7 @@ def test_a_failed_cell_says_so_and_the_figure_has_one_bar_per_machine(tmp_path):
     assert len(bars) == 3 + 2 + 1          # numpy-sample x3 machines, numba-sample x2 (one failed), torch-cuda x1
     sessions = pd.DataFrame({"machine": ["laptop", "ci", "gpu-box"], "session": ["a", "b", "c"],
                              "mode": "dry-run", "started": "2026", "peak_gemm_gflops": 100.0, "cpu": "x", "gpu": "none"})
-    paths, _ = write_machines_report(cells, sessions, TOL, tmp_path)
+    paths, _ = write_machines_report(cells, sessions, TOL, tmp_path, impls.SPEEDUP_BASE)
     md = paths["markdown"].read_text()
     assert "1 machine-cell(s) differ" in md and "| gpu-box |" in md
     assert paths["figure"].stat().st_size > 10_000

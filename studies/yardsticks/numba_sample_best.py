@@ -1,6 +1,6 @@
 """numba-sample-best: the fastest per-sample numba kernel written for hw1-q4's shape of net.
 
-The numba family's yardstick: ``numba-sample`` (impls/numba_impl.py) is measured
+The numba family's yardstick: ``numba-sample`` (impls/numba_sample.py) is measured
 against it, so it lives in the lab (studies/) and not in the ``impls`` registry. It trains
 any net with exactly two hidden layers (784-32-32-10 is hw1-q4's), sigmoid or ReLU, with plain
 per-sample SGD in float32 or float64; momentum and Adam are refused.
@@ -24,10 +24,11 @@ from numba import njit
 from impls.base import ConfigError, Implementation
 # the fused first-layer kernel (sample t's update with sample t+1's forward) and the activation
 # are numba-sample's own, shared so the kernel exists once
-from impls.numba_impl import _activate, _first_layer
+from impls.numba_kernels import _activate
+from impls.numba_sample import _first_layer
 
 _FASTMATH = {"reassoc", "contract", "arcp"}   # no nnan/ninf: a diverging run must give NaN
-# error_model="numpy": no zero-division check (and its branch) in the divisions (impls/numba_impl.py)
+# error_model="numpy": no zero-division check (and its branch) in the divisions (impls/numba_sample.py)
 
 
 @njit(cache=True, fastmath=_FASTMATH, error_model="numpy", inline="always")

@@ -31,7 +31,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 import impls
-from benchmarks import budget, gpu, machine, memory, runner, timing
+from benchmarks import budget, gpu, memory, runner, timing
+from benchmarks.inventory import inventory as machine_inventory
 from benchmarks.plan import BenchOptions, Cell
 from reports.stats import quartiles
 
@@ -203,7 +204,7 @@ def run_group(cells: list[Cell], data, recorder, peaks: dict, options: BenchOpti
     """Run ``cells`` one after the other in this process. A cell that raises is closed FAILED
     with ``Type: message`` as its reason and the traceback as details; the next one starts.
     KeyboardInterrupt propagates (the caller closes the open cell KILLED)."""
-    inventory = machine.inventory()
+    inventory = machine_inventory()
     for cell in cells:
         recorder.open(cell, cell_params(cell, peaks, options, gpu_peaks), cell_tags(cell, inventory))
         details = None

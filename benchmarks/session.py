@@ -19,7 +19,9 @@ import numpy as np
 
 import impls
 import tracking
-from benchmarks import gpu, machine, timing, workers
+from benchmarks import gpu, timing, workers
+from benchmarks.inventory import inventory as machine_inventory
+from benchmarks.threads import default_threads, pin_threads, set_worker_env
 from benchmarks.cells import EXAMPLE_INDICES, CellOutcome, load_average, one_thread, run_group
 from benchmarks.config import UsageError
 from benchmarks.estimate import estimate
@@ -41,17 +43,17 @@ def run_session(options: BenchOptions, data, uri: str, threads: int | None, out_
     """Run every cell of ``plan(options)`` inside one tracked session; returns (exit status,
     session run id). Exit status 1 when a cell failed. ``machine_label`` (default: the host
     name) is the tag ``bpb.machine`` of the session and its cells. ``threads`` None: the
-    count ``machine.default_threads()`` chooses, recorded with its reason."""
+    count ``threads.default_threads()`` chooses, recorded with its reason."""
     began, spent_before = time.perf_counter(), tracking.spent()[0]
     label = {"bpb.machine": machine_label or socket.gethostname()}
     cells, skipped = plan(options)
     if not cells:
         raise UsageError("nothing to run here: " + ("; ".join(skipped) or "the matrix is empty") +
                          ". Choose other implementations with --impl.")
-    thread_env = machine.set_worker_env()       # before any worker starts: they inherit it
-    threads, threads_reason = machine.default_threads() if threads is None else (threads, "--threads given")
-    settings = machine.pin_threads(threads)
-    inventory = machine.inventory()
+    thread_env = set_worker_env()       # before any worker starts: they inherit it
+    threads, threads_reason = default_threads() if threads is None else (threads, "--threads given")
+    settings = pin_threads(threads)
+    inventory = machine_inventory()
     log(estimate(cells, options, earlier_durations(uri, mode), len(data.y_train)))
     log(f"threads {threads}: {threads_reason}; worker environment "
         f"{' '.join(f'{k}={v}' for k, v in thread_env.items()) or 'unset'}")

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import impls
-from benchmarks import machine
+from benchmarks.threads import pin_threads
 from benchmarks.plan import BenchOptions, Cell
 
 FAULT_ENV = "BPB_FAULT"
@@ -55,7 +55,7 @@ def prepare_process(names, threads: int) -> None:
         getattr(importlib.import_module(module), func)()
     for name in names:
         impls.get(name)
-    machine.pin_threads(threads)
+    pin_threads(threads)
 
 
 class PipeRecorder:

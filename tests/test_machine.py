@@ -18,3 +18,15 @@ def test_the_inventory_does_not_depend_on_the_order_the_blas_libraries_were_load
         seen.append(inventory.inventory())
     assert seen[0] == seen[1]
     assert seen[0]["blas"] == "openblas 0.3.30 SkylakeX threads=1; openblas 0.3.31 SkylakeX threads=1"
+
+
+def test_a_process_a_session_started_takes_its_count_else_the_default_once(monkeypatch):
+    from benchmarks import threads
+    assert threads.inherited({threads.THREADS_ENV: "3"}) == 3
+    chosen = []
+    monkeypatch.setattr(threads, "default_threads", lambda: chosen.append(1) or (5, "probed"))
+    threads._default_once.cache_clear()
+    try:
+        assert [threads.inherited({}), threads.inherited({})] == [5, 5] and chosen == [1]
+    finally:
+        threads._default_once.cache_clear()

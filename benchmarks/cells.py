@@ -31,8 +31,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 import impls
-from benchmarks import budget, gpu, machine, memory, runner, timing
+from benchmarks import budget, gpu, memory, runner, timing
+from benchmarks.inventory import inventory as machine_inventory
 from benchmarks.plan import BenchOptions, Cell
+from tracking.peaks import Peaks
 from reports.stats import quartiles
 
 EXAMPLE_INDICES = (0, 1, 2)   # the homework's three test images: ankle boot, pullover, trouser
@@ -66,34 +68,29 @@ def one_thread(impl: str) -> bool:
     return bool(said) if said is not None else cls.batch_sizes == (1,)
 
 
-def roofline_peak(cell: Cell, peaks: dict, gpu_peaks: dict | None) -> tuple[float, str]:
+def roofline_peak(cell: Cell, peaks: Peaks, gpu_peaks: dict | None) -> tuple[float, str]:
     """(GFLOP/s, what it is) the cell's roofline divides by: the GPU's own peak in the mode the
     cell runs (``benchmarks/gpu.py``) for a GPU cell, else this machine's CPU GEMM peak in the
-    cell's dtype measured this session (``timing.PEAK_RULE``): on 1 thread for a single-threaded
-    implementation (``one_thread``), on the session's threads for the others. ``peaks``: key
-    (``timing.peak_key``) -> GFLOP/s, and ``<key>_spread``, the probe's relative spread."""
+    cell's dtype measured this session (``benchmarks/peaks.py`` PEAK_RULE): on 1 thread for a single-threaded
+    implementation (``one_thread``), on the session's threads for the others."""
     c = cell.config
     if impls.get(c.impl).device == "cuda":
         return gpu.roofline_peak(c.dtype, c.tf32, gpu_peaks or {})
-    key = timing.peak_key(c.dtype, one_thread(c.impl))
-    if key not in peaks:       # a caller that measured no single-thread peak
-        key = c.dtype
-    threads = "1 thread" if key != c.dtype else "session threads"
-    spread = peaks.get(f"{key}_spread", float("nan"))
-    return peaks[key], f"CPU {c.dtype} GEMM ({threads}), measured this session, probe spread {100 * spread:.1f}%"
+    peak = peaks.for_cell(c.dtype, one_thread(c.impl))
+    threads = "1 thread" if peak.one_thread else "session threads"
+    return peak.gflops, f"CPU {c.dtype} GEMM ({threads}), measured this session, probe spread {100 * peak.spread:.1f}%"
 
 
-def cell_params(cell: Cell, peaks: dict, options: BenchOptions, gpu_peaks: dict | None = None) -> dict:
+def cell_params(cell: Cell, peaks: Peaks, options: BenchOptions, gpu_peaks: dict | None = None) -> dict:
     """The child run's params: the whole RunConfig and the cell's constants, the peak its
     roofline divides by among them (``peak_gemm_gflops``, which one: ``peak_gemm``)."""
     c = cell.config
     on_cpu = impls.get(c.impl).device != "cuda"
-    key = timing.peak_key(c.dtype, one_thread(c.impl))
-    key = key if key in peaks else c.dtype
+    peak = peaks.for_cell(c.dtype, one_thread(c.impl))
     constants = {"cell_kind": cell.kind, "flops_per_sample": impls.flops_per_sample(impls.NetSpec(c.sizes, c.activation)),
                  "peak_gemm_gflops": round(roofline_peak(cell, peaks, gpu_peaks)[0], 1),
-                 "peak_gemm": key if on_cpu else "gpu",
-                 "peak_gemm_spread": round(peaks.get(f"{key}_spread", float("nan")), 4) if on_cpu else float("nan"),
+                 "peak_gemm": peak.key if on_cpu else "gpu",
+                 "peak_gemm_spread": round(peak.spread, 4) if on_cpu else float("nan"),
                  "cell_budget_seconds": options.cell_budget}
     if cell.kind == "throughput":
         constants.update(repeats=options.repeats, repeat_seconds=options.repeat_seconds,
@@ -109,10 +106,10 @@ def load_average() -> float:
         return float("nan")
 
 
-def run_cell(cell: Cell, data, recorder, peaks: dict, options: BenchOptions,
+def run_cell(cell: Cell, data, recorder, peaks: Peaks, options: BenchOptions,
              gpu_peaks: dict | None = None) -> CellOutcome:
     """Validate, warm up, time; logs to ``recorder`` as it goes. Exceptions propagate.
-    ``peaks``: the machine's measured CPU GEMM GFLOP/s per dtype; a GPU cell's roofline uses
+    ``peaks``: the machine's measured CPU GEMM peaks (``tracking/peaks.py``); a GPU cell's roofline uses
     the GPU's own (``gpu_peaks``)."""
     c = cell.config
     out = CellOutcome(cell)
@@ -198,12 +195,12 @@ def run_cell(cell: Cell, data, recorder, peaks: dict, options: BenchOptions,
     return out
 
 
-def run_group(cells: list[Cell], data, recorder, peaks: dict, options: BenchOptions,
+def run_group(cells: list[Cell], data, recorder, peaks: Peaks, options: BenchOptions,
               gpu_peaks: dict | None = None) -> None:
     """Run ``cells`` one after the other in this process. A cell that raises is closed FAILED
     with ``Type: message`` as its reason and the traceback as details; the next one starts.
     KeyboardInterrupt propagates (the caller closes the open cell KILLED)."""
-    inventory = machine.inventory()
+    inventory = machine_inventory()
     for cell in cells:
         recorder.open(cell, cell_params(cell, peaks, options, gpu_peaks), cell_tags(cell, inventory))
         details = None

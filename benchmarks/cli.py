@@ -216,8 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="run the GPU tests first (default: on)")
     gpu_check.add_argument("--data-dir", default=None,
                            help="folder with the four Fashion-MNIST IDX files (default: user cache, then the system copy)")
-    gpu_check.add_argument("--threads", type=positive_int, default=os.cpu_count(),
-                           help="threads for BLAS, numba and torch (default: %(default)s, this machine's cores)")
+    gpu_check.add_argument("--threads", type=positive_int, default=None,
+                           help="threads for BLAS, numba and torch (default: chosen from the cores and the load)")
     add_output_option(gpu_check)
     add_tracking_option(gpu_check)
     gpu_check.set_defaults(func=commands.cmd_gpu_check)

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import impls
 import tracking
-from benchmarks import datasets, machine
+from benchmarks import datasets
+from benchmarks.inventory import inventory
+from benchmarks.threads import default_threads, pin_threads
 from benchmarks.config import EXIT_DIVERGED, PRESETS, Diverged, RunConfig, UsageError
 
 
@@ -93,9 +95,9 @@ def cmd_run(args) -> int:
     data = datasets.load(configs[0].dataset, args.data_dir, download_ok=args.download)
     for name in {c.impl for c in configs}:
         impls.get(name)
-    threads = machine.pin_threads(args.threads or machine.default_threads()[0])
+    threads = pin_threads(args.threads or default_threads()[0])
     payload = {"dataset": {"name": data.name, "digest": data.digest, "source": data.source},
-               "threads": threads, "machine": machine.inventory(), "results": []}
+               "threads": threads, "machine": inventory(), "results": []}
     print(f"dataset {data.name} from {data.source} (digest {data.digest}); threads {threads}")
     status = 0
     for c in configs:

@@ -64,7 +64,7 @@ def matrix_differences(parent, matrix: BenchOptions) -> list[str]:
 
 
 def run_gate(options: GateOptions, baseline_path: Path, speed: str = "warn", update: bool = False, *,
-             uri: str, threads: int = 2, data_dir=None, download: bool = False, run_id: str | None = None,
+             uri: str, threads: int | None = None, data_dir=None, download: bool = False, run_id: str | None = None,
              isolate: bool = True, out_dir: str = "reports/out/regress", log=print, machine_label: str | None = None) -> int:
     """Run (or, with ``run_id``, re-read) a gate session, judge it, print and log the verdicts.
     Returns the exit status: 1 when a check fails, else 0; UsageError for a gate on nothing."""

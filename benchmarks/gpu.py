@@ -22,8 +22,10 @@ import os
 import sys
 import time
 
+from tracking.peaks import GPU_MODES
+
 NA = "n/a"
-MODES = ("float32", "tf32", "bfloat16", "float64")
+MODES = GPU_MODES          # the order the peaks are measured and logged in
 ENERGY_SECONDS = 2.0
 
 _NVML: tuple | None = None

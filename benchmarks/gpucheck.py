@@ -27,6 +27,7 @@ import impls
 import tracking
 from benchmarks import datasets
 from benchmarks.plan import BenchOptions
+from tracking.peaks import Peaks
 
 EXIT_NO_GPU = 4
 IMPLS = ("torch-cpu", "torch-cuda", "torch-cuda-graph")
@@ -81,9 +82,7 @@ def test_counts(junit: Path, rc: int) -> str:
 
 def header(meta: dict, parent, tests: str) -> list[str]:
     m = meta["machine"]
-    peaks = {k.rsplit("_", 1)[-1]: float(v) for k, v in parent.items()      # params: strings
-             if isinstance(k, str) and k.startswith("params.gpu_peak_gemm_gflops_") and v is not None}
-    peak_text = ", ".join(f"{mode} {v / 1e3:.1f}" for mode, v in peaks.items() if not math.isnan(v))
+    peak_text = ", ".join(f"{mode} {v / 1e3:.1f}" for mode, v in Peaks.from_run(parent).gpu.items())
     keys = ("gpu_memory", "gpu_compute_capability", "gpu_driver", "gpu_cuda_driver", "gpu_cuda_runtime")
     gpu_line = (f"GPU: {m.get('gpu', '?')}, {m.get('gpu_memory', '?')}, compute capability "
                 f"{m.get('gpu_compute_capability', '?')}, driver {m.get('gpu_driver', '?')}, CUDA driver "

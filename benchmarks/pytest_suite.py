@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import tracking
+from benchmarks.threads import THREADS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,7 @@ def attach_pytest_benchmark(session: tracking.Session, out_dir: str, threads: in
         cmd += ["-k", "float32 and not b32 and not b1024"]      # batches 1 and 256 ("b1" would match b1024)
     log("pytest-benchmark suite: " + " ".join(cmd[2:]))
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "BPB_THREADS": str(threads)})
+                            env={**os.environ, THREADS_ENV: str(threads)})
     last = ""
     for line in proc.stdout:                 # one line per case as it ends: a long suite is not silent
         line = line.rstrip()

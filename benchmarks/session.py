@@ -19,7 +19,9 @@ import numpy as np
 
 import impls
 import tracking
-from benchmarks import gpu, machine, timing, workers
+from benchmarks import gpu, peaks as peak_probes, workers
+from benchmarks.inventory import inventory as machine_inventory
+from benchmarks.threads import default_threads, pin_threads, set_worker_env
 from benchmarks.cells import EXAMPLE_INDICES, CellOutcome, load_average, one_thread, run_group
 from benchmarks.config import UsageError
 from benchmarks.estimate import estimate
@@ -41,42 +43,41 @@ def run_session(options: BenchOptions, data, uri: str, threads: int | None, out_
     """Run every cell of ``plan(options)`` inside one tracked session; returns (exit status,
     session run id). Exit status 1 when a cell failed. ``machine_label`` (default: the host
     name) is the tag ``bpb.machine`` of the session and its cells. ``threads`` None: the
-    count ``machine.default_threads()`` chooses, recorded with its reason."""
+    count ``threads.default_threads()`` chooses, recorded with its reason."""
     began, spent_before = time.perf_counter(), tracking.spent()[0]
     label = {"bpb.machine": machine_label or socket.gethostname()}
     cells, skipped = plan(options)
     if not cells:
         raise UsageError("nothing to run here: " + ("; ".join(skipped) or "the matrix is empty") +
                          ". Choose other implementations with --impl.")
-    thread_env = machine.set_worker_env()       # before any worker starts: they inherit it
-    threads, threads_reason = machine.default_threads() if threads is None else (threads, "--threads given")
-    settings = machine.pin_threads(threads)
-    inventory = machine.inventory()
+    thread_env = set_worker_env()       # before any worker starts: they inherit it
+    threads, threads_reason = default_threads() if threads is None else (threads, "--threads given")
+    settings = pin_threads(threads)
+    inventory = machine_inventory()
     log(estimate(cells, options, earlier_durations(uri, mode), len(data.y_train)))
     log(f"threads {threads}: {threads_reason}; worker environment "
         f"{' '.join(f'{k}={v}' for k, v in thread_env.items()) or 'unset'}")
     dry = mode == "dry-run"
-    probes = timing.session_probes({c.config.dtype for c in cells if one_thread(c.config.impl)}, threads, dry, log)
-    peaks, peak_params = timing.peak_figures(probes)
-    gpu_peaks = gpu.session_peaks(any(impls.get(c.config.impl).device == "cuda" for c in cells), log)
+    probes = peak_probes.session_probes({c.config.dtype for c in cells if one_thread(c.config.impl)}, threads, dry, log)
+    peaks = peak_probes.record(probes, gpu.session_peaks(any(impls.get(c.config.impl).device == "cuda" for c in cells), log))
+    gpu_peaks = peaks.gpu
     session = tracking.Session.start(uri, name=f"bench {mode} · {time.strftime('%Y-%m-%d %H:%M')} · {socket.gethostname()}",
                                      params={**{f"option.{k}": v for k, v in asdict(options).items()},
                                              "mode": mode, "threads": threads, "threads_reason": threads_reason[:500],
                                              "isolate": isolate,
-                                             **peak_params,
-                                             **{f"gpu_peak_gemm_gflops_{m}": round(v, 1) for m, v in gpu_peaks.items()}},
+                                             **peaks.params()},
                                      tags={**{f"machine.{k}": v for k, v in inventory.items()},
                                            "git_commit": inventory["git_commit"], "bpb.threads_reason": threads_reason,
                                            "mlflow.note.content": f"bench {mode} session: running ({len(cells)} cells)",
                                            "dataset": data.name, "dataset_digest": data.digest, **label})
-    session.log(metrics={"cells_planned": len(cells), **timing.probe_metrics(probes, "start"),
+    session.log(metrics={"cells_planned": len(cells), **peak_probes.probe_metrics(probes, "start"),
                          "load_average_start": load_average()},
                 tags={"bpb.skipped": "; ".join(skipped) or "none"})
     session.log_dict({"skipped": skipped}, "skipped.json")
     monitoring = session.monitor_system(SYSTEM_METRICS_SECONDS)
     log(f"session {session.run_id} in {tracking.display_uri(uri)}: {len(cells)} cells, peak GEMM "
-        f"{peaks['float32']:.0f} GFLOP/s float32 (spread {peaks['float32_spread']:.0%}), {peaks['float64']:.0f} "
-        f"float64, threads {threads} ({settings}), "
+        f"{peaks.get('float32').gflops:.0f} GFLOP/s float32 (spread {peaks.get('float32').spread:.0%}), "
+        f"{peaks.get('float64').gflops:.0f} float64, threads {threads} ({settings}), "
         f"{'one process per implementation' if isolate else 'one process'}, cell budget "
         f"{f'{options.cell_budget:g} s' if options.cell_budget else 'none'}; system metrics: {monitoring}")
     if gpu_peaks:
@@ -118,11 +119,11 @@ def run_session(options: BenchOptions, data, uri: str, threads: int | None, out_
             finally:       # the writes a worker's messages caused, made while it went on
                 beside_workers += tracking.spent()[0] - before
         failed = [o for o in outcomes if o.status != "FINISHED"]
-        end = timing.end_probe(threads, dry)
+        end = peak_probes.end_probe(threads, dry)
         log(f"peak probe at the end: float32 {end.peak:.0f} GFLOP/s (spread {end.spread:.0%}), "
-            f"{end.peak / peaks['float32'] - 1:+.0%} against the start")
+            f"{end.peak / peaks.get('float32').gflops - 1:+.0%} against the start")
         session.log(metrics={"cells_failed": len(failed), "cells_finished": len(outcomes) - len(failed),
-                             **timing.probe_metrics({"float32": end}, "end"), "load_average_end": load_average()})
+                             **peak_probes.probe_metrics({("float32", False): end}, "end"), "load_average_end": load_average()})
         session.log_dict(examples_payload(data, outcomes), "examples.json")
         if pytest_benchmark:
             attach_pytest_benchmark(session, out_dir, threads, quick=mode != "full", log=log)

@@ -6,7 +6,7 @@ dtype and batch size, on the hw1-q4 network and real Fashion-MNIST samples.
 ``python -m benchmarks bench`` runs it and logs the JSON to the session's MLflow run. Each
 case is warmed up (JIT compile, first call) before pytest-benchmark's rounds start, and
 implementations that cannot run here are skipped with their reason. Threads: ``$BPB_THREADS``
-(a bench session sets it from ``--threads``), else the core count. Note: this suite runs all
+(a bench session sets it from its thread count), else ``threads.default_threads()``. Note: this suite runs all
 backends in one process, so read its numbers as per-step latency, and the bench session's
 isolated throughput cells for cross-backend comparisons.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import impls
-from benchmarks import datasets, machine
+from benchmarks import datasets, threads
 from benchmarks.config import PRESETS
 
 
@@ -44,7 +44,7 @@ def test_train_step(benchmark, data, name, dtype, batch):
     spec = impls.NetSpec(config.sizes, config.activation)
     params = impls.init_params(spec, config.seed, config.init)
     cls = impls.get(name)
-    machine.pin_threads(int(os.environ.get("BPB_THREADS") or os.cpu_count()))
+    threads.pin_threads(threads.inherited())
     x = data.features("train", dtype, 4096)
     y = data.labels("train", 4096)
     net = cls(spec, params, lr=config.lr, batch_size=batch, dtype=dtype)

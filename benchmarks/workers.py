@@ -27,8 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import impls
-from benchmarks import machine
 from benchmarks.plan import BenchOptions, Cell
+from benchmarks.threads import pin_threads
+from tracking.peaks import Peaks
 
 FAULT_ENV = "BPB_FAULT"
 HEARTBEAT_SECONDS = 20.0   # the longest the main process stays silent while a worker computes
@@ -40,7 +41,7 @@ class Job:
     dataset: str
     data_dir: str | None
     threads: int
-    peaks: dict                     # peak key -> measured peak GEMM GFLOP/s, and its spread (timing.peak_figures)
+    peaks: Peaks                    # the session's measured CPU GEMM peaks (tracking/peaks.py)
     options: BenchOptions
     parent_pid: int | None = None   # the main process; the worker exits when it is gone
     gpu_peaks: dict | None = None   # the GPU's peak GEMM GFLOP/s per mode (benchmarks/gpu.py), if measured
@@ -55,7 +56,7 @@ def prepare_process(names, threads: int) -> None:
         getattr(importlib.import_module(module), func)()
     for name in names:
         impls.get(name)
-    machine.pin_threads(threads)
+    pin_threads(threads)
 
 
 class PipeRecorder:

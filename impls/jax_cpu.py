@@ -14,7 +14,7 @@ is held to the same table (tests/test_conformance.py).
   (Python scalars are weakly typed and do not promote).
 - Threads: XLA's CPU backend sizes its own thread pool when it starts, on the first computation,
   from ``XLA_FLAGS``; threadpoolctl and ``torch.set_num_threads`` do not reach it. ``pin_threads``
-  (called by benchmarks/machine.py ``pin_threads`` before the first computation) adds
+  (called by benchmarks/threads.py ``pin_threads`` before the first computation) adds
   ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`` for one thread; for more
   it leaves XLA's own choice (every core), and says so in ``thread_setting``.
 """

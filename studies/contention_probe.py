@@ -35,12 +35,13 @@ CASES = [
 
 def one(impl: str, threads: int, seconds: float) -> dict:
     """samples/s of one pass of about ``seconds`` after an untimed warm-up, in this process."""
-    from benchmarks import datasets, machine
+    from benchmarks import datasets
+    from benchmarks.threads import pin_threads
     from benchmarks.config import PRESETS
     from benchmarks.runner import prepare
     from benchmarks.timing import Timed
     p = prepare(PRESETS["hw1-q3"].replace(impl=impl), datasets.load("fashion-mnist"))
-    machine.pin_threads(threads)
+    pin_threads(threads)
     timed = Timed(p.new(), p, seconds)
     timed.rate(0)
     return {"samples_per_second": timed.rate(1)}

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks import machine
+from benchmarks.threads import set_worker_env
 from reports.families import table as summary_table
 from reports.stats import round_ratios, session_spread
 from studies import family_report, fresh
@@ -155,7 +155,7 @@ def run_worker(c: Contender, run: Run) -> dict:
     job = {"name": c.name, "source": c.source, "preset": c.preset, "dtype": c.dtype, "threads": c.threads,
            "mode": c.mode, "seconds": run.seconds, "data_dir": run.data_dir}
     env = dict(os.environ)
-    machine.set_worker_env(env)      # the thread pools' settings a session's workers get
+    set_worker_env(env)      # the thread pools' settings a session's workers get
     # glibc's heap trimming off, both sides: homework-loop's per-step temporaries would pay 3x in
     # page faults (docs/performance.md, "Optimizers and the textbook loop"); a user's setting wins
     env = {"MALLOC_TRIM_THRESHOLD_": "100000000", "MALLOC_MMAP_THRESHOLD_": "10000000", **env}

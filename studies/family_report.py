@@ -10,7 +10,7 @@ import statistics
 import time
 from pathlib import Path
 
-from benchmarks import machine
+from benchmarks.inventory import inventory
 from reports.families import markdown
 from studies.family_worker import PASSES, load_average
 
@@ -19,7 +19,7 @@ def facts(run, names) -> dict:
     """What the summary states about the run before it starts: the machine, load, rounds."""
     return {"id": f"families-{time.strftime('%Y%m%d-%H%M%S')}-{socket.gethostname()}", "contests": names,
             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "load_start": load_average(),
-            "rounds": run.rounds, "seconds": run.seconds, "passes": PASSES, "machine": machine.inventory()}
+            "rounds": run.rounds, "seconds": run.seconds, "passes": PASSES, "machine": inventory()}
 
 
 def line(contest: str, r: int, rounds: int, c, res: dict, seconds: float) -> str:

@@ -40,8 +40,8 @@ def resolve_threads(threads) -> tuple[int, str]:
     """The contest's thread count: a number, or "default": the harness's default setting."""
     if threads != "default":
         return int(threads), "the contest's"
-    from benchmarks import machine
-    return machine.default_threads()
+    from benchmarks.threads import pin_threads, default_threads
+    return default_threads()
 
 
 def yardstick_kind(name: str) -> str:
@@ -82,20 +82,21 @@ def time_step(net) -> tuple[list[float], str] | None:
 
 
 def probe(out: dict) -> dict:
-    from benchmarks import timing
-    p = timing.peak_probe(dtype="float32")
+    from benchmarks import peaks
+    p = peaks.peak_probe(dtype="float32")
     out.update(value=p.peak, numpy_median=p.numpy_median, torch_median=p.torch_median, spread=p.spread,
-               how="benchmarks.timing.peak_probe(dtype='float32')")
+               how="benchmarks.peaks.peak_probe(dtype='float32')")
     return out
 
 
 def measure(job: dict) -> dict:
-    from benchmarks import datasets, machine
+    from benchmarks import datasets
+    from benchmarks.threads import pin_threads, default_threads
     out = {"load_before": load_average()}
     threads, why = resolve_threads(job.get("threads", 1))
     out.update(threads=threads, threads_reason=why)
     if job.get("mode") == "probe":
-        machine.pin_threads(threads)
+        pin_threads(threads)
         return probe(out)
     cls, reason = contender_class(job["name"], job.get("source", "impl"))
     if cls is None:
@@ -108,7 +109,7 @@ def measure(job: dict) -> dict:
     reason = cls.supports(dtype=config.dtype, batch_size=config.batch_size)
     if reason:
         return {"unavailable": reason}
-    out["thread_settings"] = machine.pin_threads(threads)
+    out["thread_settings"] = pin_threads(threads)
     data = datasets.load(config.dataset, job.get("data_dir"))
     if job.get("source") == "ref" and yardstick_kind(job["name"]) == "floor":     # trains nothing: no parity
         spec = impls.NetSpec(config.sizes, config.activation)

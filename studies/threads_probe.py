@@ -1,6 +1,6 @@
 """``python -m studies probe-threads``: how threads, and a busy machine, change small-batch
 throughput. For each case (an implementation, a dtype and batch on hw1-q4's network, a thread
-count, and for numba-batch its serial, parallel or BLAS kernel), samples/s of timed passes, strictly
+count, and for numba-batch its serial-loop or BLAS kernel), samples/s of timed passes, strictly
 interleaved over ``--rounds`` rounds, each implementation in a process of its own (another
 backend's idle thread pool in the same process changes the figures: docs/performance.md),
 quiet and then beside ``--busy`` spinning processes. The figures in docs/performance.md ("Small batches, threads and a busy machine")
@@ -13,7 +13,9 @@ import sys
 
 import numpy as np
 
-from benchmarks import datasets, machine
+from benchmarks import datasets
+from benchmarks.threads import pin_threads
+from benchmarks.inventory import inventory
 from benchmarks.config import PRESETS
 from benchmarks.runner import prepare
 from benchmarks.timing import Timed
@@ -36,7 +38,7 @@ def measure(rounds: int, seconds: float, data, only: str) -> dict:
     rates = {key: [] for key in timers}
     for r in range(1, rounds + 1):
         for key, (timed, kernel, threads) in timers.items():
-            machine.pin_threads(threads)
+            pin_threads(threads)
             numba_batch.BLAS_FROM = 1 if kernel == "blas" else 10 ** 9
             rates[key].append(timed.rate(r))
     return {key: float(np.median(v)) for key, v in rates.items()}
@@ -44,7 +46,7 @@ def measure(rounds: int, seconds: float, data, only: str) -> dict:
 
 def one_implementation(rounds: int, seconds: float, only: str) -> dict:
     """``measure`` for implementation ``only`` on 2 pinned threads, keys joined by ``|`` (JSON)."""
-    machine.pin_threads(2)
+    pin_threads(2)
     result = measure(rounds, seconds, datasets.load("fashion-mnist"), only)
     return {"|".join(map(str, k)): v for k, v in result.items()}
 
@@ -71,7 +73,7 @@ def main(argv=None) -> int:
     with fresh.busy(args.busy, settle=0.0):
         loaded = in_processes(args.rounds, args.seconds)
     print(f"median samples/s of {args.rounds} interleaved passes of {args.seconds} s; loaded = beside "
-          f"{args.busy} busy loop(s); {machine.inventory().get('cpu_model')}")
+          f"{args.busy} busy loop(s); {inventory().get('cpu_model')}")
     print(f"{'implementation':<12} {'batch':>5} {'kernel':>8} {'threads':>7} {'quiet':>10} {'loaded':>10} {'loaded/quiet':>12}")
     for key in quiet:
         name, batch, kernel, threads = key

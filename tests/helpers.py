@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tracking.peaks import Peak, Peaks
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,9 +33,9 @@ def is_outcome(line: str) -> bool:
     return line.startswith("  ") and not line.startswith("   ") and " · " in line
 
 
-# GEMM GFLOP/s per peak key (benchmarks/timing.py peak_key) and its spread, for cells run in a test
-PEAKS = {"float32": 100.0, "float64": 50.0, "float32_1thread": 60.0, "float64_1thread": 30.0,
-         "float32_spread": 0.05, "float64_spread": 0.05, "float32_1thread_spread": 0.04, "float64_1thread_spread": 0.04}
+# the measured peaks (tracking/peaks.py) of the cells run in a test: GFLOP/s and spread
+PEAKS = Peaks((Peak("float32", False, 100.0, 0.05), Peak("float64", False, 50.0, 0.05),
+               Peak("float32", True, 60.0, 0.04), Peak("float64", True, 30.0, 0.04)))
 
 
 class Recorder:

@@ -36,19 +36,19 @@ def runs_of(uri):
     (2, None, None, 2, "load unknown"),
 ])
 def test_default_threads_decisions(cores, load, probe, threads, words):
-    from benchmarks import machine
-    n, reason = machine.choose_threads(cores, load, probe)
+    from benchmarks import threads as policy
+    n, reason = policy.choose_threads(cores, load, probe)
     assert (n, words in reason) == (threads, True), reason
     if load is not None:                   # None: default_threads reads this machine's
-        assert machine.default_threads(cores=cores, load=load, probe=probe, measure=False) == (n, reason)
+        assert policy.default_threads(cores=cores, load=load, probe=probe, measure=False) == (n, reason)
 
 
 def test_worker_environment_keeps_what_the_user_set():
-    from benchmarks import machine
+    from benchmarks import threads
     env = {"OMP_WAIT_POLICY": "ACTIVE", "PATH": "/bin", "OPENBLAS_CORETYPE": "Haswell"}
-    assert machine.set_worker_env(env) == {"OMP_WAIT_POLICY": "ACTIVE", "OPENBLAS_CORETYPE": "Haswell",
+    assert threads.set_worker_env(env) == {"OMP_WAIT_POLICY": "ACTIVE", "OPENBLAS_CORETYPE": "Haswell",
                                            "OPENBLAS_THREAD_TIMEOUT": "4"}
-    assert not {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"} & set(machine.WORKER_ENV)
+    assert not {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"} & set(threads.WORKER_ENV)
 
 
 def test_threads_option_defaults_to_the_choice_and_overrides_it():

@@ -17,7 +17,7 @@ def assert_user_error(proc, *needles):
 
 def test_importing_the_packages_loads_no_heavy_backend():
     code = ("import sys, impls, benchmarks, benchmarks.cli, benchmarks.runner, benchmarks.datasets, "
-            "benchmarks.config, benchmarks.machine; impls.get('numpy-batch'); "
+            "benchmarks.config, benchmarks.threads, benchmarks.inventory; impls.get('numpy-batch'); "
             "print(sorted(m for m in ('numba', 'torch', 'mlflow', 'torchvision') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,5 +1,5 @@
-"""The machine inventory recorded with every session (``benchmarks/machine.py``)."""
-from benchmarks import gpu, machine
+"""The machine inventory recorded with every session (``benchmarks/inventory.py``)."""
+from benchmarks import gpu, inventory
 
 LIBS = [{"user_api": "blas", "internal_api": "openblas", "version": "0.3.31", "architecture": "SkylakeX",
          "num_threads": 1, "threading_layer": "pthreads", "prefix": "libscipy_openblas"},
@@ -10,11 +10,23 @@ LIBS = [{"user_api": "blas", "internal_api": "openblas", "version": "0.3.31", "a
 
 
 def test_the_inventory_does_not_depend_on_the_order_the_blas_libraries_were_loaded(monkeypatch):
-    monkeypatch.setattr(machine, "git_commit", lambda cwd=None: "abc")
+    monkeypatch.setattr(inventory, "git_commit", lambda cwd=None: "abc")
     monkeypatch.setattr(gpu, "inventory", lambda: {"gpu": "none"})
     seen = []
     for libs in (LIBS, LIBS[::-1]):
-        monkeypatch.setattr(machine, "blas_info", lambda libs=libs: [dict(lib) for lib in libs])
-        seen.append(machine.inventory())
+        monkeypatch.setattr(inventory, "blas_info", lambda libs=libs: [dict(lib) for lib in libs])
+        seen.append(inventory.inventory())
     assert seen[0] == seen[1]
     assert seen[0]["blas"] == "openblas 0.3.30 SkylakeX threads=1; openblas 0.3.31 SkylakeX threads=1"
+
+
+def test_a_process_a_session_started_takes_its_count_else_the_default_once(monkeypatch):
+    from benchmarks import threads
+    assert threads.inherited({threads.THREADS_ENV: "3"}) == 3
+    chosen = []
+    monkeypatch.setattr(threads, "default_threads", lambda: chosen.append(1) or (5, "probed"))
+    threads._default_once.cache_clear()
+    try:
+        assert [threads.inherited({}), threads.inherited({})] == [5, 5] and chosen == [1]
+    finally:
+        threads._default_once.cache_clear()

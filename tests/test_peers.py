@@ -92,8 +92,8 @@ def test_missing_backends_are_reasons_not_errors(monkeypatch):
 
 def test_one_thread_reaches_xla_before_its_backend_starts():
     runnable("jax-cpu")
-    code = ("import os; from benchmarks import machine; import impls; impls.get('jax-cpu'); "
-            "s = machine.pin_threads(1); print(s['jax']); print(os.environ['XLA_FLAGS'])")
+    code = ("import os; from benchmarks import threads; import impls; impls.get('jax-cpu'); "
+            "s = threads.pin_threads(1); print(s['jax']); print(os.environ['XLA_FLAGS'])")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          check=True).stdout
     assert "xla_cpu_multi_thread_eigen=false" in out.splitlines()[0]

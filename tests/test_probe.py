@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 
 import impls
-from benchmarks import cells, timing
+from benchmarks import cells, peaks
 from benchmarks.config import PRESETS
 from benchmarks.plan import BenchOptions, Cell
 from tests.helpers import PEAKS, ROOT
+from tracking.peaks import Peak, Peaks
 
 
 def test_each_repeat_is_as_many_gemms_as_fill_its_seconds(monkeypatch):
@@ -24,8 +25,8 @@ def test_each_repeat_is_as_many_gemms_as_fill_its_seconds(monkeypatch):
     def gemm():                                     # each call "takes" 0.125 s on a fake clock
         calls.append(clock["t"])
         clock["t"] += 0.125
-    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: clock["t"]))
-    rates = timing._repeats(gemm, 2e9, repeats=5, seconds=0.3)
+    monkeypatch.setattr(peaks, "time", types.SimpleNamespace(perf_counter=lambda: clock["t"]))
+    rates = peaks._repeats(gemm, 2e9, repeats=5, seconds=0.3)
     # 3 calls (0.375 s) per repeat: at least 0.3 s each, rate = flops / elapsed; one untimed call first
     assert rates == [pytest.approx(3 * 2e9 / 0.375 / 1e9)] * 5
     assert len(calls) == 1 + 5 * 3
@@ -34,7 +35,7 @@ def test_each_repeat_is_as_many_gemms_as_fill_its_seconds(monkeypatch):
 def test_a_real_probe_has_five_repeats_per_library_and_restores_torch_threads():
     torch = pytest.importorskip("torch")
     before = torch.get_num_threads()
-    probe = timing.peak_probe("float32", threads=1, n=64, seconds=0.01)
+    probe = peaks.peak_probe("float32", threads=1, n=64, seconds=0.01)
     assert len(probe.numpy) == 5 and len(probe.torch) == 5
     assert all(r > 0 for r in probe.numpy + probe.torch)
     assert probe.threads == 1 and torch.get_num_threads() == before
@@ -42,18 +43,19 @@ def test_a_real_probe_has_five_repeats_per_library_and_restores_torch_threads():
 
 
 def test_the_rule_is_the_larger_median_and_the_spread_is_of_its_repeats():
-    p = timing.PeakProbe("float32", 2, 2048, 0.3, numpy=[1.0, 2.0, 3.0, 4.0, 5.0], torch=[6.0, 7.0, 8.0, 9.0, 10.0])
+    p = peaks.PeakProbe("float32", 2, 2048, 0.3, numpy=[1.0, 2.0, 3.0, 4.0, 5.0], torch=[6.0, 7.0, 8.0, 9.0, 10.0])
     assert (p.peak, p.source, p.spread) == (8.0, "torch", 0.5)
-    q = timing.PeakProbe("float64", 2, 2048, 0.3, numpy=[10.0, 11.0, 12.0, 13.0, 14.0], torch=[1.0] * 5)
+    q = peaks.PeakProbe("float64", 2, 2048, 0.3, numpy=[10.0, 11.0, 12.0, 13.0, 14.0], torch=[1.0] * 5)
     assert (q.peak, q.source, q.spread) == (12.0, "numpy", pytest.approx(4 / 12))
-    alone = timing.PeakProbe("float32", 2, 2048, 0.3, numpy=[5.0] * 5)        # torch not installed
+    alone = peaks.PeakProbe("float32", 2, 2048, 0.3, numpy=[5.0] * 5)        # torch not installed
     assert (alone.peak, alone.source, alone.spread) == (5.0, "numpy", 0.0) and np.isnan(alone.torch_median)
-    peaks, params = timing.peak_figures({"float32": p, "float32_1thread": q})
-    assert peaks == {"float32": 8.0, "float32_spread": 0.5, "float32_1thread": 12.0,
-                     "float32_1thread_spread": pytest.approx(4 / 12)}
+    record = peaks.record({("float32", False): p, ("float32", True): q})
+    assert record.for_cell("float32", False) == Peak("float32", False, 8.0, 0.5, "torch")
+    assert record.for_cell("float32", True) == Peak("float32", True, 12.0, pytest.approx(4 / 12), "numpy")
+    params = record.params()
     assert params["peak_gemm_gflops_float32"] == 8.0 and params["peak_gemm_source_float32"] == "torch"
     assert params["peak_gemm_gflops_float32_1thread"] == 12.0 and "larger" in params["peak_gemm_rule"]
-    metrics = timing.probe_metrics({"float32": p}, "end")
+    metrics = peaks.probe_metrics({("float32", False): p}, "end")
     assert metrics["peak_probe/end/float32/torch_median"] == 8.0 and metrics["peak_probe/end/float32/spread"] == 0.5
 
 
@@ -68,7 +70,7 @@ def test_single_threaded_cells_are_divided_by_the_single_thread_peak(monkeypatch
     assert (params["peak_gemm"], params["peak_gemm_gflops"], params["peak_gemm_spread"]) == ("float32_1thread", 60.0, 0.04)
     assert cells.cell_params(batch, PEAKS, BenchOptions())["peak_gemm"] == "float32"
     # a caller without single-thread peaks: the session's
-    assert cells.roofline_peak(sample, {"float32": 100.0}, None)[0] == 100.0
+    assert cells.roofline_peak(sample, Peaks((Peak("float32", False, 100.0),)), None)[0] == 100.0
     # the class attribute, where set, decides
     import impls
     monkeypatch.setattr(impls.get("numpy-batch"), "single_threaded", True)

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tracking.clock import timed
+from tracking.peaks import Peaks
 from tracking.refs import check_run_id, latest_session, list_sessions, store_client
 from tracking.store import EXPERIMENT, TrackingError, connect, display_uri
 
@@ -87,27 +88,14 @@ def session_meta(parent) -> dict:
     """What a report says about its session: id, status, mode, dataset, peak, inventory."""
     machine = {k[len("tags.machine."):]: v for k, v in parent.items()
                if isinstance(k, str) and k.startswith("tags.machine.")}
+    peaks = Peaks.from_run(parent)
     return {"run_id": parent["run_id"], "status": parent.get("status", "?"), "mode": parent.get("params.mode", "?"),
             "reason": parent.get("tags.bpb.failure_reason") or "",
-            "peak_gemm_gflops": (float(parent["params.peak_gemm_gflops_float32"])      # older sessions: a metric
-                                 if _present(parent.get("params.peak_gemm_gflops_float32"))
-                                 else float(parent.get("metrics.peak_gemm_gflops", float("nan")))),
-            "peaks": {d: float(parent[f"params.peak_gemm_gflops_{d}"]) for d in ("float32", "float64")
-                      if _present(parent.get(f"params.peak_gemm_gflops_{d}"))},
-            # the single-thread peaks, every peak's spread, and the end probe's float32
-            "peaks_1thread": {d: float(parent[f"params.peak_gemm_gflops_{d}_1thread"]) for d in ("float32", "float64")
-                              if _present(parent.get(f"params.peak_gemm_gflops_{d}_1thread"))},
-            "peak_spreads": {k[len("params.peak_gemm_spread_"):]: float(v) for k, v in parent.items()
-                             if isinstance(k, str) and k.startswith("params.peak_gemm_spread_") and _present(v)},
-            "peak_end": {k.split("/")[-1]: float(v) for k, v in parent.items() if isinstance(k, str)
-                         and k.startswith("metrics.peak_probe/end/float32/") and _present(v)},
-            "peak_rule": parent.get("params.peak_gemm_rule") or "",
+            # the record (tracking/peaks.py), and its parts as plain dicts for the reports
+            "peak_record": peaks, "peak_gemm_gflops": peaks.for_cell("float32", False).gflops,
+            "peaks": peaks.gflops(), "peaks_1thread": peaks.gflops(one_thread=True),
+            "peak_spreads": peaks.spreads(), "peak_end": dict(peaks.end), "peak_rule": peaks.rule,
             "machine": machine, "dataset": parent.get("tags.dataset", "?")}
-
-
-def _present(value) -> bool:
-    """Neither None, NaN (a column other runs have) nor empty."""
-    return value is not None and value == value and value != ""
 
 
 def repeat_series(raw_epochs, key: str = "samples_per_second") -> dict[str, list[float]]:

@@ -1,18 +1,18 @@
-"""Thread pinning and the machine inventory recorded with every result.
+"""Threads: the workers' environment, the one default thread count, and pinning.
 
+``default_threads()`` is the count every entry point uses when none is given (``bench``,
+``run``, ``regress``, ``gpu-check``, the pytest-benchmark suite and the studies).
 Threads are pinned once per process, for every pool that may run: numpy's BLAS (through
 threadpoolctl), numba's and torch's. Only backends already imported are touched, so pinning
 never drags numba or torch into a numpy-only run.
 """
 from __future__ import annotations
 
+import functools
 import os
-import platform
-import subprocess
 import sys
-from importlib import metadata
 
-from benchmarks import gpu
+from benchmarks.inventory import thread_env, thread_settings
 
 _LIMITS = None  # keeps threadpoolctl's limits alive for the process
 
@@ -21,8 +21,7 @@ _LIMITS = None  # keeps threadpoolctl's limits alive for the process
 # busy loop"): libgomp's (numba's omp layer, torch and its MKL) and OpenBLAS's pthreads server.
 # A value already in the environment wins. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are never set.
 WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
-THREAD_ENV_KEYS = ("OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "NUMBA_THREADING_LAYER", "NUMBA_NUM_THREADS",
-                   "XLA_FLAGS")
+THREADS_ENV = "BPB_THREADS"   # a session's count, for the processes it starts that are not its workers
 FREE_CORES_FOR_TWO = 1.5   # fewer free cores than this (cores - 1-minute load average): 1 thread
 PROBE_COLLAPSE = 1.2       # 2 threads gaining less than this over 1 thread's step rate: contended (quiet here: 1.8)
 
@@ -33,11 +32,6 @@ def set_worker_env(environ=os.environ) -> dict:
     for key, value in WORKER_ENV.items():
         environ.setdefault(key, value)
     return thread_env(environ)
-
-
-def thread_env(environ=os.environ) -> dict:
-    """Every environment setting that changes a thread pool's behaviour."""
-    return {k: environ[k] for k in sorted(environ) if k.startswith(THREAD_ENV_KEYS)}
 
 
 def choose_threads(cores: int, load: float | None, probe: float | None = None) -> tuple[int, str]:
@@ -120,6 +114,24 @@ def default_threads(cores: int | None = None, load: float | None = None, probe: 
     return choose_threads(cores, load, probe)
 
 
+def inherited(environ=os.environ) -> int:
+    """The count a session passed down in ``$BPB_THREADS`` (to the pytest-benchmark suite it
+    starts), else ``default_threads()``'s, chosen once per process."""
+    given = environ.get(THREADS_ENV)
+    return int(given) if given else _default_once()
+
+
+@functools.cache
+def _default_once() -> int:
+    return default_threads()[0]
+
+
+def all_cores() -> int:
+    """Every core, whatever the load. Not a default: for a measurement made at a fixed count so
+    that its figures compare across runs (the studies' contests, ``python -m benchmarks.peaks``)."""
+    return os.cpu_count() or 1
+
+
 def pin_threads(n: int) -> dict:
     """Limit every loaded thread pool to ``n`` threads; returns ``thread_settings()``."""
     global _LIMITS
@@ -134,80 +146,3 @@ def pin_threads(n: int) -> dict:
     if "impls.jax_cpu" in sys.modules:       # XLA: env flags, read when its backend starts
         sys.modules["impls.jax_cpu"].pin_threads(n)
     return thread_settings()
-
-
-def blas_info() -> list[dict]:
-    """threadpoolctl's view of every BLAS/OpenMP library loaded: which, version, kernel, threads."""
-    from threadpoolctl import threadpool_info
-    keep = ("user_api", "internal_api", "version", "num_threads", "architecture", "threading_layer", "prefix")
-    return [{k: lib.get(k) for k in keep} for lib in threadpool_info()]
-
-
-def thread_settings() -> dict:
-    # sorted: threadpoolctl lists the libraries in the order they were loaded, which changes
-    # from run to run, and a recorded setting must not
-    out = {"blas": ";".join(sorted(f"{b['internal_api']}:{b['num_threads']}" for b in blas_info()
-                                   if b["user_api"] == "blas"))}
-    if "numba" in sys.modules:
-        import numba
-        out["numba"] = numba.get_num_threads()
-    if "torch" in sys.modules:
-        import torch
-        out["torch"] = torch.get_num_threads()
-    if "impls.jax_cpu" in sys.modules:
-        out["jax"] = sys.modules["impls.jax_cpu"]._THREADS["setting"]
-    return out
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit(cwd: str | None = None) -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=cwd or os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        commit = out.stdout.strip()
-        if commit:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                   capture_output=True, text=True, timeout=5, cwd=cwd).stdout.strip()
-            return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return "unknown"
-
-
-def _version(pkg: str) -> str:
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def inventory() -> dict:
-    """Flat str -> str description of this machine and software, for tags and JSON."""
-    blas = [b for b in blas_info() if b["user_api"] == "blas"]
-    inv = {
-        "cpu_model": _cpu_model(),
-        "cpu_cores": str(os.cpu_count()),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        # sorted, as in thread_settings: one machine, one identity, whatever the load order
-        "blas": "; ".join(sorted(f"{b['internal_api']} {b['version']} {b['architecture']} threads={b['num_threads']}"
-                                 for b in blas)) or "unknown",
-        "openblas_env": " ".join(f"{k}={os.environ[k]}" for k in sorted(os.environ) if k.startswith("OPENBLAS_")) or "unset",
-        "thread_env": " ".join(f"{k}={v}" for k, v in thread_env().items()) or "unset",
-        "git_commit": git_commit(),
-    }
-    for pkg in ("numpy", "numba", "torch", "mlflow", "pandas"):
-        inv[f"version_{pkg}"] = _version(pkg)
-    inv.update({f"threads_{k}": str(v) for k, v in thread_settings().items()})
-    inv.update(gpu.inventory())      # gpu, its memory, compute capability, driver and CUDA versions
-    return inv

@@ -1,10 +1,10 @@
 """The team pieces that need no server: the cross-machine report from a synthetic frame
-(reports/machines.py), the machine label and the server's refusals at the command line."""
+(reports/across_machines.py), the machine label and the server's refusals at the command line."""
 import numpy as np
 import pandas as pd
 
 import impls
-from reports.machines import accuracy_verdicts, machines_figure, machines_table, write_machines_report
+from reports.across_machines import accuracy_verdicts, machines_figure, machines_table, write_machines_report
 from tests.helpers import run_cli
 
 TOL = dict(impls.PARITY_TOLERANCE)

@@ -277,12 +277,10 @@ def test_a_raising_cell_is_failed_with_its_reason_and_the_group_goes_on(fashion,
     ("bogus-scheme://x", "cannot use the MLflow tracking store"),
 ])
 def test_bad_tracking_uri_fails_before_any_training(uri, needle):
-    t0 = time.time()
     proc = run_cli("bench", "--dry-run", "--tracking-uri", uri)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert needle in proc.stderr and "--tracking-uri" in proc.stderr
-    assert "Traceback" not in proc.stderr and "session" not in proc.stdout
-    assert time.time() - t0 < 60
+    assert "Traceback" not in proc.stderr and proc.stdout == ""      # no estimate, no cell, no session
 
 
 def test_report_without_a_session_says_so(tmp_path):

@@ -105,6 +105,7 @@ def test_the_clock_stops_after_the_epoch_that_would_pass_the_budget():
     assert budget.Clock(None)(Result())                        # no budget: never stops
 
 
+@pytest.mark.integration
 def test_the_main_process_beats_while_a_worker_is_silent(monkeypatch, fashion, tmp_path):
     """The worker stays silent until the recorder has had five heartbeats: without them it
     would stay silent until the guard (tests/faults.py) lets it go, and the count would be 0."""
@@ -126,6 +127,7 @@ def test_the_main_process_beats_while_a_worker_is_silent(monkeypatch, fashion, t
     assert rec.beats >= 5 and release.exists()
 
 
+@pytest.mark.integration
 def test_a_worker_goes_on_while_the_main_process_writes_and_waits_before_its_timed_work(
         fashion, monkeypatch, tmp_path):
     """A slow store: each cell's open is still being written when the worker has prepared
@@ -175,6 +177,7 @@ def test_the_gate_refuses_a_session_run_with_another_schedule_or_seeds():
     assert len(differ) == 2 and "seeds is '0', the gate's '0,1,2'" in differ
 
 
+@pytest.mark.integration
 def test_the_session_follows_mlflow_conventions_and_prints_progress(dry_run):
     import mlflow
     uri, proc, _ = dry_run

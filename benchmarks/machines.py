@@ -10,7 +10,7 @@ from pathlib import Path
 import impls
 import tracking
 from benchmarks.config import UsageError
-from reports.machines import write_machines_report
+from reports.across_machines import write_machines_report
 from reports.tables import to_text
 
 

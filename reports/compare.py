@@ -19,6 +19,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from reports.page import TABLE, TEXT, page
 from reports.stats import bootstrap_ratio
 from reports.tables import to_markdown
 
@@ -228,8 +229,4 @@ def render(table: pd.DataFrame, diffs, machine_note, a_id: str, b_id: str, thres
     body += ["<h2>What differs</h2>",
              diff_frame.to_html(index=False, border=0, classes="cells") if diffs else "<p>nothing but the measurements</p>",
              f"<h2>Cells</h2><p>{html.escape(rule)}</p>", shown.to_html(index=False, border=0, classes="cells")]
-    style = ("body{font-family:sans-serif;margin:2em} table.cells{border-collapse:collapse;font-size:12px}"
-             " .cells td,.cells th{border:1px solid #ccc;padding:3px 6px}")
-    page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
-    return "\n".join(md), page
+    return "\n".join(md), page(title, body, TEXT + TABLE)

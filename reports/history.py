@@ -9,14 +9,13 @@ commit's position in ``git rev-list``, then by start time, never by start time a
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 
 import numpy as np
 import pandas as pd
 
+from reports.page import TEXT, img, page, png
 from reports.stats import detect_steps
 from reports.tables import to_markdown
 
@@ -117,9 +116,7 @@ def render(series: pd.DataFrame, steps: pd.DataFrame, scope: str) -> tuple[str, 
     for metric in METRICS:
         fig = small_multiples(series, steps, metric)
         if fig is not None:
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=100)
-            pngs[metric] = buf.getvalue()
+            pngs[metric] = png(fig, dpi=100)
     sessions = series["session"].nunique()
     table = (steps.assign(**{"step": steps["text"], "median before": steps["before"].map("{:,.4g}".format),
                              "median after": steps["after"].map("{:,.4g}".format)})[["step", "median before", "median after"]]
@@ -130,8 +127,5 @@ def render(series: pd.DataFrame, steps: pd.DataFrame, scope: str) -> tuple[str, 
     body = [f"<h1>backprop-bench history</h1><p>{html.escape(scope)}: {sessions} sessions, "
             f"{series['cell'].nunique()} cells.</p><h2>Steps</h2>",
             table.to_html(index=False, border=0) if table is not None else "<p>no step found</p>"]
-    body += [f"<h2>{html.escape(m)}</h2><img alt=\"{m}\" style=\"max-width:100%\" "
-             f"src=\"data:image/png;base64,{base64.b64encode(p).decode()}\">" for m, p in pngs.items()]
-    page = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>backprop-bench history</title>"
-            "<style>body{font-family:sans-serif;margin:2em}</style></head><body>" + "".join(body) + "</body></html>")
-    return "\n".join(md), page, pngs
+    body += [f"<h2>{html.escape(m)}</h2>{img(m, p, style='max-width:100%')}" for m, p in pngs.items()]
+    return "\n".join(md), page("backprop-bench history", body, TEXT), pngs

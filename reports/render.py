@@ -2,15 +2,14 @@
 report.html and one PNG per figure into one folder (inputs: see ``reports/__init__.py``)."""
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections.abc import Collection
 from pathlib import Path
 
 import pandas as pd
 
 from reports import answer
+from reports.page import NUMBERS, TABLE, TEXT, WIDE, img, page, png
 from reports.figures import accuracy_figure, examples_figure, loss_figure, throughput_figure, throughput_notes
 from reports.peers import peers_section
 from reports.tables import pytest_benchmark_table, summary_table, to_markdown
@@ -44,12 +43,6 @@ def build_figures(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, met
     if cell:
         figs["examples"] = examples_figure(examples, cell)
     return figs
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return buf.getvalue()
 
 
 def _facts(meta: dict) -> list[str]:
@@ -128,7 +121,7 @@ def write_report(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, meta
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cells = answer.complete(cells)
-    pngs = {name: _png(fig) for name, fig in build_figures(cells, epochs, examples, meta, speedup_base).items()}
+    pngs = {name: png(fig) for name, fig in build_figures(cells, epochs, examples, meta, speedup_base).items()}
     paths = {}
     for name, data in pngs.items():
         paths[name] = out / f"{name}.png"
@@ -155,18 +148,14 @@ def write_report(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, meta
     for name, title in FIGURES.items():
         if name in pngs:
             md += [f"## {title}", "", f"![{title}]({name}.png)", "", *[f"- {n}" for n in notes.get(name, [])], ""]
-            b64 = base64.b64encode(pngs[name]).decode()
-            body.append(f"<h2>{html.escape(title)}</h2><img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{b64}\">"
+            body.append(f"<h2>{html.escape(title)}</h2>{img(title, pngs[name])}"
                         + "".join(f"<p class=\"note\">{_inline(n)}</p>" for n in notes.get(name, [])))
     paths["markdown"] = out / "report.md"
     paths["markdown"].write_text("\n".join(md))
-    style = ("body{font-family:sans-serif;margin:2em;max-width:1600px} table.cells{border-collapse:collapse;"
-             "font-size:12px} .cells td,.cells th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-             " img{max-width:100%} ul.facts{color:#555;font-size:13px} .note{max-width:70em}"
+    style = (TEXT + TABLE + NUMBERS + WIDE + " ul.facts{color:#555;font-size:13px} .note{max-width:70em}"
              " .banner{background:#fdd;border:2px solid #c00;padding:.6em 1em;font-weight:bold}")
     paths["html"] = out / "report.html"
-    paths["html"].write_text(f"<!doctype html><html><head><meta charset=\"utf-8\"><title>backprop-bench report"
-                             f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>")
+    paths["html"].write_text(page("backprop-bench report", body, style))
     return paths
 
 

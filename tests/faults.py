@@ -1,6 +1,7 @@
 """Fault injection for the tests, reachable only from the environment: bench workers call one of
 these when ``BPB_FAULT=tests.faults:NAME`` is set (``benchmarks/workers.py``); in-process tests
-call them directly. Each breaks one implementation class for the life of the process."""
+call them directly. Each breaks one implementation class for the life of the process, or
+makes a worker wait for, or tell, the test that started it."""
 import numpy as np
 
 import impls
@@ -119,7 +120,47 @@ def die_in_numpy_batch():
     cls.train_epoch = train_epoch
 
 
-def silent_for_a_second():
-    """A worker that says nothing for a second before its first cell (the heartbeat's test)."""
+RELEASE_ENV = "BPB_TEST_RELEASE"       # a file: the silent worker waits until it exists
+MARKS_ENV = "BPB_TEST_SYNC_MARKS"      # a folder: the worker marks each sync request in it
+GUARD_SECONDS = 120                    # a test that never releases its worker fails, not hangs
+
+
+def silent_until_released():
+    """A worker that says nothing before its first cell until the file ``$BPB_TEST_RELEASE``
+    exists (the heartbeat's test: its recorder makes the file after the beats it expects)."""
+    import os
     import time
-    time.sleep(1.0)
+    release = os.environ[RELEASE_ENV]
+    deadline = time.monotonic() + GUARD_SECONDS
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def marks_each_sync():
+    """The worker's recorder writes ``$BPB_TEST_SYNC_MARKS/<n>`` as it sends its n-th sync
+    request, after its wait's clock started (benchmarks/workers.py ``PipeRecorder.sync``): the
+    kinds of the messages it sent since the sync before (``open log log``, ...). The main
+    process then knows that the worker has reached its sync point, and what it did before."""
+    import os
+    from pathlib import Path
+    from benchmarks import workers
+    folder = Path(os.environ[MARKS_ENV])
+
+    class Marking:
+        def __init__(self, conn):
+            self.conn, self.syncs, self.sent = conn, 0, []
+
+        def send(self, message):
+            if message == ("sync",):
+                self.syncs += 1
+                (folder / "next").write_text(" ".join(self.sent))
+                (folder / "next").rename(folder / str(self.syncs))      # seen whole or not at all
+                self.sent = []
+            else:
+                self.sent.append(message[0])
+            self.conn.send(message)
+
+        def recv(self):
+            return self.conn.recv()
+    init = workers.PipeRecorder.__init__
+    workers.PipeRecorder.__init__ = lambda self, conn: init(self, Marking(conn))

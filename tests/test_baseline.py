@@ -67,6 +67,7 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
+@pytest.mark.integration
 def test_a_baseline_that_would_lie_is_refused_through_the_cli(tmp_path, case):
     text, reason = BAD[case]
     path = tmp_path / "baseline.json"

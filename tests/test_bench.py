@@ -9,7 +9,7 @@ from dataclasses import fields
 import pytest
 
 import impls
-from benchmarks.plan import BenchOptions, gate_options, plan
+from benchmarks.plan import BenchOptions
 from benchmarks.config import RunConfig
 from tests.helpers import PEAKS, ROOT, Recorder, is_outcome, run_cli
 
@@ -57,51 +57,7 @@ def test_threads_option_defaults_to_the_choice_and_overrides_it():
     assert build_parser().parse_args(["bench", "--threads", "1"]).threads == 1
 
 
-def test_default_plan_covers_every_available_implementation():
-    available = {n for n, why in impls.available().items() if why is None}
-    cells, skipped = plan(BenchOptions())
-    acc = [c for c in cells if c.kind == "accuracy"]
-    thr = [c for c in cells if c.kind == "throughput"]
-    assert {c.config.impl for c in acc} == available
-    assert {c.config.preset for c in acc} == {"hw1-q4", "hw1-q3"}
-    for name in set(impls.names()) - available:
-        assert f"{name}: {impls.available()[name]}" in skipped
-    assert "accuracy/numpy-sample/hw1-q3: numpy-sample takes batch size 1 only, not 256" in skipped
-    sweep = {(c.config.impl, c.config.dtype, c.config.batch_size) for c in thr if c.config.preset == "hw1-q4"}
-    assert ("numpy-batch", "float64", 1024) in sweep and ("torch-cpu", "float32", 32) in sweep
-    assert ("numpy-sample", "float32", 32) not in sweep               # -sample: batch 1 only
-    assert {b for _, _, b in sweep} == {1, 32, 256, 1024}
-    # numpy-sample is also timed on hw1-q3's network, the baseline of its speed-ups
-    assert {(c.config.impl, c.config.preset) for c in thr if c.config.preset == "hw1-q3"} == {("numpy-sample", "hw1-q3")}
-    # the peers train hw1-q3 only (the report's Peers section) and join no sweep
-    assert {c.config.preset for c in acc if impls.is_peer(c.config.impl)} <= {"hw1-q3"}
-    assert not any(impls.is_peer(c.config.impl) for c in thr)
-
-
-def test_peers_named_explicitly_run_everywhere_and_stay_out_of_the_gate():
-    cells, _ = plan(BenchOptions.make("dry-run", impls=("numpy-batch",) + impls.PEERS))
-    ran = {(c.kind, c.config.impl) for c in cells}
-    for name in impls.PEERS:
-        if impls.available_reason(name) is None:
-            assert ("throughput", name) in ran
-            assert {c.config.preset for c in cells if c.config.impl == name and c.kind == "accuracy"} == {"hw1-q4", "hw1-q3"}
-    gate_cells, _ = plan(gate_options())
-    assert not any(impls.is_peer(c.config.impl) for c in gate_cells)
-
-
-def test_the_gate_is_another_matrix_of_the_same_planner():
-    cells, _ = plan(gate_options())
-    cpu = [n for n, why in impls.available().items()
-           if why is None and not impls.get(n).needs_gpu and not impls.is_peer(n)]
-    acc = [c.config for c in cells if c.kind == "accuracy"]
-    assert {(c.preset, c.epochs, c.train_limit) for c in acc} == {("hw1-q4", 1, 20000), ("hw1-q3", 2, 20000)}
-    assert sorted({c.seed for c in acc}) == [0, 1, 2]
-    speed = {c.config.impl: c.config for c in cells if c.kind == "throughput"}
-    assert set(speed) == set(cpu)                                     # one speed cell each
-    assert all(c.preset == "hw1-q4" and c.dtype == "float32" and c.train_limit is None for c in speed.values())
-    assert speed["numpy-sample"].batch_size == 1 and speed["numpy-batch"].batch_size == 256
-
-
+@pytest.mark.integration
 def test_dry_run_through_the_cli_logs_the_whole_schema(tmp_path, fashion, dry_run):
     uri, proc, report = dry_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -159,6 +115,7 @@ def test_dry_run_through_the_cli_logs_the_whole_schema(tmp_path, fashion, dry_ru
     assert (tmp_path / "again" / "latest").resolve() == (tmp_path / "again" / parent["run_id"]).resolve()
 
 
+@pytest.mark.integration
 def test_failed_cells_are_recorded_and_the_session_goes_on(tmp_path, fashion, monkeypatch):
     """A NaN loss, an exception and a wrong update, each in a worker process of its own."""
     from benchmarks.session import run_session
@@ -186,6 +143,7 @@ def test_failed_cells_are_recorded_and_the_session_goes_on(tmp_path, fashion, mo
     assert (tmp_path / "report" / "latest" / "report.md").is_file()
 
 
+@pytest.mark.integration
 def test_a_worker_that_dies_fails_its_cells_and_the_session_goes_on(tmp_path, fashion, monkeypatch):
     from benchmarks.session import run_session
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -206,6 +164,7 @@ def test_a_worker_that_dies_fails_its_cells_and_the_session_goes_on(tmp_path, fa
     assert not (children["status"] == "RUNNING").any()
 
 
+@pytest.mark.integration
 def test_ctrl_c_marks_the_current_run_killed_and_keeps_finished_ones(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "CI": "1"}
@@ -276,21 +235,22 @@ def test_a_raising_cell_is_failed_with_its_reason_and_the_group_goes_on(fashion,
     ("sqlite:////nonexistent-folder/x/mlflow.db", "does not exist"),
     ("bogus-scheme://x", "cannot use the MLflow tracking store"),
 ])
+@pytest.mark.integration
 def test_bad_tracking_uri_fails_before_any_training(uri, needle):
-    t0 = time.time()
     proc = run_cli("bench", "--dry-run", "--tracking-uri", uri)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert needle in proc.stderr and "--tracking-uri" in proc.stderr
-    assert "Traceback" not in proc.stderr and "session" not in proc.stdout
-    assert time.time() - t0 < 60
+    assert "Traceback" not in proc.stderr and proc.stdout == ""      # no estimate, no cell, no session
 
 
+@pytest.mark.integration
 def test_report_without_a_session_says_so(tmp_path):
     (tmp_path / "empty.db").touch()
     proc = run_cli("report", "--tracking-uri", f"sqlite:///{tmp_path / 'empty.db'}")
     assert proc.returncode == 2 and "no benchmark session" in proc.stderr
 
 
+@pytest.mark.integration
 def test_dry_run_report_has_the_peers_section(dry_run):
     """The peers train hw1-q3 in every bench session where they are installed, and the
     report shows them beside the families (reports/peers.py)."""

@@ -7,6 +7,8 @@ import pytest
 
 from tests.helpers import ROOT, run_cli
 
+pytestmark = pytest.mark.integration      # every test here starts real processes
+
 
 def assert_user_error(proc, *needles):
     assert proc.returncode == 2, proc.stderr

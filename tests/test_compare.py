@@ -125,6 +125,7 @@ def two_sessions(tmp_path_factory):
     return uri, folder
 
 
+@pytest.mark.integration
 def test_compare_two_real_sessions_through_the_cli(two_sessions):
     uri, folder = two_sessions
     proc = run_cli("compare", "latest~1", "latest", "--tracking-uri", uri, "--output-dir", str(folder / "out"))
@@ -152,6 +153,7 @@ THR = "throughput/numpy-batch/hw1-q4/float32/b256/s0"
 GONE = "throughput/numba-batch/hw1-q4/float32/b256/s0"
 
 
+@pytest.mark.integration
 def test_compare_fail_on_accuracy_prints_the_cells_and_why(tmp_path):
     """Sessions written into the store without training: A, B (accuracy down 2 points, a cell
     of A gone) and C (as A but for the cell gone)."""
@@ -175,6 +177,7 @@ def test_compare_fail_on_accuracy_prints_the_cells_and_why(tmp_path):
 
 
 @pytest.mark.timing
+@pytest.mark.integration
 def test_live_compare_flags_a_3x_slowdown_and_rarely_anything_else(two_sessions):
     """Live timing (``pytest -m timing``): a third session with numpy-batch slowed 3x."""
     uri, folder = two_sessions

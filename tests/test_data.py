@@ -151,6 +151,7 @@ def fake_mirror(tmp_path, monkeypatch):
     datasets._load_folder.cache_clear()
 
 
+@pytest.mark.integration
 def test_download_through_torchvision_from_a_local_mirror(fake_mirror, tmp_path):
     with pytest.raises(datasets.DataError, match="--download"):
         datasets.load("mnist")                                  # nothing there, no download asked
@@ -162,6 +163,7 @@ def test_download_through_torchvision_from_a_local_mirror(fake_mirror, tmp_path)
     assert datasets.load("mnist").digest == data.digest         # second time: from the cache
 
 
+@pytest.mark.integration
 def test_download_checksum_mismatch_is_a_clear_error(fake_mirror, monkeypatch):
     mnist, _ = fake_mirror
     monkeypatch.setattr(mnist, "resources", [(f, "0" * 32) for f, _ in mnist.resources])

@@ -51,6 +51,7 @@ def test_without_a_budget_an_accuracy_cell_never_run_is_named_not_counted():
     assert "2 accuracy cells never run here not counted: no cell budget bounds them" in line
 
 
+@pytest.mark.integration
 def test_a_dry_run_gives_later_sessions_its_cells_and_its_rates(dry_run):
     """Read back from a real store: the dry run's own mode gets its cells and the time around
     them; another mode gets the training rate of each accuracy configuration it ran."""

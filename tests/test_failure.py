@@ -16,6 +16,8 @@ import pytest
 
 from tests.helpers import ROOT, fill, is_outcome, one_line, run_cli, tmpfs
 
+pytestmark = pytest.mark.integration      # every test here starts real processes
+
 mlflow = pytest.importorskip("mlflow")
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "CI": "1"}
 SESSION = ("bench", "--dry-run", "--impl", "numpy-sample,numpy-batch", "--threads", "1")

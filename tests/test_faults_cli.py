@@ -13,6 +13,8 @@ import pytest
 
 from tests.helpers import is_outcome, ROOT, fill, run_cli
 
+pytestmark = pytest.mark.integration      # every test here starts real processes
+
 mlflow = pytest.importorskip("mlflow")
 SMALL = ("bench", "--dry-run", "--impl", "numpy-sample,numpy-batch")
 

@@ -3,11 +3,14 @@ table, gpu-check.md attached to the session) with the no-GPU guard lifted and a 
 The GPU rows come out as 'no cells' here, with the registry's reason in the session."""
 import argparse
 
+import pytest
+
 from benchmarks import gpucheck
 from benchmarks.plan import BenchOptions
 from tests.helpers import sqlite_uri
 
 
+@pytest.mark.integration
 def test_gpu_check_flow_on_a_cpu(tmp_path, monkeypatch, capsys):
     import tracking
     monkeypatch.setattr(gpucheck, "no_gpu_reason", lambda: None)

@@ -240,6 +240,7 @@ def test_peak_probe_and_the_roofline_peak_of_each_mode():
     assert gpu.session_peaks(False) == {}
 
 
+@pytest.mark.integration
 def test_gpu_check_without_a_gpu_says_so_and_exits_4(tmp_path):
     import torch
     if torch.cuda.is_available():
@@ -297,6 +298,7 @@ def test_gpu_table_from_a_fixture():
     assert missing.iloc[2]["hw1-q3 epoch ms (IQR)"] == "no hw1-q3 float32 b256 throughput cell"
 
 
+@pytest.mark.integration
 def test_run_tf32_on_a_cpu_implementation_is_a_usage_error():
     proc = run_cli("run", "--impl", "torch-cpu", "--preset", "hw1-q3", "--tf32", timeout=120)
     assert proc.returncode == 2

@@ -44,6 +44,7 @@ def seeded(tmp_path_factory):
     return seed_history(tmp_path_factory.mktemp("seeded"), n=40)
 
 
+@pytest.mark.integration
 def test_history_finds_every_injected_step_at_its_commit(seeded, tmp_path):
     out = tmp_path / "out"
     proc = run_cli("history", "--repo", str(seeded["repo"]), "--tracking-uri", seeded["uri"],
@@ -67,6 +68,7 @@ def test_history_finds_every_injected_step_at_its_commit(seeded, tmp_path):
     assert page.count("data:image/png;base64,") == 3 and "at " + commits[16][:7] in page
 
 
+@pytest.mark.integration
 def test_history_is_logged_as_a_run_and_filters_say_what_they_left_out(seeded, tmp_path):
     import mlflow
     client = mlflow.MlflowClient(seeded["uri"])
@@ -82,6 +84,7 @@ def test_history_is_logged_as_a_run_and_filters_say_what_they_left_out(seeded, t
     assert proc.returncode == 2 and "no cell matches" in proc.stderr
 
 
+@pytest.mark.integration
 def test_modes_and_schedules_are_series_of_their_own(tmp_path):
     """A full and a quick session at each of 12 commits (accuracy 0.87 and 0.55, the quick one
     on one epoch of 20,000 samples): two flat series, no step; --mode keeps one."""
@@ -105,6 +108,7 @@ def test_modes_and_schedules_are_series_of_their_own(tmp_path):
 
 
 @pytest.mark.parametrize("option", ["--branch", "--commits"])
+@pytest.mark.integration
 def test_a_revision_that_looks_like_an_option_is_refused_before_git_reads_it(option, tmp_path):
     """``--branch=--output=FILE`` once reached ``git rev-list`` as an option, which truncated FILE."""
     repo, victim = tmp_path / "repo", tmp_path / "precious.txt"

@@ -58,6 +58,7 @@ def test_compare_an_id_with_latest_means_the_latest_of_its_mode(store):
     assert resolve_pair(uri, "latest", ids["gate"], None, False) == (ids["gate"], ids["gate"])
 
 
+@pytest.mark.integration
 def test_report_renders_the_latest_finished_session_and_links_only_it(store, tmp_path):
     uri, _, ids = store
     out = tmp_path / "out"
@@ -78,6 +79,7 @@ def test_report_renders_the_latest_finished_session_and_links_only_it(store, tmp
     assert "FINISHED session" not in (out / ids["gate"] / "report.md").read_text().splitlines()[0]
 
 
+@pytest.mark.integration
 def test_no_finished_session_of_the_kind_is_a_clear_error(tmp_path):
     uri = sqlite_uri(tmp_path)
     dry = fake_session(uri, "dry-run", "FAILED", CELLS)

@@ -18,7 +18,7 @@ import impls
 from tests.helpers import ROOT, run_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (apt-get install chromium)")
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (apt-get install chromium)")]
 
 
 def screenshot(page: Path, out: Path) -> np.ndarray:

@@ -90,6 +90,7 @@ def test_missing_backends_are_reasons_not_errors(monkeypatch):
     assert "sklearn-mlp: cannot import" in impls.runnable("sklearn-mlp", dtype="float32", batch_size=256)
 
 
+@pytest.mark.integration
 def test_one_thread_reaches_xla_before_its_backend_starts():
     runnable("jax-cpu")
     code = ("import os; from benchmarks import threads; import impls; impls.get('jax-cpu'); "

@@ -77,6 +77,7 @@ def test_single_threaded_cells_are_divided_by_the_single_thread_peak(monkeypatch
     assert cells.one_thread("numpy-batch") and cells.roofline_peak(batch, PEAKS, None)[0] == 60.0
 
 
+@pytest.mark.integration
 def test_peak_rss_is_this_cells_own():
     """In a fresh process, as a worker is: inside a long test process, freed memory already
     resident can serve a new array without the resident size growing (seen in CI)."""
@@ -116,6 +117,7 @@ def test_the_table_shows_the_probe_spread_beside_the_roofline_and_the_memory():
     assert table["roofline peak"].iat[0] == "60 GFLOP/s, 1 thread, spread 4.0%" and table["peak RSS MiB"].iat[0] == "123"
 
 
+@pytest.mark.integration
 def test_a_dry_run_logs_the_probe_and_every_cells_peak_rss(dry_run):
     import mlflow
     uri, proc, report = dry_run

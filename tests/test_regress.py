@@ -18,6 +18,8 @@ from benchmarks import baseline as baseline_file
 from benchmarks.gate import GateOptions, run_gate
 from tests.helpers import fill, popen_cli, run_cli
 
+pytestmark = pytest.mark.integration      # every test here starts real processes
+
 COMMITTED = Path(baseline_file.BASELINE)
 # the gate's implementations: every CPU one but the peers (benchmarks/plan.py gate_options)
 CPU_IMPLS = [n for n, why in impls.available().items()

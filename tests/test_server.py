@@ -23,7 +23,8 @@ import pytest
 from benchmarks import pg
 from tests.helpers import ROOT, is_outcome, run_cli
 
-pytestmark = pytest.mark.skipif(pg.installed() is not None, reason=f"needs PostgreSQL: {pg.installed()}")
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(pg.installed() is not None, reason=f"needs PostgreSQL: {pg.installed()}")]
 mlflow = pytest.importorskip("mlflow")
 # one thread for all: the default count is chosen per session by a probe (benchmarks/threads.py),
 # and float32 GEMMs round differently on 1 and 2 threads, so sessions compared value for value

@@ -19,6 +19,8 @@ import pytest
 
 from tests.helpers import ROOT, one_line, run_cli
 
+pytestmark = pytest.mark.integration      # every test here starts real processes
+
 mlflow = pytest.importorskip("mlflow")
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "CI": "1"}
 

@@ -94,6 +94,7 @@ def test_gemm_floor_runs_the_steps_gemms_and_leaves_its_parameters_untrained():
     assert net._g[0].shape == (784, 256) and np.isfinite(net._g[0]).all()
 
 
+@pytest.mark.integration
 def test_a_tiny_real_run_through_the_cli_writes_the_summary_and_logs_one_run_per_contest(tmp_path):
     uri = sqlite_uri(tmp_path)
     done = subprocess.run([sys.executable, "-m", "studies", "families", "--contest", "adam", "--contest",

@@ -1,10 +1,11 @@
 """The team pieces that need no server: the cross-machine report from a synthetic frame
-(reports/machines.py), the machine label and the server's refusals at the command line."""
+(reports/across_machines.py), the machine label and the server's refusals at the command line."""
 import numpy as np
 import pandas as pd
+import pytest
 
 import impls
-from reports.machines import accuracy_verdicts, machines_figure, machines_table, write_machines_report
+from reports.across_machines import accuracy_verdicts, machines_figure, machines_table, write_machines_report
 from tests.helpers import run_cli
 
 TOL = dict(impls.PARITY_TOLERANCE)
@@ -69,6 +70,7 @@ def test_a_failed_cell_says_so_and_the_figure_has_one_bar_per_machine(tmp_path):
     assert paths["figure"].stat().st_size > 10_000
 
 
+@pytest.mark.integration
 def test_the_machine_label_and_the_servers_refusals_come_before_any_work(tmp_path):
     bad = run_cli("bench", "--dry-run", "--machine", "two words", "--tracking-uri", f"sqlite:///{tmp_path}/m.db")
     assert bad.returncode == 2 and "--machine" in bad.stderr and not (tmp_path / "m.db").exists()

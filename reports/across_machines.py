@@ -10,9 +10,7 @@ a different numeric result is a finding, not noise.
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from reports.page import NUMBERS, TABLE, TEXT, WIDE, img, page, png
 from reports.tables import NA, to_markdown, with_speedup
 
 TITLE = "Throughput per implementation and machine (each machine's fastest batch size)"
@@ -133,10 +132,9 @@ def write_machines_report(cells: pd.DataFrame, sessions: pd.DataFrame, tolerance
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = machines_table(cells, tolerance, speedup_base)
-    buf = io.BytesIO()
-    machines_figure(cells).savefig(buf, format="png", dpi=110)
+    figure = png(machines_figure(cells))
     paths = {"figure": out / "machines.png"}
-    paths["figure"].write_bytes(buf.getvalue())
+    paths["figure"].write_bytes(figure)
     facts = [f"{r.machine}: session `{r.session}` ({r.mode}, {r.started}), CPU {r.cpu}, GPU {r.gpu}, "
              f"peak float32 GEMM {float(r.peak_gemm_gflops):.0f} GFLOP/s" for r in sessions.itertuples()]
     differs = int(table["accuracy across machines"].str.startswith("DIFFERS").sum())
@@ -146,14 +144,10 @@ def write_machines_report(cells: pd.DataFrame, sessions: pd.DataFrame, tolerance
     paths["markdown"].write_text("\n".join(["# backprop-bench: machines side by side", "",
                                             *[f"- {f}" for f in facts], "", "## Cells", "", to_markdown(table), "",
                                             f"## {TITLE}", "", "![machines](machines.png)", ""]))
-    b64 = base64.b64encode(buf.getvalue()).decode()
-    style = ("body{font-family:sans-serif;margin:2em;max-width:1600px} table.cells{border-collapse:collapse;"
-             "font-size:12px} .cells td,.cells th{border:1px solid #ccc;padding:3px 6px;text-align:right} img{max-width:100%}")
+    body = ["<h1>backprop-bench: machines side by side</h1><ul>",
+            *[f"<li>{html.escape(f)}</li>" for f in facts], "</ul><h2>Cells</h2>",
+            table.to_html(index=False, escape=True, border=0, classes="cells"),
+            f"<h2>{html.escape(TITLE)}</h2>{img(TITLE, figure)}"]
     paths["html"] = out / "machines.html"
-    paths["html"].write_text(
-        f"<!doctype html><html><head><meta charset=\"utf-8\"><title>backprop-bench: machines</title><style>{style}"
-        f"</style></head><body><h1>backprop-bench: machines side by side</h1><ul>"
-        f"{''.join(f'<li>{html.escape(f)}</li>' for f in facts)}</ul><h2>Cells</h2>"
-        f"{table.to_html(index=False, escape=True, border=0, classes='cells')}<h2>{html.escape(TITLE)}</h2>"
-        f"<img alt=\"{html.escape(TITLE)}\" src=\"data:image/png;base64,{b64}\"></body></html>")
+    paths["html"].write_text(page("backprop-bench: machines", body, TEXT + TABLE + NUMBERS + WIDE))
     return paths, table

@@ -160,7 +160,7 @@ def cmd_report(args) -> int:
     uri = tracking.resolve_uri(args.tracking_uri)
     writable_folder(args.output_dir)
     if args.session or args.latest_per_machine:
-        from benchmarks.machines import run_machines_report
+        from benchmarks.across_machines import run_machines_report
         run_machines_report(uri, args.session, args.output_dir, args.mode, any_status=args.any_status)
         return 0
     render_report(uri, session_ref(uri, args.run_id, args), args.output_dir)

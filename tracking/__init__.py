@@ -22,7 +22,7 @@ from tracking.refs import BENCH_MODES, latest_mode, latest_session, list_session
 from tracking.read import (CELL_COLUMNS, EPOCH_COLUMNS, all_cells, annotate, cell_runs, previous_durations,
                            read_json_artifact, read_session, repeat_series, session_meta, tidy)
 from tracking.session import Session, reap_stale, ui_path
-from tracking.machines import cells_of, latest_per_machine, sessions_by_ref
+from tracking.by_machine import cells_of, latest_per_machine, sessions_by_ref
 
 __all__ = ["BENCH_MODES", "CELL_COLUMNS", "DEFAULT_URI", "EPOCH_COLUMNS", "EXPERIMENT", "Session", "TrackingError",
            "all_cells", "annotate", "cell_runs", "cells_of", "check_store", "connect", "display_uri", "latest_mode",

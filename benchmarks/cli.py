@@ -14,7 +14,8 @@ import sys
 
 import impls
 import tracking
-from benchmarks import commands, datasets, families, server, store_command
+from benchmarks import commands, datasets, families, store_command
+from tracking import server
 from benchmarks.argtypes import (csv_of, fraction, impl_list, iso_date, machine_label, output_dir, output_file,
                                  positive_float, positive_int, seed_int, unit_interval)
 from benchmarks.config import EXIT_INTERRUPTED, EXIT_USAGE, PRESETS, UsageError

@@ -210,3 +210,11 @@ def cmd_ui(args) -> int:
 def cmd_gpu_check(args) -> int:
     from benchmarks.gpucheck import run_gpu_check
     return run_gpu_check(args)
+
+
+def cmd_store(args) -> int:
+    """``store check|repair``: a tracking store's state, and the repair of a half-built SQLite
+    store (``tracking/repair.py``; docs/reliability.md)."""
+    uri = tracking.resolve_uri(args.tracking_uri)
+    print(tracking.check_store(uri) if args.action == "check" else tracking.repair_store(uri))
+    return 0

@@ -14,7 +14,8 @@ import sys
 
 import impls
 import tracking
-from benchmarks import commands, datasets, server, store_command
+from benchmarks import commands, datasets
+from tracking import server
 from benchmarks.argtypes import (csv_of, fraction, impl_list, iso_date, machine_label, output_dir, output_file,
                                  positive_float, positive_int, seed_int, unit_interval)
 from benchmarks.config import EXIT_INTERRUPTED, EXIT_USAGE, PRESETS, UsageError
@@ -223,7 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     gpu_check.set_defaults(func=commands.cmd_gpu_check)
 
     server.add_parsers(sub)
-    store_command.add_parser(sub, add_tracking_option)
+    store = sub.add_parser("store", help="check a tracking store, or repair a half-built SQLite store",
+                           description="check: prepare the store as a session would (a new one is made, one written "
+                                       "by an older MLflow migrated on a copy) and say what it holds. repair: rebuild "
+                                       "a SQLite store that an interrupted set-up or migration left half-built, keeping "
+                                       "every run; the old file is kept beside it.")
+    store.add_argument("action", choices=("check", "repair"))
+    add_tracking_option(store)
+    store.set_defaults(func=commands.cmd_store)
     return parser
 
 

@@ -162,7 +162,7 @@ def cmd_report(args) -> int:
     uri = tracking.resolve_uri(args.tracking_uri)
     writable_folder(args.output_dir)
     if args.session or args.latest_per_machine:
-        from benchmarks.machines import run_machines_report
+        from benchmarks.across_machines import run_machines_report
         run_machines_report(uri, args.session, args.output_dir, args.mode, any_status=args.any_status)
         return 0
     render_report(uri, session_ref(uri, args.run_id, args), args.output_dir)
@@ -212,3 +212,11 @@ def cmd_ui(args) -> int:
 def cmd_gpu_check(args) -> int:
     from benchmarks.gpucheck import run_gpu_check
     return run_gpu_check(args)
+
+
+def cmd_store(args) -> int:
+    """``store check|repair``: a tracking store's state, and the repair of a half-built SQLite
+    store (``tracking/repair.py``; docs/reliability.md)."""
+    uri = tracking.resolve_uri(args.tracking_uri)
+    print(tracking.check_store(uri) if args.action == "check" else tracking.repair_store(uri))
+    return 0

@@ -21,7 +21,7 @@ from pathlib import Path
 import tracking
 from benchmarks.browser import Browser, BrowserError
 from benchmarks.config import UsageError
-from benchmarks.server import wait_ready
+from tracking.server import wait_ready
 
 
 def chromium() -> str:

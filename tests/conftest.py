@@ -60,7 +60,7 @@ def pg_cluster():
     import shutil
     import tempfile
     from pathlib import Path
-    from benchmarks import pg
+    from tracking import pg
     if pg.installed() is not None:
         pytest.skip(f"needs PostgreSQL: {pg.installed()}")
     base = Path(tempfile.mkdtemp(prefix="bpb-pg-"))

@@ -9,7 +9,7 @@ import pytest
 
 import impls
 from reports import agreement, answer
-from tracking.read import CELL_COLUMNS
+from tracking.tidy import CELL_COLUMNS
 
 Q3 = ("hw1-q3", "float32", 256, "784-256-128-64-10 relu")
 Q4 = ("hw1-q4", "float64", 1, "784-32-32-10 sigmoid")

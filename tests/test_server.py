@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import pg
+from tracking import pg
 from tests.helpers import ROOT, is_outcome, run_cli
 
 pytestmark = [pytest.mark.integration,
@@ -371,7 +371,7 @@ def test_a_restart_ends_what_a_dead_server_left_serving_and_only_then_says_auth_
     import requests
     first = Server(pg_dir, tmp_path / "first").start()
     keepers = [pid for pid, (ppid, _, cmd) in processes().items()
-               if ppid == first.proc.pid and "benchmarks.keeper" in cmd]
+               if ppid == first.proc.pid and "tracking.keeper" in cmd]
     # Stopped, the mlflow process cannot act on the SIGTERM its parent's death sends it (it stays
     # pending), so its uvicorn child keeps serving: the orphan this test needs, every time.
     os.kill(first.mlflow_pid, signal.SIGSTOP)
@@ -423,7 +423,7 @@ def test_a_second_server_on_a_live_servers_port_refuses(server, pg_dir, tmp_path
 def test_readiness_is_the_started_servers_own_socket_not_whoever_answers(tmp_path):
     """Something else binds the port after the check at start: ``wait_ready`` names it."""
     from benchmarks.config import UsageError
-    from benchmarks.server import wait_ready
+    from tracking.server import wait_ready
     child = subprocess.Popen(["sleep", "60"], start_new_session=True)
     with socket.socket() as listening:
         listening.bind(("127.0.0.1", 0))

@@ -9,8 +9,8 @@ The only package of backprop-bench that imports mlflow (lazily: ``import trackin
 - ``tracking.schema``: a SQLite store made and migrated on a temporary file, so that an
   interrupt never leaves it half-built; ``tracking.repair`` rebuilds one that was;
 - ``tracking.failure``: a failing store's cause in one line (``store_failure``);
-- ``tracking.read``: sessions back into tidy pandas frames (``CELL_COLUMNS``,
-  ``EPOCH_COLUMNS``), artifacts, and verdicts written onto an existing run.
+- ``tracking.read``: sessions and artifacts read back; ``tracking.tidy``: the tidy frames
+  (``CELL_COLUMNS``, ``EPOCH_COLUMNS``); ``tracking.write``: verdicts written onto an existing run.
 
 Statuses are MLflow's: FINISHED, FAILED and KILLED, the reason in the tag
 ``bpb.failure_reason``.
@@ -19,10 +19,12 @@ from tracking.clock import spent
 from tracking.store import DEFAULT_URI, EXPERIMENT, TrackingError, connect, display_uri, resolve_uri, store_failure
 from tracking.repair import check as check_store, repair as repair_store
 from tracking.refs import BENCH_MODES, latest_mode, latest_session, list_sessions, resolve_ref, session_mode
-from tracking.read import (CELL_COLUMNS, EPOCH_COLUMNS, all_cells, annotate, cell_runs, previous_durations,
-                           read_json_artifact, read_session, repeat_series, session_meta, tidy)
+from tracking.read import (all_cells, cell_runs, previous_durations,
+                           read_json_artifact, read_session, repeat_series, session_meta)
+from tracking.tidy import CELL_COLUMNS, EPOCH_COLUMNS, tidy
+from tracking.write import annotate
 from tracking.session import Session, reap_stale, ui_path
-from tracking.machines import cells_of, latest_per_machine, sessions_by_ref
+from tracking.by_machine import cells_of, latest_per_machine, sessions_by_ref
 
 __all__ = ["BENCH_MODES", "CELL_COLUMNS", "DEFAULT_URI", "EPOCH_COLUMNS", "EXPERIMENT", "Session", "TrackingError",
            "all_cells", "annotate", "cell_runs", "cells_of", "check_store", "connect", "display_uri", "latest_mode",

@@ -1,5 +1,5 @@
-"""Reading sessions back: tidy pandas frames for the report and the gate, artifacts, and
-verdicts written onto an existing run. Every read validates the run id first: it goes into
+"""Reading sessions back: MLflow's frames for the report and the gate (``tracking/tidy.py``
+gives them fixed columns), and artifacts. Every read validates the run id first: it goes into
 MLflow's filter strings, so only 32 hexadecimal digits are accepted."""
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ from tracking.clock import timed
 from tracking.peaks import Peaks
 from tracking.refs import check_run_id, latest_session, list_sessions, store_client
 from tracking.store import EXPERIMENT, TrackingError, connect, display_uri
+from tracking.tidy import EPOCH_METRICS
 
 # histories read back: the per-epoch metrics (``epoch/*``, step = epoch), and the throughput
 # repeats of the speed gate (``repeat/*``, step = repeat). Older sessions logged both
 # without a prefix: they are read too, and ``read_session`` drops the ``epoch/`` prefix.
-EPOCH_METRICS = ("train_loss", "test_loss", "test_accuracy", "epoch_seconds", "samples_per_second",
-                 "train_seconds")
 REPEAT_METRICS = ("samples_per_second", "reference_samples_per_second", "speed_ratio")
 REPORT_EPOCH_METRICS = ("train_loss", "test_loss", "test_accuracy", "train_seconds")   # reports/figures.py
 HISTORY_METRICS = (*[f"epoch/{k}" for k in EPOCH_METRICS], *[f"repeat/{k}" for k in REPEAT_METRICS],
@@ -143,86 +142,3 @@ def previous_durations(uri: str, mode: str) -> tuple[str, dict[str, float]]:
     seconds = (cells["end_time"] - cells["start_time"]).dt.total_seconds()
     return run_id, dict(zip(cells["tags.bpb.cell"], seconds))
 
-
-@timed
-def annotate(uri: str, run_id: str, *, metrics=None, tags=None, dicts=None, files=(), artifact_path=None):
-    """Write onto an existing run: metrics, tags, JSON artifacts (``{path: obj}``) and files."""
-    client = store_client(uri)
-    check_run_id(run_id)
-    for key, value in (metrics or {}).items():
-        client.log_metric(run_id, key, float(value))
-    for key, value in (tags or {}).items():
-        client.set_tag(run_id, key, str(value))
-    for path, obj in (dicts or {}).items():
-        client.log_dict(run_id, obj, path)
-    for path in files:
-        client.log_artifact(run_id, str(path), artifact_path)
-
-
-CELL_COLUMNS = ["run_id", "cell", "kind", "impl", "device", "preset", "dataset", "network", "dtype",
-                "batch_size", "seed", "status", "reason", "samples_per_second_median",
-                "samples_per_second_q1", "samples_per_second_q3", "roofline_fraction",
-                "compile_seconds", "test_accuracy", "time_to_target_seconds", "target_accuracy",
-                "parity_max_error", "flops_per_sample", "samples_per_second_relative_iqr", "load_average_start",
-                "load_average_end", "budget", "peak_gemm_gflops", "peak_gemm", "peak_gemm_spread", "peak_rss_mb"]
-EPOCH_COLUMNS = ["run_id", "cell", "impl", "preset", "dtype", "batch_size", "seed", "epoch",
-                 *EPOCH_METRICS]
-
-
-def tidy(cells, epochs):
-    """MLflow's frames -> (cells, epochs) with the fixed columns above, one row per cell and
-    one row per (accuracy cell, epoch)."""
-    import numpy as np
-    import pandas as pd
-
-    def col(name, default=np.nan):
-        return cells[name] if name in cells.columns else pd.Series(default, index=cells.index)
-
-    out = pd.DataFrame({
-        "run_id": col("run_id"),
-        "cell": col("tags.bpb.cell"),
-        "kind": col("tags.bpb.cell_kind"),
-        "impl": col("tags.implementation"),
-        "device": col("tags.device"),
-        "preset": col("params.preset"),
-        "dataset": col("params.dataset"),
-        "network": col("params.sizes").astype(str).str.replace(",", "-") + " " + col("params.activation").astype(str),
-        "dtype": col("params.dtype"),
-        "batch_size": pd.to_numeric(col("params.batch_size"), errors="coerce").astype("Int64"),
-        "seed": pd.to_numeric(col("params.seed"), errors="coerce").astype("Int64"),
-        "status": col("status"),
-        "reason": col("tags.bpb.failure_reason", None),
-        "samples_per_second_median": col("metrics.samples_per_second_median"),
-        "samples_per_second_q1": col("metrics.samples_per_second_q1"),
-        "samples_per_second_q3": col("metrics.samples_per_second_q3"),
-        "roofline_fraction": col("metrics.roofline_fraction"),
-        "compile_seconds": col("metrics.compile_seconds"),
-        "test_accuracy": col("metrics.test_accuracy"),
-        "time_to_target_seconds": col("metrics.time_to_target_seconds"),
-        "target_accuracy": pd.to_numeric(col("params.target_accuracy"), errors="coerce"),
-        "parity_max_error": col("metrics.parity_max_error"),
-        # constants are params now; older sessions logged them as metrics
-        "flops_per_sample": pd.to_numeric(col("params.flops_per_sample"), errors="coerce").fillna(
-            col("metrics.flops_per_sample")),
-        "samples_per_second_relative_iqr": col("metrics.samples_per_second_relative_iqr"),
-        "load_average_start": col("metrics.load_average_start"),
-        "load_average_end": col("metrics.load_average_end"),
-        "budget": col("tags.bpb.budget", None),
-        "peak_gemm_gflops": pd.to_numeric(col("params.peak_gemm_gflops"), errors="coerce").fillna(
-            col("metrics.peak_gemm_gflops")),
-        "peak_gemm": col("params.peak_gemm", None),                # which peak, its spread
-        "peak_gemm_spread": pd.to_numeric(col("params.peak_gemm_spread"), errors="coerce"),
-        "peak_rss_mb": col("metrics.peak_rss_mb"),
-    }, columns=CELL_COLUMNS).reset_index(drop=True)
-    if epochs.empty or out.empty:
-        return out, pd.DataFrame(columns=EPOCH_COLUMNS)
-    accuracy_ids = set(out.loc[out["kind"] == "accuracy", "run_id"])
-    long = epochs[epochs["run_id"].isin(accuracy_ids)]
-    wide = long.pivot_table(index=["run_id", "step"], columns="key", values="value", aggfunc="last").reset_index()
-    wide = wide.rename(columns={"step": "epoch"})
-    meta = out[["run_id", "cell", "impl", "preset", "dtype", "batch_size", "seed"]]
-    merged = meta.merge(wide, on="run_id")
-    for key in EPOCH_METRICS:
-        if key not in merged.columns:
-            merged[key] = np.nan
-    return out, merged[EPOCH_COLUMNS].sort_values(["cell", "epoch"]).reset_index(drop=True)

@@ -3,7 +3,8 @@ for sessions recorded before labels existed), and the sessions a cross-machine r
 from __future__ import annotations
 
 from tracking.clock import timed
-from tracking.read import CELL_COLUMNS, all_cells, tidy
+from tracking.read import all_cells
+from tracking.tidy import CELL_COLUMNS, tidy
 from tracking.refs import latest_mode, list_sessions, resolve_ref
 from tracking.store import TrackingError, display_uri
 

@@ -139,7 +139,7 @@ class Cluster:
         self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
                   "--no-locale", "--no-instructions")
         with open(self.data / "postgresql.conf", "a") as conf:
-            conf.write("\n# backprop-bench (benchmarks/pg.py): reachable only through this socket\n"
+            conf.write("\n# backprop-bench (tracking/pg.py): reachable only through this socket\n"
                        "listen_addresses = ''\n"
                        f"unix_socket_directories = '{self.socket}'\n"
                        "unix_socket_permissions = 0700\n")

@@ -1,6 +1,6 @@
 """``python -m benchmarks server``: one MLflow tracking server for a team, on PostgreSQL.
 
-    python -m benchmarks server                          # local PostgreSQL in a folder (benchmarks/pg.py)
+    python -m benchmarks server                          # local PostgreSQL in a folder (tracking/pg.py)
     python -m benchmarks server --backend-store-uri postgresql://user@db.example/mlflow --host 0.0.0.0
     python -m benchmarks server --auth                   # MLflow's basic-auth app
 
@@ -13,9 +13,9 @@ Secrets never reach argv, the terminal or a log: the backend URI (which may hold
 password) travels in MLFLOW_BACKEND_STORE_URI, the admin credentials in MLFLOW_AUTH_ADMIN_*,
 and every line the server prints passes through a filter that masks both passwords.
 
-What it starts dies with it, even on kill -9 (``benchmarks/keeper.py``). It refuses a port
+What it starts dies with it, even on kill -9 (``tracking/keeper.py``). It refuses a port
 that something else listens on, naming what is there, and says "ready" only once the
-listening socket is held by its own mlflow server's process group (``benchmarks/procs.py``).
+listening socket is held by its own mlflow server's process group (``tracking/procs.py``).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, unquote
 
 import tracking
-from benchmarks import keeper, pg, procs
+from tracking import keeper, pg, procs
 from benchmarks.config import UsageError
 
 DEFAULT_ARTIFACTS = Path("server-data", "artifacts")

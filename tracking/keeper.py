@@ -1,7 +1,7 @@
 """The server's keeper, and its pid file: what ``python -m benchmarks server`` started ends
 with it, even when it is killed with kill -9.
 
-``server`` starts the keeper (``python -m benchmarks.keeper``) first, in a session of its
+``server`` starts the keeper (``python -m tracking.keeper``) first, in a session of its
 own, with the read end of a pipe as its stdin, and tells it on that pipe, one JSON line at a
 time, what it has started: the PostgreSQL cluster, then the mlflow server's process group.
 A server that stops normally ends them itself and says goodbye. When the pipe closes without
@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import pg, procs
+from tracking import pg, procs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,7 +126,7 @@ class Keeper:
         readable, self.pipe = os.pipe()          # both ends close on exec: only the keeper gets one, as stdin
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
         # its own session: Ctrl-C in the terminal and a signal to the server's group miss it
-        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.keeper"], stdin=readable, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "tracking.keeper"], stdin=readable, env=env,
                                      start_new_session=True)
         os.close(readable)
         self.hold(server=me(), keeper=me(self.proc.pid), port=self.record.get("port"))

@@ -1,5 +1,5 @@
 """``report --session A --session B ...`` / ``report --latest-per-machine``: machines side by
-side (``reports/machines.py``), written under ``reports/out/machines-<id>/`` and logged as a run
+side (``reports/across_machines.py``), written under ``reports/out/machines-<id>/`` and logged as a run
 of kind ``machines`` (its sessions as params, the files as artifacts), so the UI shows it."""
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The rooms hold (docs/architecture.md): no import cycles among the project's modules, the
-product never imports the lab (studies/), and only tracking/ imports mlflow, lazy imports
-included. Read from the source with ast."""
+product never imports the lab (studies/), reports/ imports neither impls/ nor benchmarks/, and
+only tracking/ imports mlflow, lazy imports included. Read from the source with ast."""
 import ast
 from pathlib import Path
 
@@ -14,8 +14,9 @@ PACKAGES = PRODUCT + LAB
 def modules() -> dict[str, Path]:
     out = {}
     for pkg in PACKAGES:
-        for path in (ROOT / pkg).glob("*.py"):
-            out[f"{pkg}.{path.stem}".removesuffix(".__init__")] = path
+        for path in (ROOT / pkg).rglob("*.py"):
+            dotted = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            out[dotted.removesuffix(".__init__")] = path
     return out
 
 
@@ -52,15 +53,20 @@ def test_the_product_never_imports_the_lab():
     assert leaks == []
 
 
+def test_reports_import_neither_the_implementations_nor_the_harness():
+    leaks = sorted(f"{m} imports {t}" for m, p in modules().items() if m.startswith("reports")
+                   for t in imports(p) if t.split(".")[0] in ("impls", "benchmarks"))
+    assert leaks == []
+
+
 def test_only_tracking_imports_mlflow():
     importers = sorted(m for m, p in modules().items()
                        if any(t == "mlflow" or t.startswith("mlflow.") for t in imports(p)))
     assert importers and all(m.startswith("tracking.") for m in importers), importers
 
 
-def test_no_benchmarks_module_is_a_corridor():
-    """About 250 lines at most per module of the harness (regress.py: the schema check and the
-    update rule sit beside the judging they serve)."""
-    long = {p.name: n for p in (ROOT / "benchmarks").glob("*.py")
+def test_no_module_is_a_corridor():
+    """300 lines at most per module of the product and the lab (docs/architecture.md)."""
+    long = {str(p.relative_to(ROOT)): n for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 300}
     assert long == {}

@@ -1,6 +1,7 @@
 """The peers (impls/sklearn_mlp.py, impls/jax_cpu.py) beyond the conformance grid: what holds
 where sklearn's math differs, jax-cpu's scanned path, the optional-backend reasons, and XLA's
 thread flag. The parity grid itself is tests/test_conformance.py (``-k "sklearn or jax"``)."""
+import os
 import subprocess
 import sys
 
@@ -95,7 +96,9 @@ def test_one_thread_reaches_xla_before_its_backend_starts():
     runnable("jax-cpu")
     code = ("import os; from benchmarks import threads; import impls; impls.get('jax-cpu'); "
             "s = threads.pin_threads(1); print(s['jax']); print(os.environ['XLA_FLAGS'])")
+    # a fresh process as a session's worker starts: no XLA_FLAGS left by a test run earlier in this one
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "BPB_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                         check=True).stdout
+                         check=True, env=env).stdout
     assert "xla_cpu_multi_thread_eigen=false" in out.splitlines()[0]
     assert "intra_op_parallelism_threads=1" in out.splitlines()[1]

@@ -34,7 +34,7 @@ import impls
 from benchmarks import budget, gpu, memory, runner, timing
 from benchmarks.inventory import inventory as machine_inventory
 from benchmarks.plan import BenchOptions, Cell
-from tracking.peaks import Peaks
+from tracking.peaks import GPU_KEY, Peaks
 from reports.stats import quartiles
 
 EXAMPLE_INDICES = (0, 1, 2)   # the homework's three test images: ankle boot, pullover, trouser
@@ -89,7 +89,7 @@ def cell_params(cell: Cell, peaks: Peaks, options: BenchOptions, gpu_peaks: dict
     peak = peaks.for_cell(c.dtype, one_thread(c.impl))
     constants = {"cell_kind": cell.kind, "flops_per_sample": impls.flops_per_sample(impls.NetSpec(c.sizes, c.activation)),
                  "peak_gemm_gflops": round(roofline_peak(cell, peaks, gpu_peaks)[0], 1),
-                 "peak_gemm": peak.key if on_cpu else "gpu",
+                 "peak_gemm": peak.key if on_cpu else GPU_KEY,
                  "peak_gemm_spread": round(peak.spread, 4) if on_cpu else float("nan"),
                  "cell_budget_seconds": options.cell_budget}
     if cell.kind == "throughput":

@@ -3,7 +3,8 @@
 Inputs (no MLflow here): ``cells`` and ``epochs`` with the columns of
 ``tracking.CELL_COLUMNS`` / ``tracking.EPOCH_COLUMNS``, ``examples`` (three test images and
 predictions, see ``benchmarks.session.examples_payload``) and ``meta`` (session facts: run_id,
-peak_gemm_gflops, machine inventory).
+machine inventory, and the peaks record, ``tracking.peaks.Peaks.from_meta``). Of tracking, the
+reports import only ``tracking.peaks``, the record and its names.
 
 - ``reports.render.write_report``: everything into one folder (loads matplotlib);
 - ``reports.tables``: the comparison table; ``reports.figures``: the figures;

@@ -22,6 +22,7 @@ import pandas as pd
 from reports.page import TABLE, TEXT, page
 from reports.stats import bootstrap_ratio
 from reports.tables import to_markdown
+from tracking.peaks import MEASURED_PARAMS
 
 LEVEL = 0.95
 MIN_REPEATS = 3           # fewer timed repeats a side give no interval worth the name
@@ -182,8 +183,7 @@ def session_differences(a: pd.Series, b: pd.Series) -> tuple[list[tuple[str, str
     The sentence starts "DIFFERENT MACHINES" for another label, CPU model or core count; else
     it names another GPU and the software that differs ("different software: ...")."""
     keys = sorted(k for k in set(a.index) | set(b.index) if isinstance(k, str) and (
-        (k.startswith("params.") and (not k.startswith("params.peak_gemm_") or k == "params.peak_gemm_rule")
-         and k != "params.threads_reason")
+        (k.startswith("params.") and k.removeprefix("params.") not in MEASURED_PARAMS and k != "params.threads_reason")
         or k.startswith("tags.machine.") or
         k in ("tags.git_commit", "tags.bpb.host", "tags.bpb.machine", "tags.dataset_digest")))
     diffs = [(k.split(".", 1)[1], va, vb) for k in keys

@@ -12,6 +12,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from reports.tables import with_speedup
+from tracking.peaks import GPU_KEY, Peaks, on_one_thread
 
 
 def _legend(ax, **kw):
@@ -64,21 +65,23 @@ def _bar_label(speedup: float, fraction: float) -> str:
     return " · ".join(parts)
 
 
-def peak_note(part: pd.DataFrame, dtype: str, peaks: dict) -> str:
+def peak_note(part: pd.DataFrame, dtype: str, peaks: Peaks) -> str:
     """What a panel's percentages divide by: each cell's own measured peak GEMM (on the
     session's threads, on 1 thread for the implementations that run on one, the GPU's for a
-    GPU cell), from the cells where they recorded it, else the session's peak for ``dtype``."""
+    GPU cell), from the cells where they recorded it, else the session's peak for ``dtype``
+    (``peaks``, the session's record)."""
     def spread(rows) -> str:
         value = rows["peak_gemm_spread"].median() if "peak_gemm_spread" in rows else np.nan
         return f" (spread {100 * value:.0f}%)" if pd.notna(value) else ""
     known = part.dropna(subset=["peak_gemm_gflops"])
     if known.empty:
-        peak, value = peaks.get(dtype, np.nan), peaks.get(f"{dtype}_spread", np.nan)
+        session = peaks.for_cell(dtype, one_thread=False)
+        peak, value = session.gflops, session.spread
         return (f"% of the measured {dtype} peak GEMM ({peak:.0f} GFLOP/s"
                 + (f", spread {100 * value:.0f}%" if np.isfinite(value) else "") + ")" if np.isfinite(peak)
                 else "% of the peak GEMM each cell recorded")
     which = known["peak_gemm"].astype(str)
-    gpu, single = which == "gpu", which.str.endswith("_1thread")
+    gpu, single = which == GPU_KEY, which.map(on_one_thread).astype(bool)
     cpu, many = known[~gpu], known[~gpu & ~single]
     parts = []
     if not cpu.empty and cpu["peak_gemm_gflops"].round().nunique() == 1:     # one probe served every cell
@@ -110,14 +113,11 @@ def throughput_notes(cells: pd.DataFrame) -> list[str]:
     return lines
 
 
-def throughput_figure(cells: pd.DataFrame, peaks, speedup_base: str) -> Figure:
+def throughput_figure(cells: pd.DataFrame, peaks: Peaks, speedup_base: str) -> Figure:
     """One row of panels per network, one panel per dtype that has bars: samples/s (log) by
     implementation and batch, IQR error bars, and above each bar's error bar the speed-up over
     numpy-sample and the % of the cell's own measured peak GEMM (``peak_note``). ``peaks``:
-    dtype -> GFLOP/s (a number: the float32 peak of sessions that measured only that one), the
-    peaks of sessions whose cells did not record theirs."""
-    if not isinstance(peaks, dict):
-        peaks = {"float32": float(peaks)}
+    the session's record, what a panel names where its cells did not record their peaks."""
     rows = _throughput_rows(cells, speedup_base)
     networks = list(dict.fromkeys(rows["network"]))
     panels = {n: sorted(rows.loc[rows["network"] == n, "dtype"].dropna().unique()) for n in networks}

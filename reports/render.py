@@ -3,6 +3,7 @@ report.html and one PNG per figure into one folder (inputs: see ``reports/__init
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Collection
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from reports.page import NUMBERS, TABLE, TEXT, WIDE, img, page, png
 from reports.figures import accuracy_figure, examples_figure, loss_figure, throughput_figure, throughput_notes
 from reports.peers import peers_section
 from reports.tables import pytest_benchmark_table, summary_table, to_markdown
+from tracking.peaks import NAN, Peaks
 
 FIGURES = {
     "throughput": "Throughput: speed-up over numpy-sample and % of the machine's peak",
@@ -30,12 +32,9 @@ def best_example_cell(examples: dict, cells: pd.DataFrame) -> str | None:
     return max(preds, key=lambda c: (acc.get(c) or 0.0, c))
 
 
-def build_figures(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, meta: dict, speedup_base: str) -> dict:
+def build_figures(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, peaks: Peaks, speedup_base: str) -> dict:
     targets = (cells[cells["kind"] == "accuracy"].dropna(subset=["target_accuracy"])
                .groupby("preset")["target_accuracy"].first().to_dict())
-    peaks = meta.get("peaks") or {"float32": float(meta.get("peak_gemm_gflops", float("nan")))}
-    peaks = {**peaks, **{f"{k}_spread": v for k, v in (meta.get("peak_spreads") or {}).items()},
-             **{f"{d}_1thread": v for d, v in (meta.get("peaks_1thread") or {}).items()}}
     figs = {"throughput": throughput_figure(cells, peaks, speedup_base),
             "accuracy": accuracy_figure(epochs, targets),
             "loss": loss_figure(epochs)}
@@ -45,33 +44,32 @@ def build_figures(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, met
     return figs
 
 
-def _facts(meta: dict) -> list[str]:
+def _facts(meta: dict, peaks: Peaks) -> list[str]:
     machine = meta.get("machine", {})
-    peaks = meta.get("peaks") or {"float32": float(meta.get("peak_gemm_gflops", float("nan")))}
+    start = peaks.gflops() or {"float32": NAN}
     return [
         f"session run `{meta.get('run_id', '?')}` ({meta.get('mode', '?')}), dataset {meta.get('dataset', '?')}",
         f"CPU {machine.get('cpu_model', '?')} ({machine.get('cpu_cores', '?')} cores), GPU {machine.get('gpu', '?')}",
         f"BLAS {machine.get('blas', '?')}; {machine.get('openblas_env', '')}",
-        "peak GEMM (measured at session start): " + ", ".join(f"{d} {v:.0f} GFLOP/s" for d, v in peaks.items()),
-        *_probe_facts(meta),
+        "peak GEMM (measured at session start): " + ", ".join(f"{d} {v:.0f} GFLOP/s" for d, v in start.items()),
+        *_probe_facts(peaks),
         f"git commit {machine.get('git_commit', '?')}",
     ]
 
 
-def _probe_facts(meta: dict) -> list[str]:
+def _probe_facts(peaks: Peaks) -> list[str]:
     """The peak probe: each peak with its spread, the single-thread peaks, the rule, and the
     float32 probe at the session's end; nothing for sessions before it."""
-    spreads = meta.get("peak_spreads") or {}
-    if not spreads:
+    probed = sorted((p for p in peaks.cpu if not math.isnan(p.spread)), key=lambda p: (p.dtype, p.one_thread))
+    if not probed:
         return []
-    peaks = {**(meta.get("peaks") or {}), **{f"{d}_1thread": v for d, v in (meta.get("peaks_1thread") or {}).items()}}
     lines = ["peak probe spread (max-min over median of 5 repeats): " + ", ".join(
-        f"{k.replace('_1thread', ' 1 thread')} {peaks.get(k, float('nan')):.0f} GFLOP/s spread {100 * v:.1f}%"
-        for k, v in sorted(spreads.items())), f"roofline peak rule: {meta.get('peak_rule') or '?'}"]
-    end = meta.get("peak_end") or {}
-    if "peak" in end and peaks.get("float32"):
+        f"{p.dtype}{' 1 thread' if p.one_thread else ''} {p.gflops:.0f} GFLOP/s spread {100 * p.spread:.1f}%"
+        for p in probed), f"roofline peak rule: {peaks.rule or '?'}"]
+    start, end = peaks.get("float32"), peaks.end
+    if "peak" in end and start and start.gflops:
         lines.append(f"peak probe at the session's end: float32 {end['peak']:.0f} GFLOP/s, spread "
-                     f"{100 * end.get('spread', float('nan')):.1f}%, {100 * (end['peak'] / peaks['float32'] - 1):+.1f}% "
+                     f"{100 * end.get('spread', NAN):.1f}%, {100 * (end['peak'] / start.gflops - 1):+.1f}% "
                      "against the start")
     return lines
 
@@ -121,7 +119,8 @@ def write_report(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, meta
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cells = answer.complete(cells)
-    pngs = {name: png(fig) for name, fig in build_figures(cells, epochs, examples, meta, speedup_base).items()}
+    peaks = Peaks.from_meta(meta)
+    pngs = {name: png(fig) for name, fig in build_figures(cells, epochs, examples, peaks, speedup_base).items()}
     paths = {}
     for name, data in pngs.items():
         paths[name] = out / f"{name}.png"
@@ -129,7 +128,7 @@ def write_report(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, meta
     sections = _sections(cells, meta, skipped, pytest_benchmark_table(pytest_benchmark), speedup_base, peers)
     notes = {"throughput": throughput_notes(cells),
              "accuracy": [answer.ACCURACY_NOTE, *answer.accuracy_spread(cells)]}
-    facts = _facts(meta)
+    facts = _facts(meta, peaks)
     banner = _banner(meta)
     title = "backprop-bench report" + (f": {meta['status']} session" if banner else "")
     md = [f"# {title}", "", *([f"**{banner}**", ""] if banner else []), *[f"- {f}" for f in facts], ""]

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from reports.stats import olympic_mean
+from tracking.peaks import GPU_KEY, on_one_thread
 
 NA = "n/a"
 
@@ -110,8 +111,8 @@ def roofline_peak_text(c) -> str:
     if peak is None or pd.isna(peak):
         return NA
     which, spread = c.get("peak_gemm"), pd.to_numeric(c.get("peak_gemm_spread"), errors="coerce")
-    text = f"{peak:,.0f} GFLOP/s" + (", 1 thread" if isinstance(which, str) and which.endswith("_1thread") else "")
-    if which == "gpu":
+    text = f"{peak:,.0f} GFLOP/s" + (", 1 thread" if on_one_thread(which) else "")
+    if which == GPU_KEY:
         return text + " (GPU)"
     return text + (f", spread {100 * spread:.1f}%" if spread is not None and not pd.isna(spread) else
                    ", spread not measured")

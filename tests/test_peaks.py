@@ -6,6 +6,7 @@ import pandas as pd
 
 import tracking
 from benchmarks import peaks as measured
+from tracking import peaks
 from tracking.peaks import Peak, Peaks
 
 
@@ -57,3 +58,13 @@ def test_a_session_of_the_first_kind_reads_its_metric_as_the_float32_peak():
     assert old.cpu == (Peak("float32", False, 230.0),) and old.rule == ""
     assert math.isnan(old.for_cell("float64", False).gflops)
     assert math.isnan(tracking.session_meta(as_run({"mode": "full"}))["peak_gemm_gflops"])      # none recorded
+
+
+def test_a_report_reads_the_record_from_its_meta_and_a_cell_its_peak_by_exact_key():
+    record = measured.record({("float32", False): probe("float32", 2, [100.0] * 3)})
+    assert Peaks.from_meta(tracking.session_meta(as_run(record.params()))) == Peaks.from_run(as_run(record.params()))
+    assert Peaks.from_meta({"peak_gemm_gflops": 199.0}) == Peaks((Peak("float32", False, 199.0),))   # exported to JSON
+    assert Peaks.from_meta({}) == Peaks()
+    assert [peaks.on_one_thread(k) for k in ("float32_1thread", "float64_1thread", "float32", peaks.GPU_KEY, None)] \
+        == [True, True, False, False, False]
+    assert "peak_gemm_spread_float32_1thread" in peaks.MEASURED_PARAMS and "peak_gemm_rule" not in peaks.MEASURED_PARAMS

@@ -76,8 +76,9 @@ def test_speedup_uses_the_same_network_and_dtype(session):
 
 def test_figures_are_labelled(session):
     from reports.figures import accuracy_figure, examples_figure, loss_figure, throughput_figure
+    from tracking.peaks import Peaks
     cells, epochs, examples, meta = session
-    figs = [throughput_figure(cells, meta["peak_gemm_gflops"], impls.SPEEDUP_BASE), accuracy_figure(epochs, {"hw1-q4": 0.8}),
+    figs = [throughput_figure(cells, Peaks.from_meta(meta), impls.SPEEDUP_BASE), accuracy_figure(epochs, {"hw1-q4": 0.8}),
             loss_figure(epochs), examples_figure(examples, next(iter(examples["predictions"])))]
     for fig in figs:
         assert fig._suptitle is not None or all(ax.get_title() for ax in fig.axes)

@@ -9,7 +9,8 @@ parsed back by prefix. The names are those older sessions logged, so they still 
 - ``peak_gemm_rule`` (param): which figure a cell's roofline divides by;
 - ``gpu_peak_gemm_gflops_<mode>`` (params), the GPU's own peak per mode;
 - ``peak_probe/<when>/<key>/<figure>`` (metrics), every figure of a probe;
-- ``peak_gemm_gflops`` (a metric of the first sessions, before the params): the float32 peak.
+- ``peak_gemm_gflops`` (a metric of the first sessions, before the params): the float32 peak;
+- ``peak_gemm`` (a cell's param): the key of the peak its roofline divides by, or ``GPU_KEY``.
 """
 from __future__ import annotations
 
@@ -20,11 +21,25 @@ DTYPES = ("float32", "float64")
 GPU_MODES = ("float32", "tf32", "bfloat16", "float64")
 PROBE_FIGURES = ("numpy_median", "numpy_spread", "torch_median", "torch_spread", "peak", "spread")
 NAN = float("nan")
+GPU_KEY = "gpu"     # a GPU cell's ``peak_gemm``: its roofline divides by the GPU's own peak
 
 
 def peak_key(dtype: str, one_thread: bool) -> str:
     """The name of a peak in its params, and the value of a cell's param ``peak_gemm``."""
     return f"{dtype}_1thread" if one_thread else dtype
+
+
+KEYS = {peak_key(dtype, one): (dtype, one) for dtype in DTYPES for one in (False, True)}
+# the session's params that hold what its probes measured (not the rule, which is a choice);
+# the bare names are the cells' own
+MEASURED_PARAMS = frozenset({f"peak_gemm_{figure}_{key}" for figure in ("gflops", "spread", "source") for key in KEYS}
+                            | {"peak_gemm_gflops", "peak_gemm_spread"})
+
+
+def on_one_thread(key) -> bool:
+    """Whether a cell's ``peak_gemm`` names a peak measured on one thread (False for
+    ``GPU_KEY`` and for a cell that recorded none)."""
+    return KEYS.get(key, ("", False))[1]
 
 
 def probe_metric(when: str, dtype: str, one_thread: bool, figure: str) -> str:
@@ -90,6 +105,17 @@ class Peaks:
         return out | {f"gpu_peak_gemm_gflops_{m}": round(v, 1) for m, v in self.gpu.items()}
 
     @classmethod
+    def from_meta(cls, meta: dict) -> Peaks:
+        """The record a report's ``meta`` holds (``tracking.session_meta`` puts it under
+        ``peak_record``); a meta without one (a session exported to JSON) holds at most its
+        float32 peak, ``peak_gemm_gflops``."""
+        record = meta.get("peak_record")
+        if isinstance(record, cls):
+            return record
+        gflops = float(meta.get("peak_gemm_gflops", NAN))
+        return cls(() if math.isnan(gflops) else (Peak("float32", False, gflops),))
+
+    @classmethod
     def from_run(cls, row) -> Peaks:
         """The record of a session's parent run read back (``row``: MLflow's columns,
         ``params.*`` and ``metrics.*``, as strings or numbers). A session of the first kind,
@@ -99,13 +125,11 @@ class Peaks:
             return float(value) if _present(value) else NAN
 
         cpu = []
-        for dtype in DTYPES:
-            for one in (False, True):
-                key = peak_key(dtype, one)
-                gflops = number(f"params.peak_gemm_gflops_{key}")
-                if not math.isnan(gflops):
-                    cpu.append(Peak(dtype, one, gflops, number(f"params.peak_gemm_spread_{key}"),
-                                    str(row.get(f"params.peak_gemm_source_{key}") or "")))
+        for key, (dtype, one) in KEYS.items():
+            gflops = number(f"params.peak_gemm_gflops_{key}")
+            if not math.isnan(gflops):
+                cpu.append(Peak(dtype, one, gflops, number(f"params.peak_gemm_spread_{key}"),
+                                str(row.get(f"params.peak_gemm_source_{key}") or "")))
         if not cpu and not math.isnan(number("metrics.peak_gemm_gflops")):
             cpu.append(Peak("float32", False, number("metrics.peak_gemm_gflops")))
         gpu = {m: number(f"params.gpu_peak_gemm_gflops_{m}") for m in GPU_MODES}

@@ -27,7 +27,7 @@ class TrackingRecorder:
     def __init__(self, session: tracking.Session, dataset, on_outcome, cells: list[Cell], log=print, tags=None):
         self.session, self.dataset, self.on_outcome, self.say = session, dataset, on_outcome, log
         self.total = len(cells)
-        self.references = reference_cells(cells)
+        self.bases = speedup_base_cells(cells)
         self.rates: dict[str, float] = {}            # finished cell name -> its median samples/s
         self.speedup_logged: set[str] = set()
         self.tags = tags or {}                 # added to every cell's (the machine label)
@@ -92,10 +92,11 @@ class TrackingRecorder:
         c = outcome.cell.config
         if outcome.status == "FINISHED":
             self.rates[outcome.cell.name] = outcome.summary.get("samples_per_second_median", float("nan"))
-            ref = self.rates.get(self.references.get((c.sizes, c.activation, c.dtype), ""))
-            if ref:     # in the same write as the rest; a cell timed before its reference gets it at the end
-                # over impls.SPEEDUP_BASE; the metric keeps its name so that old sessions still compare
-                self.log({"speedup_vs_reference": self.rates[outcome.cell.name] / ref})
+            base = self.rates.get(self.bases.get((c.sizes, c.activation, c.dtype), ""))
+            if base:    # in the same write as the rest; a cell timed before its speed-up base gets it at the end
+                # over impls.SPEEDUP_BASE; the metric keeps its old name, which the stores hold, so
+                # that old sessions still compare
+                self.log({"speedup_vs_reference": self.rates[outcome.cell.name] / base})
                 self.speedup_logged.add(outcome.cell.name)
         self.flush()
         _, run_id = self.current
@@ -116,12 +117,12 @@ class TrackingRecorder:
             self.close(CellOutcome(self.current[0], status, reason))
 
 
-def reference_cells(cells: list[Cell]) -> dict:
-    """(sizes, activation, dtype) -> the name of the cell that speed-ups divide by: numpy-sample's
-    throughput cell on that network and dtype, else its accuracy cell (as ``reports/tables.py``
-    ``with_speedup`` does)."""
+def speedup_base_cells(cells: list[Cell]) -> dict:
+    """(sizes, activation, dtype) -> the name of the cell that speed-ups divide by: the speed-up
+    base's (``impls.SPEEDUP_BASE``) throughput cell on that network and dtype, else its accuracy
+    cell (as ``reports/tables.py`` ``with_speedup`` does)."""
     import impls
-    refs = {}
+    bases = {}
     for cell in sorted((c for c in cells if c.config.impl == impls.SPEEDUP_BASE), key=lambda c: c.kind != "throughput"):
-        refs.setdefault((cell.config.sizes, cell.config.activation, cell.config.dtype), cell.name)
-    return refs
+        bases.setdefault((cell.config.sizes, cell.config.activation, cell.config.dtype), cell.name)
+    return bases

@@ -3,7 +3,7 @@
 The epoch floor ("The best CPU family on hw1-q3 reaches at least 50% of the
 GEMM-only epoch floor, measured in the same run"): no framework can train an epoch of this
 net faster than it runs these matrix products with the BLAS numpy links here, at the threads
-pinned. A family's samples/s over this reference's is the fraction of that floor it reaches.
+pinned. A family's samples/s over this yardstick's is the fraction of that floor it reaches.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """homework-loop: the per-sample training loop the way the homework writes it, as the
-reference numpy-sample is held to (numpy-sample should reach at least 0.8 of it on
+yardstick numpy-sample is held to (numpy-sample should reach at least 0.8 of it on
 hw1-q4). Not in the ``impls`` registry.
 
 Plain and direct: ``1 / (1 + exp(-z))``, a softmax, the deltas of every layer from the top

@@ -117,7 +117,7 @@ def _epoch(x, y, order, W1T, b1, W2T, b2, W3T, b3, lr, relu, a1, a2, z3, d1, d2,
 
 class NumbaSampleBest(Implementation):
     name = "numba-sample-best"
-    description = "reference: per-sample SGD, two hidden layers, W1 update fused with the next forward"
+    description = "yardstick: per-sample SGD, two hidden layers, W1 update fused with the next forward"
     batch_sizes = (1,)
 
     def __init__(self, spec, params, **config):

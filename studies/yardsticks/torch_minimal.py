@@ -1,5 +1,5 @@
 """torch-minimal: the torch loop a user would write for this network, as the family's
-reference for torch-cpu (torch-cpu should reach at least 0.9 of it on hw1-q3).
+yardstick for torch-cpu (torch-cpu should reach at least 0.9 of it on hw1-q3).
 
 ``nn.Sequential`` of ``nn.Linear`` and the activation, ``torch.optim.Adam(fused=True)`` (SGD
 with ``fused=True`` for an SGD configuration), the training set as resident tensors indexed by

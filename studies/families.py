@@ -1,7 +1,7 @@
 """``python -m studies families``: each family against its best, in one run.
 
 A contest times its contenders in rounds: round r runs every contender once, each in a fresh
-process of its own (``benchmarks/family_worker.py``), strictly interleaved, and the order
+process of its own (``studies/family_worker.py``), strictly interleaved, and the order
 rotates from round to round (A B, B A, ...) so that drift favours no side. A comparison is a
 ratio of two contenders (a registered implementation over its family's yardstick,
 ``studies/yardsticks/``), judged by the median of its per-round ratios against the issue's
@@ -18,12 +18,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks.threads import set_worker_env
+from benchmarks.threads import all_cores, set_worker_env
 from reports.families import table as summary_table
 from reports.stats import round_ratios, session_spread
 from studies import family_report, fresh
 
-CORES = os.cpu_count() or 1
+CORES = all_cores()         # the contests' fixed count, so that their figures compare across runs
 SAMPLES = "samples_per_second"
 
 

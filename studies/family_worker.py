@@ -40,7 +40,7 @@ def resolve_threads(threads) -> tuple[int, str]:
     """The contest's thread count: a number, or "default": the harness's default setting."""
     if threads != "default":
         return int(threads), "the contest's"
-    from benchmarks.threads import pin_threads, default_threads
+    from benchmarks.threads import default_threads
     return default_threads()
 
 
@@ -91,7 +91,7 @@ def probe(out: dict) -> dict:
 
 def measure(job: dict) -> dict:
     from benchmarks import datasets
-    from benchmarks.threads import pin_threads, default_threads
+    from benchmarks.threads import pin_threads
     out = {"load_before": load_average()}
     threads, why = resolve_threads(job.get("threads", 1))
     out.update(threads=threads, threads_reason=why)

@@ -2,7 +2,9 @@
 the minibatch implementations (and jax-cpu, a peer), at 1 and 2 threads and under
 thread-pool wait policies, quiet and beside ``--busy`` busy loops. Each measurement is a fresh
 process; rounds are strictly interleaved (every case quiet, then every case loaded, per round).
-The figures in docs/performance.md ("Why two threads collapse beside a busy loop") come from it.
+The figures in docs/performance.md ("Why two threads collapse beside a busy loop") come from it;
+its numba-batch rows from when numba-batch ran a parallel loop kernel on numba's pool (today it
+runs BLAS at batch 256, so the threading layer named in a case's label does not reach it).
 """
 from __future__ import annotations
 

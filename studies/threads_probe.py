@@ -3,8 +3,9 @@ throughput. For each case (an implementation, a dtype and batch on hw1-q4's netw
 count, and for numba-batch its serial-loop or BLAS kernel), samples/s of timed passes, strictly
 interleaved over ``--rounds`` rounds, each implementation in a process of its own (another
 backend's idle thread pool in the same process changes the figures: docs/performance.md),
-quiet and then beside ``--busy`` spinning processes. The figures in docs/performance.md ("Small batches, threads and a busy machine")
-come from it.
+quiet and then beside ``--busy`` spinning processes. The figures in docs/performance.md ("Small
+batches, threads and a busy machine") come from it, when numba-batch's kernels were serial and
+parallel loops.
 """
 from __future__ import annotations
 

@@ -19,7 +19,6 @@ Modes besides ``throughput``: ``adam`` also times every optimizer step of the ti
 from __future__ import annotations
 
 import math
-import os
 import resource
 import time
 import traceback
@@ -27,13 +26,6 @@ import traceback
 import numpy as np
 
 PASSES = 5
-
-
-def load_average() -> float:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return float("nan")
 
 
 def resolve_threads(threads) -> tuple[int, str]:
@@ -91,6 +83,7 @@ def probe(out: dict) -> dict:
 
 def measure(job: dict) -> dict:
     from benchmarks import datasets
+    from benchmarks.cells import load_average       # as a session's cells read it
     from benchmarks.threads import pin_threads
     out = {"load_before": load_average()}
     threads, why = resolve_threads(job.get("threads", 1))

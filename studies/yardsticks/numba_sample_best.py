@@ -22,13 +22,13 @@ import numpy as np
 from numba import njit
 
 from impls.base import ConfigError, Implementation
-# the fused first-layer kernel (sample t's update with sample t+1's forward) and the activation
-# are numba-sample's own, shared so the kernel exists once
-from impls.numba_kernels import _activate
+# the fused first-layer kernel (sample t's update with sample t+1's forward), the activation,
+# the fastmath flags (no nnan/ninf: a diverging run must give NaN) and the untimed evaluation
+# are numba-sample's own, shared so that each exists once
+from impls.numba_kernels import _FASTMATH, NumbaBase, _activate
 from impls.numba_sample import _first_layer
 
-_FASTMATH = {"reassoc", "contract", "arcp"}   # no nnan/ninf: a diverging run must give NaN
-# error_model="numpy": no zero-division check (and its branch) in the divisions (impls/numba_sample.py)
+# error_model="numpy": no zero-division check (and its branch) in the divisions (impls/numba_kernels.py)
 
 
 @njit(cache=True, fastmath=_FASTMATH, error_model="numpy", inline="always")
@@ -146,13 +146,5 @@ class NumbaSampleBest(Implementation):
     def get_params(self):
         return [(W.T.copy(), b.copy()) for W, b in zip(self._W, self._b)]
 
-    def predict_proba(self, x):
-        a = np.asarray(x, dtype=self.dtype)
-        params = self.get_params()
-        for k, (W, b) in enumerate(params):
-            z = a @ W + b
-            if k < len(params) - 1:
-                a = np.maximum(z, 0) if self.spec.activation == "relu" else 1 / (1 + np.exp(-np.clip(z, -80, 80)))
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+    # never timed: numpy GEMMs on the parameters, as numba-sample evaluates
+    predict_proba = NumbaBase.predict_proba

@@ -10,9 +10,10 @@ import statistics
 import time
 from pathlib import Path
 
+from benchmarks.cells import load_average
 from benchmarks.inventory import inventory
 from reports.families import markdown
-from studies.family_worker import PASSES, load_average
+from studies.family_worker import PASSES
 
 
 def facts(run, names) -> dict:

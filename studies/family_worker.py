@@ -25,6 +25,8 @@ import traceback
 
 import numpy as np
 
+from benchmarks.cells import load_average    # as a session's cells read it (imports no backend)
+
 PASSES = 5
 
 
@@ -83,7 +85,6 @@ def probe(out: dict) -> dict:
 
 def measure(job: dict) -> dict:
     from benchmarks import datasets
-    from benchmarks.cells import load_average       # as a session's cells read it
     from benchmarks.threads import pin_threads
     out = {"load_before": load_average()}
     threads, why = resolve_threads(job.get("threads", 1))

@@ -149,8 +149,8 @@ def run_cell(cell: Cell, data, recorder, peaks: Peaks, options: BenchOptions,
             series.update({"repeat/reference_samples_per_second": base_rates,
                            "repeat/speed_ratio": list(np.divide(rates, base_rates))})
         recorder.log(series=series)
-        if ref_rates:
-            out.summary["speed_ratio_median"] = float(np.median(np.divide(rates, ref_rates)))
+        if base_rates:
+            out.summary["speed_ratio_median"] = float(np.median(np.divide(rates, base_rates)))
     else:
         p, fitted = budget.fit(p, options.cell_budget)
         if "note" in fitted:

@@ -22,6 +22,7 @@ from benchmarks.argtypes import (cell_seconds, csv_of, epoch_count, fraction, im
 from benchmarks.config import EXIT_INTERRUPTED, EXIT_USAGE, PRESETS, UsageError
 from benchmarks.baseline import BASELINE
 from benchmarks.regress import MIN_BAND
+from reports.text import PrintableStream
 
 DEFAULT_OUT = os.path.join("reports", "out")
 
@@ -240,6 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, commands.on_sigterm)
     sys.stdout.reconfigure(line_buffering=True)      # progress lines reach a pipe (CI logs) as printed
+    # every line printed passes through one filter: text from the store never reaches the
+    # terminal as a control sequence (reports/text.py)
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PrintableStream(sys.stdout), PrintableStream(sys.stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "optimizer", None) == "adam" and getattr(args, "momentum", None):

@@ -19,7 +19,7 @@ import time
 import warnings
 from pathlib import Path
 
-from tracking import procs
+from tracking.procs import identity, writer_gone
 from tracking.clock import timed
 from tracking.store import EXPERIMENT, connect
 
@@ -61,7 +61,7 @@ class Session:
         import mlflow
         experiment_id = connect(uri)
         reap_stale(uri)
-        me = procs.identity()                       # whose run it is: reap_stale reads it
+        me = identity()                       # whose run it is: reap_stale reads it
         run = mlflow.MlflowClient(uri).create_run(experiment_id, run_name=name,   # tags may set another bpb.kind
                                                   tags={"bpb.kind": "session", **_flat(me), **_flat(tags)})
         session = cls(uri, run.info.run_id, experiment_id)
@@ -223,7 +223,7 @@ def reap_stale(uri: str) -> list[str]:
                               f"tags.`bpb.host` = '{host}'")
     ended = []
     for run in runs:
-        if not procs.writer_gone(run.data.tags):
+        if not writer_gone(run.data.tags):
             continue
         stale = Session(uri, run.info.run_id, exp.experiment_id)
         stale.finish("KILLED", f"stale: its process (pid {run.data.tags['bpb.pid']} on {host}) is gone; "

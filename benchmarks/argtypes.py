@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import re
 from pathlib import Path
 
@@ -30,6 +31,42 @@ positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive numb
 unit_interval = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 fraction = _number(float, lambda v: 0 < v < 1, "a fraction in (0, 1)")
 iso_date = _number(datetime.date.fromisoformat, lambda v: True, "a date such as 2026-11-01")
+
+# Upper bounds: a value past them is a typo or an attack on the machine, never a benchmark
+# (docs/reliability.md, "Budgets"). Each metric row an epoch writes is kept forever.
+MAX_EPOCHS = 1000
+MAX_REPEATS = 1000
+MAX_REPEAT_SECONDS = 60.0
+MAX_CELL_BUDGET = 24 * 3600.0
+THREADS_PER_CORE = 4
+epoch_count = _number(int, lambda v: 1 <= v <= MAX_EPOCHS, f"an integer from 1 to {MAX_EPOCHS}")
+repeat_count = _number(int, lambda v: 1 <= v <= MAX_REPEATS, f"an integer from 1 to {MAX_REPEATS}")
+repeat_time = _number(float, lambda v: 0 < v <= MAX_REPEAT_SECONDS,
+                      f"a positive number of seconds, at most {MAX_REPEAT_SECONDS:g}")
+cell_seconds = _number(float, lambda v: 0 < v <= MAX_CELL_BUDGET,
+                       f"a positive number of seconds, at most {MAX_CELL_BUDGET:g} (a day)")
+
+
+def thread_count(text: str) -> int:
+    """Threads: 1 to ``THREADS_PER_CORE`` times this machine's cores."""
+    from benchmarks.threads import all_cores
+    most = THREADS_PER_CORE * all_cores()
+    return _number(int, lambda v: 1 <= v <= most,
+                   f"an integer from 1 to {most} ({THREADS_PER_CORE} x this machine's {all_cores()} cores)")(text)
+
+
+def _path_error(path: Path) -> str | None:
+    """Why ``path`` can never be a file name here (a part or the whole too long), or None."""
+    whole = Path(os.path.abspath(path))          # no system call that a long name would fail
+    try:
+        longest_part, longest_path = os.pathconf("/", "PC_NAME_MAX"), os.pathconf("/", "PC_PATH_MAX")
+    except (OSError, ValueError):
+        return None                              # the usual checks then say what is wrong
+    if any(len(os.fsencode(part)) > longest_part for part in whole.parts):
+        return f"a part of it is longer than {longest_part} bytes"
+    if len(os.fsencode(str(whole))) >= longest_path:
+        return f"it is longer than {longest_path - 1} bytes"
+    return None
 
 
 def csv_of(item, choices=None):
@@ -58,6 +95,8 @@ def impl_list(text: str) -> list[str]:
 
 def output_file(text: str) -> str:
     path = Path(text).expanduser()
+    if (why := _path_error(path)):
+        raise argparse.ArgumentTypeError(f"{text[:60]!r}{'...' if len(text) > 60 else ''}: {why}")
     if not path.resolve().parent.is_dir() or path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r}: its folder must exist and it must not be a folder")
     return str(path)
@@ -65,6 +104,8 @@ def output_file(text: str) -> str:
 
 def output_dir(text: str) -> str:
     path = Path(text).expanduser()
+    if (why := _path_error(path)):
+        raise argparse.ArgumentTypeError(f"{text[:60]!r}{'...' if len(text) > 60 else ''}: {why}")
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} exists and is not a folder")
     return str(path)

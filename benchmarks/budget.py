@@ -1,7 +1,8 @@
-"""A time budget per accuracy cell: a cell that would train longer than ``--cell-budget``
+"""A time budget per cell: an accuracy cell that would train longer than ``--cell-budget``
 seconds trains on fewer samples, and one that still runs over stops after the epoch that
-crossed it. Either way it is recorded (tag ``bpb.budget``) and the report flags it: a loaded
-machine makes a 3-minute cell take 30, and nothing may silently take that long.
+crossed it; a throughput cell times as many repeats as fit (at least ``MIN_REPEATS``), and
+stops early if they run over. Either way it is recorded (tag ``bpb.budget``) and the report
+flags it: a loaded machine makes a 3-minute cell take 30, and nothing may silently take that long.
 
 The projection is measured, not guessed, and in steady state: a throwaway instance first runs
 its ``warm_up`` (a JIT's compile of every program an epoch calls, a CUDA graph's capture, the data
@@ -20,6 +21,7 @@ from dataclasses import replace
 from benchmarks.runner import Prepared, epoch_order
 
 CALIBRATE_SECONDS = 0.3
+MIN_REPEATS = 3          # a throughput cell's fewest timed repeats, budget or not: a median and quartiles
 SAFETY = 1.25            # evaluation after each epoch, and the rate a loaded machine drifts to
 
 
@@ -91,3 +93,24 @@ class Clock:
         self.stopped = (f"stopped after epoch {len(result.epochs)} of {result.config.epochs}: {elapsed:.0f} s "
                         f"spent, another epoch would pass the {self.budget:g} s cell budget")
         return False
+
+
+def fit_repeats(repeats: int, seconds: float, paired: bool, budget: float | None) -> tuple[int, str | None]:
+    """How many timed repeats of about ``seconds`` each (twice that when ``paired`` with the
+    speed-up base) fit in ``budget`` seconds, at least ``MIN_REPEATS``; and the note when
+    that is fewer than ``repeats``."""
+    each = seconds * (2 if paired else 1) * SAFETY
+    if budget is None or repeats * each <= budget:
+        return repeats, None
+    fits = max(MIN_REPEATS, min(repeats, int(budget // each)))
+    if fits >= repeats:
+        return repeats, None
+    return fits, (f"timed {fits} of {repeats} repeats: {repeats} projected {repeats * each:.0f} s at "
+                  f"{each:.2g} s each, over the {budget:g} s cell budget")
+
+
+def repeats_deadline(budget: float | None):
+    """``measure_throughput``'s ``go_on(r)``: another repeat after ``r`` while the cell is within
+    ``budget`` seconds of this call, made just before its warm-up (always at least ``MIN_REPEATS``)."""
+    start = time.perf_counter()
+    return lambda r: budget is None or r < MIN_REPEATS or time.perf_counter() - start < budget

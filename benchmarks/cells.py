@@ -138,11 +138,22 @@ def run_cell(cell: Cell, data, recorder, peaks: Peaks, options: BenchOptions,
         if options.paired_reference and c.impl != impls.SPEEDUP_BASE:
             base = runner.prepare(timing.reference_config(p), data)
 
+        repeats, note = budget.fit_repeats(options.repeats, options.repeat_seconds, base is not None,
+                                           options.cell_budget)
+
         def on_repeat(r, seconds, rate):
             if seconds >= 5:                       # short repeats go by in the cell's own line
-                recorder.progress(f"repeat {r}/{options.repeats}: {rate:,.0f} samples/s ({seconds:.0f} s)")
-        rates, base_rates = timing.measure_throughput(p, options.repeats, options.repeat_seconds, base,
-                                                      on_repeat=on_repeat, ready=recorder.sync)
+                recorder.progress(f"repeat {r}/{repeats}: {rate:,.0f} samples/s ({seconds:.0f} s)")
+        rates, base_rates = timing.measure_throughput(p, repeats, options.repeat_seconds, base,
+                                                      on_repeat=on_repeat, ready=recorder.sync,
+                                                      go_on=budget.repeats_deadline(options.cell_budget))
+        if len(rates) < repeats:
+            note = (f"stopped after {len(rates)} of {options.repeats} repeats: over the {options.cell_budget:g} s "
+                    "cell budget")
+        if note:
+            recorder.log(tags={"bpb.budget": note})
+            recorder.progress(note)
+            out.summary["budget_note"] = note
         series = {"repeat/samples_per_second": rates}    # one value per repeat, at steps 1..n, in one call
         if base_rates:
             # the speed-up base's samples/s; the metric keeps its old name, which the stores hold

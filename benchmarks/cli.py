@@ -16,11 +16,13 @@ import impls
 import tracking
 from benchmarks import commands, datasets
 from tracking import server
-from benchmarks.argtypes import (csv_of, fraction, impl_list, iso_date, machine_label, output_dir, output_file,
-                                 positive_float, positive_int, seed_int, unit_interval)
+from benchmarks.argtypes import (cell_seconds, csv_of, epoch_count, fraction, impl_list, iso_date, machine_label,
+                                 output_dir, output_file, positive_float, positive_int, repeat_count, repeat_time,
+                                 seed_int, thread_count, unit_interval)
 from benchmarks.config import EXIT_INTERRUPTED, EXIT_USAGE, PRESETS, UsageError
 from benchmarks.baseline import BASELINE
 from benchmarks.regress import MIN_BAND
+from reports.text import PrintableStream
 
 DEFAULT_OUT = os.path.join("reports", "out")
 
@@ -32,8 +34,8 @@ def add_data_options(p) -> None:
                    help="folder with the four IDX files (default: user cache, then the system copy)")
     p.add_argument("--download", action="store_true",
                    help="download through torchvision when the files are not found (default: off)")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="threads for BLAS, numba and torch (default: chosen from the cores and the load)")
+    p.add_argument("--threads", type=thread_count, default=None,
+                   help="threads for BLAS, numba and torch, at most 4 per core (default: chosen from the cores and the load)")
 
 
 def add_output_option(p) -> None:
@@ -73,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated names, or 'all' for every one that can run the configuration "
                           f"(default: numpy-sample); one of {', '.join(impls.names())}")
     run.add_argument("--preset", choices=sorted(PRESETS), default="hw1-q4", help="base configuration (default: %(default)s)")
-    run.add_argument("--epochs", type=positive_int, help="epochs (default: the preset's)")
+    run.add_argument("--epochs", type=epoch_count, help="epochs (default: the preset's; at most 1000)")
     run.add_argument("--batch-size", type=positive_int, help="minibatch size (default: the preset's)")
     run.add_argument("--lr", type=positive_float, help="learning rate (default: the preset's)")
     run.add_argument("--optimizer", choices=impls.OPTIMIZERS, help="optimizer (default: the preset's)")
@@ -101,18 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="throughput sweep batch sizes (default: 1,32,256,1024)")
     bench.add_argument("--dtypes", type=csv_of(str, impls.DTYPES), default=None,
                        help="throughput sweep dtypes (default: float32,float64)")
-    bench.add_argument("--repeats", type=positive_int, default=None,
-                       help="timed repeats per throughput cell (default: 5; at least 3 is sensible)")
-    bench.add_argument("--epochs", type=positive_int, default=None, help="override every preset's epochs")
+    bench.add_argument("--repeats", type=repeat_count, default=None,
+                       help="timed repeats per throughput cell, at most 1000, as many as fit the cell budget "
+                            "(default: 5; at least 3 is sensible)")
+    bench.add_argument("--epochs", type=epoch_count, default=None, help="override every preset's epochs (at most 1000)")
     bench.add_argument("--seeds", type=csv_of(seed_int), default=None,
                        help="seeds of the accuracy cells, reported as mean ± std (default: 0)")
     bench.add_argument("--train-limit", type=positive_int, default=None, help="train on the first N samples only")
-    bench.add_argument("--repeat-seconds", type=positive_float, default=None,
-                       help="target duration of one timed repeat (default: 0.4)")
-    bench.add_argument("--cell-budget", type=positive_float, default=None, metavar="SECONDS",
-                       help="most seconds an accuracy cell may train: one that would take longer trains on "
-                            "fewer samples, and stops early if it still runs over; both are recorded "
-                            "(default: 180, --quick and --dry-run 60)")
+    bench.add_argument("--repeat-seconds", type=repeat_time, default=None,
+                       help="target duration of one timed repeat, at most 60 (default: 0.4)")
+    bench.add_argument("--cell-budget", type=cell_seconds, default=None, metavar="SECONDS",
+                       help="most seconds a cell may take: an accuracy cell that would take longer trains on "
+                            "fewer samples, and stops early if it still runs over; a throughput cell times "
+                            "fewer repeats (at least 3); each is recorded (default: 180, --quick and --dry-run 60)")
     mode = bench.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="smaller matrix: 1 epoch on 20k samples, batches 1 and 256")
     mode.add_argument("--dry-run", action="store_true", help="tiny: every stage once, in seconds (for CI)")
@@ -217,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="run the GPU tests first (default: on)")
     gpu_check.add_argument("--data-dir", default=None,
                            help="folder with the four Fashion-MNIST IDX files (default: user cache, then the system copy)")
-    gpu_check.add_argument("--threads", type=positive_int, default=None,
+    gpu_check.add_argument("--threads", type=thread_count, default=None,
                            help="threads for BLAS, numba and torch (default: chosen from the cores and the load)")
     add_output_option(gpu_check)
     add_tracking_option(gpu_check)
@@ -238,6 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, commands.on_sigterm)
     sys.stdout.reconfigure(line_buffering=True)      # progress lines reach a pipe (CI logs) as printed
+    # every line printed passes through one filter: text from the store never reaches the
+    # terminal as a control sequence (reports/text.py)
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PrintableStream(sys.stdout), PrintableStream(sys.stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "optimizer", None) == "adam" and getattr(args, "momentum", None):

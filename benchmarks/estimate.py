@@ -2,6 +2,7 @@
 every cell, from what earlier sessions on this machine measured (``tracking.durations``)."""
 from __future__ import annotations
 
+from benchmarks.budget import fit_repeats
 from benchmarks.plan import BenchOptions, Cell
 from tracking.durations import Durations
 
@@ -21,7 +22,9 @@ def estimate(cells: list[Cell], options: BenchOptions, earlier: Durations, train
     new = [c for c in cells if c.name not in earlier.seconds]
     throughput = [c for c in new if c.kind == "throughput"]
     if throughput:
-        each = options.repeats * options.repeat_seconds * (2 if options.paired_reference else 1) + THROUGHPUT_START_SECONDS
+        paired = 2 if options.paired_reference else 1
+        repeats, _ = fit_repeats(options.repeats, options.repeat_seconds, options.paired_reference, options.cell_budget)
+        each = repeats * options.repeat_seconds * paired + THROUGHPUT_START_SECONDS
         total += each * len(throughput)
         parts.append(f"{len(throughput)} new throughput cells at about {each:.0f} s each")
     rated, unrated = [], []

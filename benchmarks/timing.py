@@ -49,11 +49,12 @@ class Timed:
 
 
 def measure_throughput(p: Prepared, repeats: int, seconds: float, reference: Prepared | None = None,
-                       on_repeat=None, ready=None) -> tuple[list[float], list[float]]:
+                       on_repeat=None, ready=None, go_on=None) -> tuple[list[float], list[float]]:
     """Samples/s of ``repeats`` timed passes and, with a prepared ``reference``, the
     reference's samples/s in passes alternating with them. ``on_repeat(r, seconds, rate)`` is
     called after each (outside the timed region); ``ready()`` once, after the untimed warm-up
-    and calibration, before the first timed pass (a worker waits there for its tracking writes)."""
+    and calibration, before the first timed pass (a worker waits there for its tracking writes);
+    ``go_on(r)`` False after repeat ``r`` stops early (the cell budget, ``benchmarks/budget.py``)."""
     timed = Timed(p.new(), p, seconds)
     ref = Timed(reference.new(), reference, seconds) if reference is not None else None
     if ready is not None:
@@ -66,6 +67,8 @@ def measure_throughput(p: Prepared, repeats: int, seconds: float, reference: Pre
         rates.append(timed.rate(r))
         if on_repeat is not None:
             on_repeat(r, time.perf_counter() - t0, rates[-1])
+        if go_on is not None and r < repeats and not go_on(r):
+            break
     return rates, ref_rates
 
 

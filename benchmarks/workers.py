@@ -27,12 +27,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import impls
+from benchmarks.config import UsageError
 from benchmarks.plan import BenchOptions, Cell
 from benchmarks.threads import pin_threads
 from tracking.peaks import Peaks
 
 FAULT_ENV = "BPB_FAULT"
 HEARTBEAT_SECONDS = 20.0   # the longest the main process stays silent while a worker computes
+# A worker that sends nothing for this many cell budgets is ended and its cell FAILED: it
+# was stopped (SIGSTOP), hung or deadlocked. A cell sends a message at least every epoch and
+# every timed repeat, and a cell never runs past its budget by much (benchmarks/budget.py).
+NO_PROGRESS_BUDGETS = 3
+NO_BUDGET_SECONDS = 600.0  # the gate's cells have no budget: counted as this
+NO_PROGRESS_ENV = "BPB_NO_PROGRESS_SECONDS"
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,21 @@ def _drain(conn, recorder) -> None:
         pass
 
 
+def no_progress_seconds(options: BenchOptions) -> float:
+    """How long a worker may send nothing before it is ended: ``$BPB_NO_PROGRESS_SECONDS`` when
+    set, else ``NO_PROGRESS_BUDGETS`` cell budgets."""
+    given = os.environ.get(NO_PROGRESS_ENV)
+    if given:
+        try:
+            seconds = float(given)
+        except ValueError:
+            seconds = 0.0
+        if not 0 < seconds < float("inf"):
+            raise UsageError(f"{NO_PROGRESS_ENV}={given!r}: must be a positive number of seconds")
+        return seconds
+    return NO_PROGRESS_BUDGETS * (options.cell_budget or NO_BUDGET_SECONDS)
+
+
 class WorkerFailed(Exception):
     """A worker died or raised outside any cell; ``details`` is its traceback or exit code."""
 
@@ -190,11 +212,20 @@ def run_isolated(cells: list[Cell], job: Job, recorder) -> None:
     finally:
         signal.signal(signal.SIGINT, previous)
     child.close()
+    limit = no_progress_seconds(job.options)
     try:
         while True:
             try:
-                while not conn.poll(HEARTBEAT_SECONDS):
+                heard = time.monotonic()
+                while not conn.poll(min(HEARTBEAT_SECONDS, limit)):
                     recorder.heartbeat()
+                    if time.monotonic() - heard >= limit:
+                        proc.kill()            # a stopped process dies of SIGKILL too
+                        proc.join()
+                        reason = (f"no progress: the worker sent nothing for {limit:g} s (stopped, hung or "
+                                  f"deadlocked) and was ended")
+                        raise WorkerFailed(reason, f"{reason}; the limit is {NO_PROGRESS_BUDGETS} cell budgets "
+                                                   f"or ${NO_PROGRESS_ENV}")
                 kind, *args = conn.recv()
             except (EOFError, OSError):        # died, possibly in the middle of a message
                 proc.join()

@@ -19,6 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from reports.page import NUMBERS, TABLE, TEXT, WIDE, img, page, png
+from reports.text import markdown_page
 from reports.tables import NA, to_markdown, with_speedup
 
 TITLE = "Throughput per implementation and machine (each machine's fastest batch size)"
@@ -141,7 +142,7 @@ def write_machines_report(cells: pd.DataFrame, sessions: pd.DataFrame, tolerance
     facts.append(f"accuracy: {differs} machine-cell(s) differ from the others beyond the parity tolerance"
                  if differs else "accuracy: every cell agrees across the machines that ran it")
     paths["markdown"] = out / "machines.md"
-    paths["markdown"].write_text("\n".join(["# backprop-bench: machines side by side", "",
+    paths["markdown"].write_text(markdown_page(["# backprop-bench: machines side by side", "",
                                             *[f"- {f}" for f in facts], "", "## Cells", "", to_markdown(table), "",
                                             f"## {TITLE}", "", "![machines](machines.png)", ""]))
     body = ["<h1>backprop-bench: machines side by side</h1><ul>",

@@ -21,6 +21,7 @@ import pandas as pd
 
 from reports.page import TABLE, TEXT, page
 from reports.stats import bootstrap_ratio
+from reports.text import markdown_page
 from reports.tables import to_markdown
 from tracking.peaks import MEASURED_PARAMS
 
@@ -229,4 +230,4 @@ def render(table: pd.DataFrame, diffs, machine_note, a_id: str, b_id: str, thres
     body += ["<h2>What differs</h2>",
              diff_frame.to_html(index=False, border=0, classes="cells") if diffs else "<p>nothing but the measurements</p>",
              f"<h2>Cells</h2><p>{html.escape(rule)}</p>", shown.to_html(index=False, border=0, classes="cells")]
-    return "\n".join(md), page(title, body, TEXT + TABLE)
+    return markdown_page(md), page(title, body, TEXT + TABLE)

@@ -197,9 +197,12 @@ def accuracy_figure(epochs: pd.DataFrame, targets: dict) -> Figure:
         row[0].set_xlabel("epoch")
         row[0].xaxis.set_major_locator(MaxNLocator(integer=True))
         row[0].set_title(f"{preset}: test accuracy per epoch", fontsize=10)
-        row[1].set_xscale("log")
-        row[1].xaxis.set_minor_formatter(NullFormatter())         # minor labels overlap on a short span
-        row[1].set_xlabel("cumulative training time (s, log scale; evaluation excluded)")
+        if (part["train_seconds"] > 0).any():       # a session written by another tool may lack the times
+            row[1].set_xscale("log")
+            row[1].xaxis.set_minor_formatter(NullFormatter())     # minor labels overlap on a short span
+            row[1].set_xlabel("cumulative training time (s, log scale; evaluation excluded)")
+        else:
+            row[1].set_xlabel("cumulative training time: not recorded")
         row[1].set_title(f"{preset}: against training time", fontsize=10)
     return fig
 

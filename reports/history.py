@@ -17,6 +17,7 @@ import pandas as pd
 
 from reports.page import TEXT, img, page, png
 from reports.stats import detect_steps
+from reports.text import markdown_page
 from reports.tables import to_markdown
 
 # metric -> (on the log scale?, the smallest change worth reporting, in the series' own units)
@@ -128,4 +129,4 @@ def render(series: pd.DataFrame, steps: pd.DataFrame, scope: str) -> tuple[str, 
             f"{series['cell'].nunique()} cells.</p><h2>Steps</h2>",
             table.to_html(index=False, border=0) if table is not None else "<p>no step found</p>"]
     body += [f"<h2>{html.escape(m)}</h2>{img(m, p, style='max-width:100%')}" for m, p in pngs.items()]
-    return "\n".join(md), page("backprop-bench history", body, TEXT), pngs
+    return markdown_page(md), page("backprop-bench history", body, TEXT), pngs

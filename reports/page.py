@@ -8,6 +8,9 @@ from __future__ import annotations
 import base64
 import html
 import io
+import warnings
+
+from reports.text import plain_figure
 
 TEXT = "body{font-family:sans-serif;margin:2em}"
 TABLE = (" table.cells{border-collapse:collapse;font-size:12px}"
@@ -17,9 +20,12 @@ WIDE = " body{max-width:1600px} img{max-width:100%}"   # a page of wide tables a
 
 
 def png(fig, dpi: int = 110) -> bytes:
-    """The PNG of a matplotlib figure."""
+    """The PNG of a matplotlib figure, its texts drawn as written (``reports/text.py``)."""
+    plain_figure(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
+        fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
 
 

@@ -13,6 +13,7 @@ from reports import answer
 from reports.page import NUMBERS, TABLE, TEXT, WIDE, img, page, png
 from reports.figures import accuracy_figure, examples_figure, loss_figure, throughput_figure, throughput_notes
 from reports.peers import peers_section
+from reports.text import markdown_page
 from reports.tables import pytest_benchmark_table, summary_table, to_markdown
 from tracking.peaks import NAN, Peaks
 
@@ -150,7 +151,7 @@ def write_report(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, meta
             body.append(f"<h2>{html.escape(title)}</h2>{img(title, pngs[name])}"
                         + "".join(f"<p class=\"note\">{_inline(n)}</p>" for n in notes.get(name, [])))
     paths["markdown"] = out / "report.md"
-    paths["markdown"].write_text("\n".join(md))
+    paths["markdown"].write_text(markdown_page(md))
     style = (TEXT + TABLE + NUMBERS + WIDE + " ul.facts{color:#555;font-size:13px} .note{max-width:70em}"
              " .banner{background:#fdd;border:2px solid #c00;padding:.6em 1em;font-weight:bold}")
     paths["html"] = out / "report.html"

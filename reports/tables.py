@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from reports.stats import olympic_mean
+from reports.text import MarkdownBlock, markdown_text
 from tracking.peaks import GPU_KEY, on_one_thread
 
 NA = "n/a"
@@ -137,12 +138,11 @@ def pytest_benchmark_table(payload: dict) -> pd.DataFrame:
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    cols = list(table.columns)
-    def esc(v):
-        return str(v).replace("|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
+    """A markdown table; every header and cell is text, never HTML or table syntax (``reports/text.py``)."""
+    lines = ["| " + " | ".join(markdown_text(c) for c in table.columns) + " |",
+             "|" + "|".join("---" for _ in table.columns) + "|"]
+    lines += ["| " + " | ".join(markdown_text(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return MarkdownBlock("\n".join(lines))
 
 
 def to_text(table: pd.DataFrame) -> str:

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -162,6 +163,36 @@ def test_a_worker_that_dies_fails_its_cells_and_the_session_goes_on(tmp_path, fa
     assert parents["params.threads"].tolist() == ["2"] and parents["params.threads_reason"].tolist() == ["--threads given"]
     assert set(children[children["tags.implementation"] == "numpy-sample"]["status"]) == {"FINISHED"}
     assert not (children["status"] == "RUNNING").any()
+
+
+@pytest.mark.integration
+def test_a_stopped_worker_is_ended_and_its_cell_failed_no_progress(tmp_path, fashion):
+    """A worker stopped by SIGSTOP sends nothing: after the no-progress limit (here 3 s, from
+    the environment; by default 3 cell budgets) it is killed, its cell FAILED 'no progress',
+    and the next implementation's cells still run. Before the limit existed, the session
+    waited forever."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli("bench", "--dry-run", "--impl", "numpy-batch,numpy-sample", "--presets", "hw1-q4",
+                   "--tracking-uri", uri, "--output-dir", str(tmp_path / "report"), timeout=300,
+                   env={"CI": "1", "BPB_FAULT": "tests.faults:stop_in_numpy_batch", "BPB_NO_PROGRESS_SECONDS": "3"})
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    _, parents, children = runs_of(uri)
+    assert parents["status"].tolist() == ["FINISHED"]
+    stopped = children[children["tags.implementation"] == "numpy-batch"]
+    assert "FAILED" in set(stopped["status"])
+    assert stopped["tags.bpb.failure_reason"].str.contains("no progress: the worker sent nothing for 3 s").any()
+    assert set(children[children["tags.implementation"] == "numpy-sample"]["status"]) == {"FINISHED"}
+    stopped_left = []                     # no stopped worker of this test left behind (state T)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state = stat.read_text().rsplit(")", 1)[1].split()[0]
+            environ = (stat.parent / "environ").read_bytes()
+        except OSError:
+            continue
+        if state == "T" and b"stop_in_numpy_batch" in environ:
+            stopped_left.append(stat.parent.name)
+    assert not stopped_left
 
 
 @pytest.mark.integration

@@ -1,6 +1,8 @@
 """The per-cell time budget projects from steady state: a first call, a JIT's compile of a new
 length or a capture never counts (benchmarks/budget.py). On a fake clock: no test here reads
 the wall clock."""
+import re
+
 import numpy as np
 import pytest
 
@@ -70,3 +72,41 @@ def test_a_slow_implementation_is_still_cut_and_says_so(monkeypatch):
     assert len(fitted.x) == info["train_samples"] < 60000 and info["train_samples"] % 256 == 0
     assert info["note"].startswith(f"trained on {info['train_samples']:,} of 60,000 samples per epoch")
     assert "500 samples/s (steady state)" in info["note"]
+
+
+def test_a_throughput_cell_times_only_the_repeats_that_fit_its_budget():
+    # each repeat counts its seconds (twice when paired with the speed-up base) and a 25% margin
+    assert budget.fit_repeats(5, 0.4, True, 180.0) == (5, None)
+    assert budget.fit_repeats(100000, 0.4, False, None) == (100000, None)        # the gate: no budget
+    fits, note = budget.fit_repeats(100000, 0.4, False, 60.0)
+    assert fits == 120 and note.startswith("timed 120 of 100000 repeats: 100000 projected 50000 s")
+    assert budget.fit_repeats(50, 1.0, True, 1.0)[0] == budget.MIN_REPEATS     # never fewer than 3
+
+
+def test_repeats_that_run_over_the_budget_stop_after_the_repeat_that_crossed_it(monkeypatch):
+    clock = FakeTime()
+    monkeypatch.setattr(budget, "time", clock)
+    go_on = budget.repeats_deadline(10.0)
+    clock.now = 30.0                              # slower than planned: 10 s per repeat
+    assert go_on(1) and go_on(2)                  # three repeats, whatever they cost
+    assert not go_on(3)
+    assert budget.repeats_deadline(None)(500)
+
+
+def test_the_cut_is_recorded_on_the_cell_and_its_rates_are_the_repeats_timed(fashion, monkeypatch):
+    from benchmarks import cells, timing
+    measure, timed = timing.measure_throughput, []
+    monkeypatch.setattr(timing, "measure_throughput", lambda *a, **kw: timed.append(measure(*a, **kw)) or timed[-1])
+    from benchmarks.plan import BenchOptions, Cell
+    from tests.helpers import PEAKS, Recorder
+    config = PRESETS["hw1-q4"].replace(impl="numpy-batch", batch_size=32, dtype="float32", train_limit=2048,
+                                       test_limit=100)
+    rec = Recorder()
+    cells.run_group([Cell("throughput", config)], fashion, rec, PEAKS,
+                    BenchOptions(repeats=1000, repeat_seconds=0.01, cell_budget=0.25, paired_reference=False))
+    outcome, = rec.closed
+    assert outcome.status == "FINISHED", outcome.reason
+    assert re.match(r"(timed|stopped after) \d+ of 1000 repeats", outcome.summary["budget_note"])
+    tags = {k: v for _, t, _ in rec.logged for k, v in (t or {}).items()}
+    assert tags["bpb.budget"] == outcome.summary["budget_note"]
+    assert 3 <= len(timed[0][0]) <= 20                      # the rates of the repeats that ran

@@ -10,7 +10,7 @@ from benchmarks.cli import build_parser
 @pytest.mark.parametrize("args, said", [
     (["run", "--batch-size", "0"], "argument --batch-size: must be a positive integer, got '0'"),
     (["run", "--lr", "-0.5"], "argument --lr: must be a positive number"),
-    (["run", "--epochs", "two"], "argument --epochs: must be a positive integer, got 'two'"),
+    (["run", "--epochs", "two"], "argument --epochs: must be an integer from 1 to 1000, got 'two'"),
     (["run", "--momentum", "1.5"], "argument --momentum: must be a number in [0, 1)"),
     (["run", "--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
     (["run", "--seed=-1"], "argument --seed: must be an integer in [0, 2**32)"),
@@ -20,7 +20,17 @@ from benchmarks.cli import build_parser
     (["bench", "--batch-sizes", "0,-5"], "argument --batch-sizes: must be a positive integer, got '0'"),
     (["bench", "--seeds=-1"], "argument --seeds: must be an integer in [0, 2**32)"),
     (["bench", "--cell-budget", "-1"], "argument --cell-budget: must be a positive number"),
-    (["bench", "--threads", "0"], "argument --threads: must be a positive integer"),
+    (["bench", "--threads", "0"], "argument --threads: must be an integer from 1 to"),
+    # upper bounds: a typo or an attack on the machine, refused before anything runs
+    (["bench", "--threads", "100000"], "argument --threads: must be an integer from 1 to"),
+    (["bench", "--epochs", "1000000"], "argument --epochs: must be an integer from 1 to 1000"),
+    (["run", "--epochs", "1001"], "argument --epochs: must be an integer from 1 to 1000"),
+    (["bench", "--repeats", "100000"], "argument --repeats: must be an integer from 1 to 1000"),
+    (["bench", "--repeat-seconds", "1e308"], "argument --repeat-seconds: must be a positive number of seconds, at most 60"),
+    (["bench", "--repeat-seconds", "nan"], "argument --repeat-seconds: must be a positive number"),
+    (["bench", "--cell-budget", "inf"], "argument --cell-budget: must be a positive number of seconds"),
+    (["report", "--output-dir", "x" * 300], "argument --output-dir: 'xxxx"),
+    (["run", "--output-json", "/tmp/" + "y" * 300], "argument --output-json: "),
     (["report", "--output-dir", __file__], "argument --output-dir: "),
     (["compare", "latest"], "the following arguments are required: B"),
 ])

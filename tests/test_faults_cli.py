@@ -99,6 +99,36 @@ def test_kill_9_leaves_a_stale_session_that_the_next_report_marks_killed(tmp_pat
     assert not (tmp_path / "r" / "latest").exists()
 
 
+def test_only_runs_whose_writer_this_machine_can_see_gone_are_reaped(tmp_path):
+    """Five RUNNING runs, each written by a process that is gone, told apart by their identity
+    tags (tracking/procs.py): this machine's (a session and a history run) are ended KILLED by
+    the next command; one from a machine with this host name but another boot or machine id,
+    one from another pid namespace, and one whose pid is alive are left alone. Before, host name
+    and pid namespace were the whole identity: a live session on a cloned VM was killed."""
+    import tracking
+    from tracking import procs
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    here = {**procs.identity(), "bpb.pid": str(gone.pid), "bpb.pid_start": "1"}
+    cases = {"session here": {}, "history here": {"bpb.kind": "history"},
+             "other boot": {"bpb.boot_id": "another-boot"}, "other machine id": {"bpb.machine_id": "another"},
+             "other pid namespace": {"bpb.pid_ns": "pid:[1]"},
+             "alive": {"bpb.pid": str(os.getpid()), "bpb.pid_start": procs.identity()["bpb.pid_start"]}}
+    ids = {}
+    for name, tags in cases.items():
+        session = tracking.Session.start(uri, name=name, params={}, tags={})
+        session.client.set_tag(session.run_id, "bpb.kind", "session")
+        for key, value in {**here, **tags}.items():
+            session.client.set_tag(session.run_id, key, value)
+        ids[name] = session.run_id
+    proc = run_cli("report", "--tracking-uri", uri, "--output-dir", str(tmp_path / "r"))
+    assert "Traceback" not in proc.stderr, proc.stderr
+    status = {name: mlflow.MlflowClient(uri).get_run(run_id).info.status for name, run_id in ids.items()}
+    assert status == {"session here": "KILLED", "history here": "KILLED", "other boot": "RUNNING",
+                      "other machine id": "RUNNING", "other pid namespace": "RUNNING", "alive": "RUNNING"}
+
+
 def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     proc = start(uri, tmp_path)

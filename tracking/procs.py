@@ -59,10 +59,62 @@ def alive(pid: int | None, started: int | None) -> bool:
 
 
 def boot_id() -> str:
+    """This boot of this kernel: random at every boot, so two hosts never share one ("" where unknown)."""
     try:
         return (PROC / "sys" / "kernel" / "random" / "boot_id").read_text().strip()
     except OSError:
         return ""
+
+
+def machine_id() -> str:
+    """The installation's id (/etc/machine-id; "" where there is none). VM images copied without
+    clearing it share one, which is why a run's identity also holds the boot."""
+    try:
+        return Path("/etc/machine-id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def pid_namespace() -> str:
+    """This process's pid namespace ("" where unknown): containers that share a host name and a
+    store see different pids, and must not judge each other's runs dead."""
+    try:
+        return os.readlink(PROC / "self" / "ns" / "pid")
+    except OSError:
+        return ""
+
+
+# The tags that say which process, on which machine, writes a run (tracking/session.py)
+IDENTITY_TAGS = ("bpb.host", "bpb.pid", "bpb.pid_start", "bpb.pid_ns", "bpb.boot_id", "bpb.machine_id")
+
+
+def identity() -> dict[str, str]:
+    """This process's identity, as the tags of a run it starts."""
+    pid = os.getpid()
+    return dict(zip(IDENTITY_TAGS, (socket.gethostname(), str(pid), str(start_time(pid) or ""), pid_namespace(),
+                                    boot_id(), machine_id())))
+
+
+def writer_gone(tags: dict) -> bool:
+    """Whether the process whose ``identity()`` the tags hold is known to be gone: it ran on
+    this machine, in this boot and this pid namespace, and its pid is free or reused. A run
+    from another machine with this host name (another boot id or machine id), from an earlier
+    boot, or from another container is never judged gone: nothing here can see its process.
+    Runs written before the boot and machine ids were recorded are judged by host name and pid
+    namespace alone."""
+    here = identity()
+    try:
+        pid = int(tags.get("bpb.pid", ""))
+    except ValueError:
+        return False
+    for key in ("bpb.host", "bpb.pid_ns", "bpb.boot_id", "bpb.machine_id"):
+        if key in tags and tags[key] != here[key]:
+            return False
+    if "bpb.host" not in tags:
+        return False
+    started = tags.get("bpb.pid_start", "")
+    now = start_time(pid)
+    return now is None or (started.isdigit() and now != int(started))
 
 
 def group_members(pgid: int) -> list[int]:

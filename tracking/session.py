@@ -19,6 +19,7 @@ import time
 import warnings
 from pathlib import Path
 
+from tracking.procs import identity, writer_gone
 from tracking.clock import timed
 from tracking.store import EXPERIMENT, connect
 
@@ -36,35 +37,6 @@ VIEW_WIDTHS = {"attributes.`Run Name`": 320, "runDateAndNestInfo": 150, VIEW_COL
                VIEW_COLUMNS[2]: 110}
 # The cells' tag that names what competes (benchmarks/plan.py, Cell.configuration): the view's groups.
 GROUP_TAG = "configuration"
-
-
-def process_start(pid: int) -> str:
-    """When process ``pid`` started (clock ticks since boot, from /proc), or "" where unknown:
-    with the pid it tells a live session from a dead one whose pid was reused."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def pid_namespace() -> str:
-    """This process's pid namespace ("" where unknown): containers that share a hostname and a
-    store see different pids, and must not judge each other's sessions dead."""
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
-
-
-def alive(pid: int, started: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass                      # someone else's process: it exists
-    return not started or process_start(pid) in ("", started)
 
 
 def _flat(d: dict) -> dict[str, str]:
@@ -89,8 +61,7 @@ class Session:
         import mlflow
         experiment_id = connect(uri)
         reap_stale(uri)
-        me = {"bpb.host": socket.gethostname(), "bpb.pid": os.getpid(), "bpb.pid_start": process_start(os.getpid()),
-              "bpb.pid_ns": pid_namespace()}
+        me = identity()                       # whose run it is: reap_stale reads it
         run = mlflow.MlflowClient(uri).create_run(experiment_id, run_name=name,   # tags may set another bpb.kind
                                                   tags={"bpb.kind": "session", **_flat(me), **_flat(tags)})
         session = cls(uri, run.info.run_id, experiment_id)
@@ -237,28 +208,26 @@ def ui_path(experiment_id: str) -> str:
 
 @timed
 def reap_stale(uri: str) -> list[str]:
-    """Sessions left RUNNING by a process that is gone (kill -9, a crash, a power cut), on this
-    host: end them and their RUNNING cells KILLED, saying so. A live session, or one on another
-    host, is never touched. Returns the run ids ended."""
+    """Runs of any kind (sessions, history, machines) left RUNNING by a process that is gone
+    (kill -9, a crash): end them and their RUNNING cells KILLED, saying so. Only runs whose
+    writer this machine can see are judged (``tracking/procs.py``, ``writer_gone``): a live
+    run, or one on another machine with the same host name, is never touched. Returns the run
+    ids ended."""
     import mlflow
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name(EXPERIMENT)
     if exp is None:
         return []
     host = socket.gethostname()
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.`bpb.kind` = 'session' and "
-                              f"attributes.status = 'RUNNING' and tags.`bpb.host` = '{host}'")
+    runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING' and "
+                              f"tags.`bpb.host` = '{host}'")
     ended = []
     for run in runs:
-        tags = run.data.tags
-        try:
-            pid = int(tags.get("bpb.pid", ""))
-        except ValueError:
+        if not writer_gone(run.data.tags):
             continue
-        if tags.get("bpb.pid_ns", "") != pid_namespace() or alive(pid, tags.get("bpb.pid_start", "")):
-            continue              # another container's session, or a live one
         stale = Session(uri, run.info.run_id, exp.experiment_id)
-        stale.finish("KILLED", f"stale: its process (pid {pid} on {host}) is gone; it never finished")
+        stale.finish("KILLED", f"stale: its process (pid {run.data.tags['bpb.pid']} on {host}) is gone; "
+                               "it never finished")
         ended.append(run.info.run_id)
     return ended
 

@@ -101,7 +101,7 @@ def test_a_tiny_real_run_through_the_cli_writes_the_summary_and_logs_one_run_per
                            "numpy-sample", "--rounds", "2", "--seconds", "0.05", "--output-dir", str(tmp_path),
                            "--tracking-uri", uri], capture_output=True, text=True, cwd=ROOT, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert done.stdout.count("adam r") == 2 and "Adam " in done.stdout
     summary = (tmp_path / "families" / "summary.md").read_text()
     assert "load average (1 min)" in summary and "2 rounds per contest" in summary

@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 
 from tracking.clock import timed
-from tracking.store import EXPERIMENT, connect
+from tracking.store import Store
 
 REASON_TAG = "bpb.failure_reason"
 # The saved view every session updates: MLflow's Views menu lists experiment tags named
@@ -74,10 +74,9 @@ def _flat(d: dict) -> dict[str, str]:
 class Session:
     """The parent run of a session, and the child runs of its cells, by run id."""
 
-    def __init__(self, uri: str, run_id: str, experiment_id: str):
-        import mlflow
-        self.uri, self.run_id, self.experiment_id = uri, run_id, experiment_id
-        self.client = mlflow.MlflowClient(uri)
+    def __init__(self, store: Store, run_id: str):
+        self.store, self.run_id = store, run_id
+        self.experiment_id, self.client = store.experiment_id, store.client
         self.monitor = None
         # artifact path -> what this process wrote there on the parent run (a dict, or the local
         # file it uploaded): the session's own report reads these instead of downloading them
@@ -85,15 +84,13 @@ class Session:
 
     @classmethod
     @timed
-    def start(cls, uri: str, name: str, params: dict, tags: dict) -> "Session":
-        import mlflow
-        experiment_id = connect(uri)
-        reap_stale(uri)
+    def start(cls, store: Store, name: str, params: dict, tags: dict) -> "Session":
+        reap_stale(store)
         me = {"bpb.host": socket.gethostname(), "bpb.pid": os.getpid(), "bpb.pid_start": process_start(os.getpid()),
               "bpb.pid_ns": pid_namespace()}
-        run = mlflow.MlflowClient(uri).create_run(experiment_id, run_name=name,   # tags may set another bpb.kind
-                                                  tags={"bpb.kind": "session", **_flat(me), **_flat(tags)})
-        session = cls(uri, run.info.run_id, experiment_id)
+        run = store.client.create_run(store.experiment_id, run_name=name,     # tags may set another bpb.kind
+                                      tags={"bpb.kind": "session", **_flat(me), **_flat(tags)})
+        session = cls(store, run.info.run_id)
         session.log(params=params)
         return session
 
@@ -152,7 +149,7 @@ class Session:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
             logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)   # no INFO chatter
             self.monitor = SystemMetricsMonitor(self.run_id, sampling_interval=seconds, samples_before_logging=1,
-                                                tracking_uri=self.uri)
+                                                tracking_uri=self.store.uri)
         except ImportError as exc:
             return f"off ({exc})"
         self.monitor.start()
@@ -236,17 +233,12 @@ def ui_path(experiment_id: str) -> str:
 
 
 @timed
-def reap_stale(uri: str) -> list[str]:
+def reap_stale(store: Store) -> list[str]:
     """Sessions left RUNNING by a process that is gone (kill -9, a crash, a power cut), on this
     host: end them and their RUNNING cells KILLED, saying so. A live session, or one on another
     host, is never touched. Returns the run ids ended."""
-    import mlflow
-    client = mlflow.MlflowClient(uri)
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    if exp is None:
-        return []
     host = socket.gethostname()
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.`bpb.kind` = 'session' and "
+    runs = store.client.search_runs([store.experiment_id], filter_string="tags.`bpb.kind` = 'session' and "
                               f"attributes.status = 'RUNNING' and tags.`bpb.host` = '{host}'")
     ended = []
     for run in runs:
@@ -257,7 +249,7 @@ def reap_stale(uri: str) -> list[str]:
             continue
         if tags.get("bpb.pid_ns", "") != pid_namespace() or alive(pid, tags.get("bpb.pid_start", "")):
             continue              # another container's session, or a live one
-        stale = Session(uri, run.info.run_id, exp.experiment_id)
+        stale = Session(store, run.info.run_id)
         stale.finish("KILLED", f"stale: its process (pid {pid} on {host}) is gone; it never finished")
         ended.append(run.info.run_id)
     return ended

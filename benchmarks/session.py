@@ -71,10 +71,13 @@ class Running:
     """A session under way: what its steps share."""
     options: BenchOptions
     data: object
+    store: tracking.Store
     settings: SessionSettings
     machine: Machine
     session: tracking.Session
     log: object = print
+    began: float = 0.0                    # time.perf_counter() at its start
+    spent_before: float = 0.0             # tracking.spent() at its start
     outcomes: list[CellOutcome] = field(default_factory=list)
     recorder: TrackingRecorder | None = None
 
@@ -89,7 +92,8 @@ def run_session(options: BenchOptions, data, store: tracking.Store, settings: Se
     session run id). Exit status 1 when a cell failed."""
     began, spent_before = time.perf_counter(), tracking.spent()[0]
     machine = survey(options, data, store, settings, log)
-    run = Running(options, data, settings, machine, open_session(options, data, store, settings, machine, log), log)
+    session = open_session(options, data, store, settings, machine, log)
+    run = Running(options, data, store, settings, machine, session, log, began, spent_before)
     train_x = data.features("train", "float32", options.train_limit)
     dataset = tracking.session.dataset_record(train_x, data.labels("train", options.train_limit), name=data.name,
                                               digest=data.digest, source=data.source)
@@ -98,7 +102,7 @@ def run_session(options: BenchOptions, data, store: tracking.Store, settings: Se
                                     tags=settings.label())
     try:
         beside_workers = run_cells(run)
-        return finish(run, store, spent_before, beside_workers, time.perf_counter() - began), run.session.run_id
+        return finish(run, beside_workers), session.run_id
     except BaseException as exc:
         abort(run, exc)
         raise
@@ -184,10 +188,10 @@ def run_cells(run: Running) -> float:
     return beside_workers
 
 
-def finish(run: Running, store: tracking.Store, spent_before: float, beside_workers: float, wall: float) -> int:
+def finish(run: Running, beside_workers: float) -> int:
     """After the last cell: the end probe, the examples, the pytest-benchmark suite, the report,
     the view, the tracking overhead; the session FINISHED. Returns 1 when a cell failed."""
-    session, recorder, outcomes, log, m = run.session, run.recorder, run.outcomes, run.log, run.machine
+    session, recorder, outcomes, log, m, store = run.session, run.recorder, run.outcomes, run.log, run.machine, run.store
     dry, mode = run.settings.mode == "dry-run", run.settings.mode
     failed = [o for o in outcomes if o.status != "FINISHED"]
     end = peak_probes.end_probe(m.threads, dry)
@@ -202,8 +206,9 @@ def finish(run: Running, store: tracking.Store, spent_before: float, beside_work
         name: r for name, r in recorder.run_ids.items() if name not in recorder.speedup_logged},
         written=session.written)
     view = session.publish_view()
-    spent = tracking.spent()[0] - spent_before
-    log_overhead(session, recorder, spent, spent - beside_workers + recorder.worker_wait, wall, log)
+    spent = tracking.spent()[0] - run.spent_before
+    log_overhead(session, recorder, spent, spent - beside_workers + recorder.worker_wait,
+                 time.perf_counter() - run.began, log)
     session.finish("FINISHED")
     if mode in tracking.BENCH_MODES:           # only now is it a FINISHED bench session
         point_latest(paths["html"].parent)

@@ -212,7 +212,7 @@ def finish(run: Running, beside_workers: float) -> int:
     session.finish("FINISHED")
     if mode in tracking.BENCH_MODES:           # only now is it a FINISHED bench session
         point_latest(paths["html"].parent)
-    ui = (f"{store.uri.rstrip('/')}/{view}" if store.uri.startswith("http")      # a server is its own UI
+    ui = (f"{store.display.rstrip('/')}/{view}" if store.uri.startswith("http")      # a server is its own UI
           else f"`tox -e ui`, then http://127.0.0.1:5000/{view}")
     log(f"report: {paths['html']}\nMLflow UI: {ui}")
     if failed:

@@ -14,12 +14,11 @@ from reports.across_machines import write_machines_report
 from reports.tables import to_text
 
 
-def run_machines_report(uri: str, refs: list[str] | None, out_dir: str, mode: str | None = None, log=print,
-                        any_status: bool = False) -> dict:
-    tracking.connect(uri, create=False)
-    sessions = (tracking.sessions_by_ref(uri, refs, mode, any_status) if refs
-                else tracking.latest_per_machine(uri, mode))
-    cells, names = tracking.cells_of(uri, sessions)
+def run_machines_report(store: tracking.Store, refs: list[str] | None, out_dir: str, mode: str | None = None,
+                        log=print, any_status: bool = False) -> dict:
+    sessions = (tracking.sessions_by_ref(store, refs, mode, any_status) if refs
+                else tracking.latest_per_machine(store, mode))
+    cells, names = tracking.cells_of(store, sessions)
     if cells.empty:
         raise UsageError("these sessions have no cells to compare")
     modes = sorted(set(sessions["params.mode"].astype(str)))
@@ -35,7 +34,7 @@ def run_machines_report(uri: str, refs: list[str] | None, out_dir: str, mode: st
     paths, table = write_machines_report(cells, facts, dict(impls.PARITY_TOLERANCE), folder, impls.SPEEDUP_BASE)
     log(f"{len(sessions)} machines: " + ", ".join(f"{m} ({s[:8]})" for m, s in zip(names, sessions["run_id"])))
     log(to_text(table))
-    run = tracking.Session.start(uri, name=f"machines-{time.strftime('%Y%m%d-%H%M%S')}",
+    run = tracking.Session.start(store, name=f"machines-{time.strftime('%Y%m%d-%H%M%S')}",
                                  params={"sessions": ",".join(sessions["run_id"]), "machines": ",".join(names)},
                                  tags={"bpb.kind": "machines"})
     for path in paths.values():

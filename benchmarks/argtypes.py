@@ -26,6 +26,8 @@ def _number(parse, ok, wanted: str):
 
 
 positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
+port = _number(int, lambda v: 1 <= v <= 65535, "a port number in [1, 65535]")
 seed_int = _number(int, lambda v: 0 <= v < 2 ** 32, "an integer in [0, 2**32)")
 positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive number")
 unit_interval = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")

@@ -1,9 +1,12 @@
-"""Command line: ``python -m benchmarks run|bench|report|regress|compare|history|look|ui|gpu-check|store``.
+"""Command line: ``python -m benchmarks run|bench|report|regress|compare|history|look|ui|gpu-check|server|pg|store``.
 
 Every option is checked when it is parsed. User errors (bad flags, missing data, a
 configuration an implementation cannot run, an unusable tracking store, a bad baseline) print
 one short message and exit with status 2; a diverging run exits 3 after keeping what it
 finished; Ctrl-C exits 130. Nothing here prints a traceback for those.
+
+Each handler (``benchmarks/commands.py``) takes the parsed values as keywords, with
+``--tracking-uri`` resolved once, here, into ``uri``.
 """
 from __future__ import annotations
 
@@ -15,10 +18,10 @@ import sys
 import impls
 import tracking
 from benchmarks import commands, datasets
-from tracking import server
 from benchmarks.argtypes import (cell_seconds, csv_of, epoch_count, fraction, impl_list, iso_date, machine_label,
-                                 output_dir, output_file, positive_float, positive_int, repeat_count, repeat_time,
+                                 output_dir, output_file, port, positive_float, positive_int, repeat_count, repeat_time,
                                  seed_int, thread_count, unit_interval)
+from benchmarks.cli_store import add_store_parsers, add_tracking_option
 from benchmarks.config import EXIT_INTERRUPTED, EXIT_USAGE, PRESETS, UsageError
 from benchmarks.baseline import BASELINE
 from benchmarks.regress import MIN_BAND
@@ -41,11 +44,6 @@ def add_data_options(p) -> None:
 def add_output_option(p) -> None:
     p.add_argument("--output-dir", type=output_dir, default=DEFAULT_OUT,
                    help="folder for the files written, each set in a subfolder of its own (default: %(default)s)")
-
-
-def add_tracking_option(p) -> None:
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
 
 
 SESSION_MODES = (*tracking.BENCH_MODES, "regress", "gpu-check")
@@ -209,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     look.set_defaults(func=commands.cmd_look)
     ui = sub.add_parser("ui", help="the MLflow UI on the tracking store; prints the address of the latest session")
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
-    ui.add_argument("--port", type=positive_int, default=5000, help="port (default: %(default)s)")
+    ui.add_argument("--port", type=port, default=5000, help="port (default: %(default)s)")
     add_latest_options(ui)
     add_tracking_option(ui)
     ui.set_defaults(func=commands.cmd_ui)
@@ -226,16 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_tracking_option(gpu_check)
     gpu_check.set_defaults(func=commands.cmd_gpu_check)
 
-    server.add_parsers(sub)
-    store = sub.add_parser("store", help="check a tracking store, or repair a half-built SQLite store",
-                           description="check: prepare the store as a session would (a new one is made, one written "
-                                       "by an older MLflow migrated on a copy) and say what it holds. repair: rebuild "
-                                       "a SQLite store that an interrupted set-up or migration left half-built, keeping "
-                                       "every run; the old file is kept beside it.")
-    store.add_argument("action", choices=("check", "repair"))
-    add_tracking_option(store)
-    store.set_defaults(func=commands.cmd_store)
+    add_store_parsers(sub)
     return parser
+
+
+def handler_values(args: argparse.Namespace) -> dict:
+    """The parsed options as the handler's keywords; ``--tracking-uri`` becomes ``uri``, the
+    one place the tracking URI is resolved (``tracking.resolve_uri``)."""
+    values = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    if "tracking_uri" in values:
+        values["uri"] = tracking.resolve_uri(values.pop("tracking_uri"))
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,7 +256,7 @@ def _main(argv: list[str] | None) -> int:
     if getattr(args, "optimizer", None) == "adam" and getattr(args, "momentum", None):
         parser.error("--momentum applies to sgd only; drop it, or use --optimizer sgd")
     try:
-        return args.func(args)
+        return args.func(**handler_values(args))
     except (UsageError, datasets.DataError, impls.ConfigError, tracking.TrackingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

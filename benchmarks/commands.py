@@ -1,5 +1,6 @@
 """The handlers of ``python -m benchmarks`` (the parser is ``benchmarks/cli.py``): each takes
-the parsed arguments and returns the exit status."""
+the parsed values as keywords (``--tracking-uri`` resolved into ``uri``), connects the
+tracking store once where it needs one, and returns the exit status."""
 from __future__ import annotations
 
 import json
@@ -44,22 +45,11 @@ def writable_folder(path: str | Path, what: str = "--output-dir", create: bool =
     return folder
 
 
-def session_ref(uri: str, ref: str | None, args) -> str:
+def session_ref(store: tracking.Store, ref: str | None, mode: str | None, any_status: bool) -> str:
     """The session ``ref`` names (default ``latest``), with the command's ``--mode`` and
     ``--any-status``; a session left RUNNING by a process that is gone is ended KILLED first."""
-    tracking.connect(uri, create=False)
-    tracking.reap_stale(uri)
-    return tracking.resolve_ref(uri, ref or "latest", args.mode, args.any_status)
-
-
-def config_from_args(args, impl: str) -> RunConfig:
-    overrides = {
-        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-        "optimizer": args.optimizer, "momentum": args.momentum, "dtype": args.dtype,
-        "seed": args.seed, "shuffle": args.shuffle, "dataset": args.dataset,
-        "train_limit": args.train_limit, "test_limit": args.test_limit, "tf32": args.tf32,
-    }
-    return PRESETS[args.preset].replace(impl=impl, **{k: v for k, v in overrides.items() if v is not None})
+    tracking.reap_stale(store)
+    return tracking.resolve_ref(store, ref or "latest", mode, any_status)
 
 
 def runnable_configs(configs: list[RunConfig], everything: bool) -> list[RunConfig]:
@@ -84,18 +74,20 @@ def print_epoch(result, record) -> None:
           flush=True)
 
 
-def cmd_run(args) -> int:
+def cmd_run(*, impl: list[str], preset: str, data_dir, download: bool, threads: int | None, output_json,
+            **overrides) -> int:
+    """``run``: ``overrides`` are the RunConfig fields given on the command line (None: the preset's)."""
     from benchmarks import runner
-    configs = runnable_configs([config_from_args(args, name) for name in args.impl],
-                               everything=args.impl == impls.names())
+    base = PRESETS[preset].replace(**{k: v for k, v in overrides.items() if v is not None})
+    configs = runnable_configs([base.replace(impl=name) for name in impl], everything=impl == impls.names())
     refused = [f"{c.impl} in {c.dtype}" for c in configs if c.tf32 and not (impls.get(c.impl).takes_tf32
                                                                              and c.dtype == "float32")]
     if refused:
         raise UsageError(f"--tf32 applies to float32 on torch-cuda and torch-cuda-graph only, not to {', '.join(refused)}")
-    data = datasets.load(configs[0].dataset, args.data_dir, download_ok=args.download)
+    data = datasets.load(configs[0].dataset, data_dir, download_ok=download)
     for name in {c.impl for c in configs}:
         impls.get(name)
-    threads = pin_threads(args.threads or default_threads()[0])
+    threads = pin_threads(threads or default_threads()[0])
     payload = {"dataset": {"name": data.name, "digest": data.digest, "source": data.source},
                "threads": threads, "machine": inventory(), "results": []}
     print(f"dataset {data.name} from {data.source} (digest {data.digest}); threads {threads}")
@@ -112,8 +104,8 @@ def cmd_run(args) -> int:
             result, status = exc.result, EXIT_DIVERGED
         print(f"first call (JIT compile / start-up), excluded from epoch times: {result.compile_seconds:.3f} s")
         payload["results"].append(result.to_dict())
-        if args.output_json:
-            Path(args.output_json).write_text(json.dumps(payload, indent=2, default=float))
+        if output_json:
+            Path(output_json).write_text(json.dumps(payload, indent=2, default=float))
     if len(payload["results"]) > 1:
         print_summary(payload["results"])
     return status
@@ -134,89 +126,124 @@ def print_summary(results: list[dict]) -> None:
               f"{speedup:>23.2f}x  {s['compile_seconds']:>9.3f}")
 
 
-def cmd_bench(args) -> int:
+def cmd_bench(*, impl, presets, batch_sizes, dtypes, repeats, epochs, seeds, train_limit, repeat_seconds,
+              cell_budget, quick: bool, dry_run: bool, pytest_benchmark: bool, isolate: bool, output_dir: str,
+              dataset, data_dir, download: bool, threads: int | None, uri: str, machine: str | None) -> int:
     from benchmarks.plan import BenchOptions
-    from benchmarks.session import run_session
-    mode = "dry-run" if args.dry_run else ("quick" if args.quick else "full")
+    from benchmarks.session import SessionSettings, run_session
+    mode = "dry-run" if dry_run else ("quick" if quick else "full")
     overrides = {k: v for k, v in {
-        "impls": tuple(args.impl) if args.impl else None, "batch_sizes": args.batch_sizes, "dtypes": args.dtypes,
-        "repeats": args.repeats, "repeat_seconds": args.repeat_seconds, "seeds": args.seeds,
-        "cell_budget": args.cell_budget,
-        "dataset": args.dataset}.items() if v is not None}
-    options = BenchOptions.make(mode, args.presets, args.epochs, args.train_limit, **overrides)
-    blocked = [f"{n}: {impls.available_reason(n)}" for n in args.impl or () if impls.available_reason(n)]
+        "impls": tuple(impl) if impl else None, "batch_sizes": batch_sizes, "dtypes": dtypes,
+        "repeats": repeats, "repeat_seconds": repeat_seconds, "seeds": seeds, "cell_budget": cell_budget,
+        "dataset": dataset}.items() if v is not None}
+    options = BenchOptions.make(mode, presets, epochs, train_limit, **overrides)
+    blocked = [f"{n}: {impls.available_reason(n)}" for n in impl or () if impls.available_reason(n)]
     if blocked:
         raise UsageError("cannot run here: " + "; ".join(blocked))
-    writable_folder(args.output_dir)                        # fail before any training: the folder,
-    uri = tracking.resolve_uri(args.tracking_uri)
-    tracking.connect(uri)                                   # the store,
-    data = datasets.load(options.dataset, args.data_dir, download_ok=args.download)      # the data
-    status, _ = run_session(options, data, uri, args.threads, args.output_dir, mode=mode,
-                            pytest_benchmark=args.pytest_benchmark and mode != "dry-run",
-                            isolate=args.isolate, data_dir=args.data_dir, machine_label=args.machine)
+    writable_folder(output_dir)                             # fail before any training: the folder,
+    store = tracking.connect(uri)                           # the store,
+    data = datasets.load(options.dataset, data_dir, download_ok=download)      # the data
+    settings = SessionSettings(mode=mode, out_dir=output_dir, threads=threads, isolate=isolate, data_dir=data_dir,
+                               pytest_benchmark=pytest_benchmark and mode != "dry-run", machine_label=machine)
+    status, _ = run_session(options, data, store, settings)
     return status
 
 
-def cmd_report(args) -> int:
+def cmd_report(*, run_id, session, latest_per_machine: bool, mode, any_status: bool, output_dir: str,
+               uri: str) -> int:
     from benchmarks.session import render_report
-    uri = tracking.resolve_uri(args.tracking_uri)
-    writable_folder(args.output_dir)
-    if args.session or args.latest_per_machine:
+    writable_folder(output_dir)
+    store = tracking.connect(uri, create=False)
+    if session or latest_per_machine:
         from benchmarks.across_machines import run_machines_report
-        run_machines_report(uri, args.session, args.output_dir, args.mode, any_status=args.any_status)
+        run_machines_report(store, session, output_dir, mode, any_status=any_status)
         return 0
-    render_report(uri, session_ref(uri, args.run_id, args), args.output_dir)
+    render_report(store, session_ref(store, run_id, mode, any_status), output_dir)
     return 0
 
 
-def cmd_regress(args) -> int:
+def cmd_regress(*, baseline: str, run_id, speed: str, update: bool, impl, speed_band: float, dataset, data_dir,
+                download: bool, threads: int | None, uri: str, machine: str | None) -> int:
+    from benchmarks.baseline import load_baseline
     from benchmarks.gate import GateOptions, run_gate
-    if args.run_id is None:
+    if run_id is None:
         writable_folder(GATE_OUT, "the gate's report folder")
-    if args.update:
-        writable_folder(Path(args.baseline).expanduser().resolve().parent, "--baseline's folder", create=False)
-    options = GateOptions(impls=tuple(args.impl or ()), dataset=args.dataset or "fashion-mnist",
-                          speed_band=args.speed_band)
-    return run_gate(options, Path(args.baseline), args.speed, args.update, uri=tracking.resolve_uri(args.tracking_uri),
-                    threads=args.threads, data_dir=args.data_dir, download=args.download, run_id=args.run_id,
-                    machine_label=args.machine, out_dir=GATE_OUT)
+    if update:
+        writable_folder(Path(baseline).expanduser().resolve().parent, "--baseline's folder", create=False)
+    options = GateOptions(impls=tuple(impl or ()), dataset=dataset or "fashion-mnist", speed_band=speed_band)
+    loaded = load_baseline(Path(baseline), missing_ok=update)                  # before any store or work
+    store = tracking.connect(uri, create=run_id is None)
+    return run_gate(options, Path(baseline), speed, update, store=store, baseline=loaded, threads=threads,
+                    data_dir=data_dir, download=download, run_id=run_id, machine_label=machine, out_dir=GATE_OUT)
 
 
-def cmd_compare(args) -> int:
+def cmd_compare(*, a: str, b: str, fail_on, fail_on_missing: bool, mode, any_status: bool, threshold: float,
+                output_dir: str, uri: str) -> int:
     from benchmarks.compare import run_compare
-    writable_folder(args.output_dir)
-    return run_compare(tracking.resolve_uri(args.tracking_uri), args.a, args.b, args.output_dir, args.fail_on,
-                       args.threshold, mode=args.mode, any_status=args.any_status, fail_on_missing=args.fail_on_missing)
+    writable_folder(output_dir)
+    return run_compare(tracking.connect(uri, create=False), a, b, output_dir, fail_on, threshold, mode=mode,
+                       any_status=any_status, fail_on_missing=fail_on_missing)
 
 
-def cmd_history(args) -> int:
-    from benchmarks.history import ROOT, run_history
-    writable_folder(args.output_dir)
-    return run_history(tracking.resolve_uri(args.tracking_uri), args.output_dir, args.repo or ROOT,
-                       args.commits or args.branch or "HEAD", args.machine, args.cell, args.since, mode=args.mode)
+def cmd_history(*, machine, cell, since, mode, branch, commits, repo, output_dir: str, uri: str) -> int:
+    from benchmarks.history import ROOT, git_order, run_history
+    writable_folder(output_dir)
+    revisions = commits or branch or "HEAD"
+    order = git_order(repo or ROOT, revisions)             # a revision git refuses is named before the store
+    return run_history(tracking.connect(uri, create=False), output_dir, order, revisions, machine, cell, since,
+                       mode=mode)
 
 
-def cmd_look(args) -> int:
+def cmd_look(*, session: str, mode, any_status: bool, output_dir: str, uri: str) -> int:
     from benchmarks.look import run_look
-    writable_folder(args.output_dir)
-    uri = tracking.resolve_uri(args.tracking_uri)
-    return run_look(uri, session_ref(uri, args.session, args), args.output_dir)
+    writable_folder(output_dir)
+    store = tracking.connect(uri, create=False)
+    return run_look(store, session_ref(store, session, mode, any_status), output_dir)
 
 
-def cmd_ui(args) -> int:
+def cmd_ui(*, host: str, port: int, mode, any_status: bool, uri: str) -> int:
     from benchmarks.look import run_ui
-    uri = tracking.resolve_uri(args.tracking_uri)
-    return run_ui(uri, args.host, args.port, session_ref(uri, None, args))
+    store = tracking.connect(uri, create=False)
+    return run_ui(store, host, port, session_ref(store, None, mode, any_status))
 
 
-def cmd_gpu_check(args) -> int:
-    from benchmarks.gpucheck import run_gpu_check
-    return run_gpu_check(args)
+def cmd_gpu_check(*, tests: bool, data_dir, threads: int | None, output_dir: str, uri: str) -> int:
+    from benchmarks import gpucheck
+    reason = gpucheck.no_gpu_reason()
+    if reason:
+        print(f"gpu-check: {reason}", file=sys.stderr)
+        return gpucheck.EXIT_NO_GPU
+    store = tracking.connect(uri)                           # fail before any work
+    return gpucheck.run_gpu_check(store, out_dir=output_dir, data_dir=data_dir, threads=threads, tests=tests)
 
 
-def cmd_store(args) -> int:
+def cmd_store(*, action: str, uri: str) -> int:
     """``store check|repair``: a tracking store's state, and the repair of a half-built SQLite
     store (``tracking/repair.py``; docs/reliability.md)."""
-    uri = tracking.resolve_uri(args.tracking_uri)
-    print(tracking.check_store(uri) if args.action == "check" else tracking.repair_store(uri))
+    print(tracking.check_store(uri) if action == "check" else tracking.repair_store(uri))
+    return 0
+
+
+def cmd_server(**options) -> int:
+    """``server``: ``options`` are ``tracking.server.ServerOptions``' fields."""
+    from tracking import server
+    return server.run(server.ServerOptions(**options))
+
+
+def cmd_pg(*, action: str, pg_dir, pg_port: int, pg_database: str) -> int:
+    """``pg start|stop|status``: the local PostgreSQL in a folder (``tracking/pg.py``)."""
+    from tracking import pg
+    cluster = pg.Cluster(pg_dir, pg_port)
+    if action == "start":
+        started = cluster.start(pg_database)
+        print(f"PostgreSQL {'started' if started else 'already running'} in {cluster.folder}")
+        print(f"backend store URI: {cluster.uri(pg_database)}")
+    elif action == "stop":
+        print(f"PostgreSQL in {cluster.folder} {'stopped' if cluster.stop() else 'was not running'}")
+    else:
+        state = "running" if cluster.running() else ("stopped" if cluster.initialised() else "not created yet")
+        print(f"PostgreSQL in {cluster.folder}: {state}")
+        if state == "running":
+            print(f"backend store URI: {cluster.uri(pg_database)}")
+        return 0 if state == "running" else 3
     return 0

@@ -11,35 +11,34 @@ from reports.tables import to_text
 FAIL_ON = ("slower", "accuracy", "any")
 
 
-def load(uri: str, run_id: str):
+def load(store: tracking.Store, run_id: str):
     """(session id, parent row, tidy cells, samples/s per repeat by run id) of session ``run_id``."""
-    parent, raw_cells, raw_epochs = tracking.read_session(uri, run_id)
+    parent, raw_cells, raw_epochs = tracking.read_session(store, run_id)
     cells, _ = tracking.tidy(raw_cells, raw_epochs)
     return run_id, parent, cells, tracking.repeat_series(raw_epochs)
 
 
-def resolve_pair(uri: str, ref_a: str, ref_b: str, mode: str | None, any_status: bool) -> tuple[str, str]:
+def resolve_pair(store: tracking.Store, ref_a: str, ref_b: str, mode: str | None, any_status: bool) -> tuple[str, str]:
     """The two sessions named. ``latest`` and ``latest~N`` count sessions of one kind: ``mode``,
     else the mode of the other side when it is a run id (``compare ID latest``: the latest
     session run like ID), else that of the newest finished bench session."""
-    tracking.connect(uri, create=False)
-    tracking.reap_stale(uri)
+    tracking.reap_stale(store)
     if mode is None:
         named = [ref for ref in (ref_a, ref_b) if not tracking.refs.LATEST.fullmatch(ref)]
         if len(named) == 1:
-            mode = tracking.session_mode(uri, tracking.resolve_ref(uri, named[0]))
-    return tuple(tracking.resolve_ref(uri, ref, mode, any_status) for ref in (ref_a, ref_b))
+            mode = tracking.session_mode(store, tracking.resolve_ref(store, named[0]))
+    return tuple(tracking.resolve_ref(store, ref, mode, any_status) for ref in (ref_a, ref_b))
 
 
-def run_compare(uri: str, ref_a: str, ref_b: str, output_dir: str, fail_on: str | None = None,
+def run_compare(store: tracking.Store, ref_a: str, ref_b: str, output_dir: str, fail_on: str | None = None,
                 threshold: float = 0.1, log=print, *, mode: str | None = None, any_status: bool = False,
                 fail_on_missing: bool = False) -> int:
     """Print and write the comparison; the exit status is 1 when ``fail_on`` finds something
     (or, with ``fail_on_missing``, a cell of A is missing from B), and the cells and reasons
     are printed then."""
-    a_ref, b_ref = resolve_pair(uri, ref_a, ref_b, mode, any_status)
-    a_id, a_parent, a_cells, a_samples = load(uri, a_ref)
-    b_id, b_parent, b_cells, b_samples = load(uri, b_ref)
+    a_ref, b_ref = resolve_pair(store, ref_a, ref_b, mode, any_status)
+    a_id, a_parent, a_cells, a_samples = load(store, a_ref)
+    b_id, b_parent, b_cells, b_samples = load(store, b_ref)
     table = compare_cells(a_cells, a_samples, b_cells, b_samples, threshold=threshold)
     diffs, machine_note = session_differences(a_parent, b_parent)
     for status, run_id, parent in (("A", a_id, a_parent), ("B", b_id, b_parent)):
@@ -59,7 +58,7 @@ def run_compare(uri: str, ref_a: str, ref_b: str, output_dir: str, fail_on: str 
     paths = [folder / "compare.md", folder / "compare.html"]
     paths[0].write_text(md)
     paths[1].write_text(page)
-    tracking.annotate(uri, b_id, files=paths, artifact_path=f"compare/{a_id}")
+    tracking.annotate(store, b_id, files=paths, artifact_path=f"compare/{a_id}")
     log(f"written: {', '.join(map(str, paths))} (and attached to B's run)")
     for side in ("A", "B"):
         only = table.loc[table["kind"] == f"only in {side}", "cell"].tolist()

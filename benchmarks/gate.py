@@ -14,7 +14,7 @@ import tracking
 from benchmarks import baseline as baseline_file, regress
 from benchmarks.config import UsageError
 from benchmarks.plan import BenchOptions, gate_options
-from benchmarks.session import run_session
+from benchmarks.session import SessionSettings, run_session
 
 CHECKS = ("accuracy", "parity", "speed")
 
@@ -64,18 +64,22 @@ def matrix_differences(parent, matrix: BenchOptions) -> list[str]:
 
 
 def run_gate(options: GateOptions, baseline_path: Path, speed: str = "warn", update: bool = False, *,
-             uri: str, threads: int | None = None, data_dir=None, download: bool = False, run_id: str | None = None,
-             isolate: bool = True, out_dir: str = "reports/out/regress", log=print, machine_label: str | None = None) -> int:
+             store: tracking.Store, baseline: dict | None = None, threads: int | None = None, data_dir=None,
+             download: bool = False, run_id: str | None = None, isolate: bool = True,
+             out_dir: str = "reports/out/regress", log=print, machine_label: str | None = None) -> int:
     """Run (or, with ``run_id``, re-read) a gate session, judge it, print and log the verdicts.
-    Returns the exit status: 1 when a check fails, else 0; UsageError for a gate on nothing."""
+    ``baseline``: the file's content when the caller read it already (the CLI reads it before
+    it connects the store), else read here. Returns the exit status: 1 when a check fails,
+    else 0; UsageError for a gate on nothing."""
     from benchmarks import datasets
-    baseline = baseline_file.load_baseline(baseline_path, missing_ok=update)   # before any store or work
-    tracking.connect(uri, create=run_id is None)
+    if baseline is None:
+        baseline = baseline_file.load_baseline(baseline_path, missing_ok=update)
     if run_id is None:
         data = datasets.load(options.dataset, data_dir, download_ok=download)
-        _, run_id = run_session(options.matrix(), data, uri, threads, out_dir, mode="regress", isolate=isolate,
-                                data_dir=data_dir, log=log, machine_label=machine_label)
-    parent, raw_cells, raw_epochs = tracking.read_session(uri, run_id)
+        settings = SessionSettings(mode="regress", out_dir=out_dir, threads=threads, isolate=isolate,
+                                   data_dir=data_dir, machine_label=machine_label)
+        _, run_id = run_session(options.matrix(), data, store, settings, log=log)
+    parent, raw_cells, raw_epochs = tracking.read_session(store, run_id)
     meta = tracking.session_meta(parent)
     if meta["mode"] != "regress":
         raise UsageError(f"run {run_id} is not a regression-gate session (its mode is {meta['mode']!r}); "
@@ -113,7 +117,7 @@ def run_gate(options: GateOptions, baseline_path: Path, speed: str = "warn", upd
     warned = [v for v in final if v.verdict.startswith("SLOWER")]
     undecided = [v for v in final if v.verdict == "no verdict"]
     result = "fail" if failing else ("warn" if warned or undecided else "pass")
-    tracking.annotate(uri, run_id, metrics={"regress_failing": len(failing), "regress_checks": len(final)},
+    tracking.annotate(store, run_id, metrics={"regress_failing": len(failing), "regress_checks": len(final)},
                       tags={"regress.result": result},
                       dicts={"regress/verdicts.json": {"baseline": str(baseline_path), "speed": speed,
                                                        "verdicts": [asdict(v) for v in final], "updated": update,

@@ -106,23 +106,19 @@ def verdict(cells) -> str:
     return text + (f"; eager {eager:.2f} ms ({eager / graph:.1f}x)" if not math.isnan(eager) else "")
 
 
-def run_gpu_check(args, log=print) -> int:
-    from benchmarks.session import run_session
+def run_gpu_check(store: tracking.Store, *, out_dir: str, data_dir=None, threads: int | None = None,
+                  tests: bool = True, log=print) -> int:
+    """Steps 2-4 on a machine with a GPU (``cmd_gpu_check`` stops at step 1 without one)."""
+    from benchmarks.session import SessionSettings, run_session
     from reports.gpu import gpu_columns, gpu_table
     from reports.tables import to_markdown, to_text
-    reason = no_gpu_reason()
-    if reason:
-        print(f"gpu-check: {reason}", file=sys.stderr)
-        return EXIT_NO_GPU
     started = time.perf_counter()
-    uri = tracking.resolve_uri(args.tracking_uri)
-    tracking.connect(uri)                                   # fail before any work
-    data = datasets.load("fashion-mnist", args.data_dir)
-    out = Path(args.output_dir)
-    tests_rc, tests = run_gpu_tests(out / "gpu-tests", log) if args.tests else (0, "not run (--no-tests)")
-    status, run_id = run_session(check_options(), data, uri, args.threads, str(out), mode="gpu-check",
-                                 pytest_benchmark=False, isolate=True, data_dir=args.data_dir, log=log)
-    parent, raw_cells, raw_epochs = tracking.read_session(uri, run_id)
+    data = datasets.load("fashion-mnist", data_dir)
+    out = Path(out_dir)
+    tests_rc, tests = run_gpu_tests(out / "gpu-tests", log) if tests else (0, "not run (--no-tests)")
+    settings = SessionSettings(mode="gpu-check", out_dir=str(out), threads=threads, data_dir=data_dir)
+    status, run_id = run_session(check_options(), data, store, settings, log=log)
+    parent, raw_cells, raw_epochs = tracking.read_session(store, run_id)
     cells, _ = tracking.tidy(raw_cells, raw_epochs)
     cells = cells.merge(gpu_columns(raw_cells), on="run_id", how="left")
     skipped = dict(line.split(": ", 1) for line in str(parent.get("tags.bpb.skipped", "")).split("; ")
@@ -137,7 +133,7 @@ def run_gpu_check(args, log=print) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# gpu-check\n\n" + "\n".join(f"- {x}" for x in lines) + "\n\n" + to_markdown(table) +
                     f"\n\n{summary}\n\nSession `{run_id}`, {elapsed / 60:.1f} min in all.\n")
-    tracking.annotate(uri, run_id, files=[path], artifact_path="report",
+    tracking.annotate(store, run_id, files=[path], artifact_path="report",
                       tags={"bpb.gpu_check": f"tests: {tests}; {summary}"})
     log(f"written: {path}")
     return 0 if tests_rc == 0 and status == 0 else 1

@@ -46,12 +46,12 @@ def git_order(repo: str | Path, revisions: str) -> list[str]:
     return proc.stdout.split()
 
 
-def select_sessions(uri: str, commits: list[str], machine: str | None, since, log=print,
+def select_sessions(store: tracking.Store, commits: list[str], machine: str | None, since, log=print,
                     mode: str | None = None) -> pd.DataFrame:
     """session, commit, mode, in git order then start time; what was left out is said."""
-    sessions = tracking.list_sessions(uri)
+    sessions = tracking.list_sessions(store)
     if sessions.empty:
-        raise UsageError(f"no session in {tracking.display_uri(uri)}")
+        raise UsageError(f"no session in {store.display}")
     none = pd.Series(None, index=sessions.index, dtype=object)
     sessions = sessions.assign(commit=sessions.get("tags.git_commit", none).fillna("").str.removesuffix("-dirty"),
                                mode=sessions.get("params.mode", none).fillna("unknown"))
@@ -88,11 +88,12 @@ def schedule(raw: pd.DataFrame) -> list[str]:
                                                                "params.train_limit")))]
 
 
-def run_history(uri: str, output_dir: str, repo: str | Path = ROOT, revisions: str = "HEAD",
+def run_history(store: tracking.Store, output_dir: str, commits: list[str], revisions: str = "HEAD",
                 machine: str | None = None, cell: str | None = None, since=None, log=print,
                 mode: str | None = None) -> int:
-    order = select_sessions(uri, git_order(repo, revisions), machine, since, log=log, mode=mode)
-    raw = tracking.all_cells(uri)
+    """The history of ``revisions``, whose commits in git order are ``commits`` (``git_order``)."""
+    order = select_sessions(store, commits, machine, since, log=log, mode=mode)
+    raw = tracking.all_cells(store)
     cells, _ = tracking.tidy(raw, pd.DataFrame(columns=["run_id", "key", "step", "value"]))
     cells["session"] = raw["session"].to_numpy() if not raw.empty else []
     cells["schedule"] = schedule(raw) if not raw.empty else []
@@ -115,7 +116,7 @@ def run_history(uri: str, output_dir: str, repo: str | Path = ROOT, revisions: s
     for name, data in pngs.items():
         paths.append(folder / f"history-{name}.png")
         paths[-1].write_bytes(data)
-    run = tracking.Session.start(uri, name=f"history-{time.strftime('%Y%m%d-%H%M%S')}",
+    run = tracking.Session.start(store, name=f"history-{time.strftime('%Y%m%d-%H%M%S')}",
                                  params={"revisions": revisions, "machine": machine or "any", "cell": cell or "any",
                                          "since": since or "any", "mode": mode or "any"},
                                  tags={"bpb.kind": "history", "bpb.steps": len(steps)})

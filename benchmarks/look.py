@@ -21,7 +21,7 @@ from pathlib import Path
 import tracking
 from benchmarks.browser import Browser, BrowserError
 from benchmarks.config import UsageError
-from tracking.server import wait_ready
+from tracking.server import ServerError, wait_ready
 
 
 def chromium() -> str:
@@ -44,7 +44,7 @@ def start_ui(uri: str, port: int, wait: float = 90.0) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc, wait)
-    except UsageError as exc:
+    except ServerError as exc:
         stop_ui(proc)
         raise UsageError(f"{exc}: {tracking.display_uri(proc.stderr.read()[-500:])}") from None
     return proc
@@ -117,33 +117,31 @@ def shoot(browser, url: str, png: Path, name: str, wait: float = 60.0):
     return page
 
 
-def run_ui(uri: str, host: str, port: int, session: str) -> int:
-    """``mlflow ui`` on ``uri`` (in the foreground, until Ctrl-C), after pointing the saved view
+def run_ui(store: tracking.Store, host: str, port: int, session: str) -> int:
+    """``mlflow ui`` on the store (in the foreground, until Ctrl-C), after pointing the saved view
     at ``session`` (``latest``, resolved by the caller) and printing its address."""
-    experiment = tracking.connect(uri, create=False)
-    view = tracking.Session(uri, session, experiment).publish_view()
-    print(f"MLflow UI for {tracking.display_uri(uri)}, session {session}: http://{host}:{port}/{view}", flush=True)
-    os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host,
+    view = tracking.Session(store, session).publish_view()
+    print(f"MLflow UI for {store.display}, session {session}: http://{host}:{port}/{view}", flush=True)
+    os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store.uri, "--host", host,
                               "--port", str(port)])
     return 0                # not reached: exec replaces this process
 
 
-def run_look(uri: str, session: str, out_dir: str, log=print) -> int:
+def run_look(store: tracking.Store, session: str, out_dir: str, log=print) -> int:
     """Screenshots of ``session`` (a run id: ``tracking.resolve_ref`` resolves ``latest``) into
     ``out_dir``; exit status 1 when a page did not show its data."""
     from benchmarks.session import render_report
     chromium()
-    experiment = tracking.connect(uri, create=False)
-    cells = tracking.cell_runs(uri, session)
+    cells = tracking.cell_runs(store, session)
     accuracy = [run for run, kind in cells if kind == "accuracy"] or [run for run, _ in cells]
     out = Path(out_dir) / session
     out.mkdir(parents=True, exist_ok=True)
-    report = render_report(uri, session, str(Path(out_dir) / "report"), log=lambda *_: None)["html"]
+    report = render_report(store, session, str(Path(out_dir) / "report"), log=lambda *_: None)["html"]
     port = free_port()
-    log(f"mlflow ui on 127.0.0.1:{port} for {tracking.display_uri(uri)}; screenshots into {out}")
-    ui = start_ui(uri, port)
-    base = f"http://127.0.0.1:{port}/#/experiments/{experiment}"
-    view = tracking.Session(uri, session, experiment).publish_view()      # the runs page shows this session
+    log(f"mlflow ui on 127.0.0.1:{port} for {store.display}; screenshots into {out}")
+    ui = start_ui(store.uri, port)
+    base = f"http://127.0.0.1:{port}/#/experiments/{store.experiment_id}"
+    view = tracking.Session(store, session).publish_view()      # the runs page shows this session
     pages = {"report": report.resolve().as_uri(), "ui-runs": f"http://127.0.0.1:{port}/{view}",
              "ui-session": f"{base}/runs/{session}?workflowType=machine_learning"}
     if accuracy:

@@ -52,11 +52,11 @@ def _key(text: str) -> str:
 def track(uri, start: dict, contests: dict, defs: dict, paths: list[Path]) -> str:
     """One MLflow run per contest: figures as metrics (per round at step r), the verdict as a tag."""
     import tracking
-    uri = tracking.resolve_uri(uri)
+    store = tracking.connect(tracking.resolve_uri(uri))
     inv = start["machine"]
     for name, out in contests.items():
         v = out["verdict"]
-        run = tracking.Session.start(uri, name=f"families {name} · {start['started'][:16]}", params={
+        run = tracking.Session.start(store, name=f"families {name} · {start['started'][:16]}", params={
             "contest": name, "rounds": start["rounds"], "seconds": start["seconds"], "passes": start["passes"],
             "target": v["target"], "rule": v["rule"]}, tags={
             "bpb.kind": "families", "bpb.families.id": start["id"], "bpb.families.contest": name,
@@ -86,5 +86,5 @@ def track(uri, start: dict, contests: dict, defs: dict, paths: list[Path]) -> st
         for path in paths:
             run.log_artifact(path, "families")
         run.finish("FINISHED")
-    return (f"MLflow: {len(contests)} runs in {tracking.display_uri(uri)}, tagged bpb.kind = families and "
+    return (f"MLflow: {len(contests)} runs in {store.display}, tagged bpb.kind = families and "
             f"bpb.families.id = {start['id']}")

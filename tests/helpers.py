@@ -92,7 +92,7 @@ def fake_session(uri: str, mode: str, status: str = "FINISHED", cells: dict | No
     (test accuracy or None for a throughput cell, samples/s), with ``epochs`` points of
     samples/s history. Returns the session's run id."""
     import tracking
-    session = tracking.Session.start(uri, name=f"fake {mode}", params={"mode": mode},
+    session = tracking.Session.start(tracking.connect(uri), name=f"fake {mode}", params={"mode": mode},
                                      tags={"git_commit": "0" * 40, "dataset": "fashion-mnist", **(tags or {})})
     for name, (accuracy, rate) in (cells or {}).items():
         kind, impl, preset, dtype, batch, seed = name.split("/")

@@ -42,11 +42,11 @@ def seed_history(folder: Path, n: int = 40, seed: int = 0) -> dict:
     import tracking
     commits = git_repo(folder / "repo", n)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    tracking.connect(uri)
+    store = tracking.connect(uri)
     rng = np.random.default_rng(seed)
     base = {"sizes": "784,32,32,10", "activation": "sigmoid", "dataset": "fashion-mnist", "seed": 0}
     for i, commit in enumerate(commits, start=1):
-        session = tracking.Session.start(uri, name=f"synthetic-{i}", params={"mode": "synthetic"},
+        session = tracking.Session.start(store, name=f"synthetic-{i}", params={"mode": "synthetic"},
                                          tags={"git_commit": commit, "bpb.synthetic": "true", "bpb.host": HOST})
         for impl, (kind, preset, dtype, batch, rate, noise, factor, at) in SPEED.items():
             slowed = rate / (factor if at is not None and i >= at else 1.0)

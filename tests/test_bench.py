@@ -119,12 +119,14 @@ def test_dry_run_through_the_cli_logs_the_whole_schema(tmp_path, fashion, dry_ru
 @pytest.mark.integration
 def test_failed_cells_are_recorded_and_the_session_goes_on(tmp_path, fashion, monkeypatch):
     """A NaN loss, an exception and a wrong update, each in a worker process of its own."""
-    from benchmarks.session import run_session
+    import tracking
+    from benchmarks.session import SessionSettings, run_session
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     options = BenchOptions.make("dry-run", presets=("hw1-q4",), impls=("numpy-sample", "numpy-batch", "numba-batch",
                                                                        "torch-cpu"), batch_sizes=(1,))
     monkeypatch.setenv("BPB_FAULT", "tests.faults:nan_loss_and_raise")
-    rc, _ = run_session(options, fashion, uri, 2, str(tmp_path / "report"), mode="dry-run", log=lambda *a: None)
+    settings = SessionSettings(out_dir=str(tmp_path / "report"), mode="dry-run", threads=2)
+    rc, _ = run_session(options, fashion, tracking.connect(uri), settings, log=lambda *a: None)
     assert rc == 1
     client, parents, children = runs_of(uri)
     assert parents["status"].tolist() == ["FINISHED"]
@@ -146,12 +148,14 @@ def test_failed_cells_are_recorded_and_the_session_goes_on(tmp_path, fashion, mo
 
 @pytest.mark.integration
 def test_a_worker_that_dies_fails_its_cells_and_the_session_goes_on(tmp_path, fashion, monkeypatch):
-    from benchmarks.session import run_session
+    import tracking
+    from benchmarks.session import SessionSettings, run_session
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     options = BenchOptions.make("dry-run", presets=("hw1-q4",), impls=("numpy-batch", "numpy-sample"), batch_sizes=(1,))
     monkeypatch.setenv("BPB_FAULT", "tests.faults:die_in_numpy_batch")
     lines = []
-    rc, _ = run_session(options, fashion, uri, 2, str(tmp_path / "report"), mode="dry-run", log=lines.append)
+    settings = SessionSettings(out_dir=str(tmp_path / "report"), mode="dry-run", threads=2)
+    rc, _ = run_session(options, fashion, tracking.connect(uri), settings, log=lines.append)
     assert rc == 1
     client, parents, children = runs_of(uri)
     assert parents["status"].tolist() == ["FINISHED"]

@@ -33,6 +33,11 @@ from benchmarks.cli import build_parser
     (["run", "--output-json", "/tmp/" + "y" * 300], "argument --output-json: "),
     (["report", "--output-dir", __file__], "argument --output-dir: "),
     (["compare", "latest"], "the following arguments are required: B"),
+    (["server", "--port", "0"], "argument --port: must be a port number in [1, 65535], got '0'"),
+    (["server", "--workers", "0"], "argument --workers: must be a positive integer, got '0'"),
+    (["server", "--auth-cache-seconds", "-1"], "argument --auth-cache-seconds: must be a non-negative integer"),
+    (["pg", "status", "--pg-port", "65536"], "argument --pg-port: must be a port number in [1, 65535]"),
+    (["ui", "--port", "70000"], "argument --port: must be a port number in [1, 65535]"),
 ])
 def test_a_bad_value_is_refused_by_the_parser_naming_its_option(args, said, capsys):
     with pytest.raises(SystemExit) as refused:
@@ -51,5 +56,6 @@ def test_good_values_arrive_typed_and_each_command_has_its_handler():
     run = parse(["run", "--impl", "numpy-batch,numba-batch", "--lr", "0.1", "--dtype", "float32"])
     assert (run.impl, run.lr, run.dtype) == (["numpy-batch", "numba-batch"], 0.1, "float32")
     handlers = {args[0]: parse(args).func for args in (["run"], ["bench"], ["report"], ["regress"], ["history"],
-                                                      ["look"], ["compare", "latest~1", "latest"])}
+                                                      ["look"], ["compare", "latest~1", "latest"], ["server"],
+                                                      ["pg", "status"], ["store", "check"])}
     assert len(set(handlers.values())) == len(handlers)        # one handler per command

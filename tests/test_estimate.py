@@ -55,10 +55,12 @@ def test_without_a_budget_an_accuracy_cell_never_run_is_named_not_counted():
 def test_a_dry_run_gives_later_sessions_its_cells_and_its_rates(dry_run):
     """Read back from a real store: the dry run's own mode gets its cells and the time around
     them; another mode gets the training rate of each accuracy configuration it ran."""
+    import tracking
     from tracking.durations import earlier_durations
     uri, proc, _ = dry_run
     assert proc.returncode == 0, proc.stderr[-3000:]
-    same, full = earlier_durations(uri, "dry-run"), earlier_durations(uri, "full")
+    store = tracking.connect(uri)
+    same, full = earlier_durations(store, "dry-run"), earlier_durations(store, "full")
     assert same.session and len(same.seconds) == int(proc.stdout.split("[1/")[1].split("]")[0])
     assert same.beside is not None and same.beside > 0
     accuracy = {tuple(name.split("/")[1:5]) for name in same.seconds if name.startswith("accuracy/")}

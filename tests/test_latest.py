@@ -29,15 +29,16 @@ def store(tmp_path_factory):
                                      ("running", "full", "RUNNING", None)]:
         ids[name] = fake_session(uri, mode, status, CELLS, tags=tags)
         time.sleep(0.01)          # distinct start times: the store orders sessions by them
-    tracking.reap_stale(uri)      # (the next session's start already did)
-    statuses = dict(zip(tracking.list_sessions(uri)["run_id"], tracking.list_sessions(uri)["status"]))
+    handle = tracking.connect(uri)
+    tracking.reap_stale(handle)   # (the next session's start already did)
+    statuses = dict(zip(tracking.list_sessions(handle)["run_id"], tracking.list_sessions(handle)["status"]))
     assert statuses[ids["killed"]] == "KILLED" and statuses[ids["running"]] == "RUNNING"
     return uri, folder, ids
 
 
 def test_latest_skips_failed_killed_running_dry_run_and_gate_sessions(store):
     uri, _, ids = store
-    resolve = lambda ref, **kw: tracking.resolve_ref(uri, ref, **kw)       # noqa: E731
+    resolve = lambda ref, **kw: tracking.resolve_ref(tracking.connect(uri), ref, **kw)       # noqa: E731
     assert resolve("latest") == ids["full2"] and resolve("latest~1") == ids["full"]
     assert resolve("latest", mode="quick") == ids["quick"]
     assert resolve("latest", mode="regress") == ids["gate"]
@@ -53,9 +54,10 @@ def test_latest_skips_failed_killed_running_dry_run_and_gate_sessions(store):
 
 def test_compare_an_id_with_latest_means_the_latest_of_its_mode(store):
     uri, _, ids = store
-    assert resolve_pair(uri, ids["quick"], "latest", None, False) == (ids["quick"], ids["quick"])
-    assert resolve_pair(uri, "latest~1", "latest", None, False) == (ids["full"], ids["full2"])
-    assert resolve_pair(uri, "latest", ids["gate"], None, False) == (ids["gate"], ids["gate"])
+    handle = tracking.connect(uri)
+    assert resolve_pair(handle, ids["quick"], "latest", None, False) == (ids["quick"], ids["quick"])
+    assert resolve_pair(handle, "latest~1", "latest", None, False) == (ids["full"], ids["full2"])
+    assert resolve_pair(handle, "latest", ids["gate"], None, False) == (ids["gate"], ids["gate"])
 
 
 @pytest.mark.integration

@@ -1,6 +1,7 @@
 """The rooms hold (docs/architecture.md): no import cycles among the project's modules, the
-product never imports the lab (studies/), reports/ imports neither impls/ nor benchmarks/, and
-only tracking/ imports mlflow, lazy imports included. Read from the source with ast."""
+product never imports the lab (studies/), reports/ imports neither impls/ nor benchmarks/,
+tracking/ imports none of benchmarks/, reports/ and studies/, and only tracking/ imports
+mlflow, lazy imports included. Read from the source with ast."""
 import ast
 from pathlib import Path
 
@@ -56,6 +57,12 @@ def test_the_product_never_imports_the_lab():
 def test_reports_import_neither_the_implementations_nor_the_harness():
     leaks = sorted(f"{m} imports {t}" for m, p in modules().items() if m.startswith("reports")
                    for t in imports(p) if t.split(".")[0] in ("impls", "benchmarks"))
+    assert leaks == []
+
+
+def test_tracking_imports_neither_the_harness_nor_the_reports_nor_the_lab():
+    leaks = sorted(f"{m} imports {t}" for m, p in modules().items() if m.startswith("tracking")
+                   for t in imports(p) if t.split(".")[0] in ("benchmarks", "reports", "studies"))
     assert leaks == []
 
 

@@ -31,7 +31,7 @@ def gate(tmp_path_factory):
     """One full gate session of this tree against the committed baseline, speed at warn."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('gate') / 'mlflow.db'}"
     proc = run_cli("regress", "--speed", "warn", "--tracking-uri", uri, env={"CI": "1"})
-    return uri, proc, tracking.latest_session(uri, mode="regress")
+    return uri, proc, tracking.latest_session(tracking.connect(uri), mode="regress")
 
 
 def verdict_rows(text: str) -> list[list[str]]:
@@ -219,7 +219,7 @@ def test_accuracy_drop_fails_the_gate_naming_the_cell(tmp_path, capsys, monkeypa
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     options = GateOptions(impls=("numpy-batch",), checks=("accuracy", "parity"))
     monkeypatch.setenv("BPB_FAULT", "tests.faults:lr_schedule_bug_numpy_batch")
-    rc = run_gate(options, COMMITTED, uri=uri, out_dir=str(tmp_path / "r"), log=print)
+    rc = run_gate(options, COMMITTED, store=tracking.connect(uri), out_dir=str(tmp_path / "r"), log=print)
     out = capsys.readouterr().out
     assert rc == 1
     rows = verdict_rows(out)
@@ -237,7 +237,7 @@ def test_float32_parity_break_fails_the_gate(tmp_path, capsys, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     options = GateOptions(impls=("numba-batch",), checks=("parity",))
     monkeypatch.setenv("BPB_FAULT", "tests.faults:float32_bug_numba_batch")
-    rc = run_gate(options, COMMITTED, uri=uri, out_dir=str(tmp_path / "r"), log=print)
+    rc = run_gate(options, COMMITTED, store=tracking.connect(uri), out_dir=str(tmp_path / "r"), log=print)
     out = capsys.readouterr().out
     assert rc == 1
     parity = {r[0]: r[-1] for r in verdict_rows(out) if r[1] == "parity"}
@@ -250,13 +250,13 @@ def test_float32_parity_break_fails_the_gate(tmp_path, capsys, monkeypatch):
 def test_live_speed_gate_catches_a_3x_slowdown_and_not_noise(tmp_path, capsys, monkeypatch):
     """Live wall-clock timing: for a quiet machine (``pytest -m timing``), never the default tier.
     A baseline from one clean run; identical runs must not fail; a 3x slowdown must."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = tracking.connect(f"sqlite:///{tmp_path / 'mlflow.db'}")
     baseline = tmp_path / "speed.json"
     options = GateOptions(impls=("numpy-sample", "numpy-batch"), checks=("speed",))
-    assert run_gate(options, baseline, "fail", update=True, uri=uri, out_dir=str(tmp_path / "r")) == 0
-    clean = [run_gate(options, baseline, "fail", uri=uri, out_dir=str(tmp_path / "r")) for _ in range(3)]
+    assert run_gate(options, baseline, "fail", update=True, store=store, out_dir=str(tmp_path / "r")) == 0
+    clean = [run_gate(options, baseline, "fail", store=store, out_dir=str(tmp_path / "r")) for _ in range(3)]
     monkeypatch.setenv("BPB_FAULT", "tests.faults:slow_numpy_batch_3x")
-    slow = run_gate(options, baseline, "fail", uri=uri, out_dir=str(tmp_path / "r"))
+    slow = run_gate(options, baseline, "fail", store=store, out_dir=str(tmp_path / "r"))
     out = capsys.readouterr().out
     assert clean == [0, 0, 0], out[-3000:]
     assert slow == 1

@@ -422,15 +422,14 @@ def test_a_second_server_on_a_live_servers_port_refuses(server, pg_dir, tmp_path
 
 def test_readiness_is_the_started_servers_own_socket_not_whoever_answers(tmp_path):
     """Something else binds the port after the check at start: ``wait_ready`` names it."""
-    from benchmarks.config import UsageError
-    from tracking.server import wait_ready
+    from tracking.server import ServerError, wait_ready
     child = subprocess.Popen(["sleep", "60"], start_new_session=True)
     with socket.socket() as listening:
         listening.bind(("127.0.0.1", 0))
         listening.listen()
         port = listening.getsockname()[1]
         try:
-            with pytest.raises(UsageError, match=f"port {port} is answered by pid {os.getpid()} "):
+            with pytest.raises(ServerError, match=f"port {port} is answered by pid {os.getpid()} "):
                 wait_ready(f"http://127.0.0.1:{port}", child, 20, port=port)
         finally:
             child.kill()

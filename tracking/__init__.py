@@ -1,5 +1,7 @@
 """Everything MLflow: the tracking URI, session and cell runs, reading runs back as pandas.
 
+``connect(uri)`` proves a store answers and returns a ``Store``: every read and write takes it.
+
 The only package of backprop-bench that imports mlflow (lazily: ``import tracking`` is cheap).
 
 - ``tracking.session``: a bench session as one parent run with a nested child run per cell,
@@ -16,7 +18,8 @@ Statuses are MLflow's: FINISHED, FAILED and KILLED, the reason in the tag
 ``bpb.failure_reason``.
 """
 from tracking.clock import spent
-from tracking.store import DEFAULT_URI, EXPERIMENT, TrackingError, connect, display_uri, resolve_uri, store_failure
+from tracking.store import (DEFAULT_URI, EXPERIMENT, Store, TrackingError, connect, display_uri, resolve_uri,
+                            store_failure)
 from tracking.repair import check as check_store, repair as repair_store
 from tracking.refs import BENCH_MODES, latest_mode, latest_session, list_sessions, resolve_ref, session_mode
 from tracking.read import (all_cells, cell_runs, previous_durations,
@@ -26,7 +29,7 @@ from tracking.write import annotate
 from tracking.session import Session, reap_stale, ui_path
 from tracking.by_machine import cells_of, latest_per_machine, sessions_by_ref
 
-__all__ = ["BENCH_MODES", "CELL_COLUMNS", "DEFAULT_URI", "EPOCH_COLUMNS", "EXPERIMENT", "Session", "TrackingError",
+__all__ = ["BENCH_MODES", "CELL_COLUMNS", "DEFAULT_URI", "EPOCH_COLUMNS", "EXPERIMENT", "Session", "Store", "TrackingError",
            "all_cells", "annotate", "cell_runs", "cells_of", "check_store", "connect", "display_uri", "latest_mode",
            "latest_per_machine", "latest_session", "list_sessions", "previous_durations", "read_json_artifact",
            "read_session", "reap_stale", "repair_store", "repeat_series", "resolve_ref", "resolve_uri", "session_meta",

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from tracking.clock import timed
 from tracking.read import list_sessions, previous_durations
-from tracking.store import EXPERIMENT
+from tracking.store import Store, search_frame
 
 SESSIONS_READ = 200       # the newest sessions of the store searched for this host's cells
 
@@ -42,21 +42,19 @@ def _cell_rates(cells) -> dict[tuple[str, str, str, int], tuple[float, float]]:
 
 
 @timed
-def earlier_durations(uri: str, mode: str) -> Durations:
+def earlier_durations(store: Store, mode: str) -> Durations:
     """``Durations`` from this store, for a session of ``mode`` about to start on this host."""
-    import mlflow
-    session, seconds = previous_durations(uri, mode)
+    session, seconds = previous_durations(store, mode)
     out = Durations(session, seconds)
     if session:
-        total = mlflow.get_run(session).data.metrics.get("session_seconds")
+        total = store.client.get_run(session).data.metrics.get("session_seconds")
         out.beside = max(0.0, total - sum(seconds.values())) if total is not None else None
-    sessions = list_sessions(uri, max_results=SESSIONS_READ)
+    sessions = list_sessions(store, max_results=SESSIONS_READ)
     if sessions.empty or "tags.bpb.host" not in sessions.columns:
         return out
     here = set(sessions.loc[sessions["tags.bpb.host"] == socket.gethostname(), "run_id"])
-    cells = mlflow.search_runs(experiment_names=[EXPERIMENT], order_by=["attributes.start_time DESC"],
-                               filter_string="params.cell_kind = 'accuracy' and attributes.status = 'FINISHED'",
-                               max_results=5000)
+    cells = search_frame(store, "params.cell_kind = 'accuracy' and attributes.status = 'FINISHED'",
+                         order_by=["attributes.start_time DESC"], max_results=5000)
     if not cells.empty and "tags.mlflow.parentRunId" in cells.columns:
         out.rates = _cell_rates(cells[cells["tags.mlflow.parentRunId"].isin(here)])
     return out

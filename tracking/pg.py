@@ -22,7 +22,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from benchmarks.config import UsageError
+from tracking.failure import TrackingError
 
 DATABASE = "mlflow"
 SUPERUSER = "bpb"                 # the cluster's role, made by initdb
@@ -30,7 +30,7 @@ SYSTEM_USER = "postgres"          # who runs the cluster when we are root
 SOCKET_MAX = 107                  # bytes in a unix socket path (sun_path), terminator excluded
 
 
-class PgError(UsageError):
+class PgError(TrackingError):
     """The local PostgreSQL cannot be made, started or stopped; the message says how to fix it."""
 
 
@@ -172,20 +172,3 @@ class Cluster:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
         return True
 
-
-def cmd_pg(args) -> int:
-    """``python -m benchmarks pg start|stop|status``."""
-    cluster = Cluster(args.pg_dir, args.pg_port)
-    if args.action == "start":
-        started = cluster.start(args.pg_database)
-        print(f"PostgreSQL {'started' if started else 'already running'} in {cluster.folder}")
-        print(f"backend store URI: {cluster.uri(args.pg_database)}")
-    elif args.action == "stop":
-        print(f"PostgreSQL in {cluster.folder} {'stopped' if cluster.stop() else 'was not running'}")
-    else:
-        state = "running" if cluster.running() else ("stopped" if cluster.initialised() else "not created yet")
-        print(f"PostgreSQL in {cluster.folder}: {state}")
-        if state == "running":
-            print(f"backend store URI: {cluster.uri(args.pg_database)}")
-        return 0 if state == "running" else 3
-    return 0

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tracking.clock import timed
 from tracking.peaks import Peaks
-from tracking.refs import check_run_id, latest_session, list_sessions, store_client
-from tracking.store import EXPERIMENT, TrackingError, connect, display_uri
+from tracking.refs import check_run_id, latest_session, list_sessions
+from tracking.store import EXPERIMENT, Store, TrackingError, search_frame
 from tracking.tidy import EPOCH_METRICS
 
 # histories read back: the per-epoch metrics (``epoch/*``, step = epoch), and the throughput
@@ -24,35 +24,28 @@ HISTORY_METRICS = (*[f"epoch/{k}" for k in EPOCH_METRICS], *[f"repeat/{k}" for k
 
 
 @timed
-def all_cells(uri: str):
+def all_cells(store: Store):
     """Every cell of every session, in one query: MLflow's columns plus ``session`` (the parent
     run id). Summary metrics only; per-repeat histories are ``read_session``'s."""
-    import mlflow
-    connect(uri, create=False)
-    cells = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="tags.`bpb.kind` = 'cell'",
-                               max_results=50000)
+    cells = search_frame(store, "tags.`bpb.kind` = 'cell'", max_results=50000)
     if not cells.empty:
         cells["session"] = cells["tags.mlflow.parentRunId"]
     return cells
 
 
 @timed
-def read_session(uri: str, run_id: str | None = None, for_report: bool = False):
+def read_session(store: Store, run_id: str | None = None, for_report: bool = False):
     """(parent, cells, epochs) as pandas: the parent run's row, one row per child run
     (columns ``metrics.*``, ``params.*``, ``tags.*``, ``status``), and every per-epoch metric
     of every child in long form (run_id, key, step, value). ``repeats=False`` leaves out the
     throughput repeats' histories (``repeat/*``: the gate and compare read them, a report does not),
     a server round trip each."""
-    import mlflow
     import pandas as pd
-    client = store_client(uri)
-    run_id = check_run_id(run_id) if run_id else latest_session(uri)
-    parent = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string=f"attributes.run_id = '{run_id}'")
+    run_id = check_run_id(run_id) if run_id else latest_session(store)
+    parent = search_frame(store, f"attributes.run_id = '{run_id}'")
     if parent.empty:
-        raise TrackingError(f"no run {run_id} in experiment {EXPERIMENT!r} at {display_uri(uri)}")
-    cells = mlflow.search_runs(experiment_names=[EXPERIMENT],
-                               filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'",
-                               order_by=["attributes.start_time ASC"])
+        raise TrackingError(f"no run {run_id} in experiment {EXPERIMENT!r} at {store.display}")
+    cells = search_frame(store, f"tags.`mlflow.parentRunId` = '{run_id}'", order_by=["attributes.start_time ASC"])
     # one history call per metric a cell has (a server round trip each), not per name it might have
     wanted = []
     kinds = cells["tags.bpb.cell_kind"] if "tags.bpb.cell_kind" in cells.columns else pd.Series("", index=cells.index)
@@ -65,21 +58,18 @@ def read_session(uri: str, run_id: str | None = None, for_report: bool = False):
 
     def history(pair):
         return [{"run_id": pair[0], "key": pair[1].removeprefix("epoch/"), "step": m.step, "value": m.value}
-                for m in client.get_metric_history(*pair)]
+                for m in store.client.get_metric_history(*pair)]
     # a server answers several at once: its round trips overlap (a local database gains nothing)
-    with ThreadPoolExecutor(max_workers=8 if uri.startswith("http") else 1) as pool:
+    with ThreadPoolExecutor(max_workers=8 if store.uri.startswith("http") else 1) as pool:
         rows = [row for part in pool.map(history, wanted) for row in part]
     epochs = pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
     return parent.iloc[0], cells, epochs
 
 
-def cell_runs(uri: str, run_id: str) -> list[tuple[str, str]]:
+def cell_runs(store: Store, run_id: str) -> list[tuple[str, str]]:
     """(run id, cell kind) of each cell of session ``run_id``, in the order they ran."""
-    import mlflow
-    connect(uri, create=False)
-    runs = mlflow.MlflowClient(uri).search_runs(
-        [mlflow.get_experiment_by_name(EXPERIMENT).experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{check_run_id(run_id)}'", order_by=["attributes.start_time ASC"])
+    runs = store.client.search_runs([store.experiment_id], order_by=["attributes.start_time ASC"],
+                                    filter_string=f"tags.`mlflow.parentRunId` = '{check_run_id(run_id)}'")
     return [(r.info.run_id, r.data.tags.get("bpb.cell_kind", "")) for r in runs]
 
 
@@ -109,26 +99,23 @@ def repeat_series(raw_epochs, key: str = "samples_per_second") -> dict[str, list
 
 
 @timed
-def read_json_artifact(uri: str, run_id: str, path: str) -> dict:
+def read_json_artifact(store: Store, run_id: str, path: str) -> dict:
     """A JSON artifact of a run (``examples.json``: three test images and predictions;
     ``skipped.json``; the pytest-benchmark JSON), or {} without one."""
-    client = store_client(uri)
     with tempfile.TemporaryDirectory(prefix="bpb-") as tmp:
         try:
-            local = client.download_artifacts(check_run_id(run_id), path, tmp)
+            local = store.client.download_artifacts(check_run_id(run_id), path, tmp)
         except Exception:  # absent artifact: MlflowException or OSError depending on the store
             return {}
         return json.loads(Path(local).read_text())
 
 
-def previous_durations(uri: str, mode: str) -> tuple[str, dict[str, float]]:
+def previous_durations(store: Store, mode: str) -> tuple[str, dict[str, float]]:
     """(session id, cell name -> seconds) of the latest FINISHED session of ``mode`` on this
     host, or ("", {}): what a new session's estimate is made of."""
     import socket
 
-    import mlflow
-    connect(uri)                  # a session is about to start here: a new store is created now
-    sessions = list_sessions(uri, max_results=50)
+    sessions = list_sessions(store, max_results=50)
     if sessions.empty or "tags.bpb.host" not in sessions.columns:
         return "", {}
     same = sessions[(sessions["status"] == "FINISHED") & (sessions.get("params.mode") == mode)
@@ -136,7 +123,7 @@ def previous_durations(uri: str, mode: str) -> tuple[str, dict[str, float]]:
     if same.empty:
         return "", {}
     run_id = same.iloc[0]["run_id"]
-    cells = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'")
+    cells = search_frame(store, f"tags.`mlflow.parentRunId` = '{run_id}'")
     if cells.empty or "tags.bpb.cell" not in cells.columns:
         return run_id, {}
     seconds = (cells["end_time"] - cells["start_time"]).dt.total_seconds()

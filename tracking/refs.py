@@ -7,13 +7,7 @@ from __future__ import annotations
 import re
 
 from tracking.clock import timed
-from tracking.store import EXPERIMENT, TrackingError, connect, display_uri
-
-
-def store_client(uri: str):
-    import mlflow
-    connect(uri, create=False)
-    return mlflow.MlflowClient(uri)
+from tracking.store import Store, TrackingError, search_frame
 
 
 def check_run_id(run_id: str) -> str:
@@ -23,13 +17,11 @@ def check_run_id(run_id: str) -> str:
 
 
 @timed
-def list_sessions(uri: str, max_results: int = 50000):
+def list_sessions(store: Store, max_results: int = 50000):
     """The store's sessions, newest first: one row per parent run with its status, start time,
     commit, host, mode and machine tags (MLflow's column names)."""
-    import mlflow
-    connect(uri, create=False)
-    return mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="tags.`bpb.kind` = 'session'",
-                              order_by=["attributes.start_time DESC"], max_results=max_results)
+    return search_frame(store, "tags.`bpb.kind` = 'session'", order_by=["attributes.start_time DESC"],
+                        max_results=max_results)
 
 
 # the modes of a `bench` session; a gate session is "regress", a GPU check's "gpu-check"
@@ -37,39 +29,35 @@ BENCH_MODES = ("full", "quick", "dry-run")
 LATEST = re.compile(r"latest(?:~(\d+))?")
 
 
-def _sessions_of(uri: str, mode: str, any_status: bool, max_results: int):
+def _sessions_of(store: Store, mode: str, any_status: bool, max_results: int):
     """Sessions of ``mode`` (FINISHED ones unless ``any_status``), newest first."""
-    import mlflow
-    connect(uri, create=False)
     if not re.fullmatch(r"[\w-]+", mode):
         raise TrackingError(f"{mode!r} is not a session mode (letters, digits, - and _)")
     status = "" if any_status else " and attributes.status = 'FINISHED'"
-    return mlflow.search_runs(experiment_names=[EXPERIMENT], max_results=max_results,
-                              filter_string=f"tags.`bpb.kind` = 'session' and params.mode = '{mode}'{status}",
-                              order_by=["attributes.start_time DESC"])
+    return search_frame(store, f"tags.`bpb.kind` = 'session' and params.mode = '{mode}'{status}",
+                        max_results=max_results, order_by=["attributes.start_time DESC"])
 
 
-def latest_mode(uri: str, any_status: bool = False) -> str | None:
+def latest_mode(store: Store, any_status: bool = False) -> str | None:
     """The mode of the newest bench session (FINISHED unless ``any_status``): the kind of
     session ``latest`` means when no mode is named; None when there is none."""
-    connect(uri, create=False)
-    newest = [s.iloc[0] for s in (_sessions_of(uri, m, any_status, 1) for m in BENCH_MODES) if not s.empty]
+    newest = [s.iloc[0] for s in (_sessions_of(store, m, any_status, 1) for m in BENCH_MODES) if not s.empty]
     return max(newest, key=lambda row: row["start_time"])["params.mode"] if newest else None
 
 
-def session_mode(uri: str, run_id: str) -> str | None:
+def session_mode(store: Store, run_id: str) -> str | None:
     """The mode a session ran in (``full``, ``quick``, ``dry-run``, ``regress`` ...)."""
-    return store_client(uri).get_run(check_run_id(run_id)).data.params.get("mode")
+    return store.client.get_run(check_run_id(run_id)).data.params.get("mode")
 
 
 @timed
-def latest_session(uri: str, mode: str | None = None, any_status: bool = False) -> str:
+def latest_session(store: Store, mode: str | None = None, any_status: bool = False) -> str:
     """``latest``: the newest FINISHED bench session of the newest bench session's mode, or of ``mode``."""
-    return resolve_ref(uri, "latest", mode, any_status)
+    return resolve_ref(store, "latest", mode, any_status)
 
 
 @timed
-def resolve_ref(uri: str, ref: str, mode: str | None = None, any_status: bool = False) -> str:
+def resolve_ref(store: Store, ref: str, mode: str | None = None, any_status: bool = False) -> str:
     """A session id from ``ref``: a run id, ``latest``, or ``latest~N`` (the Nth before it).
 
     ``latest~N`` counts sessions of one kind only: FINISHED ones (every status with
@@ -78,36 +66,35 @@ def resolve_ref(uri: str, ref: str, mode: str | None = None, any_status: bool = 
     as given, whatever its mode and status."""
     m = LATEST.fullmatch(ref)
     if not m:
-        client = store_client(uri)
         try:
-            kind = client.get_run(check_run_id(ref)).data.tags.get("bpb.kind")
+            kind = store.client.get_run(check_run_id(ref)).data.tags.get("bpb.kind")
         except TrackingError:
             raise
         except Exception:  # MlflowException: RESOURCE_DOES_NOT_EXIST
             kind = None
         if kind != "session":
-            raise TrackingError(f"{ref} is not a session in {display_uri(uri)} (a cell's run id, or from "
+            raise TrackingError(f"{ref} is not a session in {store.display} (a cell's run id, or from "
                                 "another store?); `latest` and `latest~N` name sessions too")
         return ref
     n = int(m.group(1) or 0)
-    chosen = mode or latest_mode(uri, any_status)
-    sessions = _sessions_of(uri, chosen, any_status, n + 1) if chosen else None
+    chosen = mode or latest_mode(store, any_status)
+    sessions = _sessions_of(store, chosen, any_status, n + 1) if chosen else None
     if sessions is None or sessions.empty:
         raise TrackingError(f"no benchmark session {f'of mode {mode} ' if mode else '(full, quick or dry-run) '}"
-                            f"{'' if any_status else 'that FINISHED '}in {display_uri(uri)}"
-                            + _unfinished_hint(uri, any_status) + "; run `python -m benchmarks bench` first")
+                            f"{'' if any_status else 'that FINISHED '}in {store.display}"
+                            + _unfinished_hint(store, any_status) + "; run `python -m benchmarks bench` first")
     if n >= len(sessions):
-        raise TrackingError(f"{ref}: the store at {display_uri(uri)} holds {len(sessions)} "
+        raise TrackingError(f"{ref}: the store at {store.display} holds {len(sessions)} "
                             f"{'' if any_status else 'FINISHED '}{chosen} session(s)"
-                            + ("" if mode else "; --mode names another kind") + _unfinished_hint(uri, any_status))
+                            + ("" if mode else "; --mode names another kind") + _unfinished_hint(store, any_status))
     return sessions.iloc[n]["run_id"]
 
 
-def _unfinished_hint(uri: str, any_status: bool) -> str:
+def _unfinished_hint(store: Store, any_status: bool) -> str:
     """Where the newest session did not finish: which it is, and that --any-status counts it."""
     if any_status:
         return ""
-    newest = list_sessions(uri, max_results=1)
+    newest = list_sessions(store, max_results=1)
     if newest.empty or newest.iloc[0]["status"] == "FINISHED":
         return ""
     row = newest.iloc[0]

@@ -33,63 +33,39 @@ import tempfile
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, unquote
 
 import tracking
 from tracking import keeper, pg, procs
-from benchmarks.config import UsageError
+from tracking.failure import TrackingError
 
 DEFAULT_ARTIFACTS = Path("server-data", "artifacts")
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
 READY_SECONDS = 180
 
 
-def add_parsers(sub) -> None:
-    """The ``server`` and ``pg`` subcommands (called by ``benchmarks/cli.py``)."""
-    s = sub.add_parser("server", help="run an MLflow tracking server on PostgreSQL for a team",
-                       description=__doc__.splitlines()[0])
-    s.add_argument("--backend-store-uri", default=None,
-                   help="PostgreSQL URI (default: $MLFLOW_BACKEND_STORE_URI, else a local PostgreSQL in --pg-dir, "
-                        "started here and stopped with the server)")
-    s.add_argument("--artifacts-destination", default=str(DEFAULT_ARTIFACTS),
-                   help="where the server keeps artifacts: a folder, or s3://bucket/path with MLFLOW_S3_ENDPOINT_URL "
-                        "and AWS_* in the environment (default: %(default)s)")
-    s.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s; 0.0.0.0 for every one)")
-    s.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
-    s.add_argument("--workers", type=int, default=1,
-                   help="server worker processes (default: %(default)s: with more, uvicorn's shared socket loses "
-                        "TCP_NODELAY and every call waits about 40 ms for a delayed ACK; docs/performance.md)")
-    s.add_argument("--allowed-hosts", default=None,
-                   help="Host headers accepted, for a server reached by name (MLflow's default: localhost and "
-                        "private addresses)")
-    s.add_argument("--auth", action="store_true",
-                   help="MLflow's basic-auth app: admin from MLFLOW_AUTH_ADMIN_USERNAME/MLFLOW_AUTH_ADMIN_PASSWORD "
-                        "or --auth-file; clients use MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD")
-    s.add_argument("--auth-file", default=None,
-                   help="ini file with [mlflow] admin_username and admin_password (mode 0600) instead of the environment")
-    s.add_argument("--default-permission", choices=PERMISSIONS, default="READ",
-                   help="with --auth: what a user may do with experiments they were given no permission on "
-                        "(default: %(default)s)")
-    s.add_argument("--auth-cache-seconds", type=int, default=60,
-                   help="with --auth: how long a worker trusts a checked password (default: %(default)s; 0 checks "
-                        "every request: each check is a deliberately slow hash, about 0.3 s here, measured in "
-                        "docs/performance.md)")
-    add_pg_options(s)
-    s.set_defaults(func=cmd_server)
-
-    p = sub.add_parser("pg", help="a local PostgreSQL in a folder: start, stop, status",
-                       description=pg.__doc__.splitlines()[0])
-    p.add_argument("action", choices=("start", "stop", "status"))
-    add_pg_options(p)
-    p.set_defaults(func=pg.cmd_pg)
+class ServerError(TrackingError):
+    """The server cannot start or stay up; the message says why and how to fix it."""
 
 
-def add_pg_options(p) -> None:
-    p.add_argument("--pg-dir", default=None,
-                   help=f"folder of the local PostgreSQL (default: $BPB_PG_DIR, else {pg.default_dir()})")
-    p.add_argument("--pg-port", type=int, default=5432, help="its socket's port number (default: %(default)s)")
-    p.add_argument("--pg-database", default=pg.DATABASE, help="the database, made if absent (default: %(default)s)")
+@dataclass(frozen=True)
+class ServerOptions:
+    """What ``server`` runs (its options are ``python -m benchmarks server``'s, benchmarks/cli_store.py)."""
+    backend_store_uri: str | None = None     # None: $MLFLOW_BACKEND_STORE_URI, else a local PostgreSQL
+    artifacts_destination: str = str(DEFAULT_ARTIFACTS)
+    host: str = "127.0.0.1"
+    port: int = 5000
+    workers: int = 1
+    allowed_hosts: str | None = None
+    auth: bool = False
+    auth_file: str | None = None
+    default_permission: str = "READ"
+    auth_cache_seconds: int = 60
+    pg_dir: str | None = None
+    pg_port: int = 5432
+    pg_database: str = pg.DATABASE
 
 
 # ---- secrets ------------------------------------------------------------------------------
@@ -116,9 +92,9 @@ def admin_credentials(auth_file: str | None) -> tuple[str, str]:
             parser = configparser.ConfigParser()
             parser.read_string(path.read_text())
         except (OSError, configparser.Error) as exc:
-            raise UsageError(f"--auth-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+            raise ServerError(f"--auth-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise UsageError(f"--auth-file {path} can be read by others; `chmod 600 {path}` first")
+            raise ServerError(f"--auth-file {path} can be read by others; `chmod 600 {path}` first")
         section = parser["mlflow"] if parser.has_section("mlflow") else {}
         user, password = section.get("admin_username"), section.get("admin_password")
         where = f"{path} ([mlflow] admin_username, admin_password)"
@@ -127,7 +103,7 @@ def admin_credentials(auth_file: str | None) -> tuple[str, str]:
         password = os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD")
         where = "MLFLOW_AUTH_ADMIN_PASSWORD (and MLFLOW_AUTH_ADMIN_USERNAME, default admin), or --auth-file"
     if not user or not password:
-        raise UsageError(f"--auth needs an admin username and password: set {where}")
+        raise ServerError(f"--auth needs an admin username and password: set {where}")
     return user, password
 
 
@@ -161,10 +137,10 @@ def wait_ready(url: str, proc: subprocess.Popen, seconds: float = READY_SECONDS,
     deadline = time.time() + seconds
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise UsageError(f"mlflow server exited with code {proc.returncode} before answering; its output is above")
+            raise ServerError(f"mlflow server exited with code {proc.returncode} before answering; its output is above")
         sockets = procs.listeners(port, host) if port is not None and procs.available() else None
         if sockets and not procs.socket_owners(sockets, procs.group_members(proc.pid)):
-            raise UsageError(f"port {port} is answered by {holder(sockets)}, not by the mlflow server started "
+            raise ServerError(f"port {port} is answered by {holder(sockets)}, not by the mlflow server started "
                              f"here (pid {proc.pid}); stop it or choose another --port")
         if sockets == {}:                        # ours has not bound yet
             time.sleep(0.3)
@@ -176,7 +152,7 @@ def wait_ready(url: str, proc: subprocess.Popen, seconds: float = READY_SECONDS,
         except OSError:
             pass
         time.sleep(0.3)
-    raise UsageError(f"mlflow server did not answer {url}/health within {seconds:.0f} s; its output is above")
+    raise ServerError(f"mlflow server did not answer {url}/health within {seconds:.0f} s; its output is above")
 
 
 def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
@@ -197,60 +173,61 @@ def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
             return
 
 
-def cmd_server(args) -> int:
-    backend = args.backend_store_uri or os.environ.get("MLFLOW_BACKEND_STORE_URI")
-    auth_user, password = admin_credentials(args.auth_file) if args.auth else (None, None)   # before starting anything
+def run(options: ServerOptions) -> int:
+    """The server until it ends or is stopped (Ctrl-C, SIGTERM): the exit status."""
+    backend = options.backend_store_uri or os.environ.get("MLFLOW_BACKEND_STORE_URI")
+    auth_user, password = admin_credentials(options.auth_file) if options.auth else (None, None)   # before starting anything
     try:
-        pid_file = keeper.take_over(args.port, log=lambda line: print(line, flush=True))
+        pid_file = keeper.take_over(options.port, log=lambda line: print(line, flush=True))
     except RuntimeError as exc:
-        raise UsageError(str(exc)) from None
-    there = procs.listeners(args.port, args.host) if procs.available() else {}
+        raise ServerError(str(exc)) from None
+    there = procs.listeners(options.port, options.host) if procs.available() else {}
     if there:
         keeper.drop(pid_file)
-        raise UsageError(f"port {args.port} is already in use by {holder(there)}, which this command did not "
+        raise ServerError(f"port {options.port} is already in use by {holder(there)}, which this command did not "
                          "start; stop it or choose another --port")
     guard = keeper.Keeper(pid_file)
     try:
-        return start(args, backend, auth_user, password, guard)
+        return start(options, backend, auth_user, password, guard)
     finally:
         guard.close()
 
 
-def start(args, backend, auth_user, password, guard) -> int:
+def start(options: ServerOptions, backend, auth_user, password, guard) -> int:
     """PostgreSQL (unless a backend is named), then the mlflow server; each is held by the
     keeper before it starts."""
     cluster, started_pg = None, False
     if not backend:
-        cluster = pg.Cluster(args.pg_dir, args.pg_port)
+        cluster = pg.Cluster(options.pg_dir, options.pg_port)
         if not cluster.running():
             guard.hold(pg=[str(cluster.folder), cluster.port])
-        started_pg = cluster.start(args.pg_database)
+        started_pg = cluster.start(options.pg_database)
         if not started_pg:
             guard.hold(pg=None)                  # someone else's: left running
         print(f"PostgreSQL {'started' if started_pg else 'already running'} in {cluster.folder}", flush=True)
-        backend = cluster.uri(args.pg_database)
+        backend = cluster.uri(options.pg_database)
     backend = with_driver(backend)
     env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": backend}
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")   # GenAI job runners: 8 processes unused here
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     secrets = [s for s in (uri_password(backend),) if s]
     # option=value: a value can never be read as an option of its own
-    cmd = [sys.executable, "-m", "mlflow", "server", f"--host={args.host}", f"--port={args.port}",
-           f"--workers={args.workers}", "--serve-artifacts",
-           f"--artifacts-destination={artifacts_uri(args.artifacts_destination)}"]
-    if args.allowed_hosts:
-        cmd += [f"--allowed-hosts={args.allowed_hosts}"]
+    cmd = [sys.executable, "-m", "mlflow", "server", f"--host={options.host}", f"--port={options.port}",
+           f"--workers={options.workers}", "--serve-artifacts",
+           f"--artifacts-destination={artifacts_uri(options.artifacts_destination)}"]
+    if options.allowed_hosts:
+        cmd += [f"--allowed-hosts={options.allowed_hosts}"]
     private = tempfile.mkdtemp(prefix="bpb-server-")                # 0700: the auth config lives here
     try:
-        if args.auth:
+        if options.auth:
             secrets.append(password)
             config = Path(private) / "basic_auth.ini"
             config.touch(mode=0o600)
             config.write_text("[mlflow]\n"
-                              f"default_permission = {args.default_permission}\n"
+                              f"default_permission = {options.default_permission}\n"
                               f"database_uri = {backend.replace('%', '%%')}\n"
                               "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-                              f"auth_cache_ttl_seconds = {args.auth_cache_seconds}\n")
+                              f"auth_cache_ttl_seconds = {options.auth_cache_seconds}\n")
             env.update(MLFLOW_AUTH_CONFIG_PATH=str(config), MLFLOW_AUTH_ADMIN_USERNAME=auth_user,
                        MLFLOW_AUTH_ADMIN_PASSWORD=password)
             # the UI's CSRF key, shared by the workers; a new one per start unless set (open
@@ -258,7 +235,7 @@ def start(args, backend, auth_user, password, guard) -> int:
             env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets_module.token_hex(32))
             secrets.append(env["MLFLOW_FLASK_SERVER_SECRET_KEY"])
             cmd += ["--app-name", "basic-auth"]
-        return serve(cmd, env, secrets, args, backend, auth_user, guard)
+        return serve(cmd, env, secrets, options, backend, auth_user, guard)
     finally:
         shutil.rmtree(private, ignore_errors=True)
         if started_pg:
@@ -266,7 +243,7 @@ def start(args, backend, auth_user, password, guard) -> int:
             print(f"PostgreSQL in {cluster.folder} stopped", flush=True)
 
 
-def serve(cmd, env, secrets, args, backend, auth_user, guard) -> int:
+def serve(cmd, env, secrets, options: ServerOptions, backend, auth_user, guard) -> int:
     """Start the server in a process group of its own, held by the keeper and told to die
     with this process, relay its output, wait until it answers on a socket of its own, then
     until it ends (or Ctrl-C / SIGTERM stops it)."""
@@ -275,13 +252,13 @@ def serve(cmd, env, secrets, args, backend, auth_user, guard) -> int:
     guard.hold(group=keeper.me(proc.pid))
     relaying = threading.Thread(target=relay, args=(proc.stdout, secrets, sys.stdout), daemon=True)
     relaying.start()
-    everywhere = args.host in ("0.0.0.0", "::")
-    url = f"http://{'127.0.0.1' if everywhere else args.host}:{args.port}"
-    shown = f"http://{socket.gethostname()}:{args.port}" if everywhere else url     # what other machines use
+    everywhere = options.host in ("0.0.0.0", "::")
+    url = f"http://{'127.0.0.1' if everywhere else options.host}:{options.port}"
+    shown = f"http://{socket.gethostname()}:{options.port}" if everywhere else url     # what other machines use
     try:
-        wait_ready(url, proc, port=args.port, host=args.host)
+        wait_ready(url, proc, port=options.port, host=options.host)
         print(f"MLflow server ready at {url} (pid {proc.pid}): backend {tracking.display_uri(backend)}, "
-              f"artifacts {args.artifacts_destination}, auth {f'on (admin {auth_user})' if auth_user else 'off'}\n"
+              f"artifacts {options.artifacts_destination}, auth {f'on (admin {auth_user})' if auth_user else 'off'}\n"
               f"  on each machine: export MLFLOW_TRACKING_URI={shown}   (the UI is at the same address"
               f"{'; a name needs --allowed-hosts, an address does not' if everywhere else ''})", flush=True)
         code = proc.wait()

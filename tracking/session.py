@@ -13,7 +13,6 @@ Only the harness's main process writes here; worker processes send what they mea
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 import warnings
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from tracking.procs import identity, writer_gone
 from tracking.clock import timed
-from tracking.store import EXPERIMENT, connect
+from tracking.store import Store
 
 REASON_TAG = "bpb.failure_reason"
 # The saved view every session updates: MLflow's Views menu lists experiment tags named
@@ -46,10 +45,9 @@ def _flat(d: dict) -> dict[str, str]:
 class Session:
     """The parent run of a session, and the child runs of its cells, by run id."""
 
-    def __init__(self, uri: str, run_id: str, experiment_id: str):
-        import mlflow
-        self.uri, self.run_id, self.experiment_id = uri, run_id, experiment_id
-        self.client = mlflow.MlflowClient(uri)
+    def __init__(self, store: Store, run_id: str):
+        self.store, self.run_id = store, run_id
+        self.experiment_id, self.client = store.experiment_id, store.client
         self.monitor = None
         # artifact path -> what this process wrote there on the parent run (a dict, or the local
         # file it uploaded): the session's own report reads these instead of downloading them
@@ -57,14 +55,12 @@ class Session:
 
     @classmethod
     @timed
-    def start(cls, uri: str, name: str, params: dict, tags: dict) -> "Session":
-        import mlflow
-        experiment_id = connect(uri)
-        reap_stale(uri)
+    def start(cls, store: Store, name: str, params: dict, tags: dict) -> "Session":
+        reap_stale(store)
         me = identity()                       # whose run it is: reap_stale reads it
-        run = mlflow.MlflowClient(uri).create_run(experiment_id, run_name=name,   # tags may set another bpb.kind
-                                                  tags={"bpb.kind": "session", **_flat(me), **_flat(tags)})
-        session = cls(uri, run.info.run_id, experiment_id)
+        run = store.client.create_run(store.experiment_id, run_name=name,     # tags may set another bpb.kind
+                                      tags={"bpb.kind": "session", **_flat(me), **_flat(tags)})
+        session = cls(store, run.info.run_id)
         session.log(params=params)
         return session
 
@@ -123,7 +119,7 @@ class Session:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
             logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)   # no INFO chatter
             self.monitor = SystemMetricsMonitor(self.run_id, sampling_interval=seconds, samples_before_logging=1,
-                                                tracking_uri=self.uri)
+                                                tracking_uri=self.store.uri)
         except ImportError as exc:
             return f"off ({exc})"
         self.monitor.start()
@@ -207,25 +203,20 @@ def ui_path(experiment_id: str) -> str:
 
 
 @timed
-def reap_stale(uri: str) -> list[str]:
+def reap_stale(store: Store) -> list[str]:
     """Runs of any kind (sessions, history, machines) left RUNNING by a process that is gone
     (kill -9, a crash): end them and their RUNNING cells KILLED, saying so. Only runs whose
     writer this machine can see are judged (``tracking/procs.py``, ``writer_gone``): a live
     run, or one on another machine with the same host name, is never touched. Returns the run
     ids ended."""
-    import mlflow
-    client = mlflow.MlflowClient(uri)
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    if exp is None:
-        return []
     host = socket.gethostname()
-    runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING' and "
-                              f"tags.`bpb.host` = '{host}'")
+    runs = store.client.search_runs([store.experiment_id], filter_string="attributes.status = 'RUNNING' and "
+                                    f"tags.`bpb.host` = '{host}'")
     ended = []
     for run in runs:
         if not writer_gone(run.data.tags):
             continue
-        stale = Session(uri, run.info.run_id, exp.experiment_id)
+        stale = Session(store, run.info.run_id)
         stale.finish("KILLED", f"stale: its process (pid {run.data.tags['bpb.pid']} on {host}) is gone; "
                                "it never finished")
         ended.append(run.info.run_id)

@@ -6,7 +6,9 @@ import re
 import socket
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import tracking.failure as failure
 import tracking.schema as schema
@@ -31,13 +33,35 @@ def display_uri(uri: str) -> str:
     return re.sub(r"(//[^/@:]*):[^/@]*@", r"\1:***@", uri)
 
 
+@dataclass(frozen=True)
+class Store:
+    """A tracking store this process has proven (``connect``): every read and write takes one.
+
+    ``uri`` is as given and may hold a password: messages show ``display``, never ``uri``."""
+    uri: str
+    experiment_id: str
+    client: Any                 # mlflow.MlflowClient on ``uri``
+
+    @property
+    def display(self) -> str:
+        return display_uri(self.uri)
+
+
+def search_frame(store: Store, filter_string: str, **kwargs):
+    """The store's runs matching ``filter_string`` as MLflow's pandas frame (``mlflow.search_runs``,
+    which reads MLflow's current tracking URI: set to the store's first)."""
+    import mlflow
+    mlflow.set_tracking_uri(store.uri)
+    return mlflow.search_runs(experiment_ids=[store.experiment_id], filter_string=filter_string, **kwargs)
+
+
 def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]).expanduser() if uri.startswith("sqlite:///") else None
 
 
 @timed
-def connect(uri: str, experiment: str = EXPERIMENT, *, create: bool = True) -> str:
-    """Point MLflow at ``uri``, prove it answers and takes a write; returns the experiment id.
+def connect(uri: str, experiment: str = EXPERIMENT, *, create: bool = True) -> Store:
+    """Point MLflow at ``uri``, prove it answers and takes a write; returns the ``Store``.
 
     Called before any training, so a bad store costs nothing and its real cause is named.
     An HTTP store gets one quick try here (``quick_probe``); every later call has MLflow's own
@@ -123,14 +147,14 @@ def quick_probe():
                 os.environ[key] = value
 
 
-_CONNECTED: dict[tuple[str, str], str] = {}   # (uri, experiment) -> id: proven once per process
+_CONNECTED: dict[tuple[str, str], Store] = {}   # (uri, experiment) -> its Store: proven once per process
 
 
-def _connect(uri: str, experiment: str, artifact_location: str | None) -> str:
+def _connect(uri: str, experiment: str, artifact_location: str | None) -> Store:
     import mlflow
     failure.one_line_logs()
     if (uri, experiment) in _CONNECTED:
-        mlflow.set_tracking_uri(uri)           # the read helpers use MLflow's search on this URI
+        mlflow.set_tracking_uri(uri)           # MLflow's fluent API reads it (search_frame)
         return _CONNECTED[uri, experiment]
     try:
         mlflow.set_tracking_uri(uri)
@@ -147,8 +171,8 @@ def _connect(uri: str, experiment: str, artifact_location: str | None) -> str:
         check = f"bpb.store_check.{socket.gethostname()}.{os.getpid()}.{time.time_ns()}"
         client.set_experiment_tag(experiment_id, check, "a write to prove the store takes one")
         client.delete_experiment_tag(experiment_id, check)
-        _CONNECTED[uri, experiment] = experiment_id
-        return experiment_id
+        _CONNECTED[uri, experiment] = Store(uri, experiment_id, client)
+        return _CONNECTED[uri, experiment]
     except Exception as exc:  # MLflow raises MlflowException, requests and SQLAlchemy errors
         cause = failure.describe(exc, uri, display_uri(uri))
         if cause:

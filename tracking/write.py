@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from tracking.clock import timed
-from tracking.refs import check_run_id, store_client
+from tracking.refs import check_run_id
+from tracking.store import Store
 
 
 @timed
-def annotate(uri: str, run_id: str, *, metrics=None, tags=None, dicts=None, files=(), artifact_path=None):
+def annotate(store: Store, run_id: str, *, metrics=None, tags=None, dicts=None, files=(), artifact_path=None):
     """Write onto an existing run: metrics, tags, JSON artifacts (``{path: obj}``) and files."""
-    client = store_client(uri)
+    client = store.client
     check_run_id(run_id)
     for key, value in (metrics or {}).items():
         client.log_metric(run_id, key, float(value))

@@ -115,9 +115,9 @@ def test_only_runs_whose_writer_this_machine_can_see_gone_are_reaped(tmp_path):
              "other boot": {"bpb.boot_id": "another-boot"}, "other machine id": {"bpb.machine_id": "another"},
              "other pid namespace": {"bpb.pid_ns": "pid:[1]"},
              "alive": {"bpb.pid": str(os.getpid()), "bpb.pid_start": procs.identity()["bpb.pid_start"]}}
-    ids = {}
+    ids, store = {}, tracking.connect(uri)
     for name, tags in cases.items():
-        session = tracking.Session.start(uri, name=name, params={}, tags={})
+        session = tracking.Session.start(store, name=name, params={}, tags={})
         session.client.set_tag(session.run_id, "bpb.kind", "session")
         for key, value in {**here, **tags}.items():
             session.client.set_tag(session.run_id, key, value)

@@ -55,10 +55,11 @@ def test_hostile_store_values_reach_no_terminal_markdown_or_figure_as_code(tmp_p
     seeded = seed_history(tmp_path / "seed", n=3)
     uri = seeded["uri"]
     client = mlflow.MlflowClient(uri)
-    sessions = tracking.list_sessions(uri)["run_id"].tolist()
+    store = tracking.connect(uri)
+    sessions = tracking.list_sessions(store)["run_id"].tolist()
     newest, older = sessions[0], sessions[1]
     client.set_tag(newest, "bpb.machine", HOSTILE)
-    for run_id, _ in tracking.cell_runs(uri, newest):
+    for run_id, _ in tracking.cell_runs(store, newest):
         client.set_tag(run_id, "implementation", HOSTILE)
         client.set_tag(run_id, "bpb.budget", HOSTILE)
     out = tmp_path / "out"

@@ -80,10 +80,8 @@ def session_meta(parent) -> dict:
     peaks = Peaks.from_run(parent)
     return {"run_id": parent["run_id"], "status": parent.get("status", "?"), "mode": parent.get("params.mode", "?"),
             "reason": parent.get("tags.bpb.failure_reason") or "",
-            # the record (tracking/peaks.py), and its parts as plain dicts for the reports
+            # the record (tracking/peaks.py); the float32 peak alone for a table of sessions
             "peak_record": peaks, "peak_gemm_gflops": peaks.for_cell("float32", False).gflops,
-            "peaks": peaks.gflops(), "peaks_1thread": peaks.gflops(one_thread=True),
-            "peak_spreads": peaks.spreads(), "peak_end": dict(peaks.end), "peak_rule": peaks.rule,
             "machine": machine, "dataset": parent.get("tags.dataset", "?")}
 
 

@@ -28,9 +28,12 @@ def render_report(store: tracking.Store, run_id: str | None, out_dir: str, log=p
         tracking.reap_stale(store)
     parent, raw_cells, raw_epochs = tracking.read_session(store, run_id, for_report=True)
     meta = tracking.session_meta(parent)
-    if meta["status"] not in ("FINISHED", "RUNNING"):
-        log(f"session {meta['run_id']} is {meta['status']} ({meta['reason']}): "
-            "the report shows the cells it finished")
+    # RUNNING and not the session's own report (which it writes just before it ends): a session
+    # that another process is still running, read part-way
+    meta["in_progress"] = meta["status"] == "RUNNING" and written is None
+    if meta["status"] not in ("FINISHED", "RUNNING") or meta["in_progress"]:
+        log(f"session {meta['run_id']} is {meta['status']}" + (f" ({meta['reason']})" if meta["reason"] else "")
+            + ": the report shows the cells it " + ("has finished so far" if meta["in_progress"] else "finished"))
     cells, epochs = tracking.tidy(raw_cells, raw_epochs)
     folder = Path(out_dir) / meta["run_id"]
 
@@ -46,7 +49,7 @@ def render_report(store: tracking.Store, run_id: str | None, out_dir: str, log=p
                          peers=[n for n in impls.names() if impls.is_peer(n)])
     if meta["status"] == "FINISHED" and meta["mode"] in tracking.BENCH_MODES:
         point_latest(folder)
-    elif meta["status"] != "RUNNING":      # a running session's is linked when it finishes
+    elif meta["status"] != "RUNNING" or meta["in_progress"]:      # a session's own is linked when it finishes
         log(f"not linked as {Path(out_dir) / 'latest'}: only a FINISHED bench session is, and this is a "
             f"{meta['status']} {meta['mode']} session")
     tracking.annotate(store, meta["run_id"], files=paths.values(), artifact_path="report")

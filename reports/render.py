@@ -160,9 +160,12 @@ def write_report(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, meta
 
 
 def _banner(meta: dict) -> str:
-    """The first thing a report of a session that did not finish says; "" for one that did
-    (or is still running: the session's own report, written before it ends)."""
+    """The first thing a report of a session that did not finish says; "" for one that did,
+    and for the session's own report (written while it is RUNNING, just before it ends)."""
     status = meta.get("status", "FINISHED")
+    if status == "RUNNING" and meta.get("in_progress"):
+        return ("RUNNING: this session is still running. Only the cells it has finished so far are shown, and "
+                "this report is not linked as latest; its own report comes when it ends.")
     if status in ("FINISHED", "RUNNING"):
         return ""
     return (f"{status}: this session did not finish ({meta.get('reason') or 'no reason recorded'}). Only the "

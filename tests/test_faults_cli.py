@@ -129,6 +129,38 @@ def test_only_runs_whose_writer_this_machine_can_see_gone_are_reaped(tmp_path):
                       "other machine id": "RUNNING", "other pid namespace": "RUNNING", "alive": "RUNNING"}
 
 
+def test_a_report_of_a_session_still_running_says_so_at_the_top(tmp_path):
+    """Another process reads a session part-way (its worker held before its first cell): the
+    report says RUNNING at the top, and is not linked as latest. Before, it looked like a
+    finished session's report."""
+    from tests import faults
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    release = tmp_path / "release"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "CI": "1",
+           "BPB_FAULT": "tests.faults:silent_until_released", faults.RELEASE_ENV: str(release)}
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", *SMALL, "--tracking-uri", uri,
+                             "--output-dir", str(tmp_path / "out")], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        for line in proc.stdout:                       # the session is open, its worker held
+            if line.startswith("session "):
+                break
+        running, = runs(uri)[0]
+        report = run_cli("report", "--run-id", running.info.run_id, "--tracking-uri", uri,
+                         "--output-dir", str(tmp_path / "r"))
+        assert report.returncode == 0, report.stderr
+        assert "is RUNNING: the report shows the cells it has finished so far" in report.stdout
+        md = (tmp_path / "r" / running.info.run_id / "report.md").read_text()
+        assert md.startswith("# backprop-bench report: RUNNING session\n\n**RUNNING: this session is still running.")
+        assert not (tmp_path / "r" / "latest").exists()
+    finally:
+        release.touch()
+        out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out[-3000:]
+    own = (tmp_path / "out" / running.info.run_id / "report.md").read_text()
+    assert own.startswith("# backprop-bench report\n")           # the session's own report: no banner
+
+
 def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     proc = start(uri, tmp_path)

@@ -254,6 +254,22 @@ def test_with_auth_a_wrong_password_or_a_user_without_permission_fails_before_tr
         output, code, _ = attempt("reader", reader_password)
         assert code == 0, output
         assert reader_password not in output
+        # the credentials in the URI instead: every command's output and every file it writes
+        # masks the password (before, the session's last line printed it in "MLflow UI: ...")
+        secret_url = f"http://reader:{reader_password}@127.0.0.1:{srv.port}"
+        proc = bench(secret_url, tmp_path / "out-url")
+        said = [proc.communicate(timeout=300)[0]]
+        assert proc.returncode == 0, said[0][-3000:]
+        assert f"MLflow UI: http://reader:***@127.0.0.1:{srv.port}/" in said[0]
+        for args in (["report"], ["report", "--latest-per-machine"], ["compare", "latest~1", "latest"], ["history"]):
+            done = run_cli(*args, "--tracking-uri", secret_url, "--output-dir", str(tmp_path / "pages"))
+            assert done.returncode == 0, (args, done.stdout[-2000:] + done.stderr[-2000:])
+            said.append(done.stdout + done.stderr)
+        written = [f.read_bytes() for folder in (tmp_path / "pages", tmp_path / "out-url")
+                   for f in folder.rglob("*") if f.is_file()]
+        assert len(written) > 10
+        assert not [text for text in said if reader_password in text]
+        assert not [data for data in written if reader_password.encode() in data]
     finally:
         srv.stop()
     log = srv.log.read_text()

@@ -74,9 +74,7 @@ class PrintableStream:
 
 def plain_figure(fig) -> None:
     """Every text of matplotlib figure ``fig`` drawn as it is written: no math, no control character."""
-    import matplotlib
     from matplotlib.text import Text
-    matplotlib.rcParams["text.parse_math"] = False    # the texts made as it is drawn (tick labels)
     for text in fig.findobj(Text):
         text.set_parse_math(False)
         text.set_text(printable(text.get_text()))

@@ -80,6 +80,7 @@ def test_the_headline_names_only_a_correct_cell_and_calls_a_tie_a_tie(session):
     assert "a tie within noise" in next(x for x in answer.headline(tied, impls.SPEEDUP_BASE) if x.startswith("hw1-q4 f32 batch 1:"))
 
 
+@pytest.mark.integration                 # trains for seconds
 def test_a_cell_over_its_budget_trains_on_fewer_samples_and_says_so(fashion):
     from benchmarks import cells
     config = PRESETS["hw1-q4"].replace(impl="numpy-sample", epochs=3, train_limit=20000, test_limit=500)

@@ -1,12 +1,14 @@
 """The per-cell time budget projects from steady state: a first call, a JIT's compile of a new
 length or a capture never counts (benchmarks/budget.py). On a fake clock: no test here reads
-the wall clock."""
+the wall clock but one (integration), where a real cell over its budget trains on fewer samples."""
 import numpy as np
 import pytest
 
 from benchmarks import budget
 from benchmarks.config import PRESETS
+from benchmarks.plan import BenchOptions, Cell
 from benchmarks.runner import Prepared
+from tests.helpers import PEAKS, Recorder
 
 
 class FakeTime:
@@ -70,3 +72,32 @@ def test_a_slow_implementation_is_still_cut_and_says_so(monkeypatch):
     assert len(fitted.x) == info["train_samples"] < 60000 and info["train_samples"] % 256 == 0
     assert info["note"].startswith(f"trained on {info['train_samples']:,} of 60,000 samples per epoch")
     assert "500 samples/s (steady state)" in info["note"]
+
+
+@pytest.mark.integration                 # trains for seconds
+def test_a_cell_over_its_budget_trains_on_fewer_samples_and_says_so(fashion):
+    from benchmarks import cells
+    config = PRESETS["hw1-q4"].replace(impl="numpy-sample", epochs=3, train_limit=20000, test_limit=500)
+    rec = Recorder()
+    cells.run_group([Cell("accuracy", config)], fashion, rec, PEAKS, BenchOptions(cell_budget=0.5))
+    assert [o.status for o in rec.closed] == ["FINISHED"]
+    budget_tags = [t["bpb.budget"] for _, t, _ in rec.logged if "bpb.budget" in t]
+    # the first says what was cut; on a loaded machine the clock may also stop it early (a second tag)
+    assert budget_tags[0].startswith("trained on ") and "over the 0.5 s cell budget" in budget_tags[0], budget_tags
+    metrics = {k: v for m, _, _ in rec.logged for k, v in m.items()}
+    assert metrics["train_samples"] < 20000 and metrics["projected_train_seconds"] > 0.5
+    assert rec.params["cell_budget_seconds"] == 0.5
+    assert any(line.startswith("epoch 3/3: test accuracy") for line in rec.lines) or len(budget_tags) == 2
+
+
+
+def test_the_clock_stops_after_the_epoch_that_would_pass_the_budget():
+    class Result:
+        config = PRESETS["hw1-q4"].replace(epochs=3)
+        epochs = [object()]
+    clock = budget.Clock(1.0)
+    assert clock(Result())                                     # an instant epoch: two more fit
+    clock.start -= 0.8                                         # the first epoch took 0.8 s
+    assert not clock(Result()) and clock.stopped.startswith("stopped after epoch 1 of 3")
+    assert budget.Clock(None)(Result())                        # no budget: never stops
+

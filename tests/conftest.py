@@ -53,20 +53,44 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.gpu)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pg_cluster():
-    """A real PostgreSQL (benchmarks/pg.py) for a module's tests, started through the project's
-    own ``pg.Cluster``; skipped only where PostgreSQL is not installed."""
+    """One real PostgreSQL for the whole run, started and stopped through the project's own
+    command (``python -m benchmarks pg start|stop``, tracking/pg.py), as users and CI start it;
+    the tests that use it give each their own database. Skipped only where PostgreSQL is not
+    installed. A test that stops it (a database down) starts it again before it ends."""
     import shutil
     import tempfile
     from pathlib import Path
+    from tests.helpers import run_cli
     from tracking import pg
     if pg.installed() is not None:
         pytest.skip(f"needs PostgreSQL: {pg.installed()}")
-    base = Path(tempfile.mkdtemp(prefix="bpb-pg-"))
+    base = Path(tempfile.mkdtemp(prefix="bpb-pg-"))       # short: a unix socket's path is at most 107 bytes
     base.chmod(0o755)            # as root the cluster runs as postgres, who must reach the folder
-    found = pg.Cluster(base / "pg")
-    found.start()
-    yield found
-    found.stop()
+    folder = base / "pg"
+    started = run_cli("pg", "start", "--pg-dir", str(folder))
+    assert started.returncode == 0, started.stderr
+    assert "postgresql+psycopg://" in started.stdout
+    yield pg.Cluster(folder)
+    stopped = run_cli("pg", "stop", "--pg-dir", str(folder))
     shutil.rmtree(base, ignore_errors=True)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """The path of Chromium (apt's), or a skip naming how to install it."""
+    import shutil
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.skip("no Chromium here (apt-get install chromium)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def browser(chromium):
+    """One headless Chromium (benchmarks/browser.py) for the run's pages, each opened in turn."""
+    from benchmarks.browser import Browser
+    with Browser(chromium) as opened:
+        yield opened

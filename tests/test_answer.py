@@ -2,13 +2,20 @@
 test accuracies were measured on this project's implementations (hw1-q3 float32 batch 256,
 hw1-q4 float64 batch 1), clean and with numpy-batch's learning rate cut to a fifth after its
 first step (tests/faults.py ``lr_schedule_bug_numpy_batch``); and a cell the time budget cut is
-never crowned, or judged, silently. No training here."""
+never crowned, or judged, silently. And the report's answer at a glance (reports/answer.py):
+it says first which implementation is fastest and whether it is correct, then flags noise,
+skips, anomalies and budget cuts; the headline crowns only a correct cell and calls a tie a
+tie. No training here."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 import impls
 from reports import agreement, answer
+from reports.render import write_report
 from tracking.tidy import CELL_COLUMNS
 
 Q3 = ("hw1-q3", "float32", 256, "784-256-128-64-10 relu")
@@ -133,3 +140,70 @@ def test_a_cut_winner_names_every_cut_and_a_cell_stopped_early():
     frame = cells((Q3, FULL_Q3), rates={"torch-cpu": 90_000.0}, budget={"torch-cpu": both})
     line = next(x for x in answer.headline(frame, impls.SPEEDUP_BASE) if x.startswith("hw1-q3 f32 batch 256:"))
     assert "**torch-cpu** is fastest" in line and "stopped after epoch 2 of 5 (budget)" in line
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "report_session.json"
+
+
+
+@pytest.fixture
+def session():
+    payload = json.loads(FIXTURE.read_text())
+    return answer.complete(pd.DataFrame(payload["cells"])), pd.DataFrame(payload["epochs"]), payload
+
+
+
+def ok_throughput(cells, impl):
+    return cells[(cells["kind"] == "throughput") & (cells["impl"] == impl) & (cells["status"] == "FINISHED")]
+
+
+
+def test_the_report_answers_first_and_flags_noise_skips_anomalies_budget_and_load(session, tmp_path):
+    cells, epochs, payload = session
+    batch = ok_throughput(cells, "numpy-batch").query("dtype == 'float32'").sort_values("batch_size")
+    small, big = batch.index[0], batch.index[1]
+    # an anomaly: the larger batch slower than the smaller one, IQRs apart
+    cells.loc[big, ["samples_per_second_q1", "samples_per_second_median", "samples_per_second_q3"]] = (
+        cells.loc[small, "samples_per_second_q1"] * pd.Series([0.3, 0.4, 0.5]).to_numpy())
+    noisy_cell = ok_throughput(cells, "numba-sample").index[0]
+    cells.loc[noisy_cell, "samples_per_second_relative_iqr"] = 0.6
+    cells.loc[cells.index[0], "load_average_end"] = 5.0
+    cut = cells[cells["kind"] == "accuracy"].index[0]
+    cells.loc[cut, "budget"] = "trained on 1,000 of 60,000 samples per epoch"
+    meta = {**payload["meta"], "machine": {**payload["meta"].get("machine", {}), "cpu_cores": 2}}
+    paths = write_report(cells, epochs, payload["examples"], meta, tmp_path,
+                         skipped=["torch-cuda: no CUDA device (torch.cuda.is_available() is False)"], speedup_base=impls.SPEEDUP_BASE, peers=impls.PEERS)
+    md = paths["markdown"].read_text()
+    sections = [line for line in md.splitlines() if line.startswith("## ")]
+    assert sections[0] == "## Which implementation is fastest, and is it correct?"
+    assert sections[1].startswith("## Flags (") and sections[2] == "## Cells"
+    answer_lines = md.split(sections[0])[1].split(sections[1])[0].strip().splitlines()
+    assert answer_lines and all("is fastest" in line or "only " in line for line in answer_lines)
+    flags = md.split(sections[1])[1].split(sections[2])[0]
+    assert f"noisy: {cells.loc[noisy_cell, 'cell']}: IQR of the repeats is 60% of the median" in flags
+    assert f"batch {cells.loc[big, 'batch_size']}" in flags and "throughput falls as the batch grows" in flags
+    assert f"{cells.loc[cells.index[0], 'cell']}: measured under load (1-minute load average up to 5.0 on 2 cores" in flags
+    assert f"budget: {cells.loc[cut, 'cell']}: trained on 1,000" in flags
+    assert "skipped: torch-cuda: no CUDA device" in flags
+    assert "above 25% of their median" in md                             # the threshold, stated
+    assert answer.ACCURACY_NOTE in md
+    html = paths["html"].read_text()
+    assert html.index("is fastest") < html.index("<table")               # the answer before the evidence
+
+
+
+def test_the_headline_names_only_a_correct_cell_and_calls_a_tie_a_tie(session):
+    cells, _, _ = session
+    group = cells[(cells["kind"] == "throughput") & (cells["status"] == "FINISHED") & (cells["dtype"] == "float32")
+                  & (cells["batch_size"] == 1)].sort_values("samples_per_second_median", ascending=False)
+    winner, runner_up = group.iloc[0], group.iloc[1]
+    line = next(x for x in answer.headline(cells, impls.SPEEDUP_BASE) if x.startswith("hw1-q4 f32 batch 1:"))
+    assert f"**{winner['impl']}** is fastest" in line and "parity passed" in line
+    failed = cells.copy()
+    failed.loc[group.index[0], "status"] = "FAILED"                      # e.g. it broke parity
+    line = next(x for x in answer.headline(failed, impls.SPEEDUP_BASE) if x.startswith("hw1-q4 f32 batch 1:"))
+    assert f"**{runner_up['impl']}** is fastest" in line and winner["impl"] + "**" not in line
+    tied = cells.copy()
+    tied.loc[group.index[1], ["samples_per_second_q3"]] = winner["samples_per_second_q1"] * 1.01
+    assert "a tie within noise" in next(x for x in answer.headline(tied, impls.SPEEDUP_BASE) if x.startswith("hw1-q4 f32 batch 1:"))
+

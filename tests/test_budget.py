@@ -1,6 +1,7 @@
 """The per-cell time budget projects from steady state: a first call, a JIT's compile of a new
 length or a capture never counts (benchmarks/budget.py). On a fake clock: no test here reads
-the wall clock."""
+the wall clock but two (integration): a real accuracy cell over its budget trains on fewer samples,
+and a real throughput cell over its budget times fewer repeats."""
 import re
 
 import numpy as np
@@ -8,7 +9,9 @@ import pytest
 
 from benchmarks import budget
 from benchmarks.config import PRESETS
+from benchmarks.plan import BenchOptions, Cell
 from benchmarks.runner import Prepared
+from tests.helpers import PEAKS, Recorder
 
 
 class FakeTime:
@@ -74,6 +77,34 @@ def test_a_slow_implementation_is_still_cut_and_says_so(monkeypatch):
     assert "500 samples/s (steady state)" in info["note"]
 
 
+@pytest.mark.integration                 # trains for seconds
+def test_a_cell_over_its_budget_trains_on_fewer_samples_and_says_so(fashion):
+    from benchmarks import cells
+    config = PRESETS["hw1-q4"].replace(impl="numpy-sample", epochs=3, train_limit=20000, test_limit=500)
+    rec = Recorder()
+    cells.run_group([Cell("accuracy", config)], fashion, rec, PEAKS, BenchOptions(cell_budget=0.5))
+    assert [o.status for o in rec.closed] == ["FINISHED"]
+    budget_tags = [t["bpb.budget"] for _, t, _ in rec.logged if "bpb.budget" in t]
+    # the first says what was cut; on a loaded machine the clock may also stop it early (a second tag)
+    assert budget_tags[0].startswith("trained on ") and "over the 0.5 s cell budget" in budget_tags[0], budget_tags
+    metrics = {k: v for m, _, _ in rec.logged for k, v in m.items()}
+    assert metrics["train_samples"] < 20000 and metrics["projected_train_seconds"] > 0.5
+    assert rec.params["cell_budget_seconds"] == 0.5
+    assert any(line.startswith("epoch 3/3: test accuracy") for line in rec.lines) or len(budget_tags) == 2
+
+
+
+def test_the_clock_stops_after_the_epoch_that_would_pass_the_budget():
+    class Result:
+        config = PRESETS["hw1-q4"].replace(epochs=3)
+        epochs = [object()]
+    clock = budget.Clock(1.0)
+    assert clock(Result())                                     # an instant epoch: two more fit
+    clock.start -= 0.8                                         # the first epoch took 0.8 s
+    assert not clock(Result()) and clock.stopped.startswith("stopped after epoch 1 of 3")
+    assert budget.Clock(None)(Result())                        # no budget: never stops
+
+
 def test_a_throughput_cell_times_only_the_repeats_that_fit_its_budget():
     # each repeat counts its seconds (twice when paired with the speed-up base) and a 25% margin
     assert budget.fit_repeats(5, 0.4, True, 180.0) == (5, None)
@@ -93,12 +124,11 @@ def test_repeats_that_run_over_the_budget_stop_after_the_repeat_that_crossed_it(
     assert budget.repeats_deadline(None)(500)
 
 
+@pytest.mark.integration                 # times real repeats against a 0.25 s budget
 def test_the_cut_is_recorded_on_the_cell_and_its_rates_are_the_repeats_timed(fashion, monkeypatch):
     from benchmarks import cells, timing
     measure, timed = timing.measure_throughput, []
     monkeypatch.setattr(timing, "measure_throughput", lambda *a, **kw: timed.append(measure(*a, **kw)) or timed[-1])
-    from benchmarks.plan import BenchOptions, Cell
-    from tests.helpers import PEAKS, Recorder
     config = PRESETS["hw1-q4"].replace(impl="numpy-batch", batch_size=32, dtype="float32", train_limit=2048,
                                        test_limit=100)
     rec = Recorder()

@@ -87,7 +87,7 @@ def test_missing_dataset(tmp_path):
 
 def test_corrupt_dataset_names_the_file(tmp_path):
     import gzip
-    from tests.test_data import SYSTEM
+    from tests.test_datasets import SYSTEM
     for src in SYSTEM.glob("*.gz"):
         (tmp_path / src.name).write_bytes(src.read_bytes())
     bad = tmp_path / "train-labels-idx1-ubyte.gz"

@@ -1,6 +1,6 @@
 """The CLI's parsing in this process (benchmarks/cli.py ``build_parser``): a bad value is
 refused by the parser itself, naming its option, before any command runs; good values arrive
-typed. tests/test_cli.py and tests/test_faults_cli.py check the same front door end to end, in
+typed. tests/test_cli.py and tests/test_commands.py check the same front door end to end, in
 a subprocess, with what each command then does."""
 import pytest
 

@@ -6,8 +6,6 @@ for one that does. Set BPB_SCREENSHOTS=FOLDER to keep the screenshots and look a
 import json
 import os
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +19,14 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (apt-get install chromium)")]
 
 
-def screenshot(page: Path, out: Path) -> np.ndarray:
-    from benchmarks.browser import FLAGS
-    with tempfile.TemporaryDirectory() as profile:           # a new, empty profile
-        proc = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--window-size=1400,1000",
-                               f"--screenshot={out}", page.resolve().as_uri()], capture_output=True, text=True,
-                              timeout=120)
-    assert out.is_file(), proc.stderr[-2000:]
+# a page loaded, with everything it loads (its images are inline)
+LOADED = "({ready: document.readyState === 'complete', why: 'still loading: ' + document.readyState, data: {}})"
+
+
+def screenshot(browser, page: Path, out: Path) -> np.ndarray:
+    """The page in the run's one headless Chromium (tests/conftest.py), as a screenshot's pixels."""
+    opened = browser.open(page.resolve().as_uri(), LOADED, out, wait=60, tries=1, poll=0.1)
+    assert opened.ready and out.is_file(), opened.why
     from matplotlib.image import imread
     return imread(out)
 
@@ -45,24 +44,24 @@ def assert_shows_content(pixels: np.ndarray, dark: float = 0.005):
     assert (gray < 0.5).mean() > dark                   # text and lines drawn on it
 
 
-def test_the_session_report_renders(tmp_path, shots):
+def test_the_session_report_renders(tmp_path, shots, browser):
     from reports.render import write_report
     payload = json.loads((ROOT / "tests" / "fixtures" / "report_session.json").read_text())
     paths = write_report(pd.DataFrame(payload["cells"]), pd.DataFrame(payload["epochs"]), payload["examples"],
                          payload["meta"], tmp_path / "report", speedup_base=impls.SPEEDUP_BASE, peers=impls.PEERS)
-    assert_shows_content(screenshot(paths["html"], shots / "report.png"))
+    assert_shows_content(screenshot(browser, paths["html"], shots / "report.png"))
 
 
-def test_the_history_page_renders(tmp_path, shots):
+def test_the_history_page_renders(tmp_path, shots, browser):
     from tests.seed_history import seed_history
     seeded = seed_history(tmp_path / "seeded", n=12)
     proc = run_cli("history", "--repo", str(seeded["repo"]), "--tracking-uri", seeded["uri"],
                    "--output-dir", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
-    assert_shows_content(screenshot(tmp_path / "out" / "history" / "history.html", shots / "history.png"))
+    assert_shows_content(screenshot(browser, tmp_path / "out" / "history" / "history.html", shots / "history.png"))
 
 
-def test_the_compare_page_renders(tmp_path, shots):
+def test_the_compare_page_renders(tmp_path, shots, browser):
     from reports.compare import compare_cells, render
     cell = "throughput/numpy-batch/hw1-q4/float32/b256/s0"
     frame = lambda tag: pd.DataFrame([{"run_id": tag, "cell": cell, "status": "FINISHED",  # noqa: E731
@@ -70,7 +69,7 @@ def test_the_compare_page_renders(tmp_path, shots):
     table = compare_cells(frame("a"), {"a": [1e5, 1.01e5, 0.99e5]}, frame("b"), {"b": [5e4, 5.1e4, 4.9e4]})
     _, page = render(table, [("git_commit", "aaa", "bbb")], None, "a" * 32, "b" * 32, 0.1)
     (tmp_path / "compare.html").write_text(page)
-    assert_shows_content(screenshot(tmp_path / "compare.html", shots / "compare.png"))
+    assert_shows_content(screenshot(browser, tmp_path / "compare.html", shots / "compare.png"))
 
 
 def test_look_shows_the_cells_with_their_values_the_headline_and_drawn_training_curves(dry_run, shots):
@@ -136,8 +135,7 @@ ROW = ('<div class="ag-row" row-index="{i}"><div col-id="attributes.`Run Name`">
        '<div col-id="metrics.`samples_per_second_median`">{value}</div></div>')
 
 
-def test_look_waits_for_the_charts_and_refuses_a_page_without_data(tmp_path, shots):
-    from benchmarks.browser import Browser
+def test_look_waits_for_the_charts_and_refuses_a_page_without_data(tmp_path, shots, browser):
     from benchmarks.look import check
     pages = {
         # spinners first; a second later, the charts: look waits for them
@@ -157,11 +155,10 @@ def test_look_waits_for_the_charts_and_refuses_a_page_without_data(tmp_path, sho
         (tmp_path / f"{name}.html").write_text(body)
     drawn = {"late-charts", "rows-with-values", "session-listed"}      # the rest never is: waited for briefly
     opened = {}
-    with Browser(CHROMIUM) as browser:
-        for name in pages:
-            kind = "ui-runs" if "rows" in name else "ui-session" if "session" in name else "ui-cell-charts"
-            opened[name] = browser.open((tmp_path / f"{name}.html").as_uri(), check(kind), shots / f"{name}.png",
-                                        wait=60 if name in drawn else 2, tries=1, poll=0.2)
+    for name in pages:
+        kind = "ui-runs" if "rows" in name else "ui-session" if "session" in name else "ui-cell-charts"
+        opened[name] = browser.open((tmp_path / f"{name}.html").as_uri(), check(kind), shots / f"{name}.png",
+                                    wait=60 if name in drawn else 2, tries=1, poll=0.2)
     assert opened["late-charts"].ready and opened["late-charts"].data["drawn"] == 3
     assert not opened["spinning"].ready and "still loading" in opened["spinning"].why
     assert not opened["empty-chart"].ready and "1 of 1 charts without data" in opened["empty-chart"].why

@@ -78,17 +78,9 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def pg_dir():
-    base = Path(tempfile.mkdtemp(prefix="bpb-pg-"))
-    base.chmod(0o755)            # as root the cluster runs as postgres, who must reach the folder
-    folder = base / "pg"
-    started = run_cli("pg", "start", "--pg-dir", str(folder))
-    assert started.returncode == 0, started.stderr
-    assert "postgresql+psycopg://" in started.stdout
-    yield folder
-    stopped = run_cli("pg", "stop", "--pg-dir", str(folder))
-    shutil.rmtree(base, ignore_errors=True)
-    assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+def pg_dir(pg_cluster):
+    """The run's one PostgreSQL (tests/conftest.py, started with ``pg start``)."""
+    return pg_cluster.folder
 
 
 @pytest.fixture(scope="module")

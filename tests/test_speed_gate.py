@@ -3,7 +3,7 @@
 Speed: the significance test and the band together (benchmarks/regress.py, judge_speed), on
 repeat distributions with a known 3x shift, no shift, a shift inside the band, and a speed-up
 beyond it. Update: ``--update``'s one rule (``left_band``), the baseline's schema, and the
-atomic write.
+atomic write. And the gate refuses to judge a session run with another schedule or seeds.
 """
 import json
 import os
@@ -14,6 +14,8 @@ import pytest
 
 from benchmarks import baseline as baseline_file, regress
 from benchmarks.config import UsageError
+from benchmarks.gate import matrix_differences
+from benchmarks.plan import gate_options
 from benchmarks.regress import Measured, judge, updated_baseline
 
 COMMITTED = Path(baseline_file.BASELINE)
@@ -237,3 +239,14 @@ def test_the_baseline_is_replaced_atomically(tmp_path, monkeypatch):
     monkeypatch.undo()
     baseline_file.write_atomically(path, "new contents\n")
     assert path.read_text() == "new contents\n"
+
+
+def test_the_gate_refuses_a_session_run_with_another_schedule_or_seeds():
+    matrix = gate_options()
+    same = {"params.option.schedule": ",".join(map(str, matrix.schedule)), "params.option.seeds": "0,1,2",
+            "params.option.dataset": "fashion-mnist"}
+    assert matrix_differences(same, matrix) == []
+    other = {**same, "params.option.seeds": "0", "params.option.schedule": "('hw1-q4', 3, None)"}
+    differ = matrix_differences(other, matrix)
+    assert len(differ) == 2 and "seeds is '0', the gate's '0,1,2'" in differ
+

@@ -122,6 +122,7 @@ def test_a_tiny_real_run_through_the_cli_writes_the_summary_and_logs_one_run_per
             "adam_share.value"} <= set(adam_run.data.metrics)
 
 
+@pytest.mark.integration                 # measures for seconds
 @pytest.mark.parametrize("name, preset", [("homework-loop", "hw1-q4"), ("gemm-floor", "hw1-q3")])
 def test_a_yardstick_is_prepared_by_the_runner_and_only_a_trainer_has_parity(name, preset):
     from studies import family_worker

@@ -1,6 +1,10 @@
 """The two probes (studies/threads_probe.py, studies/contention_probe.py) measure through
 studies.fresh: one tiny real measurement each, in its fresh process, comes back as numbers."""
+import pytest
+
 from studies import contention_probe, threads_probe
+
+pytestmark = pytest.mark.integration      # each probe measures in fresh processes
 
 
 def test_contention_probe_measures_one_case_in_a_fresh_process():

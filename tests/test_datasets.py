@@ -28,19 +28,21 @@ def test_real_fashion_mnist_loads_and_verifies(fashion):
     assert len(fashion.digest) == 16
 
 
-def _copy_real(tmp_path: Path) -> Path:
-    """The four real files, plain (decompressed), in a folder the test may damage."""
-    folder = tmp_path / "fm"
-    folder.mkdir()
-    for src in SYSTEM.glob("*.gz"):
-        (folder / src.stem).write_bytes(gzip.decompress(src.read_bytes()))
-    return folder
+@pytest.fixture(scope="module")
+def plain():
+    """The four real files' bytes, decompressed once for the module."""
+    return {src.stem: gzip.decompress(src.read_bytes()) for src in SYSTEM.glob("*.gz")}
 
 
 @pytest.fixture
-def damaged(tmp_path, fashion):
+def damaged(tmp_path, fashion, plain):
+    """The four real files, plain (decompressed), in a folder the test may damage."""
     datasets._load_folder.cache_clear()
-    yield _copy_real(tmp_path)
+    folder = tmp_path / "fm"
+    folder.mkdir()
+    for name, data in plain.items():
+        (folder / name).write_bytes(data)
+    yield folder
     datasets._load_folder.cache_clear()
 
 

@@ -13,6 +13,7 @@ from tests.helpers import fake_session, run_cli, sqlite_uri
 CELLS = {"accuracy/numpy-batch/hw1-q3/float32/b256/s0": (0.87, 1e5),
          "throughput/numpy-batch/hw1-q4/float32/b256/s0": (None, 3e5)}
 DEAD_PID = "999999999"            # above any pid_max: no process has it
+pytestmark = pytest.mark.integration      # a real MLflow store: seconds to write
 
 
 @pytest.fixture(scope="module")

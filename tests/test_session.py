@@ -1,4 +1,6 @@
-"""The bench session end to end: logged schema, faults, interrupts, bad tracking URIs."""
+"""The bench session end to end: logged schema, faults, interrupts, bad tracking URIs, and
+the MLflow UI's conventions and the progress it prints."""
+import json
 import os
 import signal
 import subprocess
@@ -300,3 +302,34 @@ def test_dry_run_report_has_the_peers_section(dry_run):
     for name in installed:
         assert f"| {name} | peer | float32 | 256 |" in md
         assert f"{name} runs at " in md
+
+
+@pytest.mark.integration
+def test_the_session_follows_mlflow_conventions_and_prints_progress(dry_run):
+    import mlflow
+    uri, proc, _ = dry_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.startswith("estimate: ") and "epoch 1/1: test accuracy" in proc.stdout
+    assert "[1/" in proc.stdout and "viewStateShareKey=" in proc.stdout
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("backprop-bench")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(exp.tags["mlflow.sharedViewState.backprop-bench-latest"])
+    assert "metrics.`speedup_vs_reference`" in json.loads(view["state"])["selectedColumns"]
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if r.data.tags["bpb.kind"] == "session")
+    cells = [r for r in runs if r.data.tags["bpb.kind"] == "cell"]
+    assert "is fastest" in parent.data.tags["mlflow.note.content"]
+    assert any(k.startswith("system/") for k in parent.data.metrics)          # MLflow's system metrics
+    assert parent.inputs.dataset_inputs and "peak_gemm_gflops_float64" in parent.data.params
+    for run in cells:
+        impl, dtype = run.data.tags["implementation"], run.data.tags["dtype"]
+        assert run.info.run_name.startswith(f"{impl} {dtype.replace('float', 'f')} b"), run.info.run_name
+        assert {"flops_per_sample", "peak_gemm_gflops", "cell_kind"} <= set(run.data.params)
+        assert not {"flops_per_sample", "peak_gemm_gflops", "repeats", "epoch"} & set(run.data.metrics)
+        assert {"load_average_start", "load_average_end", "samples_per_second_relative_iqr",
+                "speedup_vs_reference"} <= set(run.data.metrics), run.info.run_name
+        stepped = {k for k in run.data.metrics if k.startswith(("epoch/", "repeat/"))}
+        kind = run.data.tags["bpb.cell_kind"]
+        assert stepped and all(k.startswith("epoch/" if kind == "accuracy" else "repeat/") for k in stepped)
+

@@ -1,80 +1,27 @@
 """Many machines, one store: a real PostgreSQL and a real ``mlflow server``, both started
 through the project's own commands (``python -m benchmarks pg start`` and ``python -m
 benchmarks server``), as users and CI start them. Skipped only where PostgreSQL is not
-installed (``apt-get install postgresql``; ``.ci/run`` does).
+installed (``apt-get install postgresql``; ``.ci/run`` does). What happens to the server's own
+processes when it dies is in tests/test_server_children.py.
 
 One PostgreSQL and one server serve the module; the sessions are ``bench --dry-run`` on two
 numpy implementations (7 cells each, seconds apiece)."""
 import collections
 import json
-import os
-import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from tracking import pg
-from tests.helpers import ROOT, is_outcome, run_cli
+from tests.helpers import is_outcome, run_cli
+from tests.team_server import Server, bench, sessions
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(pg.installed() is not None, reason=f"needs PostgreSQL: {pg.installed()}")]
 mlflow = pytest.importorskip("mlflow")
-# one thread for all: the default count is chosen per session by a probe (benchmarks/threads.py),
-# and float32 GEMMs round differently on 1 and 2 threads, so sessions compared value for value
-# must run on the same count
-SMALL = ("bench", "--dry-run", "--impl", "numpy-sample,numpy-batch", "--threads", "1")
 LABELS = ("laptop", "ci-runner-1", "ci-runner-2", "gpu-box")
 DETERMINISTIC = ("epoch/train_loss", "epoch/test_loss", "epoch/test_accuracy", "test_accuracy", "parity_max_error")
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "CI": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``python -m benchmarks server`` in a process group of its own, output to a file."""
-
-    def __init__(self, pg_dir: Path, folder: Path, *extra, env=None, port=None):
-        self.port, self.folder, self.env = port or free_port(), folder, {**ENV, **(env or {})}
-        folder.mkdir(parents=True, exist_ok=True)
-        self.args = ["server", "--pg-dir", str(pg_dir), "--port", str(self.port), "--workers", "1",
-                     "--artifacts-destination", str(folder / "artifacts"), *extra]
-        self.url, self.log, self.proc, self.starts = f"http://127.0.0.1:{self.port}", folder / "server.log", None, 0
-
-    def start(self, timeout=180):
-        self.starts += 1
-        out = open(self.log, "a")
-        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks", *self.args], cwd=ROOT, env=self.env,
-                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            ready = re.findall(r"MLflow server ready at \S+ \(pid (\d+)\)", self.log.read_text())
-            if len(ready) == self.starts:
-                self.mlflow_pid = int(ready[-1])
-                return self
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            time.sleep(0.3)
-        raise AssertionError("server not ready:\n" + self.log.read_text()[-3000:])
-
-    def kill_mlflow(self):
-        """kill -9 of the mlflow server and its workers, as a crash would; the wrapper then exits."""
-        os.killpg(self.mlflow_pid, signal.SIGKILL)
-        assert self.proc.wait(timeout=60) == 1
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -89,22 +36,6 @@ def server(pg_dir, tmp_path_factory):
     yield srv
     srv.stop()
     assert srv.proc.returncode == 0, srv.log.read_text()[-2000:]
-
-
-def bench(url, out, *extra, env=None):
-    return subprocess.Popen([sys.executable, "-m", "benchmarks", *SMALL, "--tracking-uri", url, "--output-dir",
-                             str(out), *extra], cwd=ROOT, env={**ENV, **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
-def sessions(url):
-    client = mlflow.MlflowClient(url)
-    exp = client.get_experiment_by_name("backprop-bench")
-    runs = client.search_runs([exp.experiment_id], max_results=5000)
-    by_parent = collections.defaultdict(list)
-    for run in runs:
-        by_parent[run.data.tags.get("mlflow.parentRunId")].append(run)
-    return client, [r for r in runs if r.data.tags.get("bpb.kind") == "session"], by_parent
 
 
 @pytest.fixture(scope="module")
@@ -299,146 +230,9 @@ def test_tracking_costs_under_two_percent_of_a_quick_session(server, tmp_path):
     assert all(f["tracking_wait_fraction"] < 0.02 for f in figures.values()), figures
 
 
-# ---- the server owns its children ----------------------------------------------------------
-ADMIN = {"MLFLOW_AUTH_ADMIN_USERNAME": "admin", "MLFLOW_AUTH_ADMIN_PASSWORD": "Adm1n-pw-q4W"}
-# answers 200 to every GET, /health included, and asks for no password: an unauthenticated server
-IMPOSTOR = """import http.server, sys
-class Answer(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.end_headers(); self.wfile.write(b"OK")
-    def log_message(self, *args): pass
-http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Answer).serve_forever()
-"""
-
-
-def processes() -> dict:
-    """pid -> (parent pid, process group, command line) of every live process."""
-    found = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if fields[0] != "Z":
-            found[int(entry.name)] = (int(fields[1]), int(fields[2]), cmdline)
-    return found
-
-
-def group(pgid: int) -> list[int]:
-    return [pid for pid, (_, g, _) in processes().items() if g == pgid]
-
-
-def eventually(condition, seconds: float = 90) -> bool:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if condition():
-            return True
-        time.sleep(0.3)
-    return condition()
-
-
-def end_mlflow_group(pgid: int) -> None:
-    """Clean up after a failing test: kill what is left of the mlflow server's group."""
-    if any("mlflow" in cmd or "uvicorn" in cmd for pid, (_, g, cmd) in processes().items() if g == pgid):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def serves(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-        return True
-    except OSError:
-        return False
-
-
-def test_kill_9_of_the_server_command_ends_its_mlflow_server_and_its_postgresql(tmp_path):
-    base = Path(tempfile.mkdtemp(prefix="bpb-pg-"))
-    base.chmod(0o755)
-    own = base / "pg"                                  # a cluster this server starts, so it must stop it
-    srv = Server(own, tmp_path).start()
-    postmaster = int((own / "data" / "postmaster.pid").read_text().split()[0])
-    try:
-        os.kill(srv.proc.pid, signal.SIGKILL)
-        srv.proc.wait(timeout=30)
-        assert eventually(lambda: not group(srv.mlflow_pid) and postmaster not in processes()), (
-            [processes().get(pid) for pid in group(srv.mlflow_pid)], postmaster in processes())
-        assert not serves(srv.port)
-        assert run_cli("pg", "status", "--pg-dir", str(own)).returncode == 3        # stopped
-        assert "is gone; its keeper ended the mlflow server" in srv.log.read_text()
-    finally:
-        end_mlflow_group(srv.mlflow_pid)
-        run_cli("pg", "stop", "--pg-dir", str(own))
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def test_a_restart_ends_what_a_dead_server_left_serving_and_only_then_says_auth_on(pg_dir, tmp_path):
-    """The server and its keeper both killed: the mlflow server's uvicorn child still serves
-    the port without auth. A restart with --auth must end it, not take it for its own."""
-    import requests
-    first = Server(pg_dir, tmp_path / "first").start()
-    keepers = [pid for pid, (ppid, _, cmd) in processes().items()
-               if ppid == first.proc.pid and "tracking.keeper" in cmd]
-    # Stopped, the mlflow process cannot act on the SIGTERM its parent's death sends it (it stays
-    # pending), so its uvicorn child keeps serving: the orphan this test needs, every time.
-    os.kill(first.mlflow_pid, signal.SIGSTOP)
-    for pid in [*keepers, first.proc.pid]:
-        os.kill(pid, signal.SIGKILL)
-    first.proc.wait(timeout=30)
-    second = Server(pg_dir, tmp_path / "second", "--auth", env=ADMIN, port=first.port)
-    try:
-        assert requests.get(f"{first.url}/health", timeout=10).status_code == 200     # the orphan serves
-        second.start()
-        search = f"{second.url}/api/2.0/mlflow/experiments/search?max_results=1"
-        assert requests.get(search, timeout=30).status_code == 401
-        assert requests.get(search, timeout=30, auth=("admin", ADMIN["MLFLOW_AUTH_ADMIN_PASSWORD"])).status_code == 200
-        log = second.log.read_text()
-        assert "auth on (admin admin)" in log
-        assert "is gone; ended what it left running: the mlflow server" in log
-        assert not group(first.mlflow_pid)
-    finally:
-        second.stop()
-        end_mlflow_group(first.mlflow_pid)
-
-
-def test_a_port_answered_by_another_program_is_refused_naming_it(pg_dir, tmp_path):
-    port, script = free_port(), tmp_path / "impostor.py"
-    script.write_text(IMPOSTOR)
-    impostor = subprocess.Popen([sys.executable, str(script), str(port)])
-    try:
-        assert eventually(lambda: serves(port), 30)
-        done = run_cli("server", "--auth", "--pg-dir", str(pg_dir), "--port", str(port), "--workers", "1",
-                       "--artifacts-destination", str(tmp_path / "artifacts"), env=ADMIN, timeout=300)
-        said = done.stdout + done.stderr
-        assert done.returncode == 2, said
-        holder = f"pid {impostor.pid} ({Path(sys.executable).name} {script} {port})"
-        assert f"port {port} is already in use by {holder}, which this command did not start" in done.stderr
-        assert "server ready" not in said and "auth on" not in said and "Traceback" not in said
-    finally:
-        impostor.kill()
-        impostor.wait()
-
-
 def test_a_second_server_on_a_live_servers_port_refuses(server, pg_dir, tmp_path):
     done = run_cli("server", "--pg-dir", str(pg_dir), "--port", str(server.port), "--workers", "1",
                    "--artifacts-destination", str(tmp_path / "artifacts"), timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"a backprop-bench server (pid {server.proc.pid}) already serves port {server.port}" in done.stderr
     assert "server ready" not in done.stdout and "Traceback" not in done.stderr
-
-
-def test_readiness_is_the_started_servers_own_socket_not_whoever_answers(tmp_path):
-    """Something else binds the port after the check at start: ``wait_ready`` names it."""
-    from tracking.server import ServerError, wait_ready
-    child = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    with socket.socket() as listening:
-        listening.bind(("127.0.0.1", 0))
-        listening.listen()
-        port = listening.getsockname()[1]
-        try:
-            with pytest.raises(ServerError, match=f"port {port} is answered by pid {os.getpid()} "):
-                wait_ready(f"http://127.0.0.1:{port}", child, 20, port=port)
-        finally:
-            child.kill()
-            child.wait()

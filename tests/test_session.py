@@ -14,7 +14,7 @@ import pytest
 import impls
 from benchmarks.plan import BenchOptions
 from benchmarks.config import RunConfig
-from tests.helpers import PEAKS, ROOT, Recorder, is_outcome, run_cli
+from tests.helpers import ROOT, is_outcome, run_cli
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -27,37 +27,6 @@ def runs_of(uri):
     parents = df[df["tags.bpb.kind"] == "session"]
     children = df[df["tags.bpb.kind"] == "cell"]
     return client, parents, children
-
-
-@pytest.mark.parametrize("cores, load, probe, threads, words", [
-    (2, 0.3, 1.3, 2, "2 threads"),         # quiet: both cores
-    (2, 1.1, None, 1, "busy"),             # no probe, one busy loop beside: 1 thread
-    (2, 0.2, 0.4, 1, "contended"),         # load average still low (it lags), the probe sees the collapse
-    (2, 1.2, 1.3, 2, "2 threads"),         # the load average still high from a run that ended: the probe decides
-    (1, 0.0, None, 1, "one core"),
-    (16, 3.2, 1.5, 13, "13 threads"),
-    (2, None, None, 2, "load unknown"),
-])
-def test_default_threads_decisions(cores, load, probe, threads, words):
-    from benchmarks import threads as policy
-    n, reason = policy.choose_threads(cores, load, probe)
-    assert (n, words in reason) == (threads, True), reason
-    if load is not None:                   # None: default_threads reads this machine's
-        assert policy.default_threads(cores=cores, load=load, probe=probe, measure=False) == (n, reason)
-
-
-def test_worker_environment_keeps_what_the_user_set():
-    from benchmarks import threads
-    env = {"OMP_WAIT_POLICY": "ACTIVE", "PATH": "/bin", "OPENBLAS_CORETYPE": "Haswell"}
-    assert threads.set_worker_env(env) == {"OMP_WAIT_POLICY": "ACTIVE", "OPENBLAS_CORETYPE": "Haswell",
-                                           "OPENBLAS_THREAD_TIMEOUT": "4"}
-    assert not {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"} & set(threads.WORKER_ENV)
-
-
-def test_threads_option_defaults_to_the_choice_and_overrides_it():
-    from benchmarks.cli import build_parser
-    assert build_parser().parse_args(["bench"]).threads is None
-    assert build_parser().parse_args(["bench", "--threads", "1"]).threads == 1
 
 
 @pytest.mark.integration
@@ -228,43 +197,6 @@ def test_ctrl_c_marks_the_current_run_killed_and_keeps_finished_ones(tmp_path):
     assert killed["tags.bpb.failure_reason"].str.contains("interrupted").all()
 
 
-
-
-def test_an_accuracy_cell_prepares_its_implementation_exactly_once(fashion, monkeypatch):
-    from benchmarks import cells, runner
-    from benchmarks.config import PRESETS
-    from benchmarks.plan import Cell
-    first_calls, instances = [], []
-    measure = runner.measure_first_call
-    monkeypatch.setattr(runner, "measure_first_call", lambda p: first_calls.append(p.config.impl) or measure(p))
-    cls = impls.get("numpy-batch")
-    init = cls.__init__
-    monkeypatch.setattr(cls, "__init__", lambda self, *a, **kw: instances.append(1) or init(self, *a, **kw))
-    config = PRESETS["hw1-q3"].replace(impl="numpy-batch", epochs=2, train_limit=1024, test_limit=256)
-    rec = Recorder()
-    cells.run_group([Cell("accuracy", config)], fashion, rec, PEAKS, BenchOptions())
-    assert [o.status for o in rec.closed] == ["FINISHED"], rec.closed[0].reason
-    assert first_calls == ["numpy-batch"]
-    # one throwaway for the first call, one for the parity step, one trained: never a second preparation
-    assert len(instances) == 3
-    compile_logged = [m["compile_seconds"] for m, _, _ in rec.logged if "compile_seconds" in m]
-    assert compile_logged == [rec.closed[0].summary["compile_seconds"]]
-    assert [step for m, _, step in rec.logged if "epoch/test_accuracy" in m] == [1, 2]
-
-
-def test_a_raising_cell_is_failed_with_its_reason_and_the_group_goes_on(fashion, monkeypatch):
-    from benchmarks import cells
-    from benchmarks.config import PRESETS
-    from benchmarks.plan import Cell
-    from tests import faults
-    monkeypatch.setattr(impls.get("torch-cpu"), "train_epoch", impls.get("torch-cpu").train_epoch)
-    faults.raise_in_torch_cpu()
-    base = PRESETS["hw1-q4"].replace(epochs=1, train_limit=300, test_limit=100)
-    group = [Cell("accuracy", base.replace(impl="torch-cpu")), Cell("accuracy", base.replace(impl="numpy-sample"))]
-    rec = Recorder()
-    cells.run_group(group, fashion, rec, PEAKS, BenchOptions())
-    assert [o.status for o in rec.closed] == ["FAILED", "FINISHED"]
-    assert rec.closed[0].reason == "RuntimeError: injected failure in torch-cpu"
 
 
 @pytest.mark.parametrize("uri, needle", [

@@ -31,13 +31,45 @@ def full_disk(tmp_path):
 @pytest.fixture(scope="session")
 def dry_run(tmp_path_factory, fashion):
     """One ``bench --dry-run`` session through the CLI, shared by the tests that read it:
-    (tracking URI, the finished process, the report folder)."""
+    (tracking URI, the finished process, the report folder). Under pytest-xdist the workers
+    share one: the first to need it runs it under a lock, the others read what it left."""
+    import json
+    import subprocess
+    from filelock import FileLock
     from tests.helpers import run_cli
-    folder = tmp_path_factory.mktemp("dry-run")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    proc = run_cli("bench", "--dry-run", "--tracking-uri", uri, "--output-dir", str(folder / "report"), env={"CI": "1"})
-    return uri, proc, folder / "report"
-def pytest_collection_modifyitems(items):
+    workers = hasattr(tmp_path_factory.config, "workerinput")
+    root = tmp_path_factory.getbasetemp().parent if workers else tmp_path_factory.getbasetemp()
+    folder, saved = root / "dry-run", root / "dry-run.json"
+    with FileLock(str(root / "dry-run.lock")):
+        if not saved.exists():
+            folder.mkdir(exist_ok=True)
+            uri = f"sqlite:///{folder / 'mlflow.db'}"
+            proc = run_cli("bench", "--dry-run", "--tracking-uri", uri, "--output-dir", str(folder / "report"),
+                           env={"CI": "1"})
+            saved.write_text(json.dumps({"uri": uri, "args": [str(a) for a in proc.args], "rc": proc.returncode,
+                                         "stdout": proc.stdout, "stderr": proc.stderr}))
+    run = json.loads(saved.read_text())
+    proc = subprocess.CompletedProcess(run["args"], run["rc"], run["stdout"], run["stderr"])
+    return run["uri"], proc, folder / "report"
+
+
+# Under pytest-xdist (tox -e test runs ``-n 2 --dist loadfile``) a file's tests stay on one
+# worker, so a module-scoped fixture (the gate's session, the eight sessions on the server) is
+# built once. Each worker sends the files that take longest first, so that neither is left with
+# the gate at the end; the rest follow in file order. Per-worker session fixtures (PostgreSQL,
+# Chromium) start in seconds; the dry-run session is built once for both.
+LONGEST_FIRST = ("test_gate.py", "test_server.py", "test_store.py", "test_commands.py", "test_failure.py",
+                 "test_pages.py", "test_session.py", "test_server_children.py", "test_compare.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    mark_gpu_rows(items)
+    if hasattr(config, "workerinput"):                  # an xdist worker
+        rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: file order kept
+
+
+def mark_gpu_rows(items):
     """The conformance suite's rows of GPU implementations are GPU tests too, so that
     ``pytest -m gpu`` (gpu-check) runs them; elsewhere they skip with the registry's reason."""
     named = [(item, item.callspec.params["name"]) for item in items
@@ -94,3 +126,4 @@ def browser(chromium):
     from benchmarks.browser import Browser
     with Browser(chromium) as opened:
         yield opened
+

@@ -29,7 +29,7 @@ def full_disk(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def dry_run(tmp_path_factory, fashion):
+def dry_run(tmp_path_factory, pytestconfig, fashion):
     """One ``bench --dry-run`` session through the CLI, shared by the tests that read it:
     (tracking URI, the finished process, the report folder). Under pytest-xdist the workers
     share one: the first to need it runs it under a lock, the others read what it left."""
@@ -37,7 +37,7 @@ def dry_run(tmp_path_factory, fashion):
     import subprocess
     from filelock import FileLock
     from tests.helpers import run_cli
-    workers = hasattr(tmp_path_factory.config, "workerinput")
+    workers = hasattr(pytestconfig, "workerinput")
     root = tmp_path_factory.getbasetemp().parent if workers else tmp_path_factory.getbasetemp()
     folder, saved = root / "dry-run", root / "dry-run.json"
     with FileLock(str(root / "dry-run.lock")):

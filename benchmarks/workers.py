@@ -146,7 +146,7 @@ def _signals_deferred():
     """A store write runs to its end: Ctrl-C or SIGTERM arriving during it is raised right
     after, by the handler it would have met. A SQLite transaction interrupted halfway leaves the
     database locked, and the session could then not be marked KILLED (seen in
-    tests/test_bench.py's Ctrl-C test once a worker stopped waiting for each write)."""
+    tests/test_session.py's Ctrl-C test once a worker stopped waiting for each write)."""
     got = []
     previous = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -164,7 +164,7 @@ class Session:
             except Exception as exc:   # MlflowException wrapping the database's IntegrityError
                 # sessions started together insert the same dataset row at once: the losers hit
                 # the unique key (SQLite: "UNIQUE constraint failed"; PostgreSQL: "duplicate
-                # key"; seen in CI, tests/test_faults_cli.py). By then the row exists: retry.
+                # key"; seen in CI, tests/test_commands.py). By then the row exists: retry.
                 if not any(s in str(exc) for s in ("UNIQUE constraint", "duplicate key", "IntegrityError")) \
                         or attempt == 2:
                     raise

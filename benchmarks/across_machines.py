@@ -12,6 +12,7 @@ import tracking
 from benchmarks.config import UsageError
 from reports.across_machines import write_machines_report
 from reports.tables import to_text
+from reports.text import one_line
 
 
 def run_machines_report(store: tracking.Store, refs: list[str] | None, out_dir: str, mode: str | None = None,
@@ -32,7 +33,7 @@ def run_machines_report(store: tracking.Store, refs: list[str] | None, out_dir: 
     key = hashlib.sha1(",".join(sorted(sessions["run_id"])).encode()).hexdigest()[:8]
     folder = Path(out_dir) / f"machines-{key}"
     paths, table = write_machines_report(cells, facts, dict(impls.PARITY_TOLERANCE), folder, impls.SPEEDUP_BASE)
-    log(f"{len(sessions)} machines: " + ", ".join(f"{m} ({s[:8]})" for m, s in zip(names, sessions["run_id"])))
+    log(f"{len(sessions)} machines: " + ", ".join(f"{one_line(m)} ({s[:8]})" for m, s in zip(names, sessions["run_id"])))
     log(to_text(table))
     run = tracking.Session.start(store, name=f"machines-{time.strftime('%Y%m%d-%H%M%S')}",
                                  params={"sessions": ",".join(sessions["run_id"]), "machines": ",".join(names)},

@@ -21,7 +21,7 @@ import pandas as pd
 
 from reports.page import TABLE, TEXT, page
 from reports.stats import bootstrap_ratio
-from reports.text import markdown_page
+from reports.text import markdown_page, one_line
 from reports.tables import to_markdown
 from tracking.peaks import MEASURED_PARAMS
 
@@ -157,12 +157,13 @@ LIST_KEYS = ("machine.blas", "machine.threads_blas")   # one entry per library l
 
 
 def _value(row: pd.Series, key: str) -> str:
-    """``row[key]`` as the text compared: "-" when absent; a list of libraries sorted (sessions
-    recorded before the inventory sorted it listed them in the order they were loaded)."""
+    """``row[key]`` as the text compared, on one line (``reports/text.py`` ``one_line``: it is
+    printed in the terminal): "-" when absent; a list of libraries sorted (sessions recorded
+    before the inventory sorted it listed them in the order they were loaded)."""
     v = row.get(key)
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    text = str(v)
+    text = one_line(v)
     if key.endswith(LIST_KEYS):
         sep = "; " if key.endswith("machine.blas") else ";"
         text = sep.join(sorted(part.strip() for part in text.split(sep.strip())))

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from reports.stats import olympic_mean
-from reports.text import MarkdownBlock, markdown_text
+from reports.text import MarkdownBlock, markdown_text, one_line
 from tracking.peaks import GPU_KEY, on_one_thread
 
 NA = "n/a"
@@ -146,9 +146,10 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def to_text(table: pd.DataFrame) -> str:
-    """A plain, left-aligned terminal table with a rule under the header."""
-    cols = [str(c) for c in table.columns]
-    rows = [[str(v) for v in row] for row in table.itertuples(index=False)]
+    """A plain, left-aligned terminal table with a rule under the header; one line per row,
+    whatever a cell holds (``reports/text.py`` ``one_line``)."""
+    cols = [one_line(c) for c in table.columns]
+    rows = [[one_line(v) for v in row] for row in table.itertuples(index=False)]
     widths = [max(len(x) for x in [c, *[r[i] for r in rows]]) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip(), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in rows]

@@ -33,6 +33,12 @@ def printable(text: str) -> str:
     return CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
+def one_line(value) -> str:
+    """``value`` as one line of terminal text: control characters, tab and newline included,
+    shown as their escapes, so that no store value can start a line of its own in a table."""
+    return printable(str(value)).replace("\t", "\\t").replace("\n", "\\n")
+
+
 def markdown_text(value) -> str:
     """``value`` as one line of markdown text that is never read as HTML or as table syntax."""
     text = printable(str(value).replace("\r\n", " ").replace("\n", " ").replace("\r", " "))

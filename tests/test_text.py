@@ -5,7 +5,7 @@ import pytest
 
 from reports.page import png
 from reports.tables import to_markdown, to_text
-from reports.text import markdown_page, markdown_text, printable
+from reports.text import markdown_page, markdown_text, one_line, printable
 
 # math that matplotlib cannot parse, a terminal title change, HTML, a table cell's end, a newline
 HOSTILE = "ev$\\frac{$il\x1b]0;pwned\x07<img src=x onerror=alert(1)>\n| x |\r\x9b2J"
@@ -21,6 +21,14 @@ def test_markdown_text_is_one_line_without_html_or_table_syntax():
     assert "\n" not in text and "\r" not in text and "\x1b" not in text
     assert "<img" not in text and "&lt;img" in text
     assert "\\| x \\|" in text
+
+
+def test_a_terminal_table_row_is_one_line_whatever_a_cell_holds():
+    import pandas as pd
+    assert one_line("a\tb\nc\r\x1b") == "a\\tb\\nc\\r\\x1b"
+    lines = to_text(pd.DataFrame({"machine": [HOSTILE, "laptop"], "samples/s": [1.0, 2.0]})).splitlines()
+    assert len(lines) == 4                              # header, rule, two rows
+    assert lines[2].startswith("ev$") and "\\n| x |" in lines[2] and lines[3].startswith("laptop")
 
 
 def test_a_table_cell_cannot_end_its_row_and_free_lines_cannot_start_html():
@@ -72,6 +80,7 @@ def test_hostile_store_values_reach_no_terminal_markdown_or_figure_as_code(tmp_p
         assert "\x1b" not in said and "\x07" not in said and "\x9b" not in said, args
         if args[0] == "compare" or "--latest-per-machine" in args:   # these print the machine label
             assert "\\x1b]0;pwned" in said, args                          # shown, not obeyed
+        assert not any(line.startswith("| x |") for line in said.splitlines()), args    # no forged line
     pages = list(out.rglob("*.md"))
     assert len(pages) == 4
     for page in pages:

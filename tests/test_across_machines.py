@@ -85,5 +85,11 @@ def test_the_machine_label_and_the_servers_refusals_come_before_any_work(tmp_pat
     loose.chmod(0o644)
     refused = run_cli("server", "--auth", "--auth-file", str(loose), "--backend-store-uri", "postgresql://u@db.invalid/x")
     assert refused.returncode == 2 and "chmod 600" in refused.stderr
+    short = "S3cretPW9x"                                 # 10 characters: MLflow's auth app needs 12
+    too_short = run_cli("server", "--auth", "--backend-store-uri", "postgresql://u@db.invalid/x",
+                        env={"MLFLOW_AUTH_ADMIN_PASSWORD": short})
+    assert too_short.returncode == 2, too_short.stdout + too_short.stderr
+    assert "is refused by MLflow: Password must be at least 12 characters" in too_short.stderr
+    assert short not in too_short.stdout + too_short.stderr and "Traceback" not in too_short.stderr
     for done in (no_admin, refused):
         assert secret not in done.stdout + done.stderr and "Traceback" not in done.stderr

@@ -104,6 +104,12 @@ def admin_credentials(auth_file: str | None) -> tuple[str, str]:
         where = "MLFLOW_AUTH_ADMIN_PASSWORD (and MLFLOW_AUTH_ADMIN_USERNAME, default admin), or --auth-file"
     if not user or not password:
         raise ServerError(f"--auth needs an admin username and password: set {where}")
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_password     # the rule the auth app applies at its start
+    try:
+        _validate_password(password)
+    except MlflowException as exc:
+        raise ServerError(f"--auth: the admin password ({where}) is refused by MLflow: {exc.message}") from None
     return user, password
 
 

@@ -109,8 +109,12 @@ def run_gate(options: GateOptions, baseline_path: Path, speed: str = "warn", upd
         new, moved = regress.updated_baseline(baseline, measured, verdicts, options.speed_band, options.record())
         # under the file's lock, onto the file as it is now: another update's entries stay
         baseline, changed = baseline_file.update(baseline_path, lambda now: regress.merged(now, new, moved))
-        log(f"baseline {baseline_path} {'rewritten' if changed else 'unchanged'} from session {run_id}"
-            + (f"; moved (left their band): {', '.join(moved)}" if moved else ""))
+        if changed:
+            log(f"baseline {baseline_path} rewritten from session {run_id}"
+                + (f"; moved (left their band): {', '.join(moved)}" if moved else ""))
+        else:                   # nothing left its band, or the file already holds what would move
+            log(f"baseline {baseline_path} unchanged by session {run_id}"
+                + (f": the entries that left their band already hold its values ({', '.join(moved)})" if moved else ""))
     # after an update, the exit status is the verdict against the baseline just written
     final = regress.judge(measured, baseline, speed, options.checks, options.in_scope) if update else verdicts
     failing = [v for v in final if v.failing]

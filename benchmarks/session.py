@@ -19,8 +19,8 @@ import numpy as np
 import impls
 import tracking
 from benchmarks import gpu, peaks as peak_probes, workers
-from benchmarks.inventory import inventory as machine_inventory
-from benchmarks.threads import default_threads, pin_threads, set_worker_env
+from benchmarks.inventory import inventory as machine_inventory, thread_env as inventory_thread_env
+from benchmarks.threads import default_threads, pin_threads
 from benchmarks.cells import EXAMPLE_INDICES, CellOutcome, load_average, one_thread, run_group
 from benchmarks.config import UsageError
 from benchmarks.estimate import estimate
@@ -114,13 +114,13 @@ def survey(options: BenchOptions, data, store: tracking.Store, settings: Session
     if not cells:
         raise UsageError("nothing to run here: " + ("; ".join(skipped) or "the matrix is empty") +
                          ". Choose other implementations with --impl.")
-    thread_env = set_worker_env()       # before any worker starts: they inherit it
+    thread_env = inventory_thread_env()      # what the workers inherit, as the user set it
     threads, reason = default_threads() if settings.threads is None else (settings.threads, "--threads given")
     pinned = pin_threads(threads)
     inventory = machine_inventory()
     log(estimate(cells, options, earlier_durations(store, settings.mode), len(data.y_train)))
-    log(f"threads {threads}: {reason}; worker environment "
-        f"{' '.join(f'{k}={v}' for k, v in thread_env.items()) or 'unset'}")
+    log(f"threads {threads}: {reason}; thread-pool variables "
+        f"{' '.join(f'{k}={v}' for k, v in thread_env.items()) or 'none set'}")
     dry = settings.mode == "dry-run"
     probes = peak_probes.session_probes({c.config.dtype for c in cells if one_thread(c.config.impl)}, threads, dry, log)
     peaks = peak_probes.record(probes, gpu.session_peaks(any(impls.get(c.config.impl).device == "cuda" for c in cells), log))

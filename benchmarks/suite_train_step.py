@@ -10,7 +10,6 @@ implementations that cannot run here are skipped with their reason. Threads: ``$
 backends in one process, so read its numbers as per-step latency, and the bench session's
 isolated throughput cells for cross-backend comparisons.
 """
-import os
 
 import numpy as np
 import pytest

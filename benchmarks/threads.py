@@ -1,4 +1,4 @@
-"""Threads: the workers' environment, the one default thread count, and pinning.
+"""Threads: the one default thread count, and pinning.
 
 ``default_threads()`` is the count every entry point uses when none is given (``bench``,
 ``run``, ``regress``, ``gpu-check``, the pytest-benchmark suite and the studies).
@@ -12,26 +12,18 @@ import functools
 import os
 import sys
 
-from benchmarks.inventory import thread_env, thread_settings
+from benchmarks.inventory import thread_settings
 
 _LIMITS = None  # keeps threadpoolctl's limits alive for the process
 
-# Set by the harness for its worker processes, before they load a library, so that idle pool
-# threads sleep instead of spinning (docs/performance.md, "Why two threads collapse beside a
-# busy loop"): libgomp's (numba's omp layer, torch and its MKL) and OpenBLAS's pthreads server.
-# A value already in the environment wins. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are never set.
-WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
+# The workers inherit the user's environment as it is: the harness sets no thread-pool variable.
+# It once set OMP_WAIT_POLICY=PASSIVE and OPENBLAS_THREAD_TIMEOUT=4 so that idle pool threads
+# slept beside a busy loop; on a quiet machine that cost torch-cpu 2 threads half its rate at
+# batch 256 and five sixths at batch 1, and numpy-batch 16% (docs/performance.md, "The workers'
+# environment"). A loaded machine gets one thread instead (``choose_threads``).
 THREADS_ENV = "BPB_THREADS"   # a session's count, for the processes it starts that are not its workers
 FREE_CORES_FOR_TWO = 1.5   # fewer free cores than this (cores - 1-minute load average): 1 thread
 PROBE_COLLAPSE = 1.2       # 2 threads gaining less than this over 1 thread's step rate: contended (quiet here: 1.8)
-
-
-def set_worker_env(environ=os.environ) -> dict:
-    """Put ``WORKER_ENV`` into ``environ`` where unset (spawned workers inherit it); returns
-    the thread-related settings now in ``environ``, which the session records."""
-    for key, value in WORKER_ENV.items():
-        environ.setdefault(key, value)
-    return thread_env(environ)
 
 
 def choose_threads(cores: int, load: float | None, probe: float | None = None) -> tuple[int, str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import time
 
-import numpy as np
 
 import impls
 from benchmarks.config import Diverged

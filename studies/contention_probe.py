@@ -30,28 +30,32 @@ CASES = [
     ("torch-cpu t1", "torch-cpu", 1, {}),
     ("torch-cpu t2", "torch-cpu", 2, {}),
     ("torch-cpu t2 PASSIVE", "torch-cpu", 2, PASSIVE),
+    ("torch-cpu t2 GOMP_SPINCOUNT=1000", "torch-cpu", 2, {"GOMP_SPINCOUNT": "1000"}),
+    ("torch-cpu t2 GOMP_SPINCOUNT=10000", "torch-cpu", 2, {"GOMP_SPINCOUNT": "10000"}),
+    ("torch-cpu t2 GOMP_SPINCOUNT=100000", "torch-cpu", 2, {"GOMP_SPINCOUNT": "100000"}),
     ("jax t1", "jax-cpu", 1, {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}),
     ("jax t2", "jax-cpu", 2, {}),
 ]
 
 
-def one(impl: str, threads: int, seconds: float) -> dict:
+def one(impl: str, threads: int, seconds: float, preset: str = "hw1-q3") -> dict:
     """samples/s of one pass of about ``seconds`` after an untimed warm-up, in this process."""
     from benchmarks import datasets
     from benchmarks.threads import pin_threads
     from benchmarks.config import PRESETS
     from benchmarks.runner import prepare
     from benchmarks.timing import Timed
-    p = prepare(PRESETS["hw1-q3"].replace(impl=impl), datasets.load("fashion-mnist"))
+    p = prepare(PRESETS[preset].replace(impl=impl), datasets.load("fashion-mnist"))
     pin_threads(threads)
     timed = Timed(p.new(), p, seconds)
     timed.rate(0)
     return {"samples_per_second": timed.rate(1)}
 
 
-def in_process(case, seconds: float) -> float:
+def in_process(case, seconds: float, preset: str = "hw1-q3") -> float:
     _, impl, threads, env = case
-    out = fresh.run("studies.contention_probe:one", {"impl": impl, "threads": threads, "seconds": seconds}, env=env)
+    out = fresh.run("studies.contention_probe:one", {"impl": impl, "threads": threads, "seconds": seconds,
+                                                    "preset": preset}, env=env)
     if "error" in out:
         raise RuntimeError(out["error"])
     return out["samples_per_second"]
@@ -63,6 +67,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=positive_int, default=5)
     parser.add_argument("--seconds", type=positive_float, default=0.5, help="length of the timed pass")
     parser.add_argument("--busy", type=positive_int, default=1, help="busy loops beside the loaded measurements")
+    parser.add_argument("--preset", default="hw1-q3", choices=("hw1-q3", "hw1-q4"),
+                        help="the network, batch size, optimizer and dtype measured (default: hw1-q3)")
     parser.add_argument("--only", default="", help="comma-separated substrings of the case labels")
     args = parser.parse_args(argv)
     cases = [c for c in CASES if not args.only or any(s in c[0] for s in args.only.split(","))]
@@ -73,10 +79,10 @@ def main(argv=None) -> int:
             with fresh.busy(args.busy * (phase == "loaded"), settle=0.0):
                 for case in cases:
                     loads[phase].append(os.getloadavg()[0])
-                    rates[(case[0], phase)].append(in_process(case, args.seconds))
+                    rates[(case[0], phase)].append(in_process(case, args.seconds, args.preset))
         print(f"round {r + 1}: load {os.getloadavg()[0]:.2f} " + json.dumps({f"{k[0]}|{k[1]}": v[-1] for k, v in rates.items()}),
               file=sys.stderr, flush=True)
-    print(f"median samples/s of {args.rounds} rounds, each a fresh process; loaded = beside {args.busy} busy loop(s); "
+    print(f"{args.preset}: median samples/s of {args.rounds} rounds, each a fresh process; loaded = beside {args.busy} busy loop(s); "
           f"1-min load average quiet {min(loads['quiet']):.2f}-{max(loads['quiet']):.2f}, "
           f"loaded {min(loads['loaded']):.2f}-{max(loads['loaded']):.2f}")
     print("| case | quiet | loaded | loaded/quiet (median of rounds) |\n|---|---|---|---|")

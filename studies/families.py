@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks.threads import all_cores, set_worker_env
+from benchmarks.threads import all_cores
 from reports.families import table as summary_table
 from reports.stats import round_ratios, session_spread
 from studies import family_report, fresh
@@ -154,8 +154,7 @@ def run_worker(c: Contender, run: Run) -> dict:
     """One measurement in a fresh process (and, for a loaded one, a busy loop beside it)."""
     job = {"name": c.name, "source": c.source, "preset": c.preset, "dtype": c.dtype, "threads": c.threads,
            "mode": c.mode, "seconds": run.seconds, "data_dir": run.data_dir}
-    env = dict(os.environ)
-    set_worker_env(env)      # the thread pools' settings a session's workers get
+    env = dict(os.environ)      # as a session's workers get it: the thread pools' settings untouched
     # glibc's heap trimming off, both sides: homework-loop's per-step temporaries would pay 3x in
     # page faults (docs/performance.md, "Optimizers and the textbook loop"); a user's setting wins
     env = {"MALLOC_TRIM_THRESHOLD_": "100000000", "MALLOC_MMAP_THRESHOLD_": "10000000", **env}

@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-json", metavar="PATH", type=output_file, help="write per-epoch and summary results here")
     run.add_argument("--tf32", action="store_true", default=None,
                      help="float32 matmuls in TF32 on a CUDA implementation (default: off, float32 means float32)")
+    run.add_argument("--world-size", type=positive_int,
+                     help="torch-ddp's ranks, the batch split across them (default: the threads, at most 4)")
     add_data_options(run)
     run.set_defaults(func=commands.cmd_run)
 

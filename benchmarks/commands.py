@@ -84,6 +84,9 @@ def cmd_run(*, impl: list[str], preset: str, data_dir, download: bool, threads: 
                                                                              and c.dtype == "float32")]
     if refused:
         raise UsageError(f"--tf32 applies to float32 on torch-cuda and torch-cuda-graph only, not to {', '.join(refused)}")
+    refused = [c.impl for c in configs if c.world_size is not None and not impls.get(c.impl).takes_world_size]
+    if refused:
+        raise UsageError(f"--world-size applies to torch-ddp only, not to {', '.join(refused)}")
     data = datasets.load(configs[0].dataset, data_dir, download_ok=download)
     for name in {c.impl for c in configs}:
         impls.get(name)

@@ -29,6 +29,7 @@ class RunConfig:
     train_limit: int | None = None   # use only the first N training samples (quick runs)
     test_limit: int | None = None    # evaluate on the first N test samples only
     tf32: bool = False               # CUDA float32 matmuls in TF32 (torch-cuda*); off: float32 means float32
+    world_size: int | None = None    # torch-ddp's ranks (None: its default, impls/torch_ddp.py); others refuse it
 
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)

@@ -121,7 +121,8 @@ def _needs_gpu(name: str) -> bool:
 
 def plan(options: BenchOptions) -> tuple[list[Cell], list[str]]:
     """The cells to run, and one line per implementation or cell SKIPPED, with its reason."""
-    names = list(options.impls) or [n for n in impls.names() if options.peers or not impls.is_peer(n)]
+    names = list(options.impls) or [n for n in impls.names() if (options.peers or not impls.is_peer(n))
+                                    and n not in impls.OPT_IN]
     # peers named explicitly (not through "all") run everywhere
     named = set(options.impls) if set(options.impls) != set(impls.names()) else set()
     skipped = []

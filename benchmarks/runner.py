@@ -118,8 +118,11 @@ class Prepared:
 
 
 def impl_kwargs(config: RunConfig) -> dict:
-    return dict(lr=config.lr, batch_size=config.batch_size, dtype=config.dtype,
-                optimizer=config.optimizer, momentum=config.momentum, tf32=config.tf32)
+    kwargs = dict(lr=config.lr, batch_size=config.batch_size, dtype=config.dtype,
+                  optimizer=config.optimizer, momentum=config.momentum, tf32=config.tf32)
+    if config.world_size is not None:
+        kwargs["world_size"] = config.world_size
+    return kwargs
 
 
 def prepare(config: RunConfig, data: Dataset, cls: type | None = None) -> Prepared:

@@ -34,7 +34,7 @@ from impls.base import (
 )
 
 __all__ = [
-    "ACTIVATIONS", "DTYPES", "INIT_SCHEMES", "OPTIMIZERS", "PARITY_TOLERANCE", "PEERS", "SPEEDUP_BASE", "ConfigError",
+    "ACTIVATIONS", "DTYPES", "INIT_SCHEMES", "OPTIMIZERS", "OPT_IN", "PARITY_TOLERANCE", "PEERS", "SPEEDUP_BASE", "ConfigError",
     "Implementation", "NetSpec", "UnknownImplementation", "available", "flops_per_sample", "get", "init_params",
     "is_peer", "names", "parity_error", "relative_error", "runnable",
 ]
@@ -48,6 +48,7 @@ _REGISTRY = {
     "torch-cpu": "impls.torch_impl:TorchCPU",
     "torch-cuda": "impls.torch_cuda:TorchCUDA",
     "torch-cuda-graph": "impls.torch_cuda:TorchCUDAGraph",
+    "torch-ddp": "impls.torch_ddp:TorchDDP",
     # peers: what a user would pick instead of writing the network (scikit-learn, JAX); optional
     # backends, installed by requirements.txt; each class says ``family = "peer"``
     "sklearn-mlp": "impls.sklearn_mlp:SklearnMLP",
@@ -56,6 +57,11 @@ _REGISTRY = {
 # the peers' names: scheduled on PEER_PRESETS only (benchmarks/plan.py), kept out of the
 # regression gate, and shown in the report's Peers section (reports/peers.py)
 PEERS = ("sklearn-mlp", "jax-cpu")
+
+# run only where named (``--impl torch-ddp``, or ``all``): not in the default matrices, the gate or
+# the pytest-benchmark suite. torch-ddp starts a process per rank, and on the per-sample preset it
+# would time an all-reduce per sample; its scaling section is not built yet (docs/architecture.md)
+OPT_IN = ("torch-ddp",)
 
 # the implementation every speed-up divides by (samples/s over its samples/s, same network, dtype
 # and session); logged to MLflow as ``speedup_vs_reference``, a name kept for old sessions' sake

@@ -110,6 +110,8 @@ class Implementation:
     batch_sizes: ClassVar[tuple[int, ...] | None] = None
     needs_gpu: ClassVar[bool] = False
     takes_tf32: ClassVar[bool] = False
+    # takes the ``world_size`` option (its ranks: torch-ddp); refused by every other implementation
+    takes_world_size: ClassVar[bool] = False
     device: ClassVar[str] = "cpu"
     # runs on one thread whatever the session's count (its roofline divides by a 1-thread peak,
     # benchmarks/cells.py one_thread); None: inferred, True for batch_sizes == (1,)
@@ -117,13 +119,16 @@ class Implementation:
 
     def __init__(self, spec: NetSpec, params, *, lr: float, batch_size: int = 1,
                  dtype: str = "float64", optimizer: str = "sgd", momentum: float = 0.0,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, tf32: bool = False):
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, tf32: bool = False,
+                 world_size: int | None = None):
         reason = self.supports(dtype=dtype, batch_size=batch_size)
         if reason:
             raise ConfigError(reason)
         if tf32 and not (self.takes_tf32 and dtype == "float32"):
             raise ConfigError(f"tf32 applies to float32 on a CUDA implementation (torch-cuda, torch-cuda-graph), "
                               f"not to {self.name} in {dtype}")
+        if world_size is not None and not self.takes_world_size:
+            raise ConfigError(f"world size applies to torch-ddp, not to {self.name}")
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
         if not (lr > 0 and math.isfinite(lr)):

@@ -18,6 +18,21 @@ from impls.base import Implementation
 _TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+def make_optimizer(params, optimizer: str, options: dict, tdtype, device) -> tuple[torch.optim.Optimizer, str]:
+    """torch.optim's fused kernel (one call updates every parameter) where torch offers it for
+    this device and dtype, else its foreach form, and which it is (``details()`` says). torch
+    says whether it can fuse only at the first step, so one step on a throwaway parameter asks.
+    Shared with torch-ddp's ranks (impls/ddp_rank.py)."""
+    cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
+    trial = torch.zeros(1, dtype=tdtype, device=device, requires_grad=True)
+    trial.grad = torch.ones_like(trial)
+    try:
+        cls([trial], fused=True, **options).step()
+    except RuntimeError as exc:
+        return cls(params, foreach=True, **options), f"foreach (fused refused: {str(exc).splitlines()[0]})"
+    return cls(params, fused=True, **options), "fused"
+
+
 class _TorchBase(Implementation):
     def __init__(self, spec, params, **config):
         super().__init__(spec, params, **config)
@@ -36,20 +51,9 @@ class _TorchBase(Implementation):
         return {"lr": self.lr, "momentum": self.momentum}
 
     def _make_optimizer(self):
-        """torch.optim's fused kernel (one call updates every parameter) where torch offers it
-        for this device and dtype, else its foreach form; ``details()`` says which. torch says
-        whether it can fuse only at the first step, so one step on a throwaway parameter asks."""
-        cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.SGD
-        options = self._optimizer_options()
-        trial = torch.zeros(1, dtype=self._tdtype, device=self.device, requires_grad=True)
-        trial.grad = torch.ones_like(trial)
-        try:
-            cls([trial], fused=True, **options).step()
-        except RuntimeError as exc:
-            self._kernel = f"foreach (fused refused: {str(exc).splitlines()[0]})"
-            return cls(self._params, foreach=True, **options)
-        self._kernel = "fused"
-        return cls(self._params, fused=True, **options)
+        opt, self._kernel = make_optimizer(self._params, self.optimizer, self._optimizer_options(),
+                                           self._tdtype, self.device)
+        return opt
 
     def _to_device(self, x, y):
         """Device copies of x and y, made once per training set."""

@@ -17,6 +17,7 @@ from benchmarks.cli import build_parser
     (["run", "--impl", "numpy-fast"], "unknown implementation 'numpy-fast'; valid names: numpy-sample"),
     (["run", "--output-json", "/nonexistent-folder/x.json"], "argument --output-json: "),
     (["run", "--tracking-uri", "sqlite:///x.db"], "unrecognized arguments: --tracking-uri"),
+    (["run", "--world-size", "0"], "argument --world-size: must be a positive integer, got '0'"),
     (["bench", "--batch-sizes", "0,-5"], "argument --batch-sizes: must be a positive integer, got '0'"),
     (["bench", "--seeds=-1"], "argument --seeds: must be an integer in [0, 2**32)"),
     (["bench", "--cell-budget", "-1"], "argument --cell-budget: must be a positive number"),

@@ -162,7 +162,7 @@ def test_capabilities_are_declared_and_enforced(name):
 
 def test_registry():
     assert impls.names() == ["numpy-sample", "numpy-batch", "numba-sample", "numba-batch",
-                             "torch-cpu", "torch-cuda", "torch-cuda-graph", "sklearn-mlp", "jax-cpu"]
+                             "torch-cpu", "torch-cuda", "torch-cuda-graph", "torch-ddp", "sklearn-mlp", "jax-cpu"]
     assert [n for n in impls.names() if impls.is_peer(n)] == list(impls.PEERS) == ["sklearn-mlp", "jax-cpu"]
     with pytest.raises(impls.UnknownImplementation, match="valid names: numpy-sample, numpy-batch"):
         impls.get("numpy-fast")

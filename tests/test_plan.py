@@ -5,13 +5,13 @@ from benchmarks.plan import BenchOptions, gate_options, plan
 
 
 def test_default_plan_covers_every_available_implementation():
-    available = {n for n, why in impls.available().items() if why is None}
+    available = {n for n, why in impls.available().items() if why is None and n not in impls.OPT_IN}
     cells, skipped = plan(BenchOptions())
     acc = [c for c in cells if c.kind == "accuracy"]
     thr = [c for c in cells if c.kind == "throughput"]
     assert {c.config.impl for c in acc} == available
     assert {c.config.preset for c in acc} == {"hw1-q4", "hw1-q3"}
-    for name in set(impls.names()) - available:
+    for name in set(impls.names()) - available - set(impls.OPT_IN):
         assert f"{name}: {impls.available()[name]}" in skipped
     assert "accuracy/numpy-sample/hw1-q3: numpy-sample takes batch size 1 only, not 256" in skipped
     sweep = {(c.config.impl, c.config.dtype, c.config.batch_size) for c in thr if c.config.preset == "hw1-q4"}
@@ -23,6 +23,15 @@ def test_default_plan_covers_every_available_implementation():
     # the peers train hw1-q3 only (the report's Peers section) and join no sweep
     assert {c.config.preset for c in acc if impls.is_peer(c.config.impl)} <= {"hw1-q3"}
     assert not any(impls.is_peer(c.config.impl) for c in thr)
+
+
+def test_an_opt_in_implementation_runs_only_where_named():
+    assert impls.OPT_IN == ("torch-ddp",)
+    for options in (BenchOptions(), BenchOptions.make("quick"), gate_options()):
+        assert not any(c.config.impl in impls.OPT_IN for c in plan(options)[0])
+    cells, _ = plan(BenchOptions.make("dry-run", impls=("torch-ddp",)))
+    assert {(c.kind, c.config.preset) for c in cells} == {("accuracy", "hw1-q4"), ("accuracy", "hw1-q3"),
+                                                         ("throughput", "hw1-q4")}
 
 
 def test_peers_named_explicitly_run_everywhere_and_stay_out_of_the_gate():
@@ -39,7 +48,7 @@ def test_peers_named_explicitly_run_everywhere_and_stay_out_of_the_gate():
 def test_the_gate_is_another_matrix_of_the_same_planner():
     cells, _ = plan(gate_options())
     cpu = [n for n, why in impls.available().items()
-           if why is None and not impls.get(n).needs_gpu and not impls.is_peer(n)]
+           if why is None and not impls.get(n).needs_gpu and not impls.is_peer(n) and n not in impls.OPT_IN]
     acc = [c.config for c in cells if c.kind == "accuracy"]
     assert {(c.preset, c.epochs, c.train_limit) for c in acc} == {("hw1-q4", 1, 20000), ("hw1-q3", 2, 20000)}
     assert sorted({c.seed for c in acc}) == [0, 1, 2]

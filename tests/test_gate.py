@@ -21,9 +21,9 @@ from tests.helpers import fill, popen_cli, run_cli
 pytestmark = pytest.mark.integration      # every test here starts real processes
 
 COMMITTED = Path(baseline_file.BASELINE)
-# the gate's implementations: every CPU one but the peers (benchmarks/plan.py gate_options)
+# the gate's implementations: every CPU one but the peers and the opt-in ones (benchmarks/plan.py)
 CPU_IMPLS = [n for n, why in impls.available().items()
-             if why is None and not impls.get(n).needs_gpu and not impls.is_peer(n)]
+             if why is None and not impls.get(n).needs_gpu and not impls.is_peer(n) and n not in impls.OPT_IN]
 
 
 @pytest.fixture(scope="module")

@@ -66,6 +66,7 @@ class _Ranks:
         self.data = None                                    # weakref to the x the ranks hold
         started = time.perf_counter()
         self.pending_drops: list[int] = []                  # instances gone since the last call
+        self.busy = False                                   # a command sent and not yet answered
         self._dir = tempfile.TemporaryDirectory(prefix="torch-ddp-")
         key = secrets.token_bytes(16)
         address = os.path.join(self._dir.name, "rank0.sock")
@@ -147,12 +148,15 @@ class _Ranks:
         return self._send_and_wait(msg)
 
     def _send_and_wait(self, msg):
+        self.busy = True                # until the answer: a Ctrl-C meanwhile leaves the ranks mid-command
         try:
             self.conn.send(msg)
         except OSError:
             self.close(polite=False)
             raise RankFailed(f"torch-ddp: rank 0 went away{self._tail()}") from None
-        return self._wait("ok", timeout=float("inf"))
+        answer = self._wait("ok", timeout=float("inf"))
+        self.busy = False
+        return answer
 
     def ensure_data(self, x, y) -> None:
         if self.data is None or self.data() is not x:
@@ -165,8 +169,9 @@ class _Ranks:
 
     def close(self, polite: bool = True) -> None:
         """Stop the ranks: ask rank 0 (which tells the rest), then kill what is left; after a
-        failure (``polite=False``) kill them at once."""
+        failure (``polite=False``), or with a command unanswered (Ctrl-C in an epoch), kill them at once."""
         conn = getattr(self, "conn", None)
+        polite = polite and not self.busy
         if polite and conn is not None and not self.closed:
             try:
                 conn.send(("stop",))

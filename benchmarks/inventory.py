@@ -20,6 +20,11 @@ def thread_env(environ=os.environ) -> dict:
     return {k: environ[k] for k in sorted(environ) if k.startswith(THREAD_ENV_KEYS)}
 
 
+# the thread variables this process started with, before a library set its own in it (importing
+# scikit-learn sets KMP_*, pinning jax sets XLA_FLAGS); imported by the CLI before either
+STARTED_WITH = thread_env()
+
+
 def blas_info() -> list[dict]:
     """threadpoolctl's view of every BLAS/OpenMP library loaded: which, version, kernel, threads."""
     from threadpoolctl import threadpool_info

@@ -19,7 +19,7 @@ import numpy as np
 import impls
 import tracking
 from benchmarks import gpu, peaks as peak_probes, workers
-from benchmarks.inventory import inventory as machine_inventory, thread_env as inventory_thread_env
+from benchmarks.inventory import STARTED_WITH, inventory as machine_inventory
 from benchmarks.threads import default_threads, pin_threads
 from benchmarks.cells import EXAMPLE_INDICES, CellOutcome, load_average, one_thread, run_group
 from benchmarks.config import UsageError
@@ -114,10 +114,12 @@ def survey(options: BenchOptions, data, store: tracking.Store, settings: Session
     if not cells:
         raise UsageError("nothing to run here: " + ("; ".join(skipped) or "the matrix is empty") +
                          ". Choose other implementations with --impl.")
-    thread_env = inventory_thread_env()      # what the workers inherit, as the user set it
+    thread_env = STARTED_WITH               # as the user set them
     threads, reason = default_threads() if settings.threads is None else (settings.threads, "--threads given")
     pinned = pin_threads(threads)
     inventory = machine_inventory()
+    # the session's tag says what its line says (benchmarks/inventory.py STARTED_WITH)
+    inventory["thread_env"] = " ".join(f"{k}={v}" for k, v in thread_env.items()) or "unset"
     log(estimate(cells, options, earlier_durations(store, settings.mode), len(data.y_train)))
     log(f"threads {threads}: {reason}; thread-pool variables "
         f"{' '.join(f'{k}={v}' for k, v in thread_env.items()) or 'none set'}")

@@ -34,6 +34,7 @@ def dry_run(tmp_path_factory, pytestconfig, fashion):
     (tracking URI, the finished process, the report folder). Under pytest-xdist the workers
     share one: the first to need it runs it under a lock, the others read what it left."""
     import json
+    import os
     import subprocess
     from filelock import FileLock
     from tests.helpers import run_cli
@@ -43,6 +44,10 @@ def dry_run(tmp_path_factory, pytestconfig, fashion):
     with FileLock(str(root / "dry-run.lock")):
         if not saved.exists():
             folder.mkdir(exist_ok=True)
+            # the thread settings it starts with, as they are now: a test may change this
+            # process's environment later (jax's XLA_FLAGS), and the session must not be judged by that
+            from benchmarks.inventory import thread_env
+            (folder / "thread_env.json").write_text(json.dumps(thread_env({**os.environ, "CI": "1"})))
             uri = f"sqlite:///{folder / 'mlflow.db'}"
             proc = run_cli("bench", "--dry-run", "--tracking-uri", uri, "--output-dir", str(folder / "report"),
                            env={"CI": "1"})

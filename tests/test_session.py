@@ -54,8 +54,8 @@ def test_dry_run_through_the_cli_logs_the_whole_schema(tmp_path, fashion, dry_ru
     assert f"threads {parent['params.threads']}: " in "\n".join(proc.stdout.splitlines()[:3])
     # what its workers inherited: the thread settings it was started with, nothing added (a passive
     # wait the harness once set halved torch-cpu's quiet rate: docs/performance.md, "The workers' environment")
-    from benchmarks.inventory import thread_env
-    given = " ".join(f"{k}={v}" for k, v in thread_env(os.environ).items()) or "unset"
+    started_with = json.loads((report.parent / "thread_env.json").read_text())    # tests/conftest.py dry_run
+    given = " ".join(f"{k}={v}" for k, v in started_with.items()) or "unset"
     assert parent["tags.machine.thread_env"] == given
     # an implementation's own choices (Implementation.details) are params of its cells
     torch_cells = children[children["tags.implementation"] == "torch-cpu"]

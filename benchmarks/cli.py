@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--dry-run", action="store_true", help="tiny: every stage once, in seconds (for CI)")
     bench.add_argument("--pytest-benchmark", action=argparse.BooleanOptionalAction, default=True,
                        help="also run the pytest-benchmark suite and attach its JSON (default: on; off with --dry-run)")
+    bench.add_argument("--scaling", action=argparse.BooleanOptionalAction, default=True,
+                       help="also time torch-ddp's scaling section: world sizes 1..N against torch-cpu, strong "
+                            "and weak (default: on where torch-ddp runs, --impl is not given or names it, and "
+                            "there are two cores or more)")
     bench.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
                        help="run each implementation in its own process, so numba's and torch's thread "
                             "pools never share one (default: on; off starts faster but skews timings)")

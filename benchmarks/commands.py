@@ -130,7 +130,8 @@ def print_summary(results: list[dict]) -> None:
 
 
 def cmd_bench(*, impl, presets, batch_sizes, dtypes, repeats, epochs, seeds, train_limit, repeat_seconds,
-              cell_budget, quick: bool, dry_run: bool, pytest_benchmark: bool, isolate: bool, output_dir: str,
+              cell_budget, quick: bool, dry_run: bool, pytest_benchmark: bool, isolate: bool, scaling: bool,
+              output_dir: str,
               dataset, data_dir, download: bool, threads: int | None, uri: str, machine: str | None) -> int:
     from benchmarks.plan import BenchOptions
     from benchmarks.session import SessionSettings, run_session
@@ -138,7 +139,7 @@ def cmd_bench(*, impl, presets, batch_sizes, dtypes, repeats, epochs, seeds, tra
     overrides = {k: v for k, v in {
         "impls": tuple(impl) if impl else None, "batch_sizes": batch_sizes, "dtypes": dtypes,
         "repeats": repeats, "repeat_seconds": repeat_seconds, "seeds": seeds, "cell_budget": cell_budget,
-        "dataset": dataset}.items() if v is not None}
+        "dataset": dataset, "scaling": scaling}.items() if v is not None}
     options = BenchOptions.make(mode, presets, epochs, train_limit, **overrides)
     blocked = [f"{n}: {impls.available_reason(n)}" for n in impl or () if impls.available_reason(n)]
     if blocked:

@@ -43,13 +43,16 @@ def estimate(cells: list[Cell], options: BenchOptions, earlier: Durations, train
                      "training budget each")
     elif unrated:
         parts.append(f"{len(unrated)} accuracy cells never run here not counted: no cell budget bounds them")
+    scaling = [c for c in new if c.kind == "scaling"]
+    if scaling:
+        parts.append(f"{len(scaling)} scaling cells never run here not counted")
     if earlier.beside is not None:
         total += earlier.beside
         parts.append(f"{earlier.beside / 60:.1f} min around the cells as in session {earlier.session[:8]} (probes, "
                      "workers starting, the report, the pytest-benchmark suite where it ran)")
     else:
         parts.append("the steps around the cells not counted: no earlier session of this mode here")
-    lead = ("more than about" if unrated and not options.cell_budget else
+    lead = ("more than about" if (unrated and not options.cell_budget) or scaling else
             "up to about" if unrated else "about")
     scope = f"{len(cells)} cells" + (" and the steps around them" if earlier.beside is not None else "")
     return f"estimate: {lead} {total / 60:.1f} min for {scope} ({'; '.join(parts)})"

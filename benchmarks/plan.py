@@ -1,10 +1,12 @@
 """What a session runs: the options, the cells, and the one planner.
 
-Two kinds of cell, both from one RunConfig:
+Three kinds of cell, each from one RunConfig:
 
 - accuracy: a preset trained to the end (an accuracy curve per epoch, time-to-target), once
   per seed;
-- throughput: steady-state training speed over ``repeats`` timed passes (``benchmarks/timing.py``).
+- throughput: steady-state training speed over ``repeats`` timed passes (``benchmarks/timing.py``);
+- scaling: one case of torch-ddp's scaling section (``benchmarks/scaling.py``), its ``role``
+  saying which; the section's cases are timed together, interleaved, in one worker.
 
 The bench session and the regression gate are two matrices of the same planner: the gate is
 ``gate_options()``. Whether an implementation can run a configuration is asked of
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 
 import impls
 from benchmarks.config import PRESETS, RunConfig
+from benchmarks.threads import all_cores
 
 FULL_SCHEDULE = (("hw1-q4", None, None), ("hw1-q3", None, None))
 # the presets the peers train by default: the report's Peers section compares them on hw1-q3
@@ -23,6 +26,9 @@ PEER_PRESETS = ("hw1-q3",)
 # seconds of training an accuracy cell may take, per bench mode: on a quiet machine of this
 # kind the slowest full cell (torch-cpu, hw1-q4, batch 1) trains in well under this
 DEFAULT_BUDGET = {"full": 180.0, "quick": 60.0, "dry-run": 60.0}
+# the scaling section (benchmarks/scaling.py): its implementation, its base, its network
+SCALING_IMPL, SCALING_BASE, SCALING_PRESET = "torch-ddp", "torch-cpu", "hw1-q3"
+SCALING_MAX_WORLD = 4           # as torch-ddp's default world size (impls/torch_ddp.py MAX_DEFAULT_WORLD)
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,11 @@ class BenchOptions:
     # the peers (impls.PEERS: sklearn-mlp, jax-cpu): unless named in ``impls``, they train the
     # PEER_PRESETS only and join no throughput sweep; the gate leaves them out
     peers: bool = True
+    # the scaling section (benchmarks/scaling.py): torch-ddp at world sizes 1..N against torch-cpu,
+    # where torch-ddp is available, this process may use two cores or more, and ``impls`` is
+    # empty or names torch-ddp; the gate leaves it out
+    scaling: bool = True
+    scaling_samples: int = 20000         # samples per case and round (at most ``train_limit``)
 
     @property
     def presets(self) -> tuple[str, ...]:
@@ -83,22 +94,30 @@ def gate_options(impl_names: tuple[str, ...] = (), dataset: str = "fashion-mnist
     return BenchOptions(impls=impl_names, schedule=(("hw1-q4", 1, 20000), ("hw1-q3", 2, 20000)), seeds=seeds,
                         batch_sizes=(1, 256), dtypes=("float32",), sweep="largest", reference_every_preset=False,
                         cpu_only=True, repeats=repeats, repeat_seconds=repeat_seconds, paired_reference=True,
-                        dataset=dataset, peers=False)
+                        dataset=dataset, peers=False, scaling=False)
 
 
 @dataclass(frozen=True)
 class Cell:
-    kind: str            # accuracy | throughput
+    kind: str            # accuracy | throughput | scaling
     config: RunConfig
+    role: str = ""       # a scaling cell's case (benchmarks/scaling.py ROLES)
 
     @property
     def name(self) -> str:
         c = self.config
+        if self.kind == "scaling":
+            return f"scaling/{self.role}/{c.impl}/{c.preset}/{c.dtype}/b{c.batch_size}/ws{c.world_size or 1}"
         return f"{self.kind}/{c.impl}/{c.preset}/{c.dtype}/b{c.batch_size}/s{c.seed}"
 
     @property
     def title(self) -> str:
         """The run name in the MLflow UI: what tells cells apart first (the UI cuts long names)."""
+        if self.kind == "scaling":
+            c = self.config
+            ranks = f" {c.world_size} rank{'s' if c.world_size > 1 else ''}" if c.world_size else ""
+            role = "" if self.role == "1-rank" else f" {self.role}"
+            return f"{c.impl}{ranks}{role} b{c.batch_size} · {self.configuration}"
         return f"{self.config.impl} {self.configuration}"
 
     @property
@@ -106,6 +125,8 @@ class Cell:
         """The title without the implementation: what the cells that compete share (one group
         of the UI's saved view, ``tracking.Session.publish_view``)."""
         c = self.config
+        if self.kind == "scaling":        # one group: the section's cases side by side
+            return f"{c.dtype.replace('float', 'f')} · scaling {c.preset}"
         what = f"throughput {c.preset}" if self.kind == "throughput" else f"{c.preset} seed {c.seed}"
         return f"{c.dtype.replace('float', 'f')} b{c.batch_size} · {what}"
 
@@ -164,4 +185,35 @@ def plan(options: BenchOptions) -> tuple[list[Cell], list[str]]:
                 # not a cell of the sweep at all
                 cells.extend(Cell("throughput", base(preset, limit=options.train_limit).replace(
                     impl=name, dtype=dtype, batch_size=b)) for b in sorted(batches))
+    if options.scaling and (not options.impls or SCALING_IMPL in options.impls):
+        more, why = scaling_cells(options)
+        cells += more
+        skipped += why
     return cells, skipped
+
+
+def scaling_cells(options: BenchOptions, cores: int | None = None) -> tuple[list[Cell], list[str]]:
+    """The scaling section's cases (benchmarks/scaling.py), at world sizes 1..N, N = the cores
+    this process may use, at most ``SCALING_MAX_WORLD``; each rank gets cores // N threads.
+    On hw1-q3's network and batch B, in float32 (or the matrix's first dtype): torch-cpu on one
+    rank's threads (``base``), torch-ddp on 1 rank (``1-rank``), on k ranks at global batch B
+    (``strong``) and k*B (``weak``), and torch-cpu on the k ranks' threads (``threads``)."""
+    cores = cores or all_cores()
+    world = min(cores, SCALING_MAX_WORLD)
+    for name in (SCALING_IMPL, SCALING_BASE):
+        why = impls.available_reason(name)
+        if why:
+            return [], [f"scaling/{name}: {why}"]
+    if world < 2:
+        return [], [f"scaling: this process may use {cores} core: nothing to spread ranks over"]
+    dtype = "float32" if "float32" in options.dtypes else options.dtypes[0]
+    c = PRESETS[SCALING_PRESET].replace(dataset=options.dataset, dtype=dtype, seed=options.seeds[0],
+                                        train_limit=options.train_limit, test_limit=options.test_limit)
+    b = c.batch_size
+    cells = [Cell("scaling", c.replace(impl=SCALING_BASE), "base"),
+             Cell("scaling", c.replace(impl=SCALING_IMPL, world_size=1), "1-rank")]
+    for k in range(2, world + 1):
+        cells += [Cell("scaling", c.replace(impl=SCALING_IMPL, world_size=k), "strong"),
+                  Cell("scaling", c.replace(impl=SCALING_IMPL, world_size=k, batch_size=k * b), "weak"),
+                  Cell("scaling", c.replace(impl=SCALING_BASE, world_size=None), f"threads-{k}")]
+    return cells, []

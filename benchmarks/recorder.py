@@ -32,6 +32,7 @@ class TrackingRecorder:
         self.speedup_logged: set[str] = set()
         self.tags = tags or {}                 # added to every cell's (the machine label)
         self.current: tuple[Cell, str] | None = None
+        self.between = ""                   # what runs between cells (``progress`` with no cell open)
         self.run_ids: dict[str, str] = {}          # cell name -> its child run
         self.tracking_seconds: dict[str, float] = {}   # cell name -> seconds in tracking calls
         self.wait_seconds: dict[str, float] = {}       # cell name -> seconds its worker waited for them
@@ -43,6 +44,7 @@ class TrackingRecorder:
 
     def open(self, cell, params, tags):
         self._spent_at_open = tracking.spent()[0]
+        self.between = ""
         self.current = (cell, self.session.open_cell(cell.title, {}, {**tags, **self.tags}, self.dataset))
         self._pending, self._flushed = {"params": dict(params), "tags": {}, "points": []}, time.monotonic()
         self.run_ids[cell.name] = self.current[1]
@@ -73,13 +75,20 @@ class TrackingRecorder:
         self.worker_wait += seconds
 
     def progress(self, text: str):
-        self._line(f"    {self.current[0].title}: {text}")
+        """A line for the person watching; between cells (the scaling section's rounds), the
+        work it names, which a heartbeat then repeats."""
+        if self.current is None:
+            self.between = text
+        self._line(f"    {self.current[0].title}: {text}" if self.current is not None else f"    {text}")
 
     def heartbeat(self):
         """Called while a worker is silent: a line that says the cell is alive, and for how long."""
         if self.current is not None:
             self._line(f"    {self.current[0].title}: still running, {time.monotonic() - self.cell_start:.0f} s "
                        "in this cell")
+        elif self.between:
+            self._line(f"    {self.between}: still running, {time.monotonic() - self.last_line:.0f} s since the "
+                       "last line")
         else:
             self._line(f"    a worker is starting (imports, data): {time.monotonic() - self.last_line:.0f} s since "
                        "the last line")
@@ -93,7 +102,7 @@ class TrackingRecorder:
         if outcome.status == "FINISHED":
             self.rates[outcome.cell.name] = outcome.summary.get("samples_per_second_median", float("nan"))
             base = self.rates.get(self.bases.get((c.sizes, c.activation, c.dtype), ""))
-            if base:    # in the same write as the rest; a cell timed before its speed-up base gets it at the end
+            if base and outcome.cell.kind != "scaling":      # the scaling section has its own ratios    # in the same write as the rest; a cell timed before its speed-up base gets it at the end
                 # over impls.SPEEDUP_BASE; the metric keeps its old name, which the stores hold, so
                 # that old sessions still compare
                 self.log({"speedup_vs_reference": self.rates[outcome.cell.name] / base})

@@ -21,7 +21,8 @@ import tracking
 from benchmarks import gpu, peaks as peak_probes, workers
 from benchmarks.inventory import STARTED_WITH, inventory as machine_inventory
 from benchmarks.threads import default_threads, pin_threads
-from benchmarks.cells import EXAMPLE_INDICES, CellOutcome, load_average, one_thread, run_group
+from benchmarks.cells import EXAMPLE_INDICES, CellOutcome, load_average, one_thread
+from benchmarks.scaling import group_runner
 from benchmarks.config import UsageError
 from benchmarks.estimate import estimate
 from benchmarks.plan import BenchOptions, Cell, plan
@@ -165,15 +166,15 @@ def run_cells(run: Running) -> float:
     returns the seconds of tracking calls made while workers ran."""
     m, settings, peaks, gpu_peaks = run.machine, run.settings, run.machine.peaks, run.machine.peaks.gpu
     groups: dict[str, list[Cell]] = {}
-    for cell in m.cells:
-        groups.setdefault(cell.config.impl, []).append(cell)
+    for cell in m.cells:        # the scaling section's cases are timed together (benchmarks/scaling.py)
+        groups.setdefault("scaling" if cell.kind == "scaling" else cell.config.impl, []).append(cell)
     beside_workers = 0.0
     job = workers.Job(run.data.name, settings.data_dir, m.threads, peaks, run.options, parent_pid=os.getpid(),
                       gpu_peaks=gpu_peaks)
     for impl_cells in groups.values():
         if not settings.isolate:
             workers.prepare_process({c.config.impl for c in impl_cells}, m.threads)
-            run_group(impl_cells, run.data, run.recorder, peaks, run.options, gpu_peaks)
+            group_runner(impl_cells)(impl_cells, run.data, run.recorder, peaks, run.options, gpu_peaks)
             continue
         before = tracking.spent()[0]
         try:
@@ -281,6 +282,11 @@ def describe(o: CellOutcome) -> str:
     if o.status != "FINISHED":
         return f"  {o.cell.title}: {o.status} ({o.reason})"
     s = o.summary
+    if o.cell.kind == "scaling":          # benchmarks/scaling.py: its ratios, no roofline
+        ratio = (f", DDP overhead {s['ddp_overhead']:.2f}x" if "ddp_overhead" in s else
+                 f", efficiency {s['scaling_efficiency']:.2f}" if "scaling_efficiency" in s else "")
+        return (f"  {o.cell.title}: {s['samples_per_second_median']:,.0f} samples/s (IQR "
+                f"{s['samples_per_second_q1']:,.0f}-{s['samples_per_second_q3']:,.0f}){ratio}")
     text = (f"  {o.cell.title}: {s['samples_per_second_median']:,.0f} samples/s "
             f"(IQR {s['samples_per_second_q1']:,.0f}-{s['samples_per_second_q3']:,.0f}), "
             f"{100 * s['roofline_fraction']:.2f}% of peak, compile {s['compile_seconds']:.2f} s")

@@ -46,7 +46,7 @@ def render_report(store: tracking.Store, run_id: str | None, out_dir: str, log=p
               "pytest_benchmark": artifact("pytest-benchmark/pytest-benchmark.json")}
     paths = write_report(cells, epochs, extras["examples"], meta, folder, skipped=extras["skipped"],
                          pytest_benchmark=extras["pytest_benchmark"], speedup_base=impls.SPEEDUP_BASE,
-                         peers=[n for n in impls.names() if impls.is_peer(n)])
+                         peers=[n for n in impls.names() if impls.is_peer(n)], scaling=tracking.tidy_scaling(raw_cells))
     if meta["status"] == "FINISHED" and meta["mode"] in tracking.BENCH_MODES:
         point_latest(folder)
     elif meta["status"] != "RUNNING" or meta["in_progress"]:      # a session's own is linked when it finishes

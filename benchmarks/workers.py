@@ -115,13 +115,13 @@ def _worker(conn, job: Job, cells: list[Cell]) -> None:
         # a traceback from multiprocessing's bootstrap; from here on it is a KeyboardInterrupt
         signal.signal(signal.SIGINT, signal.default_int_handler)
         from benchmarks import datasets
-        from benchmarks.cells import run_group
+        from benchmarks.scaling import group_runner
         if job.parent_pid:
             threading.Thread(target=_exit_with_parent, args=(job.parent_pid,), daemon=True).start()
         prepare_process({c.config.impl for c in cells}, job.threads)
         data = datasets.load(job.dataset, job.data_dir)
         recorder = PipeRecorder(conn)
-        run_group(cells, data, recorder, job.peaks, job.options, job.gpu_peaks)
+        group_runner(cells)(cells, data, recorder, job.peaks, job.options, job.gpu_peaks)
         recorder.sync()           # the last cell's writes: the session waits for them either way
         conn.send(("done", recorder.waited))
     except KeyboardInterrupt:

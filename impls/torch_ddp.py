@@ -67,6 +67,7 @@ class _Ranks:
         started = time.perf_counter()
         self.pending_drops: list[int] = []                  # instances gone since the last call
         self.busy = False                                   # a command sent and not yet answered
+        self.failure = ""                                   # what ended them, if a failure did
         self._dir = tempfile.TemporaryDirectory(prefix="torch-ddp-")
         key = secrets.token_bytes(16)
         address = os.path.join(self._dir.name, "rank0.sock")
@@ -99,6 +100,13 @@ class _Ranks:
         except OSError:
             pass                    # it died first: the wait that follows says so
 
+    def _fail(self, message: str, tail: bool = True):
+        """Kill the ranks and raise RankFailed(message and the end of their error output); an
+        instance of these ranks that calls later is told what ended them."""
+        self.close(polite=False)
+        self.failure = message
+        raise RankFailed(message + (self._tail() if tail else "")) from None
+
     def _tail(self) -> str:
         self.log.seek(0)
         lines = [ln for ln in self.log.read().splitlines() if ln.strip()]
@@ -109,10 +117,9 @@ class _Ranks:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.procs[0].poll() is not None or time.monotonic() > deadline:
-                self.close(polite=False)
                 why = f"exited with status {self.procs[0].returncode}" if self.procs[0].returncode is not None \
                     else f"did not listen in {START_TIMEOUT:.0f} s"
-                raise RankFailed(f"torch-ddp: rank 0 {why}{self._tail()}")
+                self._fail(f"torch-ddp: rank 0 {why}")
             try:
                 return Client(address, family="AF_UNIX", authkey=key)
             except (FileNotFoundError, ConnectionRefusedError):
@@ -123,26 +130,29 @@ class _Ranks:
         while not self.conn.poll(0.2):
             dead = [(r, p.returncode) for r, p in enumerate(self.procs) if p.poll() is not None]
             if dead or time.monotonic() > deadline:
-                self.close(polite=False)
                 why = (f"rank {dead[0][0]} exited with status {dead[0][1]}" if dead
                        else f"no answer in {timeout:.0f} s (is every remote rank started?)")
-                raise RankFailed(f"torch-ddp: {why}{self._tail()}")
+                self._fail(f"torch-ddp: {why}")
         try:
             kind, value = self.conn.recv()
         except (EOFError, OSError):
-            self.close(polite=False)
-            raise RankFailed(f"torch-ddp: rank 0 went away{self._tail()}") from None
+            self._fail("torch-ddp: rank 0 went away")
         if kind == "error":
-            self.close(polite=False)
-            raise RankFailed(f"torch-ddp: rank 0 failed: {value.strip().splitlines()[-1]}")
+            # a peer that died shows in rank 0 as gloo's "connection closed": name the one that died
+            deadline = time.monotonic() + 2.0
+            while not (dead := [(r, p.returncode) for r, p in enumerate(self.procs[1:], 1) if p.poll() is not None]) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
+            first = f"rank {dead[0][0]} exited with status {dead[0][1]}, and then " if dead else ""
+            self._fail(f"torch-ddp: {first}rank 0 failed: {value.strip().splitlines()[-1][:300]}", tail=False)
         if kind not in (want, "ok"):
-            self.close(polite=False)
-            raise RankFailed(f"torch-ddp: rank 0 answered {kind!r}, not {want!r}")
+            self._fail(f"torch-ddp: rank 0 answered {kind!r}, not {want!r}", tail=False)
         return value
 
     def call(self, *msg):
         if self.closed:
-            raise RankFailed("torch-ddp: the ranks were closed")
+            raise RankFailed("torch-ddp: the ranks were closed" + (f" after a failure ({self.failure})"
+                                                                   if self.failure else ""))
         while self.pending_drops:
             self._send_and_wait(("drop", self.pending_drops.pop()))
         return self._send_and_wait(msg)
@@ -152,8 +162,7 @@ class _Ranks:
         try:
             self.conn.send(msg)
         except OSError:
-            self.close(polite=False)
-            raise RankFailed(f"torch-ddp: rank 0 went away{self._tail()}") from None
+            self._fail("torch-ddp: rank 0 went away")
         answer = self._wait("ok", timeout=float("inf"))
         self.busy = False
         return answer

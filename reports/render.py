@@ -13,6 +13,7 @@ from reports import answer
 from reports.page import NUMBERS, TABLE, TEXT, WIDE, img, page, png
 from reports.figures import accuracy_figure, examples_figure, loss_figure, throughput_figure, throughput_notes
 from reports.peers import peers_section
+from reports.scaling import FIGURE_TITLE as SCALING_FIGURE, failures as scaling_failures, scaling_figure, scaling_section
 from reports.text import markdown_page
 from reports.tables import pytest_benchmark_table, summary_table, to_markdown
 from tracking.peaks import NAN, Peaks
@@ -22,6 +23,7 @@ FIGURES = {
     "accuracy": "Test accuracy per epoch and against wall-clock training time",
     "loss": "Training and test loss",
     "examples": "Three test images and their predicted class probabilities",
+    "scaling": SCALING_FIGURE,
 }
 
 
@@ -33,7 +35,8 @@ def best_example_cell(examples: dict, cells: pd.DataFrame) -> str | None:
     return max(preds, key=lambda c: (acc.get(c) or 0.0, c))
 
 
-def build_figures(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, peaks: Peaks, speedup_base: str) -> dict:
+def build_figures(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, peaks: Peaks, speedup_base: str,
+                  scaling: pd.DataFrame | None = None) -> dict:
     targets = (cells[cells["kind"] == "accuracy"].dropna(subset=["target_accuracy"])
                .groupby("preset")["target_accuracy"].first().to_dict())
     figs = {"throughput": throughput_figure(cells, peaks, speedup_base),
@@ -42,6 +45,9 @@ def build_figures(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, pea
     cell = best_example_cell(examples, cells)
     if cell:
         figs["examples"] = examples_figure(examples, cell)
+    fig = scaling_figure(scaling) if scaling is not None and not scaling.empty else None
+    if fig is not None:
+        figs["scaling"] = fig
     return figs
 
 
@@ -76,7 +82,7 @@ def _probe_facts(peaks: Peaks) -> list[str]:
 
 
 def _sections(cells, meta, skipped, bench_table, speedup_base,
-              peers) -> list[tuple[str, list[str], pd.DataFrame | None]]:
+              peers, scaling=None) -> list[tuple[str, list[str], pd.DataFrame | None]]:
     """(title, sentences, table) in the order a reader wants them: the answer, then what to
     distrust, then the evidence."""
     try:
@@ -93,6 +99,7 @@ def _sections(cells, meta, skipped, bench_table, speedup_base,
     flags += [f"skipped: {line}" for line in skipped or []]
     failed = cells[cells["status"] != "FINISHED"]
     flags += [f"{r.status}: {r.cell}: {r.reason}" for r in failed.itertuples()]
+    flags += scaling_failures(scaling) if scaling is not None else []
     sections = [("Which implementation is fastest, and is it correct?", answer.headline(cells, speedup_base), None),
                 (f"Flags ({len(flags)})", flags or ["none: no noisy cell, anomaly, budget cut, skip or failure"], None),
                 ("Cells", [f"Noisy: the IQR of a cell's repeats is above {100 * answer.NOISE_THRESHOLD:.0f}% of their "
@@ -101,6 +108,9 @@ def _sections(cells, meta, skipped, bench_table, speedup_base,
     peer_rows = peers_section(cells, peers)
     if peer_rows is not None:
         sections.append(peer_rows)
+    scaling_rows = scaling_section(scaling)
+    if scaling_rows is not None:
+        sections.append(scaling_rows)
     if bench_table is not None and not bench_table.empty:
         sections.append(("pytest-benchmark: one training step", [
             "Per-step latency from benchmarks/suite_train_step.py, all backends in one process, the session's "
@@ -112,21 +122,22 @@ def _sections(cells, meta, skipped, bench_table, speedup_base,
 def write_report(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, meta: dict,
                  out_dir: str | Path, *, speedup_base: str, peers: Collection[str],
                  skipped: list[str] | None = None,
-                 pytest_benchmark: dict | None = None) -> dict[str, Path]:
+                 pytest_benchmark: dict | None = None, scaling: pd.DataFrame | None = None) -> dict[str, Path]:
     """Writes report.md, report.html (self-contained) and one PNG per figure; returns paths.
     ``speedup_base``: the implementation speed-ups divide by (``impls.SPEEDUP_BASE``); ``peers``: the
     peers' names (``impls.is_peer``); reports/ does not import impls, so the caller names them.
-    ``skipped``: one line per cell not run, with its reason; ``pytest_benchmark``: its JSON."""
+    ``skipped``: one line per cell not run, with its reason; ``pytest_benchmark``: its JSON;
+    ``scaling``: the scaling section's cells (``tracking.SCALING_COLUMNS``), if the session ran it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cells = answer.complete(cells)
     peaks = Peaks.from_meta(meta)
-    pngs = {name: png(fig) for name, fig in build_figures(cells, epochs, examples, peaks, speedup_base).items()}
+    pngs = {name: png(fig) for name, fig in build_figures(cells, epochs, examples, peaks, speedup_base, scaling).items()}
     paths = {}
     for name, data in pngs.items():
         paths[name] = out / f"{name}.png"
         paths[name].write_bytes(data)
-    sections = _sections(cells, meta, skipped, pytest_benchmark_table(pytest_benchmark), speedup_base, peers)
+    sections = _sections(cells, meta, skipped, pytest_benchmark_table(pytest_benchmark), speedup_base, peers, scaling)
     notes = {"throughput": throughput_notes(cells),
              "accuracy": [answer.ACCURACY_NOTE, *answer.accuracy_spread(cells)]}
     facts = _facts(meta, peaks)

@@ -1,4 +1,4 @@
-"""``python -m studies families|probe-threads|probe-contention|gpu-profile|ddp-scaling``: the lab's entry point.
+"""``python -m studies families|probe-threads|probe-contention|gpu-profile``: the lab's entry point.
 
 ``families`` has its parser here; the other subcommands pass the rest of the command line to
 their module's own ``main``.
@@ -9,7 +9,6 @@ import argparse
 import sys
 
 PASS_THROUGH = {"probe-threads": "studies.threads_probe", "probe-contention": "studies.contention_probe",
-                "ddp-scaling": "studies.ddp_scaling",
                 "gpu-profile": "studies.gpu_profile"}
 
 

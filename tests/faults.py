@@ -179,3 +179,25 @@ def stop_in_numpy_batch():
             os.kill(os.getpid(), signal.SIGSTOP)
         return original(self, x, y, order)
     cls.train_epoch = train_epoch
+
+
+def kill_a_rank_of_two():
+    """torch-ddp at world size 2: before the second timed epoch of the first instance to reach
+    one, one of its ranks is killed (SIGKILL), as the machine's OOM killer would; a real
+    RankFailed follows, once."""
+    import os
+    import signal
+    import weakref
+    cls = impls.get("torch-ddp")
+    original = cls.train_epoch
+    calls = weakref.WeakKeyDictionary()
+    done = []
+
+    def train_epoch(self, x, y, order):
+        if self.world_size == 2 and not done:
+            calls[self] = calls.get(self, 0) + 1
+            if calls[self] == 3:          # its first call, its first round, then this one
+                done.append(True)
+                os.kill(self.rank_pids()[1], signal.SIGKILL)
+        return original(self, x, y, order)
+    cls.train_epoch = train_epoch

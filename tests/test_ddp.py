@@ -72,12 +72,18 @@ def test_one_float64_step_passes_the_harness_parity_check(fashion, world_size):
 
 
 def test_hw1_q3_after_one_epoch_has_torch_cpu_accuracy_to_four_decimals(fashion):
-    results = {}
-    for name in ("torch-cpu", "torch-ddp"):
-        config = PRESETS["hw1-q3"].replace(impl=name, epochs=1, world_size=2 if name == "torch-ddp" else None)
-        results[name] = runner.train(runner.prepare(config, fashion), fashion).epochs[-1].test_accuracy
-    assert round(results["torch-ddp"], 4) == round(results["torch-cpu"], 4), results
-    assert results["torch-cpu"] > 0.8
+    """In float64 at world size 2, and in float32 at world size 1: the same accuracy to 4
+    decimals. In float32 at world size 2 each rank sums half the batch and the all-reduce adds
+    the halves, a different rounding of the same sum; 235 Adam steps carry it to the accuracy
+    (seen on an AMD EPYC: 0.8388 against 0.8433, docs/performance.md), so there it is held to
+    the same schedule's spread instead."""
+    def accuracy(name, dtype, world_size=None):
+        config = PRESETS["hw1-q3"].replace(impl=name, epochs=1, dtype=dtype, world_size=world_size)
+        return runner.train(runner.prepare(config, fashion), fashion).epochs[-1].test_accuracy
+    cpu64, cpu32 = accuracy("torch-cpu", "float64"), accuracy("torch-cpu", "float32")
+    assert round(accuracy("torch-ddp", "float64", 2), 4) == round(cpu64, 4) and cpu64 > 0.8
+    assert round(accuracy("torch-ddp", "float32", 1), 4) == round(cpu32, 4) and cpu32 > 0.8
+    assert abs(accuracy("torch-ddp", "float32", 2) - cpu32) < 0.01
 
 
 def test_world_size_is_refused_by_other_implementations_and_must_be_positive(problem):

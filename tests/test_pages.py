@@ -95,12 +95,15 @@ def test_look_shows_the_cells_with_their_values_the_headline_and_drawn_training_
     assert all(read[name]["ready"] for name in names), read
     assert text["ui-runs"].lstrip().startswith("Runs - ") and "Traces Sessions Judges" not in text["ui-runs"]
 
-    # the first screen: every cell of the session as a row with its own numbers, not "-"
+    # the first screen: the session's cells as rows with their own numbers, not "-", as many as
+    # a 1300-pixel window holds (the grid draws no row below it)
     cells = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert len(cells) >= 10
     rows = {row["attributes.`Run Name`"]: row for row in read["ui-runs"]["rows"]}
     speed, accuracy = "metrics.`samples_per_second_median`", "metrics.`test_accuracy`"
-    for run in cells:
+    shown = [run for run in cells if run.info.run_name in rows]
+    assert len(shown) >= min(len(cells), 20), sorted(rows)
+    for run in shown:
         row = rows[run.info.run_name]
         assert float(row[speed]) == pytest.approx(run.data.metrics["samples_per_second_median"], rel=1e-6), row
         if run.data.tags["bpb.cell_kind"] == "accuracy":
@@ -114,7 +117,7 @@ def test_look_shows_the_cells_with_their_values_the_headline_and_drawn_training_
             group = groups.setdefault(name.split("Group: ")[1].splitlines()[0], [])
         else:
             group.append((name, float(row[speed])))
-    assert "f32 b256 · hw1-q3 seed 0" in groups and sum(map(len, groups.values())) == len(cells)
+    assert "f32 b256 · hw1-q3 seed 0" in groups and sum(map(len, groups.values())) == len(shown)
     for configuration, members in groups.items():
         assert all(name.endswith(configuration) for name, _ in members), members
         assert [v for _, v in members] == sorted((v for _, v in members), reverse=True), members

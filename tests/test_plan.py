@@ -1,7 +1,10 @@
 """The planner (benchmarks/plan.py): which cells a session of each mode runs, and which it
 skips with a reason. Pure: nothing is trained or started."""
+import pytest
+
 import impls
-from benchmarks.plan import BenchOptions, gate_options, plan
+from benchmarks.plan import BenchOptions, gate_options, plan, scaling_cells
+from benchmarks.threads import all_cores
 
 
 def test_default_plan_covers_every_available_implementation():
@@ -25,13 +28,38 @@ def test_default_plan_covers_every_available_implementation():
     assert not any(impls.is_peer(c.config.impl) for c in thr)
 
 
-def test_an_opt_in_implementation_runs_only_where_named():
+def test_an_opt_in_implementation_runs_only_where_named_and_in_the_scaling_section():
     assert impls.OPT_IN == ("torch-ddp",)
     for options in (BenchOptions(), BenchOptions.make("quick"), gate_options()):
-        assert not any(c.config.impl in impls.OPT_IN for c in plan(options)[0])
-    cells, _ = plan(BenchOptions.make("dry-run", impls=("torch-ddp",)))
+        assert not any(c.config.impl in impls.OPT_IN for c in plan(options)[0] if c.kind != "scaling")
+    assert not any(c.kind == "scaling" for c in plan(gate_options())[0])
+    cells, _ = plan(BenchOptions.make("dry-run", impls=("torch-ddp",), scaling=False))
     assert {(c.kind, c.config.preset) for c in cells} == {("accuracy", "hw1-q4"), ("accuracy", "hw1-q3"),
                                                          ("throughput", "hw1-q4")}
+
+
+def test_the_scaling_section_is_planned_where_torch_ddp_runs_on_two_cores_or_more():
+    if impls.available_reason("torch-ddp"):
+        pytest.skip(f"torch-ddp: {impls.available_reason('torch-ddp')}")
+    cells, _ = scaling_cells(BenchOptions(), cores=2)
+    assert [(c.role, c.config.impl, c.config.world_size, c.config.batch_size) for c in cells] == [
+        ("base", "torch-cpu", None, 256), ("1-rank", "torch-ddp", 1, 256), ("strong", "torch-ddp", 2, 256),
+        ("weak", "torch-ddp", 2, 512), ("threads-2", "torch-cpu", None, 256)]
+    assert {c.config.preset for c in cells} == {"hw1-q3"} and {c.config.dtype for c in cells} == {"float32"}
+    assert len({c.name for c in cells}) == len(cells)               # two torch-cpu cases at b256, two names
+    # eight cores: world sizes up to 4 (torch-ddp's default cap)
+    eight, _ = scaling_cells(BenchOptions(), cores=8)
+    assert [c.role for c in eight if c.config.world_size == 4 or c.role == "threads-4"] == ["strong", "weak", "threads-4"]
+    assert max(c.config.world_size or 1 for c in eight) == 4
+    assert scaling_cells(BenchOptions(), cores=1) == ([], ["scaling: this process may use 1 core: nothing to "
+                                                           "spread ranks over"])
+    # float64 only: the section follows the matrix's dtype
+    assert {c.config.dtype for c in scaling_cells(BenchOptions(dtypes=("float64",)), cores=2)[0]} == {"float64"}
+    # the default plan has it (on a machine of two cores or more); --impl without torch-ddp, or --no-scaling, not
+    if all_cores() >= 2:
+        assert any(c.kind == "scaling" for c in plan(BenchOptions.make("quick"))[0])
+    assert not any(c.kind == "scaling" for c in plan(BenchOptions.make("quick", impls=("numpy-batch",)))[0])
+    assert not any(c.kind == "scaling" for c in plan(BenchOptions.make("quick", scaling=False))[0])
 
 
 def test_peers_named_explicitly_run_everywhere_and_stay_out_of_the_gate():

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import impls
+from benchmarks.threads import all_cores
 from benchmarks.plan import BenchOptions
 from benchmarks.config import RunConfig
 from tests.helpers import ROOT, is_outcome, run_cli
@@ -37,6 +38,9 @@ def test_dry_run_through_the_cli_logs_the_whole_schema(tmp_path, fashion, dry_ru
     assert len(parents) == 1 and parents["status"].iat[0] == "FINISHED"
     parent = parents.iloc[0]
     assert (children["tags.mlflow.parentRunId"] == parent["run_id"]).all()
+    scaling = children[children["tags.bpb.cell_kind"] == "scaling"]      # tests/test_scaling.py reads them
+    assert len(scaling) == (5 if all_cores() >= 2 else 0)
+    children = children[children["tags.bpb.cell_kind"] != "scaling"]
     available = [n for n, why in impls.available().items() if why is None and n not in impls.OPT_IN]
     assert set(children["tags.implementation"]) == set(available)
     assert (children["status"] == "FINISHED").all()
@@ -253,7 +257,12 @@ def test_the_session_follows_mlflow_conventions_and_prints_progress(dry_run):
     assert "metrics.`speedup_vs_reference`" in json.loads(view["state"])["selectedColumns"]
     runs = client.search_runs([exp.experiment_id])
     parent = next(r for r in runs if r.data.tags["bpb.kind"] == "session")
-    cells = [r for r in runs if r.data.tags["bpb.kind"] == "cell"]
+    cells = [r for r in runs if r.data.tags["bpb.kind"] == "cell" and r.data.tags["bpb.cell_kind"] != "scaling"]
+    for run in (r for r in runs if r.data.tags.get("bpb.cell_kind") == "scaling"):      # tests/test_scaling.py
+        kind = run.data.tags["bpb.scaling"]
+        assert run.info.run_name.startswith(f"{run.data.tags['implementation']} "), run.info.run_name
+        assert run.info.run_name.endswith("· f32 · scaling hw1-q3") and (kind in run.info.run_name or kind == "1-rank")
+        assert {k for k in run.data.metrics if "/" in k and not k.startswith("rank")} == {"round/samples_per_second"}
     assert "is fastest" in parent.data.tags["mlflow.note.content"]
     assert any(k.startswith("system/") for k in parent.data.metrics)          # MLflow's system metrics
     assert parent.inputs.dataset_inputs and "peak_gemm_gflops_float64" in parent.data.params

@@ -24,7 +24,7 @@ from tracking.repair import check as check_store, repair as repair_store
 from tracking.refs import BENCH_MODES, latest_mode, latest_session, list_sessions, resolve_ref, session_mode
 from tracking.read import (all_cells, cell_runs, previous_durations,
                            read_json_artifact, read_session, repeat_series, session_meta)
-from tracking.tidy import CELL_COLUMNS, EPOCH_COLUMNS, tidy
+from tracking.tidy import CELL_COLUMNS, EPOCH_COLUMNS, SCALING_COLUMNS, tidy, tidy_scaling
 from tracking.write import annotate
 from tracking.session import Session, reap_stale, ui_path
 from tracking.by_machine import cells_of, latest_per_machine, sessions_by_ref
@@ -33,4 +33,4 @@ __all__ = ["BENCH_MODES", "CELL_COLUMNS", "DEFAULT_URI", "EPOCH_COLUMNS", "EXPER
            "all_cells", "annotate", "cell_runs", "cells_of", "check_store", "connect", "display_uri", "latest_mode",
            "latest_per_machine", "latest_session", "list_sessions", "previous_durations", "read_json_artifact",
            "read_session", "reap_stale", "repair_store", "repeat_series", "resolve_ref", "resolve_uri", "session_meta",
-           "session_mode", "sessions_by_ref", "spent", "store_failure", "tidy", "ui_path"]
+           "session_mode", "sessions_by_ref", "spent", "store_failure", "tidy", "tidy_scaling", "ui_path", "SCALING_COLUMNS"]

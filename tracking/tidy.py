@@ -1,5 +1,6 @@
 """The tidy frame schema: MLflow's runs -> one row per cell (``CELL_COLUMNS``) and one row per
-(accuracy cell, epoch) (``EPOCH_COLUMNS``), the columns that reports and the gate read."""
+(accuracy cell, epoch) (``EPOCH_COLUMNS``), the columns that reports and the gate read; the
+scaling section's cells apart, one row each (``SCALING_COLUMNS``)."""
 from __future__ import annotations
 
 # the per-epoch metrics a cell logs (``epoch/*``, step = epoch)
@@ -12,6 +13,13 @@ CELL_COLUMNS = ["run_id", "cell", "kind", "impl", "device", "preset", "dataset",
                 "compile_seconds", "test_accuracy", "time_to_target_seconds", "target_accuracy",
                 "parity_max_error", "flops_per_sample", "samples_per_second_relative_iqr", "load_average_start",
                 "load_average_end", "budget", "peak_gemm_gflops", "peak_gemm", "peak_gemm_spread", "peak_rss_mb"]
+# the scaling section's cells (benchmarks/scaling.py): never among the cells above, so that no
+# table, headline, gate or comparison of cells mistakes a case of it for a throughput cell
+SCALING_COLUMNS = ["run_id", "cell", "role", "impl", "preset", "network", "dtype", "batch_size", "world_size",
+                   "batch_per_rank", "threads", "threads_per_rank", "rounds", "round_samples", "status", "reason",
+                   "samples_per_second_median", "samples_per_second_q1", "samples_per_second_q3",
+                   "scaling_efficiency", "ddp_overhead", "step_ms_p50", "step_ms_p95", "allreduce_share",
+                   "load_average_start", "load_average_end"]
 EPOCH_COLUMNS = ["run_id", "cell", "impl", "preset", "dtype", "batch_size", "seed", "epoch",
                  *EPOCH_METRICS]
 
@@ -60,7 +68,8 @@ def tidy(cells, epochs):
         "peak_gemm": col("params.peak_gemm", None),                # which peak, its spread
         "peak_gemm_spread": pd.to_numeric(col("params.peak_gemm_spread"), errors="coerce"),
         "peak_rss_mb": col("metrics.peak_rss_mb"),
-    }, columns=CELL_COLUMNS).reset_index(drop=True)
+    }, columns=CELL_COLUMNS)
+    out = out[out["kind"] != "scaling"].reset_index(drop=True)     # their own frame: ``tidy_scaling``
     if epochs.empty or out.empty:
         return out, pd.DataFrame(columns=EPOCH_COLUMNS)
     accuracy_ids = set(out.loc[out["kind"] == "accuracy", "run_id"])
@@ -73,3 +82,38 @@ def tidy(cells, epochs):
         if key not in merged.columns:
             merged[key] = np.nan
     return out, merged[EPOCH_COLUMNS].sort_values(["cell", "epoch"]).reset_index(drop=True)
+
+
+def tidy_scaling(cells):
+    """MLflow's cell frame -> the scaling section's cells, one row each (``SCALING_COLUMNS``),
+    in the order they were planned (base, 1-rank, then by world size)."""
+    import numpy as np
+    import pandas as pd
+
+    if cells.empty or "tags.bpb.cell_kind" not in cells.columns:
+        return pd.DataFrame(columns=SCALING_COLUMNS)
+    mine = cells[cells["tags.bpb.cell_kind"] == "scaling"]
+    if mine.empty:
+        return pd.DataFrame(columns=SCALING_COLUMNS)
+
+    def col(name, default=np.nan):
+        return mine[name] if name in mine.columns else pd.Series(default, index=mine.index)
+
+    def number(name):
+        return pd.to_numeric(col(name), errors="coerce")
+    out = pd.DataFrame({
+        "run_id": col("run_id"), "cell": col("tags.bpb.cell"), "role": col("params.scaling_role"),
+        "impl": col("tags.implementation"), "preset": col("params.preset"),
+        "network": col("params.sizes").astype(str).str.replace(",", "-") + " " + col("params.activation").astype(str),
+        "dtype": col("params.dtype"), "batch_size": number("params.batch_size"),
+        "world_size": number("params.world_size").fillna(1), "batch_per_rank": number("params.batch_per_rank"),
+        "threads": number("params.threads"), "threads_per_rank": number("params.threads_per_rank"),
+        "rounds": number("params.rounds"), "round_samples": number("params.round_samples"),
+        "status": col("status"), "reason": col("tags.bpb.failure_reason", None),
+        **{k: col(f"metrics.{k}") for k in SCALING_COLUMNS[16:]},
+    }, columns=SCALING_COLUMNS)
+    # base, 1-rank, then per k: strong, weak, threads-k
+    k = out["role"].astype(str).str.extract(r"threads-(\d+)", expand=False).astype(float).fillna(out["world_size"])
+    within = out["role"].map({"base": 0, "1-rank": 1, "strong": 2, "weak": 3}).fillna(4)
+    return (out.assign(_k=k, _w=within).sort_values(["_k", "_w"], kind="stable")
+            .drop(columns=["_k", "_w"]).reset_index(drop=True))

@@ -65,7 +65,9 @@ _SCREEN = """
 const seen = el => { const r = el.getBoundingClientRect();
   return r.width > 0 && r.height > 0 && r.bottom > 0 && r.right > 0 && r.top < innerHeight && r.left < innerWidth; };
 const text = document.body ? document.body.innerText : "";
-const loading = [...document.querySelectorAll('[class*="spin-spinning"], [class*="skeleton" i], [role="progressbar"], '
+// a document still being parsed counts as loading: its first part can hold the marker while
+// the placeholder after it has not been parsed yet (seen on a busy machine)
+const loading = (document.readyState === "complete" ? 0 : 1) + [...document.querySelectorAll('[class*="spin-spinning"], [class*="skeleton" i], [role="progressbar"], '
   + '.ag-overlay-loading-wrapper')].filter(seen).length
   + [...document.querySelectorAll("span")].filter(e => e.childElementCount === 0 && /loading(\\.\\.\\.)?$/i
       .test(e.textContent.trim()) && seen(e.parentElement)).length;     // a placeholder: "Child runs loading"

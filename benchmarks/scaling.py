@@ -92,6 +92,7 @@ def run_scaling(cells: list[Cell], data, recorder, peaks: Peaks, options: BenchO
     checked: dict[Cell, dict] = {}          # its first-call seconds and parity error
     live: dict[Cell, tuple] = {}
     started, before = load_average(), torch.get_num_threads()
+    memory.reset_peak_rss()
     for i, cell in enumerate(cells, start=1):
         recorder.progress(f"scaling: preparing {i}/{len(cells)}, {cell.title}")
         torch.set_num_threads(threads_of(cell, per_rank))    # torch-ddp gives each rank this // world size
@@ -134,8 +135,11 @@ def run_scaling(cells: list[Cell], data, recorder, peaks: Peaks, options: BenchO
             "scaling_role": cell.role, "threads": threads_of(cell, per_rank), "threads_per_rank": per_rank,
             "batch_per_rank": cell.config.batch_size // (cell.config.world_size or 1), "rounds": rounds,
             "round_samples": samples}
-        recorder.open(cell, params, cell_tags(cell, inventory) | {"bpb.scaling": cell.role})
-        recorder.log(checked.get(cell, {}) | {"load_average_start": started, "load_average_end": ended})
+        recorder.open(cell, params, cell_tags(cell, inventory) | {"bpb.scaling": cell.role, "bpb.peak_rss": (
+            "the scaling section's own peak, all its cases in one worker (VmHWM, reset when the section "
+            "started); torch-ddp's rank processes are not counted")})
+        recorder.log(checked.get(cell, {}) | {"load_average_start": started, "load_average_end": ended,
+                                               "peak_rss_mb": memory.peak_rss_mb()})
         if cell in failed:
             recorder.close(CellOutcome(cell, "FAILED", failed[cell][0]), failed[cell][1])
             continue
@@ -144,8 +148,7 @@ def run_scaling(cells: list[Cell], data, recorder, peaks: Peaks, options: BenchO
         out.summary.update(samples_per_second_median=med, samples_per_second_q1=q1, samples_per_second_q3=q3,
                            samples_per_second_relative_iqr=(q3 - q1) / med if med > 0 else float("nan"))
         out.summary.update(ratios(cell, med, medians))
-        recorder.log(out.summary | rank_stats(stats[cell]) | {"peak_rss_mb": memory.peak_rss_mb()},
-                     series={"round/samples_per_second": rates[cell]})
+        recorder.log(out.summary | rank_stats(stats[cell]), series={"round/samples_per_second": rates[cell]})
         recorder.close(out)
 
 

@@ -134,6 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_machine_option(bench)
     bench.set_defaults(func=commands.cmd_bench)
 
+    cal = sub.add_parser("calibrate", help="A/A calibration: K sessions of unchanged code, each cell's noise",
+                         description="Run the same matrix K times on unchanged code; per throughput cell: the drift "
+                                     "between sessions, the false alarms of compare's rule and of the calibrated cut, "
+                                     "and the smallest slowdown it can detect. Logged as a run of kind calibration.")
+    cal.add_argument("--sessions", type=positive_int, default=5, help="K, the sessions (default: %(default)s)")
+    cal.add_argument("--impl", type=impl_list, default=None, help="implementations (default: every one available here)")
+    cal_mode = cal.add_mutually_exclusive_group()
+    cal_mode.add_argument("--quick", action="store_true", help="each session as bench --quick")
+    cal_mode.add_argument("--dry-run", action="store_true", help="each session as bench --dry-run (the plumbing only)")
+    for add in (add_output_option, add_data_options, add_tracking_option, add_machine_option):
+        add(cal)
+    cal.set_defaults(func=commands.cmd_calibrate)
+
     report = sub.add_parser("report", help="write the report of a tracked session",
                             description="Read a session back from MLflow and write report.md, report.html and PNGs.")
     which = report.add_mutually_exclusive_group()

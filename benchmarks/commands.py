@@ -181,6 +181,24 @@ def cmd_regress(*, baseline: str, run_id, speed: str, update: bool, impl, speed_
                     data_dir=data_dir, download=download, run_id=run_id, machine_label=machine, out_dir=GATE_OUT)
 
 
+def cmd_calibrate(*, sessions: int, impl, quick: bool, dry_run: bool, output_dir: str, dataset, data_dir,
+                  download: bool, threads: int | None, uri: str, machine: str | None) -> int:
+    from benchmarks.calibrate import run_calibrate
+    from benchmarks.plan import BenchOptions
+    from benchmarks.session import SessionSettings
+    if sessions < 2:
+        raise UsageError("calibrate needs at least 2 sessions (--sessions): a drift needs two")
+    mode = "dry-run" if dry_run else ("quick" if quick else "full")
+    options = BenchOptions.make(mode, **{k: v for k, v in {"impls": tuple(impl) if impl else None,
+                                                           "dataset": dataset}.items() if v is not None},
+                                scaling=False)
+    writable_folder(output_dir)
+    store = tracking.connect(uri)
+    data = datasets.load(options.dataset, data_dir, download_ok=download)
+    settings = SessionSettings(mode=mode, out_dir=output_dir, threads=threads, data_dir=data_dir, machine_label=machine)
+    return run_calibrate(store, options, data, settings, sessions)
+
+
 def cmd_compare(*, a: str, b: str, fail_on, fail_on_missing: bool, mode, any_status: bool, threshold: float,
                 output_dir: str, uri: str) -> int:
     from benchmarks.compare import run_compare

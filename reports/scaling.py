@@ -42,18 +42,18 @@ def sentences(frame: pd.DataFrame) -> list[str]:
     first = frame.iloc[0]
     world = int(frame["world_size"].max())
     per_rank = int(first["threads_per_rank"]) if not math.isnan(first["threads_per_rank"]) else "?"
-    threads = f"{per_rank} thread" + ("" if per_rank == 1 else "s")
+    rank_threads = f"{per_rank} thread" + ("" if per_rank == 1 else "s")
     starts, ends = frame["load_average_start"].dropna(), frame["load_average_end"].dropna()
     load = (f"load average {starts.iloc[0]:.2f} before the rounds, {ends.iloc[0]:.2f} after"
             if len(starts) and len(ends) else "load average not recorded")
     lines = [f"torch-ddp (gloo, one process per rank) on {first['network']}, {first['dtype']}, global batch "
-             f"{int(first['batch_size'])}; {threads} per rank, world sizes 1 to {world}; every case "
+             f"{int(first['batch_size'])}; {rank_threads} per rank, world sizes 1 to {world}; every case "
              f"timed in the same {int(first['rounds'])} interleaved rounds of {int(first['round_samples']):,} "
              f"samples (median shown); {load}."]
     base, one = _one(frame, "base"), _one(frame, "1-rank")
     if base is not None and one is not None:
         lines.append(f"DDP's overhead: 1 rank runs at {one['ddp_overhead']:.2f}x torch-cpu on the same "
-                     f"{threads} ({_rate(one)} against {_rate(base)}).")
+                     f"{rank_threads} ({_rate(one)} against {_rate(base)}).")
     else:
         lines.append("DDP's overhead: not measured (a case failed; see Flags).")
     for k in range(2, world + 1):
@@ -70,14 +70,15 @@ def sentences(frame: pd.DataFrame) -> list[str]:
         if strong is not None and threads is not None:
             faster = strong["samples_per_second_median"] > threads["samples_per_second_median"]
             lines.append(f"The same {int(threads['threads'])} cores as threads in one torch-cpu process: "
-                         f"{_rate(threads)} (efficiency {threads['scaling_efficiency']:.2f} over 1 thread's share); "
+                         f"{_rate(threads)} (efficiency {threads['scaling_efficiency']:.2f} against {k} x torch-cpu on one "
+                         f"rank's {rank_threads}); "
                          f"{k} ranks at the same global batch are {'faster' if faster else 'slower'}, "
                          f"{strong['samples_per_second_median'] / threads['samples_per_second_median']:.2f}x.")
     lines.append("Efficiency is throughput(k) / (k x throughput(1)): strong keeps the global batch (each rank "
                  "trains batch/k), weak keeps the batch per rank; for threads, k x torch-cpu on one rank's share "
                  "of the threads. Step times are per rank, over every step of every round; the all-reduce "
-                 "share is the gradients' all-reduce, launch to completion, over the steps' time. Each case "
-                 "passed the parity check against the float64 reference before it was timed.")
+                 "share is the gradients' all-reduce, launch to completion, over the steps' time. A case is "
+                 "timed only after it passes the parity check against the float64 reference.")
     return lines
 
 

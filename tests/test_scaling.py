@@ -106,8 +106,8 @@ def test_the_report_section_says_what_its_rows_hold():
     assert "strong scaling efficiency 0.47 (38,000 samples/s, 128 per rank), the all-reduce 27% of a step" in text
     assert "weak scaling efficiency 0.38 (30,000 samples/s at global batch 512)" in text
     # ranks against the same cores as threads: slower here, by the ratio of the two rates
-    assert "80,000 samples/s (efficiency 0.80 over 1 thread's share); 2 ranks at the same global batch are " \
-           "slower, 0.47x" in text
+    assert "80,000 samples/s (efficiency 0.80 against 2 x torch-cpu on one rank's 1 thread); 2 ranks at the " \
+           "same global batch are slower, 0.47x" in text
     rows = table(frame)
     assert rows["efficiency"].tolist() == ["-", "DDP overhead 0.80x", "0.47", "0.38", "0.80"]
     assert rows["step p50 / p95 ms (slowest rank)"].tolist() == ["-", "5.00 / 8.00", "4.50 / 5.50", "8.00 / 18.00", "-"]

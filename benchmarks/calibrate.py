@@ -1,0 +1,72 @@
+"""``python -m benchmarks calibrate``: A/A calibration. K sessions of one matrix on unchanged
+code, back to back, then per throughput cell its noise (``reports/noise.py``): the spread within
+a session, the drift between sessions, the false alarms that today's ``compare`` rule and the
+calibrated cut raise among the K(K-1)/2 pairs, and the minimum detectable slowdown (by formula,
+checked by re-sampling). The table is printed, written to ``<output-dir>/calibration-<id>/``
+and logged as a run of kind ``calibration`` with the machine label: this machine's noise profile.
+
+The K sessions are ordinary bench sessions (each in the store, each with its report), tagged
+with the calibration they belong to. The scaling section and the pytest-benchmark suite are
+left out: neither is compared by ``compare``.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import tracking
+from benchmarks.compare import load
+from benchmarks.config import UsageError
+from benchmarks.plan import BenchOptions
+from benchmarks.session import SessionSettings, run_session
+from reports.noise import calibration_table
+from reports.tables import to_markdown, to_text
+from reports.text import markdown_page
+
+TARGET = 0.10             # the slowdown a cell should detect: compare's default cut
+
+
+def run_calibrate(store: tracking.Store, options: BenchOptions, data, settings: SessionSettings, sessions: int,
+                  log=print) -> int:
+    began = time.strftime("%Y%m%d-%H%M%S")
+    ids = []
+    for k in range(1, sessions + 1):
+        log(f"calibration: session {k} of {sessions}")
+        _, run_id = run_session(options, data, store, settings, log=log)
+        tracking.annotate(store, run_id, tags={"bpb.calibration": began})
+        ids.append(run_id)
+    table = calibration_table([load(store, rid) for rid in ids], target=TARGET)
+    if table.empty:
+        raise UsageError("no throughput cell finished in two sessions or more: nothing to calibrate")
+    folder = Path(settings.out_dir) / f"calibration-{began}"
+    folder.mkdir(parents=True, exist_ok=True)
+    label = settings.machine_label or socket.gethostname()
+    summary = table.attrs["summary"]
+    lines = [f"A/A calibration on {label}: {sessions} {settings.mode} sessions of unchanged code "
+             f"({', '.join(i[:8] for i in ids)}), {len(table)} throughput cells.",
+             f"False alarms among the {summary['pairs']} pairs of sessions: compare's rule "
+             f"{summary['compare_alarms']} of {summary['cell_pairs']} cell-pairs "
+             f"({summary['compare_rate']:.1%}); the calibrated cut {summary['calibrated_alarms']} "
+             f"({summary['calibrated_rate']:.1%}).",
+             f"Median minimum detectable slowdown {summary['detectable_median']:.1%} at <= 1% false alarms "
+             "per cell (90% power); per cell below."]
+    (folder / "calibration.md").write_text(markdown_page(["# A/A calibration", "", *[f"- {ln}" for ln in lines], "",
+                                                          to_markdown(table), ""]))
+    (folder / "calibration.json").write_text(json.dumps({"sessions": ids, "summary": summary,
+                                                         "cells": table.to_dict(orient="records")}, indent=1))
+    for line in lines:
+        log(line)
+    log(to_text(table))
+    run = tracking.Session.start(store, name=f"calibration-{began}",
+                                 params={"sessions": ",".join(ids), "mode": settings.mode, "count": sessions,
+                                         "threads": settings.threads or "default"},
+                                 tags={"bpb.kind": "calibration", "bpb.machine": label,
+                                       "mlflow.note.content": "\n\n".join(lines)})
+    run.log(metrics={k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    for name in ("calibration.md", "calibration.json"):
+        run.log_artifact(folder / name, "calibration")
+    run.finish("FINISHED")
+    log(f"written: {folder} (and logged as run {run.run_id})")
+    return 0

@@ -1,0 +1,56 @@
+"""``python -m benchmarks calibrate``: K sessions through the CLI, the table, the run of kind
+calibration in the store. The plumbing on a dry run in the default tier; the live A/A claim
+(the calibrated cut keeps its false alarms) in the timing tier, for a quiet machine."""
+import json
+
+import pytest
+
+from tests.helpers import run_cli
+
+mlflow = pytest.importorskip("mlflow")
+
+
+def _calibrate(tmp_path, *args, timeout=900):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli("calibrate", *args, "--impl", "numpy-batch,numpy-sample", "--tracking-uri", uri,
+                   "--output-dir", str(tmp_path / "out"), "--machine", "lab-a", env={"CI": "1"}, timeout=timeout)
+    return uri, proc
+
+
+@pytest.mark.integration
+def test_calibrate_runs_k_sessions_and_logs_the_noise_profile(tmp_path):
+    uri, proc = _calibrate(tmp_path, "--dry-run", "--sessions", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "calibration: session 2 of 2" in proc.stdout and "A/A calibration on lab-a: 2 dry-run sessions" in proc.stdout
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("backprop-bench").experiment_id
+    sessions = client.search_runs([experiment], filter_string="tags.`bpb.kind` = 'session'")
+    assert len(sessions) == 2 and all("bpb.calibration" in s.data.tags for s in sessions)
+    [run] = client.search_runs([experiment], filter_string="tags.`bpb.kind` = 'calibration'")
+    assert run.data.tags["bpb.machine"] == "lab-a" and run.info.status == "FINISHED"
+    assert set(run.data.params["sessions"].split(",")) == {s.info.run_id for s in sessions}
+    assert {"compare_rate", "calibrated_rate", "detectable_median", "pairs"} <= set(run.data.metrics)
+    assert run.data.metrics["pairs"] == 1
+    folder = next((tmp_path / "out").glob("calibration-*"))
+    saved = json.loads((folder / "calibration.json").read_text())
+    # every throughput cell of the dry run's matrix, each seen in both sessions
+    cells = {c["cell"] for c in saved["cells"]}
+    assert {"throughput/numpy-batch/hw1-q4/float32/b32/s0", "throughput/numpy-sample/hw1-q4/float32/b1/s0"} <= cells
+    assert all(c["sessions"] == 2 and c["false alarms, calibrated"].endswith("/1") for c in saved["cells"])
+    assert not any(c.startswith("scaling/") or c.startswith("accuracy/") for c in cells)
+    assert "false alarms, compare" in (folder / "calibration.md").read_text()
+
+
+def test_one_session_is_refused_before_anything_runs(tmp_path):
+    uri, proc = _calibrate(tmp_path, "--dry-run", "--sessions", "1")
+    assert proc.returncode == 2 and "at least 2 sessions" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.timing
+def test_a_live_quick_calibration_keeps_its_false_alarms_at_the_calibrated_cut(tmp_path):
+    uri, proc = _calibrate(tmp_path, "--quick", "--sessions", "5", timeout=3600)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    saved = json.loads(next((tmp_path / "out").glob("calibration-*/calibration.json")).read_text())
+    summary = saved["summary"]
+    assert summary["pairs"] == 10 and summary["calibrated_rate"] <= 0.05, summary

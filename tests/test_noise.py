@@ -1,0 +1,80 @@
+"""A/A noise (reports/noise.py) on synthetic sessions with a known, seeded noise model: each
+session's rate is the true rate times exp(a session effect ~ N(0, drift^2)), each repeat that
+times exp(N(0, jitter^2)). What the estimates must recover, and what the calibrated cut must
+keep to."""
+import math
+
+import numpy as np
+import pytest
+
+from reports.noise import POWER, Z_ALARM, Z_POWER, calibrated_flag, noise, pair_alarms, resampled_detectable
+
+
+def sessions(rng, k, drift, jitter, repeats=5, rate=10_000.0, slowdown=0.0):
+    out = []
+    for _ in range(k):
+        level = rate * math.exp(rng.normal(0, drift)) / (1 + slowdown)
+        out.append(list(level * np.exp(rng.normal(0, jitter, repeats))))
+    return out
+
+
+def true_detectable(drift, jitter, repeats, draws=200_000, seed=99):
+    """By brute force: the spread of one session's log median, from the model itself."""
+    rng = np.random.default_rng(seed)
+    logs = rng.normal(0, drift, draws) + np.median(rng.normal(0, jitter, (draws, repeats)), axis=1)
+    return math.exp((Z_ALARM + Z_POWER) * math.sqrt(2) * logs.std()) - 1
+
+
+@pytest.mark.parametrize("drift, jitter", [(0.05, 0.02), (0.01, 0.05), (0.10, 0.10), (0.002, 0.01)])
+def test_the_estimated_minimum_detectable_slowdown_is_within_25_percent_of_the_true_one(drift, jitter):
+    rng = np.random.default_rng(7)
+    n = noise(sessions(rng, 100, drift, jitter))
+    truth = true_detectable(drift, jitter, 5)
+    assert n.detectable == pytest.approx(truth, rel=0.25), (n, truth)
+
+
+def test_the_calibrated_cut_keeps_false_alarms_under_2_percent_over_600_fresh_a_a_pairs():
+    rng = np.random.default_rng(11)
+    n = noise(sessions(rng, 100, 0.05, 0.03))
+    flag = calibrated_flag(n)
+    fresh = sessions(rng, 1200, 0.05, 0.03)
+    alarms = sum(flag(fresh[2 * i], fresh[2 * i + 1]) for i in range(600))
+    assert alarms / 600 <= 0.02, alarms
+    # and a slowdown of the detectable size is flagged at least POWER of the time (a check that can fail)
+    slow = sessions(rng, 600, 0.05, 0.03, slowdown=n.detectable)
+    caught = sum(flag(fresh[i], slow[i]) for i in range(600)) / 600
+    assert caught >= POWER - 0.04, caught
+
+
+def test_a_fixed_cut_below_the_noise_raises_false_alarms_that_pair_alarms_counts():
+    rng = np.random.default_rng(3)
+    runs = sessions(rng, 30, 0.10, 0.02)
+    flagged, pairs = pair_alarms(runs, lambda a, b: math.log(np.median(b) / np.median(a)) < -math.log(1.10))
+    assert pairs == 30 * 29 // 2
+    # with a session drift of 10%, a 10% cut flags about 2 x P(N(0, sqrt 2 x 0.1) < -0.095) = 50% of pairs
+    assert 0.35 < flagged / pairs < 0.65
+    calibrated, _ = pair_alarms(runs, calibrated_flag(noise(runs)))
+    assert calibrated / pairs <= 0.05
+
+
+def test_resampling_agrees_with_the_formula_within_its_conservatism():
+    rng = np.random.default_rng(5)
+    runs = sessions(rng, 20, 0.04, 0.03)
+    n = noise(runs)
+    resampled = resampled_detectable(runs, n)
+    # re-drawing the repeats adds their error once more: never below the formula's figure by much,
+    # and not far above it
+    assert 0.8 * n.detectable <= resampled <= 1.6 * n.detectable, (resampled, n.detectable)
+
+
+def test_repeats_help_only_where_the_repeats_are_the_noise():
+    rng = np.random.default_rng(8)
+    jittery = noise(sessions(rng, 40, 0.002, 0.10, repeats=5))
+    drifting = noise(sessions(rng, 40, 0.10, 0.002, repeats=5))
+    need = jittery.repeats_for(0.05)
+    assert need is not None and need > 5
+    # and that many repeats do bring it there
+    assert noise(sessions(rng, 40, 0.002, 0.10, repeats=need)).detectable == pytest.approx(0.05, rel=0.25)
+    assert drifting.repeats_for(0.05) is None              # only more sessions or a quieter machine help
+    with pytest.raises(ValueError, match="at least 2 sessions"):
+        noise([[1.0, 2.0]])

@@ -12,7 +12,6 @@ left out: neither is compared by ``compare``.
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ TARGET = 0.10             # the slowdown a cell should detect: compare's default
 
 def run_calibrate(store: tracking.Store, options: BenchOptions, data, settings: SessionSettings, sessions: int,
                   log=print) -> int:
+    """Run ``sessions`` sessions of ``options`` back to back, then make their profile."""
     began = time.strftime("%Y%m%d-%H%M%S")
     ids = []
     for k in range(1, sessions + 1):
@@ -37,31 +37,44 @@ def run_calibrate(store: tracking.Store, options: BenchOptions, data, settings: 
         _, run_id = run_session(options, data, store, settings, log=log)
         tracking.annotate(store, run_id, tags={"bpb.calibration": began})
         ids.append(run_id)
-    table = calibration_table([load(store, rid) for rid in ids], target=TARGET)
+    return make_profile(store, ids, settings.out_dir, log)
+
+
+def make_profile(store: tracking.Store, ids: list[str], out_dir: str, log=print) -> int:
+    """The noise profile of sessions ``ids`` (one machine label, one mode): the table printed,
+    written, and logged as a run of kind ``calibration``."""
+    loaded = [load(store, rid) for rid in ids]
+    labels = {str(p.get("tags.bpb.machine") or p.get("tags.bpb.host") or "?") for _, p, _, _ in loaded}
+    modes = {str(p.get("params.mode", "?")) for _, p, _, _ in loaded}
+    if len(labels) > 1 or len(modes) > 1:
+        raise UsageError(f"a noise profile is of one machine and one mode; these sessions ran on "
+                         f"{', '.join(sorted(labels))} in {', '.join(sorted(modes))} mode")
+    label, mode = labels.pop(), modes.pop()
+    table = calibration_table(loaded, target=TARGET)
     if table.empty:
         raise UsageError("no throughput cell finished in two sessions or more: nothing to calibrate")
-    folder = Path(settings.out_dir) / f"calibration-{began}"
+    began = time.strftime("%Y%m%d-%H%M%S")
+    folder = Path(out_dir) / f"calibration-{began}"
     folder.mkdir(parents=True, exist_ok=True)
-    label = settings.machine_label or socket.gethostname()
     summary = table.attrs["summary"]
-    lines = [f"A/A calibration on {label}: {sessions} {settings.mode} sessions of unchanged code "
+    lines = [f"A/A calibration on {label}: {len(ids)} {mode} sessions of unchanged code "
              f"({', '.join(i[:8] for i in ids)}), {len(table)} throughput cells.",
              f"False alarms among the {summary['pairs']} pairs of sessions: compare's rule "
              f"{summary['compare_alarms']} of {summary['cell_pairs']} cell-pairs "
              f"({summary['compare_rate']:.1%}); the calibrated cut {summary['calibrated_alarms']} "
              f"({summary['calibrated_rate']:.1%}).",
              f"Median minimum detectable slowdown {summary['detectable_median']:.1%} at <= 1% false alarms "
-             "per cell (90% power); per cell below."]
+             "per cell (90% power, the cut on a 90% upper bound of each cell's spread); per cell below."]
     (folder / "calibration.md").write_text(markdown_page(["# A/A calibration", "", *[f"- {ln}" for ln in lines], "",
                                                           to_markdown(table), ""]))
-    (folder / "calibration.json").write_text(json.dumps({"sessions": ids, "summary": summary,
-                                                         "cells": table.to_dict(orient="records")}, indent=1))
+    (folder / "calibration.json").write_text(json.dumps({
+        "sessions": ids, "summary": summary, "cells": table.to_dict(orient="records"),
+        "numbers": table.attrs["numbers"], "measured": tracking.profiles.measured_on(loaded[0][1])}, indent=1))
     for line in lines:
         log(line)
     log(to_text(table))
     run = tracking.Session.start(store, name=f"calibration-{began}",
-                                 params={"sessions": ",".join(ids), "mode": settings.mode, "count": sessions,
-                                         "threads": settings.threads or "default"},
+                                 params={"sessions": ",".join(ids), "mode": mode, "count": len(ids)},
                                  tags={"bpb.kind": "calibration", "bpb.machine": label,
                                        "mlflow.note.content": "\n\n".join(lines)})
     run.log(metrics={k: v for k, v in summary.items() if isinstance(v, (int, float))})

@@ -140,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "and the smallest slowdown it can detect. Logged as a run of kind calibration.")
     cal.add_argument("--sessions", type=positive_int, default=5, help="K, the sessions (default: %(default)s)")
     cal.add_argument("--impl", type=impl_list, default=None, help="implementations (default: every one available here)")
+    cal.add_argument("--from", dest="reuse", type=csv_of(str), default=None, metavar="ID,ID,...",
+                     help="make the profile of these sessions (run ids or latest~N), already run: nothing is trained")
     cal_mode = cal.add_mutually_exclusive_group()
     cal_mode.add_argument("--quick", action="store_true", help="each session as bench --quick")
     cal_mode.add_argument("--dry-run", action="store_true", help="each session as bench --dry-run (the plumbing only)")

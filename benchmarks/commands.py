@@ -181,13 +181,17 @@ def cmd_regress(*, baseline: str, run_id, speed: str, update: bool, impl, speed_
                     data_dir=data_dir, download=download, run_id=run_id, machine_label=machine, out_dir=GATE_OUT)
 
 
-def cmd_calibrate(*, sessions: int, impl, quick: bool, dry_run: bool, output_dir: str, dataset, data_dir,
+def cmd_calibrate(*, sessions: int, reuse, impl, quick: bool, dry_run: bool, output_dir: str, dataset, data_dir,
                   download: bool, threads: int | None, uri: str, machine: str | None) -> int:
-    from benchmarks.calibrate import run_calibrate
+    from benchmarks.calibrate import make_profile, run_calibrate
     from benchmarks.plan import BenchOptions
     from benchmarks.session import SessionSettings
-    if sessions < 2:
-        raise UsageError("calibrate needs at least 2 sessions (--sessions): a drift needs two")
+    if sessions < 2 or (reuse and len(reuse) < 2):
+        raise UsageError("calibrate needs at least 2 sessions (--sessions, --from): a drift needs two")
+    if reuse:                               # the profile of sessions already run: nothing is trained
+        writable_folder(output_dir)
+        store = tracking.connect(uri, create=False)
+        return make_profile(store, [tracking.resolve_ref(store, ref, None, False) for ref in reuse], output_dir)
     mode = "dry-run" if dry_run else ("quick" if quick else "full")
     options = BenchOptions.make(mode, **{k: v for k, v in {"impls": tuple(impl) if impl else None,
                                                            "dataset": dataset}.items() if v is not None},

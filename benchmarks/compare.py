@@ -18,6 +18,26 @@ def load(store: tracking.Store, run_id: str):
     return run_id, parent, cells, tracking.repeat_series(raw_epochs)
 
 
+def calibrated_cuts(store: tracking.Store, a_parent, b_parent) -> tuple[dict[str, float], str]:
+    """(cell -> calibrated cut, the line that says where the cuts come from): the latest noise
+    profile (``calibrate``) of the machine and mode both sessions ran on, used even when stale
+    (and named so); none across two machines or modes, or without a profile."""
+    label = [str(p.get("tags.bpb.machine") or p.get("tags.bpb.host") or "?") for p in (a_parent, b_parent)]
+    mode = [str(p.get("params.mode", "?")) for p in (a_parent, b_parent)]
+    if label[0] != label[1] or mode[0] != mode[1]:
+        return {}, (f"uncalibrated: the sessions ran on {label[0]} ({mode[0]}) and {label[1]} ({mode[1]}); a noise "
+                    "profile describes one machine and mode")
+    profile = tracking.profiles.latest_profile(store, label[1], mode[1])
+    if profile is None:
+        return {}, (f"uncalibrated: no noise profile of {label[1]} for {mode[1]} sessions; run `python -m benchmarks "
+                    f"calibrate{'' if mode[1] == 'full' else ' --' + mode[1]}` for per-cell cuts")
+    stale = tracking.profiles.staleness(profile, b_parent)
+    return ({cell: v["cut"] for cell, v in profile["cells"].items()},
+            f"calibrated: {len(profile['cells'])} cells cut at their noise profile, calibration run "
+            f"{profile['run_id'][:8]} ({profile['sessions']} {mode[1]} sessions on {label[1]}, {profile['started']})"
+            + (f"; STALE, still used: {'; '.join(stale)}" if stale else ""))
+
+
 def resolve_pair(store: tracking.Store, ref_a: str, ref_b: str, mode: str | None, any_status: bool) -> tuple[str, str]:
     """The two sessions named. ``latest`` and ``latest~N`` count sessions of one kind: ``mode``,
     else the mode of the other side when it is a run id (``compare ID latest``: the latest
@@ -39,7 +59,8 @@ def run_compare(store: tracking.Store, ref_a: str, ref_b: str, output_dir: str, 
     a_ref, b_ref = resolve_pair(store, ref_a, ref_b, mode, any_status)
     a_id, a_parent, a_cells, a_samples = load(store, a_ref)
     b_id, b_parent, b_cells, b_samples = load(store, b_ref)
-    table = compare_cells(a_cells, a_samples, b_cells, b_samples, threshold=threshold)
+    cuts, calibration = calibrated_cuts(store, a_parent, b_parent)
+    table = compare_cells(a_cells, a_samples, b_cells, b_samples, threshold=threshold, cuts=cuts)
     diffs, machine_note = session_differences(a_parent, b_parent)
     for status, run_id, parent in (("A", a_id, a_parent), ("B", b_id, b_parent)):
         if parent.get("status") != "FINISHED":
@@ -47,11 +68,13 @@ def run_compare(store: tracking.Store, ref_a: str, ref_b: str, output_dir: str, 
     log(f"compare A {a_id} vs B {b_id}")
     if machine_note:
         log(machine_note)
+    log(calibration)
     log("differs: " + ("; ".join(f"{k}: {va} -> {vb}" for k, va, vb in diffs) if diffs else "nothing but the measurements"))
     log(to_text(table.drop(columns=HIDDEN)))
     counts = table["kind"].value_counts().to_dict()
     log("summary: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        + f"; a verdict needs B/A beyond ×/÷{1 + table.attrs['cut']:.3f} (threshold or session drift)")
+        + f"; a verdict needs B/A beyond ×/÷{1 + table.attrs['cut']:.3f} (threshold or session drift)"
+        + (", or a calibrated cell's own cut" if cuts else ""))
     md, page = render(table, diffs, machine_note, a_id, b_id, threshold)
     folder = Path(output_dir) / f"compare-{a_id[:8]}-{b_id[:8]}"
     folder.mkdir(parents=True, exist_ok=True)

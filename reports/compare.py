@@ -40,13 +40,16 @@ def _fmt(x, spec):
 
 
 def compare_cells(a: pd.DataFrame, a_samples: dict, b: pd.DataFrame, b_samples: dict,
-                  threshold: float = 0.1, accuracy_tolerance: float = 0.005) -> pd.DataFrame:
+                  threshold: float = 0.1, accuracy_tolerance: float = 0.005,
+                  cuts: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per cell present in either session. ``*_samples``: run_id -> samples/s per
     timed repeat (per epoch for accuracy cells). Columns: COLUMNS (``acc/parity``: worse, ok,
     or - where there is nothing to compare), plus ``kind`` of verdict (``slower``, ``faster``,
     ``same``, ``unknown``, ``only in A``, ``only in B``, ``failed``), ``accuracy_drop`` (B's
     accuracy or parity is worse beyond the tolerance, or B failed a cell A finished), and the
-    reasons in words: ``accuracy_reason``, ``speed_reason``."""
+    reasons in words: ``accuracy_reason``, ``speed_reason``. ``cuts``: cell -> its calibrated cut on
+    |ln(B/A)| (a noise profile, ``reports/noise.py``): such a cell's verdict is that cut alone, the
+    rule its false alarms were measured under; the other cells keep the rule above."""
     ia, ib = a.set_index("cell"), b.set_index("cell")
     rows = []
     for cell in sorted(set(ia.index) | set(ib.index)):
@@ -87,12 +90,16 @@ def compare_cells(a: pd.DataFrame, a_samples: dict, b: pd.DataFrame, b_samples: 
     for r in rows:
         if "_ratio" in r:
             ratio, lo, hi = r.pop("_ratio")
-            r["kind"] = ("slower" if hi < 1 and math.log(ratio) < -cut else
-                         "faster" if lo > 1 and math.log(ratio) > cut else "same")
+            mine = (cuts or {}).get(r["cell"])
+            if mine is not None:         # calibrated: the cut alone, as its false alarms were measured
+                lo, hi = math.inf, 0.0
+            own = cut if mine is None else mine
+            r["kind"] = ("slower" if hi < 1 and math.log(ratio) < -own else
+                         "faster" if lo > 1 and math.log(ratio) > own else "same")
             r["verdict"] = "no significant change" if r["kind"] == "same" else r["kind"]
             if r["kind"] == "slower":
-                r["speed_reason"] = (f"slower: B/A {ratio:.3f} (95% CI {lo:.3f}-{hi:.3f}), beyond "
-                                     f"÷{math.exp(cut):.3f}")
+                r["speed_reason"] = (f"slower: B/A {ratio:.3f}, beyond ÷{math.exp(own):.3f}" +
+                                     (" (calibrated)" if mine is not None else f" (95% CI {r['95% CI']})"))
     table = pd.DataFrame(rows, columns=[*COLUMNS, *HIDDEN])
     table.attrs["cut"] = math.exp(cut) - 1
     return table

@@ -6,7 +6,9 @@ session effect (the machine's drift between sessions), plus the median's own sam
 Both are in ``sigma``, the spread of the log session medians (``spread``: robust to an odd
 session), floored at the median's sampling error from the repeats (1.2533 x their standard
 deviation over sqrt(n), on the log scale). ``drift`` is the session effect alone, what more
-repeats cannot reduce. Between two sessions, ln(B/A) has spread ``sqrt(2) x sigma``.
+repeats cannot reduce. Between two sessions, ln(B/A) has spread ``sqrt(2) x sigma``; K sessions
+only estimate sigma, so the cut and the detectable slowdown are set on its 90% upper bound
+(``upper_bound``): few sessions buy a wider cut, not more false alarms.
 
 - The calibrated cut: a slowdown is flagged when ln(B/A) < -``Z_ALARM`` x that spread, which a
   cell of unchanged code crosses with probability ``ALARM`` (one-sided).
@@ -30,6 +32,7 @@ Z_ALARM = 2.3263            # the one-sided normal quantile of 1 - ALARM
 Z_POWER = 1.2816            # ... of POWER
 MAD_SIGMA = 1.4826          # MAD -> sigma of a normal
 MEDIAN_SE = 1.2533          # the median's standard error over the mean's, for a normal
+CONFIDENCE = 0.90           # the cut is set on this upper confidence bound of a cell's spread
 
 
 @dataclass(frozen=True)
@@ -41,10 +44,11 @@ class Noise:
     drift: float            # the session effect alone: the log medians' spread less their sampling error
     sigma: float            # the spread of one session's log median (drift and sampling error)
     jitter: float = 0.0     # the repeats' own spread within a session (log scale, pooled)
+    bound: float = 0.0      # the CONFIDENCE upper bound on sigma from K sessions: what the cut is set on
 
     @property
     def pair_sigma(self) -> float:
-        return math.sqrt(2.0) * self.sigma
+        return math.sqrt(2.0) * (self.bound or self.sigma)
 
     @property
     def cut(self) -> float:
@@ -60,7 +64,8 @@ class Noise:
         """Timed repeats per session that would bring ``detectable`` down to ``slowdown``, when the
         repeats' own error is what stands in the way; None when the drift between sessions alone
         is too large (more repeats cannot help: more sessions, or a quieter machine, can)."""
-        need = math.log1p(slowdown) / ((Z_ALARM + Z_POWER) * math.sqrt(2.0))       # sigma needed
+        factor = (self.bound / self.sigma) if self.sigma > 0 and self.bound else 1.0
+        need = math.log1p(slowdown) / ((Z_ALARM + Z_POWER) * math.sqrt(2.0) * factor)   # sigma needed
         if self.drift >= need:
             return None
         if self.jitter <= 0:
@@ -69,12 +74,24 @@ class Noise:
 
 
 def spread(logs: np.ndarray) -> float:
-    """The spread of K values, robust to an odd one: their standard deviation once the values
-    beyond 3.5 robust sigmas (1.4826 x MAD) of their median are set aside. (The MAD alone wastes
-    two thirds of what K sessions say: a cut from it alarmed 3x too often on synthetic sessions.)"""
-    mad = MAD_SIGMA * float(np.median(np.abs(logs - np.median(logs))))
-    kept = logs[np.abs(logs - np.median(logs)) <= 3.5 * mad] if mad > 0 else logs
-    return float(np.std(kept, ddof=1)) if len(kept) > 1 else 0.0
+    """The spread of K values: their standard deviation, robust to an odd one from 8 values on
+    (a value beyond 4 robust sigmas, 1.4826 x MAD, of their median is set aside). Below 8, no
+    value is set aside: 5 sessions of which 3 agree closely would otherwise drop the 2 that
+    carry the drift (seen in a live calibration: a cut from 3 close sessions alarmed on 4 of 10
+    pairs). The MAD alone wastes two thirds of what K sessions say."""
+    if len(logs) >= 8:
+        mad = MAD_SIGMA * float(np.median(np.abs(logs - np.median(logs))))
+        if mad > 0:
+            logs = logs[np.abs(logs - np.median(logs)) <= 4 * mad]
+    return float(np.std(logs, ddof=1)) if len(logs) > 1 else 0.0
+
+
+def upper_bound(sigma: float, k: int) -> float:
+    """A ``CONFIDENCE`` upper bound on a spread estimated from ``k`` sessions (chi-square, k - 1
+    degrees of freedom): the cut is set on it, so that few sessions make a wider cut rather than
+    more false alarms (5 sessions: 1.94 x the estimate; 30: 1.27 x; 100: 1.14 x)."""
+    from scipy.stats import chi2
+    return sigma * math.sqrt((k - 1) / chi2.ppf(1 - CONFIDENCE, k - 1))
 
 
 def noise(session_repeats: list[list[float]]) -> Noise:
@@ -87,9 +104,11 @@ def noise(session_repeats: list[list[float]]) -> Noise:
     # the repeats' variance pooled over the sessions (a median of K small-sample deviations runs low)
     pooled = [(float(np.var(np.log(r), ddof=1)), len(r)) for r in runs if len(r) > 1]
     sampling = (MEDIAN_SE * math.sqrt(np.mean([v / n for v, n in pooled]))) if pooled else 0.0
+    sigma = max(total, sampling)
     return Noise(sessions=len(runs), repeats=int(np.median([len(r) for r in runs])), within=float(np.median(iqr)),
-                 drift=math.sqrt(max(total ** 2 - sampling ** 2, 0.0)), sigma=max(total, sampling),
-                 jitter=math.sqrt(np.mean([v for v, _ in pooled])) if pooled else 0.0)
+                 drift=math.sqrt(max(total ** 2 - sampling ** 2, 0.0)), sigma=sigma,
+                 jitter=math.sqrt(np.mean([v for v, _ in pooled])) if pooled else 0.0,
+                 bound=upper_bound(sigma, len(runs)))
 
 
 def pair_alarms(session_repeats: list[list[float]], flags) -> tuple[int, int]:
@@ -114,10 +133,11 @@ def resampled_detectable(session_repeats: list[list[float]], n: Noise, draws: in
                          seed: int = 0, grid: np.ndarray | None = None) -> float:
     """The minimum detectable slowdown by re-sampling, not by formula: two distinct sessions
     drawn at random, each one's repeats re-drawn with replacement, B's divided by 1 + s; the
-    smallest s on ``grid`` that the calibrated cut flags in at least ``POWER`` of the draws."""
+    smallest s on ``grid`` (0 to 200%) that the calibrated cut flags in at least ``POWER`` of the
+    draws; inf when none does."""
     rng = np.random.default_rng(seed)
     runs = [np.asarray(r, dtype=float) for r in session_repeats if len(r)]
-    grid = np.round(np.arange(0.0, 1.0001, 0.005), 3) if grid is None else grid
+    grid = np.round(np.arange(0.0, 2.0001, 0.005), 3) if grid is None else grid
     diffs = np.empty(draws)
     for i in range(draws):
         a, b = rng.choice(len(runs), size=2, replace=False)
@@ -126,7 +146,7 @@ def resampled_detectable(session_repeats: list[list[float]], n: Noise, draws: in
     for s in grid:
         if np.mean(diffs - math.log1p(s) < -n.cut) >= POWER:
             return float(s)
-    return float("nan")
+    return math.inf
 
 
 def calibration_table(sessions: list, target: float = 0.10):
@@ -134,7 +154,8 @@ def calibration_table(sessions: list, target: float = 0.10):
     ``sessions``: (id, parent row, tidy cells, samples/s per repeat by run id) each, as
     ``benchmarks/compare.py`` ``load`` gives them. Today's compare rule is run as it is on every
     pair (``reports.compare.compare_cells``, its drift cut from all the pair's cells); an A/A pair
-    it calls faster or slower is a false alarm. ``attrs["summary"]``: the totals."""
+    it calls faster or slower is a false alarm. ``attrs["summary"]``: the totals; ``attrs["numbers"]``:
+    per cell, the calibrated cut, sigma, drift and detectable slowdown as numbers."""
     import pandas as pd
 
     from reports.compare import compare_cells
@@ -153,6 +174,7 @@ def calibration_table(sessions: list, target: float = 0.10):
             if row.cell in old and row.kind in ("slower", "faster"):
                 old[row.cell] += 1
     rows, totals = [], {"compare": 0, "calibrated": 0, "cell_pairs": 0}
+    numbers: dict[str, dict] = {}
     for cell, runs in sorted(repeats.items()):
         if len(runs) < 2:
             continue
@@ -164,12 +186,13 @@ def calibration_table(sessions: list, target: float = 0.10):
         totals["cell_pairs"] += count
         rows.append({"cell": cell, "sessions": n.sessions, "repeats": n.repeats, "within (IQR)": f"{n.within:.1%}",
                      "drift": f"{n.drift:.1%}", "detects": f">= {n.detectable:.1%}",
-                     "detects (re-sampled)": f">= {resampled_detectable(runs, n):.1%}",
+                     "detects (re-sampled)": _at_least(resampled_detectable(runs, n)),
                      "false alarms, compare": f"{old[cell]}/{count}", "false alarms, calibrated": f"{new}/{count}",
                      f"repeats to detect {target:.0%}": ("-" if n.detectable <= target else
                                                         "none: the drift alone is too large" if more is None
                                                         else str(more)),
                      "_detectable": n.detectable})
+        numbers[cell] = {"cut": n.cut, "sigma": n.sigma, "drift": n.drift, "detectable": n.detectable}
     table = pd.DataFrame(rows)
     cell_pairs = max(totals["cell_pairs"], 1)
     table.attrs["summary"] = {
@@ -177,4 +200,9 @@ def calibration_table(sessions: list, target: float = 0.10):
         "compare_rate": totals["compare"] / cell_pairs, "calibrated_alarms": totals["calibrated"],
         "calibrated_rate": totals["calibrated"] / cell_pairs,
         "detectable_median": float(np.median(table["_detectable"])) if rows else float("nan")}
+    table.attrs["numbers"] = numbers          # per cell, what compare's calibrated cut reads back
     return table.drop(columns="_detectable") if rows else table
+
+
+def _at_least(slowdown: float) -> str:
+    return "> 200%" if math.isinf(slowdown) else f">= {slowdown:.1%}"

@@ -39,6 +39,13 @@ def test_calibrate_runs_k_sessions_and_logs_the_noise_profile(tmp_path):
     assert all(c["sessions"] == 2 and c["false alarms, calibrated"].endswith("/1") for c in saved["cells"])
     assert not any(c.startswith("scaling/") or c.startswith("accuracy/") for c in cells)
     assert "false alarms, compare" in (folder / "calibration.md").read_text()
+    # compare reads the profile back: the two sessions' cells take their calibrated cuts
+    proc = run_cli("compare", "latest~1", "latest", "--tracking-uri", uri, "--output-dir", str(tmp_path / "cmp"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"calibrated: {len(saved['numbers'])} cells cut at their noise profile, calibration run " \
+           f"{run.info.run_id[:8]} (2 dry-run sessions on lab-a" in proc.stdout
+    assert "STALE" not in proc.stdout
+    assert set(saved["numbers"]) == cells and all(v["cut"] > 0 for v in saved["numbers"].values())
 
 
 def test_one_session_is_refused_before_anything_runs(tmp_path):

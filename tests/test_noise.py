@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from reports.noise import POWER, Z_ALARM, Z_POWER, calibrated_flag, noise, pair_alarms, resampled_detectable
+from reports.noise import POWER, calibrated_flag, noise, pair_alarms, resampled_detectable
 
 
 def sessions(rng, k, drift, jitter, repeats=5, rate=10_000.0, slowdown=0.0):
@@ -18,18 +18,22 @@ def sessions(rng, k, drift, jitter, repeats=5, rate=10_000.0, slowdown=0.0):
     return out
 
 
-def true_detectable(drift, jitter, repeats, draws=200_000, seed=99):
-    """By brute force: the spread of one session's log median, from the model itself."""
+def true_detectable(cut, drift, jitter, repeats, draws=200_000, seed=99):
+    """By brute force, from the model itself: the slowdown that the cut ``cut`` flags in POWER
+    of the comparisons of two independent sessions."""
     rng = np.random.default_rng(seed)
-    logs = rng.normal(0, drift, draws) + np.median(rng.normal(0, jitter, (draws, repeats)), axis=1)
-    return math.exp((Z_ALARM + Z_POWER) * math.sqrt(2) * logs.std()) - 1
+
+    def log_median():
+        return rng.normal(0, drift, draws) + np.median(rng.normal(0, jitter, (draws, repeats)), axis=1)
+    diff = log_median() - log_median()
+    return math.exp(cut + np.quantile(diff, POWER)) - 1
 
 
 @pytest.mark.parametrize("drift, jitter", [(0.05, 0.02), (0.01, 0.05), (0.10, 0.10), (0.002, 0.01)])
 def test_the_estimated_minimum_detectable_slowdown_is_within_25_percent_of_the_true_one(drift, jitter):
     rng = np.random.default_rng(7)
     n = noise(sessions(rng, 100, drift, jitter))
-    truth = true_detectable(drift, jitter, 5)
+    truth = true_detectable(n.cut, drift, jitter, 5)
     assert n.detectable == pytest.approx(truth, rel=0.25), (n, truth)
 
 
@@ -78,3 +82,35 @@ def test_repeats_help_only_where_the_repeats_are_the_noise():
     assert drifting.repeats_for(0.05) is None              # only more sessions or a quieter machine help
     with pytest.raises(ValueError, match="at least 2 sessions"):
         noise([[1.0, 2.0]])
+
+
+def test_compare_takes_a_calibrated_cells_cut_and_keeps_todays_rule_for_the_others():
+    import pandas as pd
+
+    from reports.compare import compare_cells
+    rng = np.random.default_rng(2)
+
+    def frame(rates):
+        rows = [{"run_id": f"{c}-{r:.0f}", "cell": c, "status": "FINISHED", "test_accuracy": math.nan,
+                 "parity_max_error": 1e-7} for c, r in rates.items()]
+        samples = {f"{c}-{r:.0f}": list(r * np.exp(rng.normal(0, 0.002, 7))) for c, r in rates.items()}
+        return pd.DataFrame(rows), samples
+    a, sa = frame({"quiet": 100_000.0, "noisy": 100_000.0, "plain": 100_000.0})
+    b, sb = frame({"quiet": 94_000.0, "noisy": 80_000.0, "plain": 94_000.0})
+    cuts = {"quiet": math.log(1.04), "noisy": math.log(1.30)}
+    kinds = compare_cells(a, sa, b, sb, cuts=cuts).set_index("cell")["kind"]
+    # 6% slower: beyond the quiet cell's calibrated 4%, inside today's 10% for the plain one;
+    # 20% slower inside the noisy cell's calibrated 30%, which today's rule would have flagged
+    assert kinds.to_dict() == {"quiet": "slower", "noisy": "same", "plain": "same"}
+    assert compare_cells(a, sa, b, sb).set_index("cell")["kind"]["noisy"] == "slower"
+
+
+def test_a_profile_of_another_commit_versions_or_threads_is_named_stale():
+    from tracking.profiles import staleness
+    profile = {"commit": "abc1234567", "versions": {"version_numpy": "2.3.0"}, "threads": "2"}
+    same = {"tags.git_commit": "abc1234567", "tags.machine.version_numpy": "2.3.0", "params.threads": "2"}
+    assert staleness(profile, same) == []
+    moved = {"tags.git_commit": "def7654321", "tags.machine.version_numpy": "2.4.0", "params.threads": "1"}
+    why = staleness(profile, moved)
+    assert why == ["measured at commit abc12345, this session is at def76543",
+                   "other library versions (numpy 2.3.0 -> 2.4.0)", "2 threads then, 1 now"]

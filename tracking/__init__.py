@@ -28,6 +28,7 @@ from tracking.tidy import CELL_COLUMNS, EPOCH_COLUMNS, SCALING_COLUMNS, tidy, ti
 from tracking.write import annotate
 from tracking.session import Session, reap_stale, ui_path
 from tracking.by_machine import cells_of, latest_per_machine, sessions_by_ref
+from tracking import profiles
 
 __all__ = ["BENCH_MODES", "CELL_COLUMNS", "DEFAULT_URI", "EPOCH_COLUMNS", "EXPERIMENT", "Session", "Store", "TrackingError",
            "all_cells", "annotate", "cell_runs", "cells_of", "check_store", "connect", "display_uri", "latest_mode",

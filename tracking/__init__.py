@@ -34,4 +34,5 @@ __all__ = ["BENCH_MODES", "CELL_COLUMNS", "DEFAULT_URI", "EPOCH_COLUMNS", "EXPER
            "all_cells", "annotate", "cell_runs", "cells_of", "check_store", "connect", "display_uri", "latest_mode",
            "latest_per_machine", "latest_session", "list_sessions", "previous_durations", "read_json_artifact",
            "read_session", "reap_stale", "repair_store", "repeat_series", "resolve_ref", "resolve_uri", "session_meta",
-           "session_mode", "sessions_by_ref", "spent", "store_failure", "tidy", "tidy_scaling", "ui_path", "SCALING_COLUMNS"]
+           "profiles", "session_mode", "sessions_by_ref", "spent", "store_failure", "tidy", "tidy_scaling", "ui_path",
+           "SCALING_COLUMNS"]

@@ -22,7 +22,7 @@ from benchmarks.plan import BenchOptions
 from benchmarks.session import SessionSettings, run_session
 from reports.noise import calibration_table
 from reports.tables import to_markdown, to_text
-from reports.text import markdown_page
+from reports.text import markdown_page, one_line
 
 TARGET = 0.10             # the slowdown a cell should detect: compare's default cut
 
@@ -48,7 +48,7 @@ def make_profile(store: tracking.Store, ids: list[str], out_dir: str, log=print)
     modes = {str(p.get("params.mode", "?")) for _, p, _, _ in loaded}
     if len(labels) > 1 or len(modes) > 1:
         raise UsageError(f"a noise profile is of one machine and one mode; these sessions ran on "
-                         f"{', '.join(sorted(labels))} in {', '.join(sorted(modes))} mode")
+                         f"{', '.join(map(one_line, sorted(labels)))} in {', '.join(map(one_line, sorted(modes)))} mode")
     label, mode = labels.pop(), modes.pop()
     table = calibration_table(loaded, target=TARGET)
     if table.empty:
@@ -57,7 +57,7 @@ def make_profile(store: tracking.Store, ids: list[str], out_dir: str, log=print)
     folder = Path(out_dir) / f"calibration-{began}"
     folder.mkdir(parents=True, exist_ok=True)
     summary = table.attrs["summary"]
-    lines = [f"A/A calibration on {label}: {len(ids)} {mode} sessions of unchanged code "
+    lines = [f"A/A calibration on {one_line(label)}: {len(ids)} {one_line(mode)} sessions of unchanged code "
              f"({', '.join(i[:8] for i in ids)}), {len(table)} throughput cells.",
              f"False alarms among the {summary['pairs']} pairs of sessions: compare's rule "
              f"{summary['compare_alarms']} of {summary['cell_pairs']} cell-pairs "

@@ -7,6 +7,7 @@ from pathlib import Path
 import tracking
 from reports.compare import HIDDEN, compare_cells, exit_reasons, render, session_differences
 from reports.tables import to_text
+from reports.text import one_line
 
 FAIL_ON = ("slower", "accuracy", "any")
 
@@ -24,18 +25,19 @@ def calibrated_cuts(store: tracking.Store, a_parent, b_parent) -> tuple[dict[str
     (and named so); none across two machines or modes, or without a profile."""
     label = [str(p.get("tags.bpb.machine") or p.get("tags.bpb.host") or "?") for p in (a_parent, b_parent)]
     mode = [str(p.get("params.mode", "?")) for p in (a_parent, b_parent)]
+    shown = [one_line(x) for x in label]            # store values, printed: shown, never obeyed
     if label[0] != label[1] or mode[0] != mode[1]:
-        return {}, (f"uncalibrated: the sessions ran on {label[0]} ({mode[0]}) and {label[1]} ({mode[1]}); a noise "
-                    "profile describes one machine and mode")
+        return {}, (f"uncalibrated: the sessions ran on {shown[0]} ({one_line(mode[0])}) and {shown[1]} "
+                    f"({one_line(mode[1])}); a noise profile describes one machine and mode")
     profile = tracking.profiles.latest_profile(store, label[1], mode[1])
     if profile is None:
-        return {}, (f"uncalibrated: no noise profile of {label[1]} for {mode[1]} sessions; run `python -m benchmarks "
-                    f"calibrate{'' if mode[1] == 'full' else ' --' + mode[1]}` for per-cell cuts")
+        return {}, (f"uncalibrated: no noise profile of {shown[1]} for {one_line(mode[1])} sessions; run `python -m "
+                    f"benchmarks calibrate{'' if mode[1] == 'full' else ' --' + one_line(mode[1])}` for per-cell cuts")
     stale = tracking.profiles.staleness(profile, b_parent)
     return ({cell: v["cut"] for cell, v in profile["cells"].items()},
             f"calibrated: {len(profile['cells'])} cells cut at their noise profile, calibration run "
-            f"{profile['run_id'][:8]} ({profile['sessions']} {mode[1]} sessions on {label[1]}, {profile['started']})"
-            + (f"; STALE, still used: {'; '.join(stale)}" if stale else ""))
+            f"{profile['run_id'][:8]} ({profile['sessions']} {one_line(mode[1])} sessions on {shown[1]}, "
+            f"{profile['started']})" + (f"; STALE, still used: {one_line('; '.join(stale))}" if stale else ""))
 
 
 def resolve_pair(store: tracking.Store, ref_a: str, ref_b: str, mode: str | None, any_status: bool) -> tuple[str, str]:

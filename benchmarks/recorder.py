@@ -102,7 +102,9 @@ class TrackingRecorder:
         if outcome.status == "FINISHED":
             self.rates[outcome.cell.name] = outcome.summary.get("samples_per_second_median", float("nan"))
             base = self.rates.get(self.bases.get((c.sizes, c.activation, c.dtype), ""))
-            if base and outcome.cell.kind != "scaling":      # the scaling section has its own ratios    # in the same write as the rest; a cell timed before its speed-up base gets it at the end
+            # in the same write as the rest; a cell timed before its speed-up base gets it at the
+            # end; the scaling section's cells have ratios of their own (benchmarks/scaling.py)
+            if base and outcome.cell.kind != "scaling":
                 # over impls.SPEEDUP_BASE; the metric keeps its old name, which the stores hold, so
                 # that old sessions still compare
                 self.log({"speedup_vs_reference": self.rates[outcome.cell.name] / base})

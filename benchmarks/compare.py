@@ -19,22 +19,24 @@ def load(store: tracking.Store, run_id: str):
     return run_id, parent, cells, tracking.repeat_series(raw_epochs)
 
 
-def calibrated_cuts(store: tracking.Store, a_parent, b_parent) -> tuple[dict[str, float], str]:
-    """(cell -> calibrated cut, the line that says where the cuts come from): the latest noise
+def calibrated_cuts(store: tracking.Store, a_parent, b_parent) -> tuple[dict[str, float], dict[str, float], str]:
+    """(cell -> calibrated cut, cell -> detectable slowdown, the line that says where the cuts
+    come from): the latest noise
     profile (``calibrate``) of the machine and mode both sessions ran on, used even when stale
     (and named so); none across two machines or modes, or without a profile."""
     label = [str(p.get("tags.bpb.machine") or p.get("tags.bpb.host") or "?") for p in (a_parent, b_parent)]
     mode = [str(p.get("params.mode", "?")) for p in (a_parent, b_parent)]
     shown = [one_line(x) for x in label]            # store values, printed: shown, never obeyed
     if label[0] != label[1] or mode[0] != mode[1]:
-        return {}, (f"uncalibrated: the sessions ran on {shown[0]} ({one_line(mode[0])}) and {shown[1]} "
+        return {}, {}, (f"uncalibrated: the sessions ran on {shown[0]} ({one_line(mode[0])}) and {shown[1]} "
                     f"({one_line(mode[1])}); a noise profile describes one machine and mode")
     profile = tracking.profiles.latest_profile(store, label[1], mode[1])
     if profile is None:
-        return {}, (f"uncalibrated: no noise profile of {shown[1]} for {one_line(mode[1])} sessions; run `python -m "
+        return {}, {}, (f"uncalibrated: no noise profile of {shown[1]} for {one_line(mode[1])} sessions; run `python -m "
                     f"benchmarks calibrate{'' if mode[1] == 'full' else ' --' + one_line(mode[1])}` for per-cell cuts")
     stale = tracking.profiles.staleness(profile, b_parent)
     return ({cell: v["cut"] for cell, v in profile["cells"].items()},
+            {cell: v["detectable"] for cell, v in profile["cells"].items()},
             f"calibrated: {len(profile['cells'])} cells cut at their noise profile, calibration run "
             f"{profile['run_id'][:8]} ({profile['sessions']} {one_line(mode[1])} sessions on {shown[1]}, "
             f"{profile['started']})" + (f"; STALE, still used: {one_line('; '.join(stale))}" if stale else ""))
@@ -61,8 +63,8 @@ def run_compare(store: tracking.Store, ref_a: str, ref_b: str, output_dir: str, 
     a_ref, b_ref = resolve_pair(store, ref_a, ref_b, mode, any_status)
     a_id, a_parent, a_cells, a_samples = load(store, a_ref)
     b_id, b_parent, b_cells, b_samples = load(store, b_ref)
-    cuts, calibration = calibrated_cuts(store, a_parent, b_parent)
-    table = compare_cells(a_cells, a_samples, b_cells, b_samples, threshold=threshold, cuts=cuts)
+    cuts, detects, calibration = calibrated_cuts(store, a_parent, b_parent)
+    table = compare_cells(a_cells, a_samples, b_cells, b_samples, threshold=threshold, cuts=cuts, detects=detects)
     diffs, machine_note = session_differences(a_parent, b_parent)
     for status, run_id, parent in (("A", a_id, a_parent), ("B", b_id, b_parent)):
         if parent.get("status") != "FINISHED":
@@ -77,7 +79,7 @@ def run_compare(store: tracking.Store, ref_a: str, ref_b: str, output_dir: str, 
     log("summary: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
         + f"; a verdict needs B/A beyond ×/÷{1 + table.attrs['cut']:.3f} (threshold or session drift)"
         + (", or a calibrated cell's own cut" if cuts else ""))
-    md, page = render(table, diffs, machine_note, a_id, b_id, threshold)
+    md, page = render(table, diffs, machine_note, a_id, b_id, threshold, calibration)
     folder = Path(output_dir) / f"compare-{a_id[:8]}-{b_id[:8]}"
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / "compare.md", folder / "compare.html"]

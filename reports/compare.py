@@ -41,7 +41,7 @@ def _fmt(x, spec):
 
 def compare_cells(a: pd.DataFrame, a_samples: dict, b: pd.DataFrame, b_samples: dict,
                   threshold: float = 0.1, accuracy_tolerance: float = 0.005,
-                  cuts: dict[str, float] | None = None) -> pd.DataFrame:
+                  cuts: dict[str, float] | None = None, detects: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per cell present in either session. ``*_samples``: run_id -> samples/s per
     timed repeat (per epoch for accuracy cells). Columns: COLUMNS (``acc/parity``: worse, ok,
     or - where there is nothing to compare), plus ``kind`` of verdict (``slower``, ``faster``,
@@ -49,7 +49,9 @@ def compare_cells(a: pd.DataFrame, a_samples: dict, b: pd.DataFrame, b_samples: 
     accuracy or parity is worse beyond the tolerance, or B failed a cell A finished), and the
     reasons in words: ``accuracy_reason``, ``speed_reason``. ``cuts``: cell -> its calibrated cut on
     |ln(B/A)| (a noise profile, ``reports/noise.py``): such a cell's verdict is that cut alone, the
-    rule its false alarms were measured under; the other cells keep the rule above."""
+    rule its false alarms were measured under; the other cells keep the rule above. With
+    ``cuts``, two more columns: ``cut`` (the one each cell was judged by) and ``detects`` (the
+    slowdown a calibrated cell can detect, ``detects``: cell -> fraction)."""
     ia, ib = a.set_index("cell"), b.set_index("cell")
     rows = []
     for cell in sorted(set(ia.index) | set(ib.index)):
@@ -97,10 +99,15 @@ def compare_cells(a: pd.DataFrame, a_samples: dict, b: pd.DataFrame, b_samples: 
             r["kind"] = ("slower" if hi < 1 and math.log(ratio) < -own else
                          "faster" if lo > 1 and math.log(ratio) > own else "same")
             r["verdict"] = "no significant change" if r["kind"] == "same" else r["kind"]
+            if cuts:
+                r["cut"] = f"÷{math.exp(own):.3f}" + (" calibrated" if mine is not None else "")
+                slowdown = (detects or {}).get(r["cell"])
+                r["detects"] = f">= {slowdown:.0%}" if slowdown is not None else "-"
             if r["kind"] == "slower":
                 r["speed_reason"] = (f"slower: B/A {ratio:.3f}, beyond ÷{math.exp(own):.3f}" +
                                      (" (calibrated)" if mine is not None else f" (95% CI {r['95% CI']})"))
-    table = pd.DataFrame(rows, columns=[*COLUMNS, *HIDDEN])
+    shown = [*COLUMNS[:6], "cut", "detects", *COLUMNS[6:]] if cuts else COLUMNS
+    table = pd.DataFrame(rows, columns=[*shown, *HIDDEN]).fillna({"cut": "-", "detects": "-"} if cuts else {})
     table.attrs["cut"] = math.exp(cut) - 1
     return table
 
@@ -218,14 +225,21 @@ def session_differences(a: pd.Series, b: pd.Series) -> tuple[list[tuple[str, str
                    f"{_value(a, 'tags.machine.cpu_cores')} cores), " + "; ".join(parts))
 
 
-def render(table: pd.DataFrame, diffs, machine_note, a_id: str, b_id: str, threshold: float) -> tuple[str, str]:
-    """(markdown, self-contained HTML) of a comparison."""
+def render(table: pd.DataFrame, diffs, machine_note, a_id: str, b_id: str, threshold: float,
+           calibration: str = "") -> tuple[str, str]:
+    """(markdown, self-contained HTML) of a comparison; ``calibration``: where the calibrated cuts
+    came from (``benchmarks/compare.py``), or why there are none."""
     title = f"backprop-bench compare: A {a_id} vs B {b_id}"
     cut = table.attrs.get("cut", threshold)
     rule = (f"Verdict: faster/slower when the {LEVEL:.0%} bootstrap interval of B/A (ratio of medians over the "
             f"timed repeats) excludes 1 and B/A is beyond ×/÷{1 + cut:.3f}: the larger of ±{threshold:.0%} and "
             f"{DRIFT_Z:g} x the drift between the two sessions.")
-    shown = table[COLUMNS]
+    if "cut" in table.columns:
+        rule += (" A cell whose cut says calibrated is judged by B/A beyond that cut alone, from the machine's "
+                 "noise profile (python -m benchmarks calibrate); detects: the slowdown it can see there.")
+    if calibration:
+        rule += f" {calibration}"
+    shown = table[[c for c in table.columns if c not in HIDDEN]]
     diff_frame = pd.DataFrame(diffs, columns=["what", "A", "B"])
     md = [f"# {title}", ""]
     if machine_note:

@@ -45,6 +45,8 @@ def test_calibrate_runs_k_sessions_and_logs_the_noise_profile(tmp_path):
     assert f"calibrated: {len(saved['numbers'])} cells cut at their noise profile, calibration run " \
            f"{run.info.run_id[:8]} (2 dry-run sessions on lab-a" in proc.stdout
     assert "STALE" not in proc.stdout
+    md = next((tmp_path / "cmp").glob("compare-*/compare.md")).read_text()
+    assert "calibrated: " in md and "judged by B/A beyond that cut alone" in md and " calibrated |" in md
     assert set(saved["numbers"]) == cells and all(v["cut"] > 0 for v in saved["numbers"].values())
 
 

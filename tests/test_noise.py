@@ -98,11 +98,16 @@ def test_compare_takes_a_calibrated_cells_cut_and_keeps_todays_rule_for_the_othe
     a, sa = frame({"quiet": 100_000.0, "noisy": 100_000.0, "plain": 100_000.0})
     b, sb = frame({"quiet": 94_000.0, "noisy": 80_000.0, "plain": 94_000.0})
     cuts = {"quiet": math.log(1.04), "noisy": math.log(1.30)}
-    kinds = compare_cells(a, sa, b, sb, cuts=cuts).set_index("cell")["kind"]
+    table = compare_cells(a, sa, b, sb, cuts=cuts, detects={"quiet": 0.07, "noisy": 0.55}).set_index("cell")
+    kinds = table["kind"]
+    # each cell shows the cut it was judged by, and what a calibrated one can see
+    assert table["cut"].to_dict() == {"noisy": "÷1.300 calibrated", "plain": "÷1.100", "quiet": "÷1.040 calibrated"}
+    assert table["detects"].to_dict() == {"noisy": ">= 55%", "plain": "-", "quiet": ">= 7%"}
     # 6% slower: beyond the quiet cell's calibrated 4%, inside today's 10% for the plain one;
     # 20% slower inside the noisy cell's calibrated 30%, which today's rule would have flagged
     assert kinds.to_dict() == {"quiet": "slower", "noisy": "same", "plain": "same"}
-    assert compare_cells(a, sa, b, sb).set_index("cell")["kind"]["noisy"] == "slower"
+    plain = compare_cells(a, sa, b, sb)
+    assert plain.set_index("cell")["kind"]["noisy"] == "slower" and "cut" not in plain.columns
 
 
 def test_a_profile_of_another_commit_versions_or_threads_is_named_stale():
@@ -112,5 +117,7 @@ def test_a_profile_of_another_commit_versions_or_threads_is_named_stale():
     assert staleness(profile, same) == []
     moved = {"tags.git_commit": "def7654321", "tags.machine.version_numpy": "2.4.0", "params.threads": "1"}
     why = staleness(profile, moved)
+    assert staleness(profile, {**same, "tags.git_commit": "abc1234567-dirty"}) == [
+        "measured at commit abc12345, this session is at abc12345-dirty"]     # uncommitted changes then
     assert why == ["measured at commit abc12345, this session is at def76543",
                    "other library versions (numpy 2.3.0 -> 2.4.0)", "2 threads then, 1 now"]

@@ -43,7 +43,7 @@ def staleness(profile: dict, parent) -> list[str]:
     now = measured_on(parent)
     why = []
     if profile["commit"] != now["git_commit"]:
-        why.append(f"measured at commit {profile['commit'][:8]}, this session is at {now['git_commit'][:8]}")
+        why.append(f"measured at commit {_short(profile['commit'])}, this session is at {_short(now['git_commit'])}")
     changed = sorted(k for k in set(profile["versions"]) | set(now["versions"])
                      if profile["versions"].get(k) != now["versions"].get(k))
     if changed:
@@ -53,3 +53,8 @@ def staleness(profile: dict, parent) -> list[str]:
     if profile["threads"] != now["threads"]:
         why.append(f"{profile['threads']} threads then, {now['threads']} now")
     return why
+
+
+def _short(commit: str) -> str:
+    """A commit as its first 8 digits, with the mark of a tree that had uncommitted changes."""
+    return commit[:8] + ("-dirty" if commit.endswith("-dirty") else "")

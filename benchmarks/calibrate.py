@@ -44,7 +44,7 @@ def make_profile(store: tracking.Store, ids: list[str], out_dir: str, log=print)
     """The noise profile of sessions ``ids`` (one machine label, one mode): the table printed,
     written, and logged as a run of kind ``calibration``."""
     loaded = [load(store, rid) for rid in ids]
-    labels = {str(p.get("tags.bpb.machine") or p.get("tags.bpb.host") or "?") for _, p, _, _ in loaded}
+    labels = {tracking.session_label(p) for _, p, _, _ in loaded}
     modes = {str(p.get("params.mode", "?")) for _, p, _, _ in loaded}
     if len(labels) > 1 or len(modes) > 1:
         raise UsageError(f"a noise profile is of one machine and one mode; these sessions ran on "

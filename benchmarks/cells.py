@@ -98,6 +98,13 @@ def cell_params(cell: Cell, peaks: Peaks, options: BenchOptions, gpu_peaks: dict
     return asdict(c) | constants
 
 
+def rate_summary(rates) -> dict:
+    """A cell's samples/s over its repeats (or epochs, or rounds): median, quartiles, relative IQR."""
+    q1, med, q3 = quartiles(rates)
+    return {"samples_per_second_median": med, "samples_per_second_q1": q1, "samples_per_second_q3": q3,
+            "samples_per_second_relative_iqr": (q3 - q1) / med if med > 0 else float("nan")}
+
+
 def load_average() -> float:
     """The 1-minute load average (all processes of the machine, this one's included)."""
     try:
@@ -198,10 +205,8 @@ def run_cell(cell: Cell, data, recorder, peaks: Peaks, options: BenchOptions,
         recorder.log({"peak_device_memory_bytes": gpu.peak_memory_bytes()})
         if cell.kind == "throughput":   # after the timed passes, on an instance of its own
             recorder.log(*gpu.measure_energy(timing.Timed(p.new(), p, options.repeat_seconds)))
-    q1, med, q3 = quartiles(rates)
-    out.summary.update(samples_per_second_median=med, samples_per_second_q1=q1, samples_per_second_q3=q3,
-                       samples_per_second_relative_iqr=(q3 - q1) / med if med > 0 else float("nan"),
-                       roofline_fraction=med * flops / (peak_gflops * 1e9))
+    out.summary.update(rate_summary(rates))
+    out.summary["roofline_fraction"] = out.summary["samples_per_second_median"] * flops / (peak_gflops * 1e9)
     recorder.log({k: v for k, v in out.summary.items() if k not in ("compile_seconds", "parity_max_error", "budget_note")}
                  | {"load_average_end": load_average(), "peak_rss_mb": memory.peak_rss_mb()})
     return out

@@ -24,7 +24,7 @@ def calibrated_cuts(store: tracking.Store, a_parent, b_parent) -> tuple[dict[str
     come from): the latest noise
     profile (``calibrate``) of the machine and mode both sessions ran on, used even when stale
     (and named so); none across two machines or modes, or without a profile."""
-    label = [str(p.get("tags.bpb.machine") or p.get("tags.bpb.host") or "?") for p in (a_parent, b_parent)]
+    label = [tracking.session_label(p) for p in (a_parent, b_parent)]
     mode = [str(p.get("params.mode", "?")) for p in (a_parent, b_parent)]
     shown = [one_line(x) for x in label]            # store values, printed: shown, never obeyed
     if label[0] != label[1] or mode[0] != mode[1]:

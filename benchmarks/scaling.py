@@ -12,8 +12,9 @@ process may use (at most 4), t = cores // N threads per rank:
 - ``threads-k``: torch-cpu at batch B on k*t threads: the same cores as k ranks, as threads.
 
 Efficiency is throughput(k) / (k x throughput(1)), labelled strong or weak; for ``threads-k``
-the same formula over ``base``, so that ranks and threads compare on the same cores. Every case passes the harness's parity check first (``runner.prepare``); one that fails
-it is FAILED and never timed, and the others go on. Each round trains one epoch of
+the same formula over ``base``, so that ranks and threads compare on the same cores. Every case
+passes the harness's parity check first (``runner.prepare``); one that fails it is FAILED and
+never timed, and the others go on. Each round trains one epoch of
 ``min(scaling_samples, train_limit)`` samples per case, the rounds' orders the harness's. Per
 rank, the step times (p50, p95) and the share of a step spent in the gradients' all-reduce
 (launch to completion, over the steps' seconds) are pooled over every round.
@@ -25,18 +26,16 @@ value per round (``round/samples_per_second``), ``scaling_efficiency`` (strong, 
 """
 from __future__ import annotations
 
-import time
 import traceback
 
 import numpy as np
 
 from benchmarks import memory, runner
-from benchmarks.config import Diverged
-from benchmarks.cells import CellOutcome, cell_params, cell_tags, load_average, run_group
+from benchmarks.timing import timed_epoch
+from benchmarks.cells import CellOutcome, cell_params, cell_tags, load_average, rate_summary, run_group
 from benchmarks.inventory import inventory as machine_inventory
 from benchmarks.plan import BenchOptions, Cell
 from benchmarks.threads import all_cores
-from reports.stats import quartiles
 from tracking.peaks import Peaks
 
 
@@ -52,11 +51,16 @@ def shape(cells: list[Cell]) -> tuple[int, int]:
     return world, max(1, all_cores() // world)
 
 
+def cores_of(cell: Cell) -> int:
+    """k: the ranks of a case, or the ranks' worth of threads of ``threads-k`` (1 for ``base``)."""
+    if cell.role.startswith("threads-"):
+        return int(cell.role.removeprefix("threads-"))
+    return cell.config.world_size or 1
+
+
 def threads_of(cell: Cell, per_rank: int) -> int:
     """The threads a case uses in all: t per rank, k*t for ``threads-k``, t for ``base``."""
-    if cell.role.startswith("threads-"):
-        return per_rank * int(cell.role.split("-")[1])
-    return per_rank * (cell.config.world_size or 1)
+    return per_rank * cores_of(cell)
 
 
 def rank_stats(stats: list[dict]) -> dict:
@@ -118,7 +122,7 @@ def run_scaling(cells: list[Cell], data, recorder, peaks: Peaks, options: BenchO
             for cell, (p, net) in list(live.items()):
                 torch.set_num_threads(threads_of(cell, per_rank))
                 try:
-                    rates[cell].append(samples / timed_epoch(net, p, order))
+                    rates[cell].append(samples / timed_epoch(net, p, order, f"scaling round {r}"))
                 except Exception as exc:      # this case is FAILED (a rank died); the others go on
                     failed[cell] = (f"{type(exc).__name__}: {exc} (in round {r})", traceback.format_exc())
                     del live[cell]
@@ -143,25 +147,10 @@ def run_scaling(cells: list[Cell], data, recorder, peaks: Peaks, options: BenchO
         if cell in failed:
             recorder.close(CellOutcome(cell, "FAILED", failed[cell][0]), failed[cell][1])
             continue
-        out = CellOutcome(cell)
-        q1, med, q3 = quartiles(rates[cell])
-        out.summary.update(samples_per_second_median=med, samples_per_second_q1=q1, samples_per_second_q3=q3,
-                           samples_per_second_relative_iqr=(q3 - q1) / med if med > 0 else float("nan"))
-        out.summary.update(ratios(cell, med, medians))
+        out = CellOutcome(cell, summary=rate_summary(rates[cell]))
+        out.summary.update(ratios(cell, out.summary["samples_per_second_median"], medians))
         recorder.log(out.summary | rank_stats(stats[cell]), series={"round/samples_per_second": rates[cell]})
         recorder.close(out)
-
-
-def timed_epoch(net, p, order) -> float:
-    """Seconds of one epoch over ``order``; Diverged if its loss blew up."""
-    net.sync()
-    t0 = time.perf_counter()
-    loss = net.train_epoch(p.x, p.y, order)
-    net.sync()
-    seconds = time.perf_counter() - t0
-    if runner.loss_diverged(loss, p.spec.sizes[-1]):
-        raise Diverged(f"{p.config.impl} diverged in a scaling round: loss {loss:.4g}")
-    return seconds
 
 
 def ratios(cell: Cell, median: float, medians: dict) -> dict:
@@ -171,7 +160,7 @@ def ratios(cell: Cell, median: float, medians: dict) -> dict:
     if cell.role == "1-rank":
         return {"ddp_overhead": median / base} if base else {}
     if cell.role in ("strong", "weak") and one:
-        return {"scaling_efficiency": median / (cell.config.world_size * one)}
+        return {"scaling_efficiency": median / (cores_of(cell) * one)}
     if cell.role.startswith("threads-") and base:
-        return {"scaling_efficiency": median / (int(cell.role.split("-")[1]) * base)}
+        return {"scaling_efficiency": median / (cores_of(cell) * base)}
     return {}

@@ -37,14 +37,19 @@ class Timed:
         """Samples/s of one pass; Diverged if its loss blew up."""
         p = self.p
         order = epoch_order(len(p.x), p.config.seed, repeat, True)[:self.n]
-        self.net.sync()            # a GPU's queue is empty before the clock starts and after it stops
-        t0 = time.perf_counter()
-        loss = self.net.train_epoch(p.x, p.y, order)
-        self.net.sync()
-        seconds = time.perf_counter() - t0
-        if loss_diverged(loss, p.spec.sizes[-1]):
-            raise Diverged(f"{p.config.impl} diverged in throughput repeat {repeat}: loss {loss:.4g}")
-        return self.n / seconds
+        return self.n / timed_epoch(self.net, p, order, f"throughput repeat {repeat}")
+
+
+def timed_epoch(net, p: Prepared, order, where: str) -> float:
+    """Seconds of one pass of ``net`` over ``order``; Diverged (naming ``where``) if its loss blew up."""
+    net.sync()                     # a GPU's queue is empty before the clock starts and after it stops
+    t0 = time.perf_counter()
+    loss = net.train_epoch(p.x, p.y, order)
+    net.sync()
+    seconds = time.perf_counter() - t0
+    if loss_diverged(loss, p.spec.sizes[-1]):
+        raise Diverged(f"{p.config.impl} diverged in {where}: loss {loss:.4g}")
+    return seconds
 
 
 def measure_throughput(p: Prepared, repeats: int, seconds: float, reference: Prepared | None = None,

@@ -123,7 +123,7 @@ def scaling_figure(frame: pd.DataFrame) -> Figure | None:
     ones = one["samples_per_second_median"]
     base = _one(frame, "base")
     threads = done[done["role"].str.startswith("threads-")]
-    thread_k = threads["role"].str.split("-").str[1].astype(int) if not threads.empty else pd.Series(dtype=int)
+    thread_k = (threads["threads"] / threads["threads_per_rank"]).round().astype(int)   # the ranks' worth of threads
     styles = {"strong": ("#4e79a7", "o"), "weak": ("#f28e2b", "s")}
     for role, (color, marker) in styles.items():
         part = done[done["role"] == role].sort_values("world_size")

@@ -27,12 +27,12 @@ from tracking.read import (all_cells, cell_runs, previous_durations,
 from tracking.tidy import CELL_COLUMNS, EPOCH_COLUMNS, SCALING_COLUMNS, tidy, tidy_scaling
 from tracking.write import annotate
 from tracking.session import Session, reap_stale, ui_path
-from tracking.by_machine import cells_of, latest_per_machine, sessions_by_ref
+from tracking.by_machine import cells_of, latest_per_machine, session_label, sessions_by_ref
 from tracking import profiles
 
 __all__ = ["BENCH_MODES", "CELL_COLUMNS", "DEFAULT_URI", "EPOCH_COLUMNS", "EXPERIMENT", "Session", "Store", "TrackingError",
            "all_cells", "annotate", "cell_runs", "cells_of", "check_store", "connect", "display_uri", "latest_mode",
            "latest_per_machine", "latest_session", "list_sessions", "previous_durations", "read_json_artifact",
            "read_session", "reap_stale", "repair_store", "repeat_series", "resolve_ref", "resolve_uri", "session_meta",
-           "profiles", "session_mode", "sessions_by_ref", "spent", "store_failure", "tidy", "tidy_scaling", "ui_path",
+           "profiles", "session_label", "session_mode", "sessions_by_ref", "spent", "store_failure", "tidy", "tidy_scaling", "ui_path",
            "SCALING_COLUMNS"]

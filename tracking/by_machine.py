@@ -9,6 +9,11 @@ from tracking.refs import latest_mode, list_sessions, resolve_ref
 from tracking.store import Store, TrackingError
 
 
+def session_label(parent) -> str:
+    """One session's machine label, from its parent row: the tag ``bpb.machine``, else its host."""
+    return str(parent.get("tags.bpb.machine") or parent.get("tags.bpb.host") or "?")
+
+
 def _labelled(sessions):
     none = sessions.get("tags.bpb.host")
     label = sessions["tags.bpb.machine"] if "tags.bpb.machine" in sessions.columns else none

@@ -113,7 +113,7 @@ def tidy_scaling(cells):
         **{k: col(f"metrics.{k}") for k in SCALING_COLUMNS[16:]},
     }, columns=SCALING_COLUMNS)
     # base, 1-rank, then per k: strong, weak, threads-k
-    k = out["role"].astype(str).str.extract(r"threads-(\d+)", expand=False).astype(float).fillna(out["world_size"])
+    k = (out["threads"] / out["threads_per_rank"]).fillna(out["world_size"])      # ranks, or ranks' worth of threads
     within = out["role"].map({"base": 0, "1-rank": 1, "strong": 2, "weak": 3}).fillna(4)
     return (out.assign(_k=k, _w=within).sort_values(["_k", "_w"], kind="stable")
             .drop(columns=["_k", "_w"]).reset_index(drop=True))

@@ -11,6 +11,7 @@ left out: neither is compared by ``compare``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from benchmarks.compare import load
 from benchmarks.config import UsageError
 from benchmarks.plan import BenchOptions
 from benchmarks.session import SessionSettings, run_session
+from benchmarks.threads import default_threads
 from reports.noise import calibration_table
 from reports.tables import to_markdown, to_text
 from reports.text import markdown_page, one_line
@@ -29,8 +31,14 @@ TARGET = 0.10             # the slowdown a cell should detect: compare's default
 
 def run_calibrate(store: tracking.Store, options: BenchOptions, data, settings: SessionSettings, sessions: int,
                   log=print) -> int:
-    """Run ``sessions`` sessions of ``options`` back to back, then make their profile."""
+    """Run ``sessions`` sessions of ``options`` back to back, then make their profile. The thread
+    count is chosen once, before the first: sessions on different thread counts are not A/A."""
     began = time.strftime("%Y%m%d-%H%M%S")
+    if settings.threads is None:
+        threads, reason = default_threads()
+        settings = dataclasses.replace(settings, threads=threads,
+                                       threads_reason=f"chosen once for the {sessions} sessions of a calibration: {reason}")
+        log(f"calibration: {threads} threads in every session ({reason})")
     ids = []
     for k in range(1, sessions + 1):
         log(f"calibration: session {k} of {sessions}")
@@ -46,9 +54,11 @@ def make_profile(store: tracking.Store, ids: list[str], out_dir: str, log=print)
     loaded = [load(store, rid) for rid in ids]
     labels = {tracking.session_label(p) for _, p, _, _ in loaded}
     modes = {str(p.get("params.mode", "?")) for _, p, _, _ in loaded}
-    if len(labels) > 1 or len(modes) > 1:
-        raise UsageError(f"a noise profile is of one machine and one mode; these sessions ran on "
-                         f"{', '.join(map(one_line, sorted(labels)))} in {', '.join(map(one_line, sorted(modes)))} mode")
+    threads = {str(p.get("params.threads", "?")) for _, p, _, _ in loaded}
+    if len(labels) > 1 or len(modes) > 1 or len(threads) > 1:
+        raise UsageError(f"a noise profile is of one machine, one mode and one thread count; these sessions ran on "
+                         f"{', '.join(map(one_line, sorted(labels)))} in {', '.join(map(one_line, sorted(modes)))} "
+                         f"mode on {', '.join(map(one_line, sorted(threads)))} threads")
     label, mode = labels.pop(), modes.pop()
     table = calibration_table(loaded, target=TARGET)
     if table.empty:

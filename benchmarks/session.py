@@ -45,6 +45,7 @@ class SessionSettings:
     out_dir: str                          # the report's folder
     mode: str = "full"                    # full, quick, dry-run; regress, gpu-check
     threads: int | None = None            # None: ``threads.default_threads()`` chooses, its reason recorded
+    threads_reason: str = "--threads given"   # why ``threads``, where it is given
     pytest_benchmark: bool = False
     isolate: bool = True                  # one worker process per implementation
     data_dir: str | None = None
@@ -116,7 +117,7 @@ def survey(options: BenchOptions, data, store: tracking.Store, settings: Session
         raise UsageError("nothing to run here: " + ("; ".join(skipped) or "the matrix is empty") +
                          ". Choose other implementations with --impl.")
     thread_env = STARTED_WITH               # as the user set them
-    threads, reason = default_threads() if settings.threads is None else (settings.threads, "--threads given")
+    threads, reason = default_threads() if settings.threads is None else (settings.threads, settings.threads_reason)
     pinned = pin_threads(threads)
     inventory = machine_inventory()
     # the session's tag says what its line says (benchmarks/inventory.py STARTED_WITH)

@@ -26,6 +26,9 @@ def test_calibrate_runs_k_sessions_and_logs_the_noise_profile(tmp_path):
     experiment = client.get_experiment_by_name("backprop-bench").experiment_id
     sessions = client.search_runs([experiment], filter_string="tags.`bpb.kind` = 'session'")
     assert len(sessions) == 2 and all("bpb.calibration" in s.data.tags for s in sessions)
+    # one thread count for all: chosen before the first session, whatever the load does after
+    assert len({s.data.params["threads"] for s in sessions}) == 1
+    assert all("chosen once for the 2 sessions of a calibration" in s.data.tags["bpb.threads_reason"] for s in sessions)
     [run] = client.search_runs([experiment], filter_string="tags.`bpb.kind` = 'calibration'")
     assert run.data.tags["bpb.machine"] == "lab-a" and run.info.status == "FINISHED"
     assert set(run.data.params["sessions"].split(",")) == {s.info.run_id for s in sessions}
@@ -54,6 +57,18 @@ def test_one_session_is_refused_before_anything_runs(tmp_path):
     uri, proc = _calibrate(tmp_path, "--dry-run", "--sessions", "1")
     assert proc.returncode == 2 and "at least 2 sessions" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.integration
+def test_sessions_on_different_thread_counts_make_no_profile(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for threads in ("1", "2"):
+        proc = run_cli("bench", "--dry-run", "--impl", "numpy-batch", "--no-scaling", "--threads", threads,
+                       "--tracking-uri", uri, "--output-dir", str(tmp_path / "out"), env={"CI": "1"})
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    proc = run_cli("calibrate", "--from", "latest~1,latest", "--tracking-uri", uri, "--output-dir", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "one thread count" in proc.stderr and "on 1, 2 threads" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not list((tmp_path / "out").glob("calibration-*"))
 
 
 @pytest.mark.timing

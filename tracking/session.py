@@ -148,8 +148,9 @@ class Session:
         if cell and GROUP_TAG in cell[0].data.tags:        # sessions recorded before it are shown flat
             state["groupBy"] = {"aggregateFunction": "max", "groupByKeys": [{"mode": "tag", "groupByData": GROUP_TAG}]}
         name = self.client.get_run(self.run_id).info.run_name
-        self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{VIEW_ID}", json.dumps(
-            {"name": f"backprop-bench: {name}", "createdAt": now, "updatedAt": now, "state": json.dumps(state)}))
+        view = json.dumps({"name": f"backprop-bench: {name}", "createdAt": now, "updatedAt": now,
+                           "state": json.dumps(state)})
+        _won_race(lambda: self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{VIEW_ID}", view))
         return ui_path(self.experiment_id)
 
     @timed
@@ -157,17 +158,7 @@ class Session:
         """The dataset record (``dataset_record``) as an input of the run."""
         from mlflow.entities import DatasetInput, InputTag
         inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "training")])]
-        for attempt in range(3):
-            try:
-                self.client.log_inputs(run_id or self.run_id, inputs)
-                return
-            except Exception as exc:   # MlflowException wrapping the database's IntegrityError
-                # sessions started together insert the same dataset row at once: the losers hit
-                # the unique key (SQLite: "UNIQUE constraint failed"; PostgreSQL: "duplicate
-                # key"; seen in CI, tests/test_commands.py). By then the row exists: retry.
-                if not any(s in str(exc) for s in ("UNIQUE constraint", "duplicate key", "IntegrityError")) \
-                        or attempt == 2:
-                    raise
+        _won_race(lambda: self.client.log_inputs(run_id or self.run_id, inputs))
 
     @timed
     def finish(self, status: str = "FINISHED", reason: str | None = None):
@@ -230,3 +221,19 @@ def dataset_record(features, targets, name: str, digest: str, source: str):
     with warnings.catch_warnings():   # "source can be interpreted in multiple ways": it is a local folder
         warnings.simplefilter("ignore", UserWarning)
         return mlflow.data.from_numpy(features, targets=targets, name=name, digest=digest, source=source)
+
+
+def _won_race(call, attempts: int = 3):
+    """``call()``, again where it lost a race to insert the same row. Sessions started together
+    insert the same dataset row, or the same experiment tag (the saved view), at once: the losers
+    hit the unique key (SQLite: "UNIQUE constraint failed"; PostgreSQL: "duplicate key"; seen in
+    CI, tests/test_commands.py and tests/test_server.py's eight sessions). By then the row
+    exists, and the retry updates it."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as exc:   # MlflowException wrapping the database's IntegrityError
+            if not any(s in str(exc) for s in ("UNIQUE constraint", "duplicate key", "IntegrityError")) \
+                    or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))

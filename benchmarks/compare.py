@@ -6,6 +6,7 @@ from pathlib import Path
 
 import tracking
 from reports.compare import HIDDEN, compare_cells, exit_reasons, render, session_differences
+from reports.geomean import overall_changes, sentence
 from reports.tables import to_text
 from reports.text import one_line
 
@@ -79,7 +80,11 @@ def run_compare(store: tracking.Store, ref_a: str, ref_b: str, output_dir: str, 
     log("summary: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
         + f"; a verdict needs B/A beyond ×/÷{1 + table.attrs['cut']:.3f} (threshold or session drift)"
         + (", or a calibrated cell's own cut" if cuts else ""))
-    md, page = render(table, diffs, machine_note, a_id, b_id, threshold, calibration)
+    overall = overall_changes(a_cells, a_samples, b_cells, b_samples)
+    overall_line = sentence(overall, "B/A") if not overall.empty else ""
+    if overall_line:
+        log(overall_line)
+    md, page = render(table, diffs, machine_note, a_id, b_id, threshold, calibration, overall_line)
     folder = Path(output_dir) / f"compare-{a_id[:8]}-{b_id[:8]}"
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / "compare.md", folder / "compare.html"]

@@ -35,6 +35,7 @@ def render_report(store: tracking.Store, run_id: str | None, out_dir: str, log=p
         log(f"session {meta['run_id']} is {meta['status']}" + (f" ({meta['reason']})" if meta["reason"] else "")
             + ": the report shows the cells it " + ("has finished so far" if meta["in_progress"] else "finished"))
     cells, epochs = tracking.tidy(raw_cells, raw_epochs)
+    repeats = tracking.repeat_series(raw_epochs)
     folder = Path(out_dir) / meta["run_id"]
 
     def artifact(path: str) -> dict:
@@ -46,7 +47,7 @@ def render_report(store: tracking.Store, run_id: str | None, out_dir: str, log=p
               "pytest_benchmark": artifact("pytest-benchmark/pytest-benchmark.json")}
     paths = write_report(cells, epochs, extras["examples"], meta, folder, skipped=extras["skipped"],
                          pytest_benchmark=extras["pytest_benchmark"], speedup_base=impls.SPEEDUP_BASE,
-                         peers=[n for n in impls.names() if impls.is_peer(n)], scaling=tracking.tidy_scaling(raw_cells))
+                         peers=[n for n in impls.names() if impls.is_peer(n)], scaling=tracking.tidy_scaling(raw_cells), repeats=repeats)
     if meta["status"] == "FINISHED" and meta["mode"] in tracking.BENCH_MODES:
         point_latest(folder)
     elif meta["status"] != "RUNNING" or meta["in_progress"]:      # a session's own is linked when it finishes
@@ -58,7 +59,7 @@ def render_report(store: tracking.Store, run_id: str | None, out_dir: str, log=p
         for cell, run in describe_runs.items():
             if cell in speedups.index:
                 tracking.annotate(store, run, metrics={"speedup_vs_reference": speedups[cell]})
-        lines = headline(cells, impls.SPEEDUP_BASE)
+        lines = headline(cells, impls.SPEEDUP_BASE, repeats)
         tracking.annotate(store, meta["run_id"], tags={"mlflow.note.content": "\n".join(
             [f"**{meta['mode']} session on {meta['machine'].get('cpu_model', '?')}**, dataset {meta['dataset']}", "",
              *[f"- {line}" for line in lines], "",

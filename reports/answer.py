@@ -9,6 +9,7 @@ import math
 import pandas as pd
 
 from reports import agreement
+from reports.geomean import overall_speedups, sentence
 from reports.tables import with_speedup
 
 NOISE_THRESHOLD = 0.25       # relative IQR (IQR / median of the repeats) above which a cell is noisy
@@ -36,12 +37,14 @@ def _per_impl(group: pd.DataFrame) -> pd.DataFrame:
             .sort_values("rate", ascending=False))
 
 
-def headline(cells: pd.DataFrame, speedup_base: str) -> list[str]:
+def headline(cells: pd.DataFrame, speedup_base: str, repeats: dict | None = None) -> list[str]:
     """For each preset, dtype and batch: the fastest implementation that passed parity, by how
     much over the next one and over ``speedup_base`` (numpy-sample), and whether its accuracy agrees
     (``reports/agreement.py``), then a line naming every implementation whose accuracy
     disagrees. Where the sweep timed several implementations its cells answer, else the
-    accuracy cells' epochs; a winner whose cells the time budget cut says what it trained on."""
+    accuracy cells' epochs; a winner whose cells the time budget cut says what it trained on.
+    With ``repeats`` (run_id -> samples/s per timed repeat), a last line gives each
+    implementation's geometric-mean speed-up with its interval (``reports/geomean.py``)."""
     if cells.empty:
         return ["no cell finished: nothing to compare"]
     cells = complete(cells)
@@ -74,6 +77,9 @@ def headline(cells: pd.DataFrame, speedup_base: str) -> list[str]:
         line += f"; parity passed (max relative error {ranked['parity'].iat[0]:.1e})"
         lines.append(line + note)
         lines += disagreements(judged, preset, dtype, batch, where)
+    overall = overall_speedups(cells, repeats, speedup_base) if repeats else None
+    if overall is not None and not overall.empty:
+        lines.append(sentence(overall, f"speed-ups over {speedup_base}"))
     return lines
 
 

@@ -226,9 +226,10 @@ def session_differences(a: pd.Series, b: pd.Series) -> tuple[list[tuple[str, str
 
 
 def render(table: pd.DataFrame, diffs, machine_note, a_id: str, b_id: str, threshold: float,
-           calibration: str = "") -> tuple[str, str]:
+           calibration: str = "", overall: str = "") -> tuple[str, str]:
     """(markdown, self-contained HTML) of a comparison; ``calibration``: where the calibrated cuts
-    came from (``benchmarks/compare.py``), or why there are none."""
+    came from (``benchmarks/compare.py``), or why there are none; ``overall``: each
+    implementation's geometric mean of B/A (``reports/geomean.py``), shown above the cells."""
     title = f"backprop-bench compare: A {a_id} vs B {b_id}"
     cut = table.attrs.get("cut", threshold)
     rule = (f"Verdict: faster/slower when the {LEVEL:.0%} bootstrap interval of B/A (ratio of medians over the "
@@ -245,11 +246,12 @@ def render(table: pd.DataFrame, diffs, machine_note, a_id: str, b_id: str, thres
     if machine_note:
         md += [f"**{machine_note}**", ""]
     md += ["## What differs", "", to_markdown(diff_frame) if diffs else "nothing but the measurements", "",
-           "## Cells", "", rule, "", to_markdown(shown), ""]
+           *([overall, ""] if overall else []), "## Cells", "", rule, "", to_markdown(shown), ""]
     body = [f"<h1>{html.escape(title)}</h1>"]
     if machine_note:
         body.append(f"<p><strong>{html.escape(machine_note)}</strong></p>")
     body += ["<h2>What differs</h2>",
              diff_frame.to_html(index=False, border=0, classes="cells") if diffs else "<p>nothing but the measurements</p>",
+             *([f"<p>{html.escape(overall)}</p>"] if overall else []),
              f"<h2>Cells</h2><p>{html.escape(rule)}</p>", shown.to_html(index=False, border=0, classes="cells")]
     return markdown_page(md), page(title, body, TEXT + TABLE)

@@ -138,6 +138,13 @@ def test_compare_two_real_sessions_through_the_cli(two_sessions):
         assert r[-5] == r[-4] and r[-3] == r[-2] and r[-1] == "ok", r
     pages = list((folder / "out").glob("compare-*/compare.html"))
     assert len(pages) == 1 and "95%" in pages[0].read_text()
+    # one number per implementation: its geometric mean of B/A, here and in each session's headline
+    [overall] = [line for line in proc.stdout.splitlines() if line.startswith("Overall, the geometric mean of B/A")]
+    assert "numpy-batch " in overall and "(2 cells)" in overall and "numpy-sample " in overall
+    assert overall in pages[0].read_text()
+    for report in (folder / "out").glob("*/report.md"):
+        text = report.read_text().split("## Flags")[0]
+        assert "Overall, the geometric mean of speed-ups over numpy-sample" in text and "numpy-batch " in text
     import mlflow
     b = mlflow.MlflowClient(uri).search_runs(
         [mlflow.MlflowClient(uri).get_experiment_by_name("backprop-bench").experiment_id],

@@ -19,6 +19,7 @@ from tracking.tidy import EPOCH_METRICS
 # without a prefix: they are read too, and ``read_session`` drops the ``epoch/`` prefix.
 REPEAT_METRICS = ("samples_per_second", "reference_samples_per_second", "speed_ratio")
 REPORT_EPOCH_METRICS = ("train_loss", "test_loss", "test_accuracy", "train_seconds")   # reports/figures.py
+REPORT_REPEATS = "repeat/samples_per_second"       # a throughput cell's repeats: reports/geomean.py's intervals
 HISTORY_METRICS = (*[f"epoch/{k}" for k in EPOCH_METRICS], *[f"repeat/{k}" for k in REPEAT_METRICS],
                    *dict.fromkeys(EPOCH_METRICS + REPEAT_METRICS))
 
@@ -37,9 +38,9 @@ def all_cells(store: Store):
 def read_session(store: Store, run_id: str | None = None, for_report: bool = False):
     """(parent, cells, epochs) as pandas: the parent run's row, one row per child run
     (columns ``metrics.*``, ``params.*``, ``tags.*``, ``status``), and every per-epoch metric
-    of every child in long form (run_id, key, step, value). ``repeats=False`` leaves out the
-    throughput repeats' histories (``repeat/*``: the gate and compare read them, a report does not),
-    a server round trip each."""
+    of every child in long form (run_id, key, step, value). ``for_report`` reads only what a report
+    shows: the accuracy cells' epochs and the throughput cells' samples/s per repeat (the gate and
+    compare read the other ``repeat/*`` series too), a server round trip each."""
     import pandas as pd
     run_id = check_run_id(run_id) if run_id else latest_session(store)
     parent = search_frame(store, f"attributes.run_id = '{run_id}'")
@@ -54,7 +55,8 @@ def read_session(store: Store, run_id: str | None = None, for_report: bool = Fal
         logged = set(cells.loc[cells["run_id"] == rid].filter(like="metrics.").dropna(axis=1).columns.str[8:])
         wanted += [(rid, key) for key in HISTORY_METRICS if key in logged
                    and not (key in EPOCH_METRICS and f"epoch/{key}" in logged)    # the summary twin (step 0)
-                   and (not for_report or (rid in accuracy and key.removeprefix("epoch/") in REPORT_EPOCH_METRICS))]
+                   and (not for_report or (rid in accuracy and key.removeprefix("epoch/") in REPORT_EPOCH_METRICS)
+                        or (rid not in accuracy and key == REPORT_REPEATS))]
 
     def history(pair):
         return [{"run_id": pair[0], "key": pair[1].removeprefix("epoch/"), "step": m.step, "value": m.value}

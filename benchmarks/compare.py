@@ -11,13 +11,16 @@ from reports.tables import to_text
 from reports.text import one_line
 
 FAIL_ON = ("slower", "accuracy", "any")
+# the calibrate that profiles each mode's sessions
+CALIBRATE_FLAG = {"full": "", "quick": " --quick", "dry-run": " --dry-run", "regress": " --gate"}
 
 
-def load(store: tracking.Store, run_id: str):
-    """(session id, parent row, tidy cells, samples/s per repeat by run id) of session ``run_id``."""
+def load(store: tracking.Store, run_id: str, key: str = "samples_per_second"):
+    """(session id, parent row, tidy cells, per run id its series ``key`` per repeat: samples/s,
+    or a gate session's ``speed_ratio``) of session ``run_id``."""
     parent, raw_cells, raw_epochs = tracking.read_session(store, run_id)
     cells, _ = tracking.tidy(raw_cells, raw_epochs)
-    return run_id, parent, cells, tracking.repeat_series(raw_epochs)
+    return run_id, parent, cells, tracking.repeat_series(raw_epochs, key)
 
 
 def calibrated_cuts(store: tracking.Store, a_parent, b_parent) -> tuple[dict[str, float], dict[str, float], str]:
@@ -33,14 +36,27 @@ def calibrated_cuts(store: tracking.Store, a_parent, b_parent) -> tuple[dict[str
                     f"({one_line(mode[1])}); a noise profile describes one machine and mode")
     profile = tracking.profiles.latest_profile(store, label[1], mode[1])
     if profile is None:
-        return {}, {}, (f"uncalibrated: no noise profile of {shown[1]} for {one_line(mode[1])} sessions; run `python -m "
-                    f"benchmarks calibrate{'' if mode[1] == 'full' else ' --' + one_line(mode[1])}` for per-cell cuts")
-    stale = tracking.profiles.staleness(profile, b_parent)
+        return {}, {}, uncalibrated_line(label[1], mode[1], "per-cell cuts")
     return ({cell: v["cut"] for cell, v in profile["cells"].items()},
             {cell: v["detectable"] for cell, v in profile["cells"].items()},
-            f"calibrated: {len(profile['cells'])} cells cut at their noise profile, calibration run "
-            f"{profile['run_id'][:8]} ({profile['sessions']} {one_line(mode[1])} sessions on {shown[1]}, "
-            f"{profile['started']})" + (f"; STALE, still used: {one_line('; '.join(stale))}" if stale else ""))
+            profile_line(profile, label[1], mode[1], b_parent, "cut at their noise profile"))
+
+
+def uncalibrated_line(label: str, mode: str, what: str) -> str:
+    """The line of a command that found no noise profile of ``label`` for ``mode`` sessions."""
+    said = f"uncalibrated: no noise profile of {one_line(label)} for {one_line(mode)} sessions"
+    if mode not in CALIBRATE_FLAG:
+        return f"{said} (calibrate profiles {', '.join(CALIBRATE_FLAG)} sessions)"
+    return f"{said}; run `python -m benchmarks calibrate{CALIBRATE_FLAG[mode]}` for {what}"
+
+
+def profile_line(profile: dict, label: str, mode: str, parent, what: str) -> str:
+    """The line that says which profile judged how many cells (``what``), named STALE, with why,
+    when it is older than the code of session ``parent``."""
+    stale = tracking.profiles.staleness(profile, parent)
+    return (f"calibrated: {len(profile['cells'])} cells {what}, calibration run {profile['run_id'][:8]} "
+            f"({profile['sessions']} {one_line(mode)} sessions on {one_line(label)}, {profile['started']})"
+            + (f"; STALE, still used: {one_line('; '.join(stale))}" if stale else ""))
 
 
 def resolve_pair(store: tracking.Store, ref_a: str, ref_b: str, mode: str | None, any_status: bool) -> tuple[str, str]:

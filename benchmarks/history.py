@@ -88,6 +88,34 @@ def schedule(raw: pd.DataFrame) -> list[str]:
                                                                "params.train_limit")))]
 
 
+def profile_sigmas(store: tracking.Store, machine: str | None, cells: pd.DataFrame,
+                   order: pd.DataFrame) -> tuple[dict[str, float], list[str]]:
+    """(series key -> a calibrated cell's session noise, one line per mode that says where it
+    came from): the latest noise profile of ``machine`` for each mode in ``order``, named stale
+    against the newest session of that mode. A profile describes one machine: without
+    ``--machine`` none is used."""
+    from benchmarks.compare import profile_line, uncalibrated_line
+    from reports.noise import session_sigma
+    modes = sorted(order["mode"].unique())
+    if not machine:
+        return {}, ["uncalibrated: a noise profile describes one machine; pass --machine to judge each cell's "
+                    "speed steps by its own (`python -m benchmarks calibrate`)"] if modes else []
+    sigmas, lines = {}, []
+    sessions = tracking.list_sessions(store).set_index("run_id")
+    for mode in modes:
+        profile = tracking.profiles.latest_profile(store, machine, mode)
+        if profile is None:
+            lines.append(uncalibrated_line(machine, mode, "per-cell noise"))
+            continue
+        mine = cells[(cells["mode"] == mode) & cells["cell"].isin(profile["cells"])]
+        for row in mine.itertuples():
+            key = cell_key(row._asdict())
+            sigmas[key] = max(sigmas.get(key, 0.0), session_sigma(profile["cells"][row.cell]["cut"]))
+        newest = sessions.loc[order.loc[order["mode"] == mode, "session"].iloc[-1]]
+        lines.append(profile_line(profile, machine, mode, newest, "judged by their noise profile (speed steps)"))
+    return sigmas, lines
+
+
 def run_history(store: tracking.Store, output_dir: str, commits: list[str], revisions: str = "HEAD",
                 machine: str | None = None, cell: str | None = None, since=None, log=print,
                 mode: str | None = None) -> int:
@@ -103,11 +131,14 @@ def run_history(store: tracking.Store, output_dir: str, commits: list[str], revi
     series = build_series(cells, order)
     if series.empty:
         raise UsageError("history: no cell matches (check --cell, --mode, --machine, --since and the commit range)")
-    steps = find_steps(series)
+    sigmas, calibration = profile_sigmas(store, machine, cells, order)
+    for line in calibration:
+        log(line)
+    steps = find_steps(series, sigmas)
     log(to_text(steps[["text"]].rename(columns={"text": "step"})) if not steps.empty else "no step found")
     scope = (f"{revisions}" + (f", mode {mode}" if mode else "") + (f", machine {machine}" if machine else "")
              + (f", cells *{cell}*" if cell else ""))
-    md, page, pngs = render(series, steps, scope)
+    md, page, pngs = render(series, steps, scope, " ".join(calibration))
     folder = Path(output_dir) / "history"
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / "history.md", folder / "history.html"]

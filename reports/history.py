@@ -61,15 +61,19 @@ def build_series(cells: pd.DataFrame, order: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["cell", "metric", "position", "commit", "session", "value", "spread"])
 
 
-def find_steps(series: pd.DataFrame) -> pd.DataFrame:
+def find_steps(series: pd.DataFrame, sigmas: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per step found: cell, metric, commit (the first after the step), position,
-    before, after, change (relative for log-scale metrics, absolute for accuracy), text."""
+    before, after, change (relative for log-scale metrics, absolute for accuracy), text.
+    ``sigmas``: series key -> the noise of one session's log samples/s from a noise profile;
+    such a cell's speed steps are judged by it, not by the noise its own series shows."""
+    sigmas = sigmas or {}
     rows = []
     for (cell, metric), g in series.groupby(["cell", "metric"], sort=True):
         g = g.sort_values("position")
         log, min_effect = METRICS[metric]
         spreads = g["spread"].dropna().to_numpy(dtype=float) if metric == "samples_per_second" else None
-        for step in detect_steps(g["value"].to_numpy(dtype=float), spreads, min_effect=min_effect):
+        sigma = sigmas.get(cell) if metric == "samples_per_second" else None
+        for step in detect_steps(g["value"].to_numpy(dtype=float), spreads, min_effect=min_effect, sigma=sigma):
             at = g.iloc[step["index"]]
             before, after = step["before"], step["after"]
             if log:
@@ -111,8 +115,10 @@ def small_multiples(series: pd.DataFrame, steps: pd.DataFrame, metric: str):
     return fig
 
 
-def render(series: pd.DataFrame, steps: pd.DataFrame, scope: str) -> tuple[str, str, dict[str, bytes]]:
-    """(markdown, self-contained HTML, {figure name: PNG bytes})."""
+def render(series: pd.DataFrame, steps: pd.DataFrame, scope: str,
+           calibration: str = "") -> tuple[str, str, dict[str, bytes]]:
+    """(markdown, self-contained HTML, {figure name: PNG bytes}); ``calibration``: the line that
+    says which cells a noise profile judged."""
     pngs = {}
     for metric in METRICS:
         fig = small_multiples(series, steps, metric)
@@ -123,10 +129,12 @@ def render(series: pd.DataFrame, steps: pd.DataFrame, scope: str) -> tuple[str, 
                              "median after": steps["after"].map("{:,.4g}".format)})[["step", "median before", "median after"]]
              if not steps.empty else None)
     md = [f"# backprop-bench history ({scope})", "", f"{sessions} sessions, {series['cell'].nunique()} cells.", "",
+          *([calibration, ""] if calibration else []),
           "## Steps", "", to_markdown(table) if table is not None else "no step found", ""]
     md += [f"![{m}](history-{m}.png)" for m in pngs]
     body = [f"<h1>backprop-bench history</h1><p>{html.escape(scope)}: {sessions} sessions, "
-            f"{series['cell'].nunique()} cells.</p><h2>Steps</h2>",
+            f"{series['cell'].nunique()} cells.</p>" + (f"<p>{html.escape(calibration)}</p>" if calibration else "")
+            + "<h2>Steps</h2>",
             table.to_html(index=False, border=0) if table is not None else "<p>no step found</p>"]
     body += [f"<h2>{html.escape(m)}</h2>{img(m, p, style='max-width:100%')}" for m, p in pngs.items()]
     return markdown_page(md), page("backprop-bench history", body, TEXT), pngs

@@ -73,6 +73,12 @@ class Noise:
         return max(self.repeats, math.ceil(((MEDIAN_SE * self.jitter) ** 2) / (need ** 2 - self.drift ** 2)))
 
 
+def session_sigma(cut: float) -> float:
+    """The spread of one session's log median that a calibrated ``cut`` was set on (its
+    ``CONFIDENCE`` upper bound): what ``history`` takes as a calibrated cell's noise."""
+    return cut / (Z_ALARM * math.sqrt(2.0))
+
+
 def spread(logs: np.ndarray) -> float:
     """The spread of K values: their standard deviation, robust to an odd one from 8 values on
     (a value beyond 4 robust sigmas, 1.4826 x MAD, of their median is set aside). Below 8, no
@@ -149,13 +155,15 @@ def resampled_detectable(session_repeats: list[list[float]], n: Noise, draws: in
     return math.inf
 
 
-def calibration_table(sessions: list, target: float = 0.10):
+def calibration_table(sessions: list, target: float = 0.10, rule=None, rule_name: str = "compare"):
     """The A/A table of K sessions, one row per throughput cell that finished in at least two.
-    ``sessions``: (id, parent row, tidy cells, samples/s per repeat by run id) each, as
-    ``benchmarks/compare.py`` ``load`` gives them. Today's compare rule is run as it is on every
-    pair (``reports.compare.compare_cells``, its drift cut from all the pair's cells); an A/A pair
-    it calls faster or slower is a false alarm. ``attrs["summary"]``: the totals; ``attrs["numbers"]``:
-    per cell, the calibrated cut, sigma, drift and detectable slowdown as numbers."""
+    ``sessions``: (id, parent row, tidy cells, values per repeat by run id) each, as
+    ``benchmarks/compare.py`` ``load`` gives them. Today's rule is run as it is on every pair:
+    compare's by default (``reports.compare.compare_cells``, its drift cut from all the pair's
+    cells), else ``rule(a_repeats, b_repeats)`` per cell (the gate's); an A/A pair it calls
+    faster or slower is a false alarm. ``attrs["summary"]``: the totals (``<rule_name>_alarms``,
+    ``<rule_name>_rate``); ``attrs["numbers"]``: per cell, the calibrated cut, sigma, drift and
+    detectable slowdown as numbers."""
     import pandas as pd
 
     from reports.compare import compare_cells
@@ -167,7 +175,7 @@ def calibration_table(sessions: list, target: float = 0.10):
                 repeats.setdefault(row.cell, []).append(list(samples[row.run_id]))
     old = {cell: 0 for cell in repeats}
     pairs = list(itertools.combinations(range(len(sessions)), 2))
-    for i, j in pairs:
+    for i, j in pairs if rule is None else ():
         (_, _, a, sa), (_, _, b, sb) = sessions[i], sessions[j]
         verdicts = compare_cells(a, sa, b, sb)
         for row in verdicts.itertuples():
@@ -180,6 +188,8 @@ def calibration_table(sessions: list, target: float = 0.10):
             continue
         n = noise(runs)
         new, count = pair_alarms(runs, calibrated_flag(n))
+        if rule is not None:
+            old[cell] = pair_alarms(runs, rule)[0]
         more = n.repeats_for(target)
         totals["compare"] += old[cell]
         totals["calibrated"] += new
@@ -187,7 +197,7 @@ def calibration_table(sessions: list, target: float = 0.10):
         rows.append({"cell": cell, "sessions": n.sessions, "repeats": n.repeats, "within (IQR)": f"{n.within:.1%}",
                      "drift": f"{n.drift:.1%}", "detects": f">= {n.detectable:.1%}",
                      "detects (re-sampled)": _at_least(resampled_detectable(runs, n)),
-                     "false alarms, compare": f"{old[cell]}/{count}", "false alarms, calibrated": f"{new}/{count}",
+                     f"false alarms, {rule_name}": f"{old[cell]}/{count}", "false alarms, calibrated": f"{new}/{count}",
                      f"repeats to detect {target:.0%}": ("-" if n.detectable <= target else
                                                         "none: the drift alone is too large" if more is None
                                                         else str(more)),
@@ -196,8 +206,8 @@ def calibration_table(sessions: list, target: float = 0.10):
     table = pd.DataFrame(rows)
     cell_pairs = max(totals["cell_pairs"], 1)
     table.attrs["summary"] = {
-        "pairs": len(pairs), "cell_pairs": totals["cell_pairs"], "compare_alarms": totals["compare"],
-        "compare_rate": totals["compare"] / cell_pairs, "calibrated_alarms": totals["calibrated"],
+        "pairs": len(pairs), "cell_pairs": totals["cell_pairs"], f"{rule_name}_alarms": totals["compare"],
+        f"{rule_name}_rate": totals["compare"] / cell_pairs, "calibrated_alarms": totals["calibrated"],
         "calibrated_rate": totals["calibrated"] / cell_pairs,
         "detectable_median": float(np.median(table["_detectable"])) if rows else float("nan")}
     table.attrs["numbers"] = numbers          # per cell, what compare's calibrated cut reads back

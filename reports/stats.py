@@ -59,19 +59,21 @@ def series_noise(values, spreads=None) -> float:
     return max(between, within, 1e-12)
 
 
-def detect_steps(values, spreads=None, min_size: int = 3, z: float = 4.0, min_effect: float = 0.0) -> list[dict]:
+def detect_steps(values, spreads=None, min_size: int = 3, z: float = 4.0, min_effect: float = 0.0,
+                 sigma: float | None = None) -> list[dict]:
     """Change points in one series (in session order), each kept only when it stands out of the
     measured noise. PELT (``ruptures``) with the least-absolute-deviation cost proposes the
     segments (a least-squares cost took clusters of outliers for steps: 50 false alarms in 200
     flat series with 5% outliers, against 0 for this one), with a penalty of 3 sigma ln(n); a
     proposed step is kept when the medians of the segments on its two sides differ by more than
-    ``z`` standard errors (sigma from ``series_noise``) and by more than ``min_effect``.
+    ``z`` standard errors (sigma from ``series_noise``, or ``sigma`` where a noise profile gives
+    it: ``reports/noise.py``) and by more than ``min_effect``.
     Returns ``[{"index": first index after the step, "before", "after"}]``."""
     import ruptures
     y = np.asarray(values, dtype=np.float64)
     if len(y) < 2 * min_size:
         return []
-    sigma = series_noise(y, spreads)
+    sigma = series_noise(y, spreads) if sigma is None else sigma
     ends = ruptures.Pelt(model="l1", min_size=min_size, jump=1).fit(y.reshape(-1, 1)).predict(
         pen=3 * sigma * math.log(len(y)))
     bounds = [0, *ends]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from reports.stats import detect_steps
-from tests.helpers import fake_session, run_cli, sqlite_uri
+from tests.helpers import fake_profile, fake_session, run_cli, sqlite_uri
 from tests.seed_history import ACC_DROP_AT, HOST, SPEED, git_repo, seed_history
 
 LOG5 = math.log(1.05)
@@ -121,3 +121,29 @@ def test_a_revision_that_looks_like_an_option_is_refused_before_git_reads_it(opt
     assert victim.read_text() == "kept\n"
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"'--output={victim}' is not a revision" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.integration
+def test_a_noise_profile_judges_its_cells_speed_steps_by_their_measured_noise(tmp_path):
+    """numpy-batch's 10% slowdown at commit 25 stands out of its own quiet series (1% noise). A
+    noise profile of the machine that says the cell drifts 10% between sessions makes the same
+    step noise: history takes that cell's noise from the profile, and says so; numba-batch's
+    2x, outside the profile, is still found by its own series."""
+    from reports.noise import Z_ALARM
+    seeded = seed_history(tmp_path / "seeded", n=40)
+    args = ("history", "--repo", str(seeded["repo"]), "--tracking-uri", seeded["uri"], "--output-dir",
+            str(tmp_path / "out"), "--machine", HOST)
+    before = run_cli(*args)
+    assert before.returncode == 0, before.stderr
+    assert "uncalibrated: no noise profile of seeded-host for synthetic sessions" in before.stdout
+    assert re.search(r"/throughput/numpy-batch/hw1-q4/float32/b256 samples_per_second: -1[01]% at", before.stdout)
+    run_id = fake_profile(seeded["uri"], HOST, "synthetic", {"throughput/numpy-batch/hw1-q4/float32/b256/s0":
+                                                             Z_ALARM * math.sqrt(2) * 0.10},
+                          seeded["commits"][-1], tmp_path)
+    after = run_cli(*args)
+    assert after.returncode == 0, after.stderr
+    assert (f"calibrated: 1 cells judged by their noise profile (speed steps), calibration run {run_id[:8]} "
+            "(5 synthetic sessions on seeded-host") in after.stdout
+    assert "numpy-batch/hw1-q4/float32/b256 samples_per_second" not in after.stdout
+    assert re.search(r"/throughput/numba-batch/hw1-q4/float32/b256 samples_per_second: -(4[5-9]|5[0-5])% at", after.stdout)
+    assert "calibrated: 1 cells" in (tmp_path / "out" / "history" / "history.md").read_text()

@@ -121,3 +121,26 @@ def test_a_profile_of_another_commit_versions_or_threads_is_named_stale():
         "measured at commit abc12345, this session is at abc12345-dirty"]     # uncommitted changes then
     assert why == ["measured at commit abc12345, this session is at def76543",
                    "other library versions (numpy 2.3.0 -> 2.4.0)", "2 threads then, 1 now"]
+
+
+def test_the_gates_rule_on_a_a_pairs_and_a_gate_profile_from_paired_ratios():
+    """``calibrate --gate`` runs the gate's own rule on every A/A pair (a baseline entry made
+    from A's ratios, B judged against it): quiet sessions of unchanged code give it nothing to
+    flag, a 3x slower B is flagged; the table counts its alarms under the gate's name."""
+    import pandas as pd
+
+    from benchmarks.calibrate import gate_flag
+    from reports.noise import calibration_table
+    rng = np.random.default_rng(3)
+    runs = sessions(rng, 6, 0.03, 0.03, repeats=7, rate=40.0)
+    assert pair_alarms(runs, gate_flag) == (0, 15)
+    assert gate_flag(runs[0], [r / 3 for r in runs[1]]) and not gate_flag(runs[0], runs[0][:3])   # 3 samples: no verdict
+    loaded = []
+    for k, ratios in enumerate(runs):
+        cells = pd.DataFrame([{"cell": "throughput/numba-batch/hw1-q4/float32/b256/s0", "kind": "throughput",
+                               "status": "FINISHED", "run_id": f"r{k}"}])
+        loaded.append((f"s{k}", None, cells, {f"r{k}": ratios}))
+    table = calibration_table(loaded, rule=gate_flag, rule_name="gate")
+    summary = table.attrs["summary"]
+    assert summary["gate_alarms"] == 0 and summary["pairs"] == 15 and "compare_alarms" not in summary
+    assert table.iloc[0]["false alarms, gate"] == "0/15"

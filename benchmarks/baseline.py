@@ -40,6 +40,7 @@ FIELDS = {
     "speed": {"ratio": (0.0, 1e6, True), "band": (0.0, 1e6, True), "samples": (0.0, 1e6, True)},
 }
 LISTS = {("loss", "expected"), ("loss", "tolerance"), ("speed", "band"), ("speed", "samples")}
+OPTIONAL = {"speed": ("machine",)}   # text fields a check may hold: the machine label that measured it
 
 
 class _Refused(ValueError):
@@ -115,9 +116,13 @@ def _interval(low, high, open_low) -> str:
 
 def _check_problem(check: str, c) -> str | None:
     """What is wrong with one check of an entry (``c`` is ``entry[check]``), or None."""
-    fields = FIELDS[check]
-    if not isinstance(c, dict) or set(c) != set(fields):
-        return f"{check} needs {', '.join(sorted(fields))} (and nothing else)"
+    fields, optional = FIELDS[check], OPTIONAL.get(check, ())
+    if not isinstance(c, dict) or set(c) - set(optional) != set(fields):
+        return (f"{check} needs {', '.join(sorted(fields))}" + (f", may have {', '.join(optional)}" if optional else "")
+                + " (and nothing else)")
+    for name in optional:
+        if name in c and not (isinstance(c[name], str) and 0 < len(c[name]) <= 200 and c[name].isprintable()):
+            return f"{check} {name} must be a printable text of 1 to 200 characters"
     for name, limits in fields.items():
         if limits is None:                          # seeds: a non-empty list of integers
             seeds = c[name]

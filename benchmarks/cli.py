@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal_mode = cal.add_mutually_exclusive_group()
     cal_mode.add_argument("--quick", action="store_true", help="each session as bench --quick")
     cal_mode.add_argument("--dry-run", action="store_true", help="each session as bench --dry-run (the plumbing only)")
+    cal_mode.add_argument("--gate", action="store_true", help="each session as the regression gate's: its speed checks")
     for add in (add_output_option, add_data_options, add_tracking_option, add_machine_option):
         add(cal)
     cal.set_defaults(func=commands.cmd_calibrate)

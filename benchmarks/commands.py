@@ -181,9 +181,10 @@ def cmd_regress(*, baseline: str, run_id, speed: str, update: bool, impl, speed_
                     data_dir=data_dir, download=download, run_id=run_id, machine_label=machine, out_dir=GATE_OUT)
 
 
-def cmd_calibrate(*, sessions: int, reuse, impl, quick: bool, dry_run: bool, output_dir: str, dataset, data_dir,
-                  download: bool, threads: int | None, uri: str, machine: str | None) -> int:
+def cmd_calibrate(*, sessions: int, reuse, impl, quick: bool, dry_run: bool, gate: bool, output_dir: str, dataset,
+                  data_dir, download: bool, threads: int | None, uri: str, machine: str | None) -> int:
     from benchmarks.calibrate import make_profile, run_calibrate
+    from benchmarks.gate import GateOptions
     from benchmarks.plan import BenchOptions
     from benchmarks.session import SessionSettings
     if sessions < 2 or (reuse and len(reuse) < 2):
@@ -192,10 +193,14 @@ def cmd_calibrate(*, sessions: int, reuse, impl, quick: bool, dry_run: bool, out
         writable_folder(output_dir)
         store = tracking.connect(uri, create=False)
         return make_profile(store, [tracking.resolve_ref(store, ref, None, False) for ref in reuse], output_dir)
-    mode = "dry-run" if dry_run else ("quick" if quick else "full")
-    options = BenchOptions.make(mode, **{k: v for k, v in {"impls": tuple(impl) if impl else None,
-                                                           "dataset": dataset}.items() if v is not None},
-                                scaling=False)
+    mode = "regress" if gate else "dry-run" if dry_run else ("quick" if quick else "full")
+    if gate:                                # the gate's matrix, as `regress` runs it
+        options = GateOptions(**{k: v for k, v in {"impls": tuple(impl) if impl else None,
+                                                   "dataset": dataset}.items() if v is not None}).matrix()
+    else:
+        options = BenchOptions.make(mode, **{k: v for k, v in {"impls": tuple(impl) if impl else None,
+                                                               "dataset": dataset}.items() if v is not None},
+                                    scaling=False)
     writable_folder(output_dir)
     store = tracking.connect(uri)
     data = datasets.load(options.dataset, data_dir, download_ok=download)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import tracking
-from benchmarks import baseline as baseline_file, regress
+from benchmarks import baseline as baseline_file, regress, update_rule
 from benchmarks.config import UsageError
 from benchmarks.plan import BenchOptions, gate_options
 from benchmarks.session import SessionSettings, run_session
@@ -63,6 +63,27 @@ def matrix_differences(parent, matrix: BenchOptions) -> list[str]:
             for key, value in wanted.items() if parent.get(f"params.option.{key}") != value]
 
 
+def gate_cuts(store: tracking.Store, parent, cells, baseline: dict, label: str) -> tuple[dict, str]:
+    """(baseline key -> (calibrated cut, detectable slowdown), the line that says where they come
+    from): the latest noise profile of the session's machine for gate sessions (``calibrate
+    --gate``), for the speed entries the baseline says were measured on that machine; a profile
+    says nothing about the step from another machine's baseline to this one."""
+    from benchmarks.compare import profile_line, uncalibrated_line
+    from reports.text import one_line
+    profile = tracking.profiles.latest_profile(store, label, "regress")
+    if profile is None:
+        return {}, uncalibrated_line(label, "regress", "per-cell speed cuts") + "; each speed check has its band"
+    keys = {"speed/" + regress.cell_key(row): row["cell"] for _, row in cells[cells["kind"] == "throughput"].iterrows()}
+    speed = {k: e["speed"] for k, e in baseline["cells"].items() if "speed" in e}
+    here = {k: keys[k] for k, e in speed.items() if e.get("machine") == label and keys.get(k) in profile["cells"]}
+    cuts = {k: (profile["cells"][c]["cut"], profile["cells"][c]["detectable"]) for k, c in here.items()}
+    other = sorted({one_line(str(e.get("machine", "an unrecorded machine"))) for k, e in speed.items()
+                    if k in keys and e.get("machine") != label})
+    return cuts, (profile_line(profile, label, "regress", parent, "profiled") + f"; {len(cuts)} speed checks judged by "
+                  "their calibrated cut" + (f", the others by their band: their baseline was measured on "
+                                            f"{', '.join(other)}" if other else ""))
+
+
 def run_gate(options: GateOptions, baseline_path: Path, speed: str = "warn", update: bool = False, *,
              store: tracking.Store, baseline: dict | None = None, threads: int | None = None, data_dir=None,
              download: bool = False, run_id: str | None = None, isolate: bool = True,
@@ -95,7 +116,10 @@ def run_gate(options: GateOptions, baseline_path: Path, speed: str = "warn", upd
                                tracking.repeat_series(raw_epochs, "speed_ratio"),
                                tracking.repeat_series(raw_epochs, "train_loss"))
     measured = {k: m for k, m in measured.items() if options.in_scope(k)}
-    verdicts = regress.judge(measured, baseline, speed, options.checks, options.in_scope)
+    label = tracking.session_label(parent)
+    cuts, calibration = gate_cuts(store, parent, cells, baseline, label)
+    log(calibration)
+    verdicts = regress.judge(measured, baseline, speed, options.checks, options.in_scope, cuts)
     if not verdicts:
         raise UsageError(f"the gate judged nothing (no gated cell ran in session {run_id}, and the baseline "
                          "has no entry in scope): check --impl and that the implementations can run here")
@@ -106,9 +130,10 @@ def run_gate(options: GateOptions, baseline_path: Path, speed: str = "warn", upd
         if broken:
             log("not updating the baseline from a session with failed cells:\n  " + "\n  ".join(broken))
             return 1
-        new, moved = regress.updated_baseline(baseline, measured, verdicts, options.speed_band, options.record())
+        new, moved = update_rule.updated_baseline(baseline, measured, verdicts, options.speed_band, options.record(),
+                                                  label)
         # under the file's lock, onto the file as it is now: another update's entries stay
-        baseline, changed = baseline_file.update(baseline_path, lambda now: regress.merged(now, new, moved))
+        baseline, changed = baseline_file.update(baseline_path, lambda now: update_rule.merged(now, new, moved))
         if changed:
             log(f"baseline {baseline_path} rewritten from session {run_id}"
                 + (f"; moved (left their band): {', '.join(moved)}" if moved else ""))
@@ -116,7 +141,8 @@ def run_gate(options: GateOptions, baseline_path: Path, speed: str = "warn", upd
             log(f"baseline {baseline_path} unchanged by session {run_id}"
                 + (f": the entries that left their band already hold its values ({', '.join(moved)})" if moved else ""))
     # after an update, the exit status is the verdict against the baseline just written
-    final = regress.judge(measured, baseline, speed, options.checks, options.in_scope) if update else verdicts
+    final = regress.judge(measured, baseline, speed, options.checks, options.in_scope,
+                          gate_cuts(store, parent, cells, baseline, label)[0]) if update else verdicts
     failing = [v for v in final if v.failing]
     warned = [v for v in final if v.verdict.startswith("SLOWER")]
     undecided = [v for v in final if v.verdict == "no verdict"]

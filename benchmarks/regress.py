@@ -22,12 +22,8 @@ runs a gate session and reads it back; this module only compares numbers.
 
 The baseline file itself (schema, atomic write) is ``benchmarks/baseline.py``.
 
-The update rule, in one place (``left_band``): an entry is rewritten only when its own verdict,
-judged against the old entry, says the measurement left its tolerance or band (or the entry is
-new). Everything else is kept byte for byte, so ``--update`` on an unchanged tree is a no-op;
-entries the session did not measure are kept too, never dropped. ``merged`` applies the
-entries that moved to the file as it is when the update holds its lock, so two updates run
-together (say, of two implementations) each keep their entries.
+How ``--update`` rewrites the baseline from the verdicts (``left_band``) is
+``benchmarks/update_rule.py``.
 """
 from __future__ import annotations
 
@@ -130,9 +126,12 @@ def _fmt(x, spec=".4f"):
 
 
 def judge(measured: dict[str, Measured], baseline: dict, speed_mode: str, checks=("accuracy", "parity", "speed"),
-          in_scope=lambda key: True) -> list[Verdict]:
+          in_scope=lambda key: True, cuts: dict[str, tuple[float, float]] | None = None) -> list[Verdict]:
     """One verdict per (cell, check). Baseline entries in scope that were not measured are
-    ``missing`` (failing): a gate never passes on cells it did not run."""
+    ``missing`` (failing): a gate never passes on cells it did not run. ``cuts``: key -> (the
+    calibrated cut on |ln(measured / baseline ratio)|, the slowdown it detects) from the machine's
+    noise profile (``benchmarks/gate.py``); such a speed check is judged by that cut alone."""
+    cuts = cuts or {}
     out: list[Verdict] = []
     cells = {k: v for k, v in baseline["cells"].items() if in_scope(k)}
     for key in sorted(set(cells) | set(measured)):
@@ -162,7 +161,7 @@ def judge(measured: dict[str, Measured], baseline: dict, speed_mode: str, checks
                 out.append(new_verdict(key, "loss"))
         if (m.kind == "speed" and speed_mode != "off" and "speed" in checks
                 and m.impl != impls.SPEEDUP_BASE):   # the base's ratio to itself is 1 by definition
-            out.append(judge_speed(key, entry["speed"], m, speed_mode) if "speed" in entry else
+            out.append(judge_speed(key, entry["speed"], m, speed_mode, cuts.get(key)) if "speed" in entry else
                        new_verdict(key, "speed"))
     return out
 
@@ -211,8 +210,11 @@ def judge_loss(key: str, e: dict, m: Measured) -> Verdict:
                    "FAIL" if any(over) else "ok", any(over), left_band=left)
 
 
-def judge_speed(key: str, e: dict, m: Measured, mode: str) -> Verdict:
+def judge_speed(key: str, e: dict, m: Measured, mode: str, calibrated: tuple[float, float] | None = None) -> Verdict:
+    """The band and a Mann-Whitney test; with ``calibrated`` (cut, detects), the cut alone."""
     expected = f"{e['ratio']:.3g}x [{e['band'][0]:.3g}, {e['band'][1]:.3g}]"
+    if calibrated is not None and uninformative(m.ratios) is None:
+        return _judge_calibrated(key, e, m, mode, *calibrated)
     why = uninformative(m.ratios, "the session") or uninformative(e["samples"], "the baseline")
     if why:
         # an uninformative baseline entry moves on --update, from informative measurements
@@ -232,6 +234,21 @@ def judge_speed(key: str, e: dict, m: Measured, mode: str) -> Verdict:
     return Verdict(key, "speed", expected, f"{med:.3g}x (p_slower={p_slower:.2g})", delta, "ok", False)
 
 
+def _judge_calibrated(key: str, e: dict, m: Measured, mode: str, cut: float, detects: float) -> Verdict:
+    """Slower (faster) when the session's median ratio is below (above) the baseline's by more
+    than the calibrated cut: the rule whose false alarms ``calibrate --gate`` measured."""
+    med = float(np.median(m.ratios))
+    shift = math.log(med / e["ratio"])
+    expected = f"{e['ratio']:.3g}x ×/÷{math.exp(cut):.3g} calibrated (detects >= {detects:.0%})"
+    measured, delta = f"{med:.3g}x", f"{(med / e['ratio'] - 1) * 100:+.0f}%"
+    if shift < -cut:
+        return Verdict(key, "speed", expected, measured, delta, {"fail": "FAIL", "warn": "SLOWER (warn)"}[mode],
+                       mode == "fail", left_band=True)
+    if shift > cut:
+        return Verdict(key, "speed", expected, measured, delta, "faster", False, left_band=True)
+    return Verdict(key, "speed", expected, measured, delta, "ok", False)
+
+
 def uninformative(samples, side: str = "") -> str | None:
     """Why ``samples`` cannot show a speed shift (too few, or all equal), or None."""
     if len(samples) < MIN_SAMPLES:
@@ -246,51 +263,3 @@ def print_table(verdicts: list[Verdict], out=None) -> None:
     from reports.tables import to_text
     cols = ["cell", "check", "expected", "measured", "delta", "verdict"]
     print(to_text(pd.DataFrame([[getattr(v, c) for c in cols] for v in verdicts], columns=cols)), file=out or sys.stdout)
-
-
-def updated_baseline(old: dict, measured: dict[str, Measured], verdicts: list[Verdict], speed_band: float,
-                     options_record: dict) -> tuple[dict, list[str]]:
-    """(the new baseline, the keys that moved). The rule is ``left_band`` on each verdict
-    judged against the old baseline; nothing else moves, nothing is dropped."""
-    moved_checks = {(v.cell, v.check) for v in verdicts if v.left_band}
-    cells = {k: dict(v) for k, v in old["cells"].items()}
-    moved = []
-    for key, m in measured.items():
-        entry = cells.setdefault(key, {})
-        before = dict(entry)
-        new = (key, "all") in moved_checks
-        entry.setdefault("parity", {"bound": impls.PARITY_TOLERANCE[m.dtype]})
-        if m.kind == "accuracy" and m.accuracies and (new or (key, "accuracy") in moved_checks):
-            tol = round(min(max(3 * m.acc_std, ACC_TOL[0]), ACC_TOL[1]), 4)
-            entry["accuracy"] = {"expected": round(m.acc_mean, 4), "tolerance": tol, "seeds": sorted(m.seeds)}
-        curve = loss_curve(m) if m.kind == "accuracy" else None
-        if curve and (new or (key, "loss") in moved_checks):
-            mean, std = curve
-            entry["loss"] = {"expected": [round(x, 4) for x in mean], "seeds": sorted(m.seeds),
-                             "tolerance": [round(max(3 * s, 0.02 * abs(x), 1e-4), 4) for x, s in zip(mean, std)]}
-        if (m.kind == "speed" and uninformative(m.ratios) is None and m.impl != impls.SPEEDUP_BASE
-                and (new or (key, "speed") in moved_checks)):
-            med = float(np.median(m.ratios))
-            lo, hi = np.percentile(m.ratios, [10, 90])
-            band = [min(lo, med * (1 - speed_band)), max(hi, med * (1 + speed_band))]
-            samples = sorted(_sig(r) for r in m.ratios)
-            if uninformative(samples):                 # distinct only beyond 3 digits
-                samples = sorted(_sig(r, 6) for r in m.ratios)
-            entry["speed"] = {"ratio": _sig(med), "band": [_sig(b) for b in band], "samples": samples}
-        if entry != before:
-            moved.append(key)
-    return {"about": "written by `python -m benchmarks regress --update`; review changes like code",
-            "options": options_record, "cells": cells}, moved
-
-
-def merged(current: dict, new: dict, moved: list[str]) -> dict:
-    """``new``'s moved entries applied to the baseline as it is ``current``ly on disk: each
-    update replaces its own entries, and every other entry stays as the file has it now."""
-    cells = {**current["cells"], **{k: new["cells"][k] for k in moved}}
-    return {**new, "cells": cells}
-
-
-def _sig(x: float, digits: int = 3) -> float:
-    return float(f"{x:.{digits}g}")
-
-

@@ -111,6 +111,28 @@ def fake_session(uri: str, mode: str, status: str = "FINISHED", cells: dict | No
     return session.run_id
 
 
+def fake_profile(uri: str, label: str, mode: str, cuts: dict[str, float], commit: str, folder: Path) -> str:
+    """A noise profile written straight into the store, as ``calibrate`` logs one (a run of kind
+    calibration with its calibration.json): machine ``label``, ``mode`` sessions, per cell its
+    calibrated cut (the detectable slowdown set at twice it), measured at ``commit``. Returns the
+    run id."""
+    import json
+    import math
+
+    import tracking
+    from reports.noise import Z_ALARM
+    numbers = {cell: {"cut": cut, "sigma": cut / (Z_ALARM * math.sqrt(2)), "drift": 0.0,
+                      "detectable": math.expm1(2 * cut)} for cell, cut in cuts.items()}
+    saved = folder / "calibration.json"
+    saved.write_text(json.dumps({"numbers": numbers, "measured": {"git_commit": commit, "versions": {}, "threads": "?"}}))
+    run = tracking.Session.start(tracking.connect(uri), name=f"calibration-{label}",
+                                 params={"mode": mode, "count": 5, "sessions": "a,b,c,d,e"},
+                                 tags={"bpb.kind": "calibration", "bpb.machine": label})
+    run.log_artifact(saved, "calibration")
+    run.finish("FINISHED")
+    return run.run_id
+
+
 def one_line(proc, needle: str) -> None:
     """Exit 2, and stderr is one line holding ``needle``; no traceback anywhere."""
     said = proc.stderr.strip().splitlines()

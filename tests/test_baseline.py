@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import baseline as baseline_file, regress
+from benchmarks import baseline as baseline_file, update_rule
 from benchmarks.config import UsageError
 from tests.helpers import run_cli
 
@@ -56,6 +56,12 @@ BAD = {
                          "NaN is not a number"),
     "ratio outside its band": (with_raw(("cells", SPEED_KEY, "speed", "ratio"), "100"),
                                "low <= ratio <= high"),
+    "a machine that is no text": (with_raw(("cells", SPEED_KEY, "speed", "machine"), "42"),
+                                  "speed machine must be a printable text of 1 to 200 characters"),
+    "a machine with a control character": (with_raw(("cells", SPEED_KEY, "speed", "machine"), '"lab\\u001b[2J"'),
+                                           "speed machine must be a printable text"),
+    "an unknown field": (with_raw(("cells", SPEED_KEY, "speed", "host"), '"x"'),
+                         "speed needs band, ratio, samples, may have machine (and nothing else)"),
     "duplicate key": (with_raw(("cells", ACC_KEY, "parity"), '{"bound": 1e-3, "bound": 1e300}'),
                       "the key 'bound' appears twice in one object"),
     "duplicate entry": (with_raw(("about",), '"x", "cells": {}'), "the key 'cells' appears twice"),
@@ -106,7 +112,7 @@ def test_updates_run_together_keep_each_others_entries(tmp_path):
         loaded.wait()
         new, moved = entry(key, value)
         new["cells"] = {**stale["cells"], **new["cells"]}
-        results.append(baseline_file.update(path, lambda now: regress.merged(now, new, moved)))
+        results.append(baseline_file.update(path, lambda now: update_rule.merged(now, new, moved)))
 
     threads = [threading.Thread(target=one_update, args=(k, v)) for k, v in (("a", 0.5), ("b", 0.6))]
     for t in threads:
@@ -131,13 +137,13 @@ def test_an_update_keeps_the_mode_and_owner_and_writes_through_a_symlink(tmp_pat
     link = tmp_path / "baseline.json"
     link.symlink_to(real)
     new, moved = entry("a", 0.5)
-    _, changed = baseline_file.update(link, lambda now: regress.merged(now, new, moved))
+    _, changed = baseline_file.update(link, lambda now: update_rule.merged(now, new, moved))
     assert changed and link.is_symlink() and os.readlink(link) == str(real)
     assert json.loads(real.read_text())["cells"] == new["cells"]
     st = real.stat()
     assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o664, *owner)
     assert sorted(p.name for p in folder.iterdir()) == ["baseline.json", "baseline.json.lock"]
-    _, changed = baseline_file.update(link, lambda now: regress.merged(now, new, moved))
+    _, changed = baseline_file.update(link, lambda now: update_rule.merged(now, new, moved))
     assert not changed                                   # the same entries again: nothing written
 
 

@@ -5,6 +5,7 @@ Nothing here asserts on a wall-clock measurement except the test marked ``timing
 default tier): the speed gate's logic is tested on recorded and synthetic samples in
 tests/test_speed_gate.py."""
 import json
+import math
 import os
 import re
 import shutil
@@ -16,7 +17,7 @@ import impls
 import tracking
 from benchmarks import baseline as baseline_file
 from benchmarks.gate import GateOptions, run_gate
-from tests.helpers import fill, popen_cli, run_cli
+from tests.helpers import fake_profile, fill, popen_cli, run_cli
 
 pytestmark = pytest.mark.integration      # every test here starts real processes
 
@@ -81,6 +82,40 @@ def test_update_moves_only_entries_that_left_their_band_and_then_passes(gate, tm
         assert baseline.read_text() == COMMITTED.read_text()
     proc = run_cli("regress", "--run-id", run_id, "--baseline", str(baseline), "--tracking-uri", uri)
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_a_noise_profile_of_the_machine_judges_the_speed_checks_measured_there(gate, tmp_path):
+    """``regress`` reads the latest gate profile (``calibrate --gate``) of the session's machine.
+    Without one its first line says uncalibrated and how to calibrate. With one, the committed
+    baseline's speed entries, which name no machine, keep their band, and the line says why;
+    ``--update`` from scratch records the machine in every speed entry it writes, and then each
+    speed check is judged by its calibrated cut, shown with what it detects."""
+    uri, proc, run_id = gate
+    assert "uncalibrated: no noise profile of " in proc.stdout and "`python -m benchmarks calibrate --gate`" in proc.stdout
+    store = tracking.connect(uri)
+    parent, raw_cells, raw_epochs = tracking.read_session(store, run_id)
+    cells, _ = tracking.tidy(raw_cells, raw_epochs)
+    label = parent["tags.bpb.machine"]
+    throughput = cells.loc[cells["kind"] == "throughput", "cell"].tolist()
+    profile = fake_profile(uri, label, "regress", dict.fromkeys(throughput, math.log(1.5)), parent["tags.git_commit"],
+                           tmp_path)
+    proc = run_cli("regress", "--run-id", run_id, "--tracking-uri", uri)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    assert (f"calibrated: {len(throughput)} cells profiled, calibration run {profile[:8]} (5 regress sessions on "
+            f"{label}") in proc.stdout
+    assert ("0 speed checks judged by their calibrated cut, the others by their band: their baseline was measured "
+            "on an unrecorded machine") in proc.stdout
+    baseline = tmp_path / "baseline.json"
+    proc = run_cli("regress", "--update", "--run-id", run_id, "--baseline", str(baseline), "--tracking-uri", uri)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    speed = {k: e["speed"] for k, e in json.loads(baseline.read_text())["cells"].items() if "speed" in e}
+    assert speed and {e["machine"] for e in speed.values()} == {label}
+    proc = run_cli("regress", "--run-id", run_id, "--baseline", str(baseline), "--tracking-uri", uri)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    assert f"; {len(speed)} speed checks judged by their calibrated cut" in proc.stdout
+    rows = [r for r in verdict_rows(proc.stdout) if r[1] == "speed"]
+    assert len(rows) == len(speed) and all("×/÷1.5 calibrated (detects >= 125%)" in r[2] and r[-1] == "ok"
+                                           for r in rows), rows
 
 
 def test_a_run_that_is_not_a_gate_session_is_refused(gate):

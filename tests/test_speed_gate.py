@@ -6,6 +6,7 @@ beyond it. Update: ``--update``'s one rule (``left_band``), the baseline's schem
 atomic write. And the gate refuses to judge a session run with another schedule or seeds.
 """
 import json
+import math
 import os
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from benchmarks import baseline as baseline_file, regress
 from benchmarks.config import UsageError
 from benchmarks.gate import matrix_differences
 from benchmarks.plan import gate_options
-from benchmarks.regress import Measured, judge, updated_baseline
+from benchmarks.regress import Measured, judge
+from benchmarks.update_rule import updated_baseline
 
 COMMITTED = Path(baseline_file.BASELINE)
 SPEED_KEY = "speed/hw1-q4/fashion-mnist/numba-sample/float32/b1"
@@ -250,3 +252,25 @@ def test_the_gate_refuses_a_session_run_with_another_schedule_or_seeds():
     differ = matrix_differences(other, matrix)
     assert len(differ) == 2 and "seeds is '0', the gate's '0,1,2'" in differ
 
+
+
+def test_a_calibrated_cut_judges_the_speed_check_alone_and_an_update_records_the_machine():
+    """With a noise profile's cut (``calibrate --gate``), a 20% slowdown inside the ±50% band
+    is flagged when the machine's noise allows 10%, and not when it allows only 30%; the
+    expected column names the cut and what it detects. ``--update`` writes the machine label
+    into the speed entries it moves, so a profile judges only entries measured where it was."""
+    entry = entry_from(noisy(10.0, seed=3))
+    slower = speed(noisy(8.0, seed=4))
+    assert verdict_of(slower, entry).verdict == "ok"                      # inside the band
+    v = regress.judge_speed(SPEED_KEY, entry, slower, "fail", (math.log(1.10), 0.14))
+    assert (v.verdict, v.failing, v.left_band) == ("FAIL", True, True)
+    assert "calibrated (detects >= 14%)" in v.expected and "×/÷1.1" in v.expected
+    assert regress.judge_speed(SPEED_KEY, entry, slower, "fail", (math.log(1.30), 0.45)).verdict == "ok"
+    faster = regress.judge_speed(SPEED_KEY, entry, speed(noisy(12.5, seed=5)), "fail", (math.log(1.10), 0.14))
+    assert (faster.verdict, faster.failing) == ("faster", False)
+    verdicts = judge({SPEED_KEY: slower}, {"cells": {SPEED_KEY: {"speed": entry}}}, "fail",
+                     cuts={SPEED_KEY: (math.log(1.10), 0.14)})
+    new, moved = updated_baseline({"cells": {SPEED_KEY: {"speed": entry}}}, {SPEED_KEY: slower}, verdicts,
+                                  regress.MIN_BAND, {}, "lab-a")
+    assert moved == [SPEED_KEY] and new["cells"][SPEED_KEY]["speed"]["machine"] == "lab-a"
+    assert baseline_file.schema_problem(new) is None

@@ -47,7 +47,8 @@ def render_report(store: tracking.Store, run_id: str | None, out_dir: str, log=p
               "pytest_benchmark": artifact("pytest-benchmark/pytest-benchmark.json")}
     paths = write_report(cells, epochs, extras["examples"], meta, folder, skipped=extras["skipped"],
                          pytest_benchmark=extras["pytest_benchmark"], speedup_base=impls.SPEEDUP_BASE,
-                         peers=[n for n in impls.names() if impls.is_peer(n)], scaling=tracking.tidy_scaling(raw_cells), repeats=repeats)
+                         peers=[n for n in impls.names() if impls.is_peer(n)], scaling=tracking.tidy_scaling(raw_cells), repeats=repeats,
+                         noise=noise_of(store, parent, meta["mode"]))
     if meta["status"] == "FINISHED" and meta["mode"] in tracking.BENCH_MODES:
         point_latest(folder)
     elif meta["status"] != "RUNNING" or meta["in_progress"]:      # a session's own is linked when it finishes
@@ -66,6 +67,19 @@ def render_report(store: tracking.Store, run_id: str | None, out_dir: str, log=p
              f"Report: artifact `report/report.html` of this run (Artifacts tab); on disk {paths['html']}"])})
     log(f"report for session {meta['run_id']}: {', '.join(str(p) for p in paths.values())}")
     return paths
+
+
+def noise_of(store: tracking.Store, parent, mode: str) -> tuple[dict, str]:
+    """(cell -> the slowdown ``compare`` can detect there, the line that says which noise
+    profile of the session's machine and mode said so, stale or not); ({}, "uncalibrated: ...")
+    without one."""
+    from benchmarks.compare import profile_line, uncalibrated_line
+    label = tracking.session_label(parent)
+    profile = tracking.profiles.latest_profile(store, label, mode)
+    if profile is None:
+        return {}, uncalibrated_line(label, mode, "the slowdown each cell can detect here")
+    return ({cell: v["detectable"] for cell, v in profile["cells"].items()},
+            profile_line(profile, label, mode, parent, "with their detectable slowdown"))
 
 
 def point_latest(folder: Path) -> None:

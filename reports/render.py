@@ -82,7 +82,7 @@ def _probe_facts(peaks: Peaks) -> list[str]:
 
 
 def _sections(cells, meta, skipped, bench_table, speedup_base,
-              peers, scaling=None, repeats=None) -> list[tuple[str, list[str], pd.DataFrame | None]]:
+              peers, scaling=None, repeats=None, noise=None) -> list[tuple[str, list[str], pd.DataFrame | None]]:
     """(title, sentences, table) in the order a reader wants them: the answer, then what to
     distrust, then the evidence."""
     try:
@@ -102,9 +102,12 @@ def _sections(cells, meta, skipped, bench_table, speedup_base,
     flags += scaling_failures(scaling) if scaling is not None else []
     sections = [("Which implementation is fastest, and is it correct?", answer.headline(cells, speedup_base, repeats), None),
                 (f"Flags ({len(flags)})", flags or ["none: no noisy cell, anomaly, budget cut, skip or failure"], None),
-                ("Cells", [f"Noisy: the IQR of a cell's repeats is above {100 * answer.NOISE_THRESHOLD:.0f}% of their "
+                ("Cells", [*([noise[1]] if noise else []),
+                           f"Noisy: the IQR of a cell's repeats is above {100 * answer.NOISE_THRESHOLD:.0f}% of their "
                            f"median. Speed-up: samples/s over {speedup_base}'s on the same network and dtype, this "
-                           "session."], summary_table(cells, speedup_base))]
+                           "session." + (" Detects here: the smallest slowdown `compare` flags with 90% probability "
+                                         "at <= 1% false alarms, on this machine's noise profile." if noise and noise[0] else "")],
+                 summary_table(cells, speedup_base, noise[0] if noise else None))]
     peer_rows = peers_section(cells, peers)
     if peer_rows is not None:
         sections.append(peer_rows)
@@ -123,13 +126,14 @@ def write_report(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, meta
                  out_dir: str | Path, *, speedup_base: str, peers: Collection[str],
                  skipped: list[str] | None = None,
                  pytest_benchmark: dict | None = None, scaling: pd.DataFrame | None = None,
-                 repeats: dict | None = None) -> dict[str, Path]:
+                 repeats: dict | None = None, noise: tuple[dict, str] | None = None) -> dict[str, Path]:
     """Writes report.md, report.html (self-contained) and one PNG per figure; returns paths.
     ``speedup_base``: the implementation speed-ups divide by (``impls.SPEEDUP_BASE``); ``peers``: the
     peers' names (``impls.is_peer``); reports/ does not import impls, so the caller names them.
     ``skipped``: one line per cell not run, with its reason; ``pytest_benchmark``: its JSON;
     ``scaling``: the scaling section's cells (``tracking.SCALING_COLUMNS``), if the session ran it;
-    ``repeats``: run_id -> samples/s per timed repeat, for the geometric means' intervals."""
+    ``repeats``: run_id -> samples/s per timed repeat, for the geometric means' intervals;
+    ``noise``: (cell -> the slowdown it can detect, the line that says which noise profile), or None."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cells = answer.complete(cells)
@@ -140,7 +144,7 @@ def write_report(cells: pd.DataFrame, epochs: pd.DataFrame, examples: dict, meta
         paths[name] = out / f"{name}.png"
         paths[name].write_bytes(data)
     sections = _sections(cells, meta, skipped, pytest_benchmark_table(pytest_benchmark), speedup_base, peers, scaling,
-                         repeats)
+                         repeats, noise)
     notes = {"throughput": throughput_notes(cells),
              "accuracy": [answer.ACCURACY_NOTE, *answer.accuracy_spread(cells)]}
     facts = _facts(meta, peaks)

@@ -40,17 +40,23 @@ def _num(value, fmt: str, missing: str = NA) -> str:
 GROUP = ["kind", "impl", "preset", "network", "dtype", "batch_size"]
 
 
-def summary_table(cells: pd.DataFrame, speedup_base: str) -> pd.DataFrame:
+def summary_table(cells: pd.DataFrame, speedup_base: str, detects: dict[str, float] | None = None) -> pd.DataFrame:
     """Display table (strings), one row per cell; cells that differ only by seed share a row,
     with test accuracy as mean ± std and time-to-target as an olympic mean over the seeds.
-    Accuracy cells come first, then the throughput sweep."""
+    Accuracy cells come first, then the throughput sweep. ``detects``: cell -> the smallest
+    slowdown ``compare`` can see there (a noise profile); with it, a column ``detects here``."""
     cells = with_speedup(cells, speedup_base)
     order = {name: i for i, name in enumerate(dict.fromkeys(cells["impl"]))}
     cells = cells.assign(_kind=(cells["kind"] != "accuracy").astype(int), _impl=cells["impl"].map(order))
     cells = cells.sort_values(["_kind", "preset", "network", "dtype", "batch_size", "_impl"], kind="stable")
     rows = []
     for _, g in cells.groupby(GROUP, sort=False, dropna=False):
-        rows.append(_row(g, speedup_base))
+        row = _row(g, speedup_base)
+        if detects:
+            seen = [detects[c] for c in g["cell"] if c in detects]
+            row["detects here"] = (NA if not seen else "none up to 200%" if math.isinf(max(seen))
+                                   else f"≥ {max(seen):.0%}")
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

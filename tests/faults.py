@@ -92,8 +92,9 @@ def float32_bug_numba_batch():
     _overshoot_numba_batch(0.01, when=lambda net: net.dtype == np.float32)
 
 
-def slow_numpy_batch_3x():
-    """numpy-batch takes three times as long: it sleeps twice the time it trained."""
+def _slow_numpy_batch(factor: float):
+    """numpy-batch takes ``factor`` times as long: after each epoch it sleeps (factor - 1) times
+    the time it trained."""
     import time
     cls = impls.get("numpy-batch")
     original = cls.train_epoch
@@ -101,9 +102,19 @@ def slow_numpy_batch_3x():
     def train_epoch(self, x, y, order):
         t0 = time.perf_counter()
         loss = original(self, x, y, order)
-        time.sleep(2 * (time.perf_counter() - t0))
+        time.sleep((factor - 1) * (time.perf_counter() - t0))
         return loss
     cls.train_epoch = train_epoch
+
+
+def slow_numpy_batch_3x():
+    _slow_numpy_batch(3.0)
+
+
+def slow_numpy_batch_1_5x():
+    """The A/A calibration's check (docs/performance.md): a slowdown of 1.5x, which a calibrated
+    cut must flag on numpy-batch's cells and nowhere else."""
+    _slow_numpy_batch(1.5)
 
 
 def die_in_numpy_batch():

@@ -2,6 +2,7 @@
 calibration in the store. The plumbing on a dry run in the default tier; the live A/A claim
 (the calibrated cut keeps its false alarms) in the timing tier, for a quiet machine."""
 import json
+import re
 
 import pytest
 
@@ -10,9 +11,9 @@ from tests.helpers import run_cli
 mlflow = pytest.importorskip("mlflow")
 
 
-def _calibrate(tmp_path, *args, timeout=900):
+def _calibrate(tmp_path, *args, timeout=900, impl="numpy-batch,numpy-sample"):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = run_cli("calibrate", *args, "--impl", "numpy-batch,numpy-sample", "--tracking-uri", uri,
+    proc = run_cli("calibrate", *args, *(("--impl", impl) if impl else ()), "--tracking-uri", uri,
                    "--output-dir", str(tmp_path / "out"), "--machine", "lab-a", env={"CI": "1"}, timeout=timeout)
     return uri, proc
 
@@ -51,6 +52,14 @@ def test_calibrate_runs_k_sessions_and_logs_the_noise_profile(tmp_path):
     md = next((tmp_path / "cmp").glob("compare-*/compare.md")).read_text()
     assert "calibrated: " in md and "judged by B/A beyond that cut alone" in md and " calibrated |" in md
     assert set(saved["numbers"]) == cells and all(v["cut"] > 0 for v in saved["numbers"].values())
+    # the report reads it too: what each cell can detect here, and from which calibration
+    proc = run_cli("report", "--tracking-uri", uri, "--output-dir", str(tmp_path / "rep"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = next((tmp_path / "rep").glob("*/report.md")).read_text()
+    assert f"calibrated: {len(saved['numbers'])} cells with their detectable slowdown, calibration run " \
+           f"{run.info.run_id[:8]}" in report and re.search(r"\|\s*detects here\s*\|", report)
+    detects = {f"≥ {v['detectable']:.0%}" for v in saved["numbers"].values() if v["detectable"] != float("inf")}
+    assert any(d in report for d in detects), (detects, [l for l in report.splitlines() if "detects" in l or "| throughput" in l][:12])
 
 
 def test_one_session_is_refused_before_anything_runs(tmp_path):
@@ -72,9 +81,34 @@ def test_sessions_on_different_thread_counts_make_no_profile(tmp_path):
 
 
 @pytest.mark.timing
-def test_a_live_quick_calibration_keeps_its_false_alarms_at_the_calibrated_cut(tmp_path):
-    uri, proc = _calibrate(tmp_path, "--quick", "--sessions", "5", timeout=3600)
+def test_a_live_quick_profile_flags_nothing_in_a_a_and_exactly_numpy_batch_slowed_1_5x(tmp_path):
+    """The live claim (docs/performance.md, "A/A calibration"): 5 --quick sessions of every
+    implementation make the profile, its own false alarms at most 5% of the cell-pairs; then, on
+    the thread count the calibration chose, a further A/A pair of --quick sessions, which
+    ``compare`` must flag no cell of, and a session with numpy-batch slowed 1.5x
+    (tests/faults.py), whose comparison must flag exactly numpy-batch's throughput cells."""
+    uri, proc = _calibrate(tmp_path, "--quick", "--sessions", "5", timeout=3600, impl=None)
     assert proc.returncode == 0, proc.stdout[-3000:]
+    print(proc.stdout[proc.stdout.index("A/A calibration on"):])
     saved = json.loads(next((tmp_path / "out").glob("calibration-*/calibration.json")).read_text())
-    summary = saved["summary"]
-    assert summary["pairs"] == 10 and summary["calibrated_rate"] <= 0.05, summary
+    assert saved["summary"]["pairs"] == 10 and saved["summary"]["calibrated_rate"] <= 0.05, saved["summary"]
+    threads = re.search(r"calibration: (\d+) threads in every session", proc.stdout).group(1)
+
+    def quick(**env) -> str:
+        done = run_cli("bench", "--quick", "--no-scaling", "--threads", threads, "--machine", "lab-a", "--tracking-uri",
+                       uri, "--output-dir", str(tmp_path / "out"), env={"CI": "1", **env}, timeout=1800)
+        assert done.returncode == 0, done.stdout[-3000:]
+        return re.search(r"^session ([0-9a-f]{32}) in ", done.stdout, re.M).group(1)
+
+    def flagged(a: str, b: str) -> set[str]:
+        cmp = run_cli("compare", a, b, "--tracking-uri", uri, "--output-dir", str(tmp_path / "cmp"))
+        assert cmp.returncode == 0 and "calibrated: " in cmp.stdout and "STALE" not in cmp.stdout, cmp.stdout[-3000:]
+        print(cmp.stdout)
+        return {line.split()[0] for line in cmp.stdout.splitlines()
+                if line.startswith(("throughput/", "accuracy/")) and re.search(r"\s(slower|faster)\s", line)}
+
+    a, b = quick(), quick()
+    assert flagged(a, b) == set()
+    slow = quick(BPB_FAULT="tests.faults:slow_numpy_batch_1_5x")
+    cells = {c["cell"] for c in saved["cells"]}
+    assert flagged(b, slow) == {c for c in cells if c.startswith("throughput/numpy-batch/")}

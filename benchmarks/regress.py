@@ -35,6 +35,7 @@ import numpy as np
 
 import impls
 from reports.stats import olympic_mean, shift_pvalues
+from reports.text import at_least
 
 ALPHA = 0.01              # significance level of the speed test
 MIN_BAND = 0.5            # default speed band: at least +-50% of the baseline median ratio
@@ -239,7 +240,7 @@ def _judge_calibrated(key: str, e: dict, m: Measured, mode: str, cut: float, det
     than the calibrated cut: the rule whose false alarms ``calibrate --gate`` measured."""
     med = float(np.median(m.ratios))
     shift = math.log(med / e["ratio"])
-    expected = f"{e['ratio']:.3g}x ×/÷{math.exp(cut):.3g} calibrated (detects >= {detects:.0%})"
+    expected = f"{e['ratio']:.3g}x ×/÷{math.exp(cut):.3g} calibrated (detects {at_least(detects)})"
     measured, delta = f"{med:.3g}x", f"{(med / e['ratio'] - 1) * 100:+.0f}%"
     if shift < -cut:
         return Verdict(key, "speed", expected, measured, delta, {"fail": "FAIL", "warn": "SLOWER (warn)"}[mode],

@@ -21,7 +21,7 @@ import pandas as pd
 
 from reports.page import TABLE, TEXT, page
 from reports.stats import bootstrap_ratio
-from reports.text import markdown_page, one_line
+from reports.text import at_least, markdown_page, one_line
 from reports.tables import to_markdown
 from tracking.peaks import MEASURED_PARAMS
 
@@ -102,7 +102,7 @@ def compare_cells(a: pd.DataFrame, a_samples: dict, b: pd.DataFrame, b_samples: 
             if cuts:
                 r["cut"] = f"÷{math.exp(own):.3f}" + (" calibrated" if mine is not None else "")
                 slowdown = (detects or {}).get(r["cell"])
-                r["detects"] = f">= {slowdown:.0%}" if slowdown is not None else "-"
+                r["detects"] = at_least(slowdown) if slowdown is not None else "-"
             if r["kind"] == "slower":
                 r["speed_reason"] = (f"slower: B/A {ratio:.3f}, beyond ÷{math.exp(own):.3f}" +
                                      (" (calibrated)" if mine is not None else f" (95% CI {r['95% CI']})"))

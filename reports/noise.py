@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reports.text import at_least
+
 ALARM = 0.01                # false alarms per cell and comparison, at most
 POWER = 0.90                # the probability a slowdown of the detectable size is flagged
 Z_ALARM = 2.3263            # the one-sided normal quantile of 1 - ALARM
@@ -195,8 +197,8 @@ def calibration_table(sessions: list, target: float = 0.10, rule=None, rule_name
         totals["calibrated"] += new
         totals["cell_pairs"] += count
         rows.append({"cell": cell, "sessions": n.sessions, "repeats": n.repeats, "within (IQR)": f"{n.within:.1%}",
-                     "drift": f"{n.drift:.1%}", "detects": f">= {n.detectable:.1%}",
-                     "detects (re-sampled)": _at_least(resampled_detectable(runs, n)),
+                     "drift": f"{n.drift:.1%}", "detects": at_least(n.detectable, 1),
+                     "detects (re-sampled)": at_least(resampled_detectable(runs, n), 1),
                      f"false alarms, {rule_name}": f"{old[cell]}/{count}", "false alarms, calibrated": f"{new}/{count}",
                      f"repeats to detect {target:.0%}": ("-" if n.detectable <= target else
                                                         "none: the drift alone is too large" if more is None
@@ -213,6 +215,3 @@ def calibration_table(sessions: list, target: float = 0.10, rule=None, rule_name
     table.attrs["numbers"] = numbers          # per cell, what compare's calibrated cut reads back
     return table.drop(columns="_detectable") if rows else table
 
-
-def _at_least(slowdown: float) -> str:
-    return "> 200%" if math.isinf(slowdown) else f">= {slowdown:.1%}"

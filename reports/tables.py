@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from reports.stats import olympic_mean
-from reports.text import MarkdownBlock, markdown_text, one_line
+from reports.text import MarkdownBlock, at_least, markdown_text, one_line
 from tracking.peaks import GPU_KEY, on_one_thread
 
 NA = "n/a"
@@ -54,8 +54,7 @@ def summary_table(cells: pd.DataFrame, speedup_base: str, detects: dict[str, flo
         row = _row(g, speedup_base)
         if detects:
             seen = [detects[c] for c in g["cell"] if c in detects]
-            row["detects here"] = (NA if not seen else "none up to 200%" if math.isinf(max(seen))
-                                   else f"≥ {max(seen):.0%}")
+            row["detects here"] = NA if not seen else at_least(max(seen))
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -22,6 +22,7 @@ HTML pages escape everything they show in ``reports/page.py``.
 from __future__ import annotations
 
 import html
+import math
 import re
 
 # C0 controls but tab and newline, DEL, C1 controls, and the Unicode line and paragraph separators
@@ -84,3 +85,11 @@ def plain_figure(fig) -> None:
     for text in fig.findobj(Text):
         text.set_parse_math(False)
         text.set_text(printable(text.get_text()))
+
+
+def at_least(slowdown: float, digits: int = 0) -> str:
+    """The smallest slowdown a cell can detect, as the report, compare, regress and calibrate
+    print it: ``≥ 14%``, or ``none up to 200%`` where nothing up to 200% would be seen (the
+    bisection's upper end, ``reports/noise.py``). ``≥`` rather than ``>=``: markdown escapes
+    ``>`` (``markdown_text``)."""
+    return "none up to 200%" if math.isinf(slowdown) else f"≥ {slowdown:.{digits}%}"

@@ -114,7 +114,7 @@ def test_a_noise_profile_of_the_machine_judges_the_speed_checks_measured_there(g
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     assert f"; {len(speed)} speed checks judged by their calibrated cut" in proc.stdout
     rows = [r for r in verdict_rows(proc.stdout) if r[1] == "speed"]
-    assert len(rows) == len(speed) and all("×/÷1.5 calibrated (detects >= 125%)" in r[2] and r[-1] == "ok"
+    assert len(rows) == len(speed) and all("×/÷1.5 calibrated (detects ≥ 125%)" in r[2] and r[-1] == "ok"
                                            for r in rows), rows
 
 

@@ -102,7 +102,7 @@ def test_compare_takes_a_calibrated_cells_cut_and_keeps_todays_rule_for_the_othe
     kinds = table["kind"]
     # each cell shows the cut it was judged by, and what a calibrated one can see
     assert table["cut"].to_dict() == {"noisy": "÷1.300 calibrated", "plain": "÷1.100", "quiet": "÷1.040 calibrated"}
-    assert table["detects"].to_dict() == {"noisy": ">= 55%", "plain": "-", "quiet": ">= 7%"}
+    assert table["detects"].to_dict() == {"noisy": "≥ 55%", "plain": "-", "quiet": "≥ 7%"}
     # 6% slower: beyond the quiet cell's calibrated 4%, inside today's 10% for the plain one;
     # 20% slower inside the noisy cell's calibrated 30%, which today's rule would have flagged
     assert kinds.to_dict() == {"quiet": "slower", "noisy": "same", "plain": "same"}

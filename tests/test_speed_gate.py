@@ -264,7 +264,7 @@ def test_a_calibrated_cut_judges_the_speed_check_alone_and_an_update_records_the
     assert verdict_of(slower, entry).verdict == "ok"                      # inside the band
     v = regress.judge_speed(SPEED_KEY, entry, slower, "fail", (math.log(1.10), 0.14))
     assert (v.verdict, v.failing, v.left_band) == ("FAIL", True, True)
-    assert "calibrated (detects >= 14%)" in v.expected and "×/÷1.1" in v.expected
+    assert "calibrated (detects ≥ 14%)" in v.expected and "×/÷1.1" in v.expected
     assert regress.judge_speed(SPEED_KEY, entry, slower, "fail", (math.log(1.30), 0.45)).verdict == "ok"
     faster = regress.judge_speed(SPEED_KEY, entry, speed(noisy(12.5, seed=5)), "fail", (math.log(1.10), 0.14))
     assert (faster.verdict, faster.failing) == ("faster", False)

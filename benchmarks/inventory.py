@@ -10,6 +10,10 @@ from importlib import metadata
 
 from benchmarks import gpu
 
+# the test hook that breaks or slows an implementation in every worker (benchmarks/workers.py):
+# a session run with it set records it, so that compare names it among what differs
+FAULT_ENV = "BPB_FAULT"
+
 # every environment variable that changes a thread pool's behaviour starts with one of these
 THREAD_ENV_KEYS = ("OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "NUMBA_THREADING_LAYER", "NUMBA_NUM_THREADS",
                    "XLA_FLAGS")
@@ -99,4 +103,6 @@ def inventory() -> dict:
         inv[f"version_{pkg}"] = _version(pkg)
     inv.update({f"threads_{k}": str(v) for k, v in thread_settings().items()})
     inv.update(gpu.inventory())      # gpu, its memory, compute capability, driver and CUDA versions
+    if os.environ.get(FAULT_ENV):    # absent otherwise: sessions from before it was recorded compare equal
+        inv["fault_hook"] = os.environ[FAULT_ENV]
     return inv

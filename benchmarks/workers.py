@@ -28,11 +28,11 @@ from dataclasses import dataclass
 
 import impls
 from benchmarks.config import UsageError
+from benchmarks.inventory import FAULT_ENV
 from benchmarks.plan import BenchOptions, Cell
 from benchmarks.threads import pin_threads
 from tracking.peaks import Peaks
 
-FAULT_ENV = "BPB_FAULT"
 HEARTBEAT_SECONDS = 20.0   # the longest the main process stays silent while a worker computes
 # A worker that sends nothing for this many cell budgets is ended and its cell FAILED: it
 # was stopped (SIGSTOP), hung or deadlocked. A cell sends a message at least every epoch and

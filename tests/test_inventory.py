@@ -30,3 +30,20 @@ def test_a_process_a_session_started_takes_its_count_else_the_default_once(monke
         assert [threads.inherited({}), threads.inherited({})] == [5, 5] and chosen == [1]
     finally:
         threads._default_once.cache_clear()
+
+
+def test_a_session_run_with_the_fault_hook_says_so_and_compare_names_it(monkeypatch):
+    """A session slowed or broken on purpose (``BPB_FAULT``, tests/faults.py) must not compare as
+    'nothing but the measurements' with one that was not."""
+    import pandas as pd
+    from reports.compare import session_differences
+    monkeypatch.setattr(inventory, "git_commit", lambda cwd=None: "abc")
+    monkeypatch.setattr(gpu, "inventory", lambda: {"gpu": "none"})
+    monkeypatch.delenv(inventory.FAULT_ENV, raising=False)
+    plain = inventory.inventory()
+    assert "fault_hook" not in plain
+    monkeypatch.setenv(inventory.FAULT_ENV, "tests.faults:slow_numpy_batch_1_5x")
+    hooked = inventory.inventory()
+    assert hooked["fault_hook"] == "tests.faults:slow_numpy_batch_1_5x"
+    a, b = (pd.Series({f"tags.machine.{k}": v for k, v in inv.items()}) for inv in (plain, hooked))
+    assert session_differences(a, b)[0] == [("machine.fault_hook", "-", "tests.faults:slow_numpy_batch_1_5x")]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmarks run|bench|report|regress|compare|history|look|ui|gpu-check|server|pg|store``.
+"""Command line: ``python -m benchmarks run|bench|report|regress|compare|history|look|ui|gpu-check|server|pg|store|fleet-host``.
 
 Every option is checked when it is parsed. User errors (bad flags, missing data, a
 configuration an implementation cannot run, an unusable tracking store, a bad baseline) print
@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(bench)
     add_tracking_option(bench)
     add_machine_option(bench)
+    bench.add_argument("--ray", default=None, metavar="ADDRESS", help="run the matrix on every host of this Ray fleet "
+                       "(HOST:PORT, auto, ray://HOST:10001), a session per host, at once (benchmarks/fleet.py)")
     bench.set_defaults(func=commands.cmd_bench)
 
     cal = sub.add_parser("calibrate", help="A/A calibration: K sessions of unchanged code, each cell's noise",

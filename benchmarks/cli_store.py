@@ -1,10 +1,11 @@
-"""The store's subcommands of ``python -m benchmarks``: ``server`` (MLflow on PostgreSQL for a
-team), ``pg`` (a local PostgreSQL in a folder) and ``store`` (check or repair a store). Their
+"""The team's subcommands of ``python -m benchmarks``: ``server`` (MLflow on PostgreSQL for a
+team), ``pg`` (a local PostgreSQL in a folder), ``store`` (check or repair a store) and
+``fleet-host`` (this machine as a host of a Ray fleet, ``benchmarks/fleet.py``). Their
 handlers are in ``benchmarks/commands.py``, the rest of the parser in ``benchmarks/cli.py``."""
 from __future__ import annotations
 
 from benchmarks import commands
-from benchmarks.argtypes import non_negative_int, port, positive_int
+from benchmarks.argtypes import machine_label, non_negative_int, port, positive_int
 from tracking import pg, server
 
 
@@ -21,7 +22,7 @@ def add_pg_options(p) -> None:
 
 
 def add_store_parsers(sub) -> None:
-    """``server``, ``pg`` and ``store``."""
+    """``server``, ``pg``, ``store`` and ``fleet-host``: what a team sets up once."""
     s = sub.add_parser("server", help="run an MLflow tracking server on PostgreSQL for a team",
                        description=server.__doc__.splitlines()[0])
     s.add_argument("--backend-store-uri", default=None,
@@ -67,3 +68,14 @@ def add_store_parsers(sub) -> None:
     store.add_argument("action", choices=("check", "repair"))
     add_tracking_option(store)
     store.set_defaults(func=commands.cmd_store)
+
+    fleet = sub.add_parser("fleet-host", help="make this machine a host of a Ray fleet (`bench --ray`)",
+                           description="ray start, with one bench_host, no CPUs for other Ray work, the machine "
+                                       "label and the project importable in every process it starts "
+                                       "(benchmarks/fleet.py). Stop it with `ray stop`.")
+    fleet.add_argument("--label", type=machine_label, required=True, help="this machine's label in the store")
+    where = fleet.add_mutually_exclusive_group(required=True)
+    where.add_argument("--head", action="store_true", help="start the fleet here (its head)")
+    where.add_argument("--address", default=None, help="join the fleet whose head is at HOST:PORT")
+    fleet.add_argument("--port", type=port, default=6379, help="with --head: the head's port (default: %(default)s)")
+    fleet.set_defaults(func=commands.cmd_fleet_host)

@@ -132,7 +132,8 @@ def print_summary(results: list[dict]) -> None:
 def cmd_bench(*, impl, presets, batch_sizes, dtypes, repeats, epochs, seeds, train_limit, repeat_seconds,
               cell_budget, quick: bool, dry_run: bool, pytest_benchmark: bool, isolate: bool, scaling: bool,
               output_dir: str,
-              dataset, data_dir, download: bool, threads: int | None, uri: str, machine: str | None) -> int:
+              dataset, data_dir, download: bool, threads: int | None, uri: str, machine: str | None,
+              ray: str | None = None) -> int:
     from benchmarks.plan import BenchOptions
     from benchmarks.session import SessionSettings, run_session
     mode = "dry-run" if dry_run else ("quick" if quick else "full")
@@ -144,11 +145,16 @@ def cmd_bench(*, impl, presets, batch_sizes, dtypes, repeats, epochs, seeds, tra
     blocked = [f"{n}: {impls.available_reason(n)}" for n in impl or () if impls.available_reason(n)]
     if blocked:
         raise UsageError("cannot run here: " + "; ".join(blocked))
+    if ray:
+        from benchmarks import fleet
+        fleet.check_first(ray, uri, machine)
     writable_folder(output_dir)                             # fail before any training: the folder,
     store = tracking.connect(uri)                           # the store,
     data = datasets.load(options.dataset, data_dir, download_ok=download)      # the data
     settings = SessionSettings(mode=mode, out_dir=output_dir, threads=threads, isolate=isolate, data_dir=data_dir,
                                pytest_benchmark=pytest_benchmark and mode != "dry-run", machine_label=machine)
+    if ray:
+        return fleet.run_fleet(ray, options, data, store, settings)
     status, _ = run_session(options, data, store, settings)
     return status
 
@@ -278,3 +284,8 @@ def cmd_pg(*, action: str, pg_dir, pg_port: int, pg_database: str) -> int:
             print(f"backend store URI: {cluster.uri(pg_database)}")
         return 0 if state == "running" else 3
     return 0
+
+
+def cmd_fleet_host(*, label: str, head: bool, address: str | None, port: int) -> int:
+    from benchmarks.fleet import start_host
+    return start_host(label, None if head else address, port)

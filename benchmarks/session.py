@@ -18,9 +18,8 @@ import numpy as np
 
 import impls
 import tracking
-from benchmarks import gpu, peaks as peak_probes, workers
-from benchmarks.inventory import STARTED_WITH, inventory as machine_inventory
-from benchmarks.threads import default_threads, pin_threads
+from benchmarks import peaks as peak_probes, workers
+from benchmarks.hosts import LOCAL
 from benchmarks.cells import EXAMPLE_INDICES, CellOutcome, load_average, one_thread
 from benchmarks.scaling import group_runner
 from benchmarks.config import UsageError
@@ -50,9 +49,10 @@ class SessionSettings:
     isolate: bool = True                  # one worker process per implementation
     data_dir: str | None = None
     machine_label: str | None = None      # the tag ``bpb.machine`` of the session and its cells (default: host)
+    host: object = LOCAL                  # where the cells run and the machine is measured (benchmarks/hosts.py)
 
     def label(self) -> dict:
-        return {"bpb.machine": self.machine_label or socket.gethostname()}
+        return {"bpb.machine": self.machine_label or socket.gethostname(), **self.host.tags}
 
 
 @dataclass
@@ -116,26 +116,20 @@ def survey(options: BenchOptions, data, store: tracking.Store, settings: Session
     if not cells:
         raise UsageError("nothing to run here: " + ("; ".join(skipped) or "the matrix is empty") +
                          ". Choose other implementations with --impl.")
-    thread_env = STARTED_WITH               # as the user set them
-    threads, reason = default_threads() if settings.threads is None else (settings.threads, settings.threads_reason)
-    pinned = pin_threads(threads)
-    inventory = machine_inventory()
-    # the session's tag says what its line says (benchmarks/inventory.py STARTED_WITH)
-    inventory["thread_env"] = " ".join(f"{k}={v}" for k, v in thread_env.items()) or "unset"
     log(estimate(cells, options, earlier_durations(store, settings.mode), len(data.y_train)))
-    log(f"threads {threads}: {reason}; thread-pool variables "
-        f"{' '.join(f'{k}={v}' for k, v in thread_env.items()) or 'none set'}")
-    dry = settings.mode == "dry-run"
-    probes = peak_probes.session_probes({c.config.dtype for c in cells if one_thread(c.config.impl)}, threads, dry, log)
-    peaks = peak_probes.record(probes, gpu.session_peaks(any(impls.get(c.config.impl).device == "cuda" for c in cells), log))
-    return Machine(cells, skipped, threads, reason, pinned, inventory, probes, peaks)
+    here = settings.host.measure(settings.threads, settings.threads_reason,
+                                 {c.config.dtype for c in cells if one_thread(c.config.impl)},
+                                 settings.mode == "dry-run",
+                                 any(impls.get(c.config.impl).device == "cuda" for c in cells), log=log)
+    return Machine(cells, skipped, here.threads, here.reason, here.pinned, here.inventory, here.probes, here.peaks)
 
 
 def open_session(options: BenchOptions, data, store: tracking.Store, settings: SessionSettings, m: Machine,
                  log=print) -> tracking.Session:
     """The session's run: its options, inventory, peaks and skipped cells recorded, system metrics started."""
     mode, inventory = settings.mode, m.inventory
-    session = tracking.Session.start(store, name=f"bench {mode} · {time.strftime('%Y-%m-%d %H:%M')} · {socket.gethostname()}",
+    session = tracking.Session.start(store, name=f"bench {mode} · {time.strftime('%Y-%m-%d %H:%M')} · "
+                                                f"{settings.host.name or socket.gethostname()}",
                                      params={**{f"option.{k}": v for k, v in asdict(options).items()},
                                              "mode": mode, "threads": m.threads, "threads_reason": m.threads_reason[:500],
                                              "isolate": settings.isolate,
@@ -179,7 +173,7 @@ def run_cells(run: Running) -> float:
             continue
         before = tracking.spent()[0]
         try:
-            workers.run_isolated(impl_cells, job, run.recorder)
+            settings.host.run_group(impl_cells, job, run.recorder)
         except workers.WorkerFailed as exc:
             run.session.log_text(exc.details, f"worker-errors/{len(run.outcomes)}.txt")
             run.recorder.abort("FAILED", f"worker: {exc}")
@@ -198,7 +192,7 @@ def finish(run: Running, beside_workers: float) -> int:
     session, recorder, outcomes, log, m, store = run.session, run.recorder, run.outcomes, run.log, run.machine, run.store
     dry, mode = run.settings.mode == "dry-run", run.settings.mode
     failed = [o for o in outcomes if o.status != "FINISHED"]
-    end = peak_probes.end_probe(m.threads, dry)
+    end = run.settings.host.end_probe(m.threads, dry)
     log(f"peak probe at the end: float32 {end.peak:.0f} GFLOP/s (spread {end.spread:.0%}), "
         f"{end.peak / m.peaks.get('float32').gflops - 1:+.0%} against the start")
     session.log(metrics={"cells_failed": len(failed), "cells_finished": len(outcomes) - len(failed),

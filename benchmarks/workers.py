@@ -134,6 +134,13 @@ def _worker(conn, job: Job, cells: list[Cell]) -> None:
         conn.close()
 
 
+def serve_at(address, authkey: bytes, job: Job, cells: list[Cell]) -> None:
+    """A worker whose session runs elsewhere (``benchmarks/fleet.py``): it connects to the
+    session's listener and speaks the same messages as over a pipe."""
+    from multiprocessing.connection import Client
+    _worker(Client(address, authkey=authkey), job, cells)
+
+
 def _quietly(func, *args):
     try:
         func(*args)
@@ -147,6 +154,9 @@ def _signals_deferred():
     after, by the handler it would have met. A SQLite transaction interrupted halfway leaves the
     database locked, and the session could then not be marked KILLED (seen in
     tests/test_session.py's Ctrl-C test once a worker stopped waiting for each write)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield                     # a fleet's host thread (benchmarks/fleet.py): Ctrl-C reaches the main thread only
+        return
     got = []
     previous = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -212,46 +222,64 @@ def run_isolated(cells: list[Cell], job: Job, recorder) -> None:
     finally:
         signal.signal(signal.SIGINT, previous)
     child.close()
-    limit = no_progress_seconds(job.options)
+
+    def kill():
+        proc.kill()            # a stopped process dies of SIGKILL too
+        proc.join()
+
+    def died() -> WorkerFailed:
+        proc.join()
+        return WorkerFailed(f"worker process died (exit code {proc.exitcode})", f"exit code {proc.exitcode}")
     try:
-        while True:
-            try:
-                heard = time.monotonic()
-                while not conn.poll(min(HEARTBEAT_SECONDS, limit)):
-                    recorder.heartbeat()
-                    if time.monotonic() - heard >= limit:
-                        proc.kill()            # a stopped process dies of SIGKILL too
-                        proc.join()
-                        reason = (f"no progress: the worker sent nothing for {limit:g} s (stopped, hung or "
-                                  f"deadlocked) and was ended")
-                        raise WorkerFailed(reason, f"{reason}; the limit is {NO_PROGRESS_BUDGETS} cell budgets "
-                                                   f"or ${NO_PROGRESS_ENV}")
-                kind, *args = conn.recv()
-            except (EOFError, OSError):        # died, possibly in the middle of a message
-                proc.join()
-                raise WorkerFailed(f"worker process died (exit code {proc.exitcode})",
-                                   f"exit code {proc.exitcode}") from None
-            except KeyboardInterrupt:
-                _drain(conn, recorder)
-                raise
-            if kind == "done":
-                recorder.waited(*args)
-                return
-            if kind == "interrupted":
-                raise KeyboardInterrupt
-            if kind == "error":
-                raise WorkerFailed(args[0].strip().splitlines()[-1], args[0])
-            if kind == "sync":
-                try:
-                    conn.send("ack")
-                except OSError:                # died before reading it; the next recv says how
-                    pass
-                continue
-            with _signals_deferred():
-                getattr(recorder, kind)(*args)
+        relay(conn, recorder, no_progress_seconds(job.options), kill, died)
     finally:
         conn.close()
         proc.join(timeout=10)
         if proc.is_alive():
             proc.terminate()
             proc.join(timeout=10)
+
+
+def relay(conn, recorder, limit: float, kill, died, stopping: threading.Event | None = None) -> None:
+    """Hand a worker's messages to ``recorder`` until it is done (see ``run_isolated``). ``kill()``
+    ends a worker that sent nothing for ``limit`` seconds; ``died()`` says why the connection
+    ended without "done" (a ``WorkerFailed``). ``stopping``, when set, ends the wait as Ctrl-C
+    would: a fleet's host threads are told so (``benchmarks/fleet.py``)."""
+    every = min(HEARTBEAT_SECONDS, limit)
+    while True:
+        try:
+            heard = beat = time.monotonic()
+            while not conn.poll(every if stopping is None else min(every, 1.0)):
+                now = time.monotonic()
+                if stopping is not None and stopping.is_set():
+                    raise KeyboardInterrupt("interrupted by the user (Ctrl-C or SIGTERM on the fleet's driver)")
+                if stopping is None or now - beat >= every:
+                    recorder.heartbeat()
+                    beat = now
+                if now - heard >= limit:
+                    kill()
+                    reason = (f"no progress: the worker sent nothing for {limit:g} s (stopped, hung or "
+                              f"deadlocked) and was ended")
+                    raise WorkerFailed(reason, f"{reason}; the limit is {NO_PROGRESS_BUDGETS} cell budgets "
+                                               f"or ${NO_PROGRESS_ENV}")
+            kind, *args = conn.recv()
+        except (EOFError, OSError):        # died, possibly in the middle of a message
+            raise died() from None
+        except KeyboardInterrupt:
+            _drain(conn, recorder)
+            raise
+        if kind == "done":
+            recorder.waited(*args)
+            return
+        if kind == "interrupted":
+            raise KeyboardInterrupt
+        if kind == "error":
+            raise WorkerFailed(args[0].strip().splitlines()[-1], args[0])
+        if kind == "sync":
+            try:
+                conn.send("ack")
+            except OSError:                # died before reading it; the next recv says how
+                pass
+            continue
+        with _signals_deferred():
+            getattr(recorder, kind)(*args)

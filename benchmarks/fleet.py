@@ -26,6 +26,7 @@ import os
 import queue
 import re
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -57,12 +58,18 @@ def connect(address: str) -> list[dict]:
     """Join the cluster at ``address``; the alive nodes that advertise a ``bench_host``."""
     ray = _ray()
     _reachable(address)
+    # ray.init installs its own SIGTERM handler (sys.exit, which would leave every session
+    # RUNNING): the CLI's own handlers stay, so SIGTERM and Ctrl-C stop the fleet as they stop a session
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         ray.init(address=address, log_to_driver=False, logging_level="ERROR", configure_logging=False,
                  include_dashboard=False)
     except Exception as exc:          # ConnectionError, and what each version raises for a bad address
         raise UsageError(f"cannot reach the Ray cluster at {address}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
                          " (start one with `python -m benchmarks fleet-host --head --label NAME`)") from None
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     found = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get(RESOURCE, 0) >= 1]
     if not found:
         ray.shutdown()

@@ -101,6 +101,44 @@ def host_processes(label: str) -> list[int]:
     return found
 
 
+def cell_in_flight(client, experiment: str, label: str, started: int, proc) -> str:
+    """The session of host ``label`` begun after ``started`` (ms), once it has finished a cell and
+    runs the next."""
+    import time
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = client.search_runs([experiment], f"tags.`bpb.kind` = 'session' and tags.`bpb.machine` = '{label}' "
+                                                 f"and attributes.start_time >= {started}")
+        if found:
+            cells = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{found[0].info.run_id}'")
+            states = [c.info.status for c in cells]
+            if "RUNNING" in states and "FINISHED" in states:
+                return found[0].info.run_id
+        time.sleep(0.2)
+    raise AssertionError(f"host {label} never had a cell in flight")
+
+
+def test_sigterm_on_the_driver_kills_every_host_s_cell_and_session(fleet, server, tmp_path):
+    import signal
+    import time
+    from tests.helpers import popen_cli
+    client = mlflow.MlflowClient(server.url)
+    experiment = client.get_experiment_by_name("backprop-bench").experiment_id
+    started = int(time.time() * 1000)
+    proc = popen_cli("bench", "--dry-run", "--ray", fleet, "--impl", "numpy-sample,numpy-batch,numba-batch",
+                     "--tracking-uri", server.url, "--output-dir", str(tmp_path), env={"CI": "1"})
+    cell_in_flight(client, experiment, "a", started, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "results written so far are kept" in err and "Traceback" not in err, err[-2000:]
+    sessions = client.search_runs([experiment], f"tags.`bpb.kind` = 'session' and attributes.start_time >= {started}")
+    assert sorted(s.data.tags["bpb.machine"] for s in sessions) == ["a", "b"]
+    for parent in sessions:
+        assert parent.info.status == "KILLED", parent.data.tags.get("bpb.failure_reason")
+        cells = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+        assert cells and all(c.info.status in ("FINISHED", "KILLED") for c in cells)      # nothing left RUNNING
+
+
 def test_a_host_that_dies_mid_session_fails_its_cells_and_the_other_host_finishes(fleet, server, tmp_path):
     """Last in this file: host b does not come back."""
     import os
@@ -112,18 +150,7 @@ def test_a_host_that_dies_mid_session_fails_its_cells_and_the_other_host_finishe
     started = int(time.time() * 1000)
     proc = popen_cli("bench", "--dry-run", "--ray", fleet, "--impl", "numpy-sample,numpy-batch,numba-batch",
                      "--tracking-uri", server.url, "--output-dir", str(tmp_path), env={"CI": "1"})
-    deadline, session = time.monotonic() + 300, None
-    while time.monotonic() < deadline and proc.poll() is None:      # b has finished a cell and runs the next
-        found = client.search_runs([experiment], "tags.`bpb.kind` = 'session' and tags.`bpb.machine` = 'b' and "
-                                                 f"attributes.start_time >= {started}")
-        if found:
-            session = found[0].info.run_id
-            cells = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{session}'")
-            states = [c.info.status for c in cells]
-            if "RUNNING" in states and "FINISHED" in states:
-                break
-        time.sleep(0.2)
-    assert session and proc.poll() is None, "host b never had a cell in flight"
+    cell_in_flight(client, experiment, "b", started, proc)
     for pid in host_processes("b"):
         try:
             os.kill(pid, signal.SIGKILL)

@@ -101,33 +101,41 @@ def host_processes(label: str) -> list[int]:
     return found
 
 
-def cell_in_flight(client, experiment: str, label: str, started: int, proc) -> str:
-    """The session of host ``label`` begun after ``started`` (ms), once it has finished a cell and
-    runs the next."""
+def cell_in_flight(client, label: str, started: int, proc) -> str:
+    """The experiment of the session of host ``label`` begun after ``started`` (ms), once that
+    session has finished a cell and runs the next."""
     import time
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
-        found = client.search_runs([experiment], f"tags.`bpb.kind` = 'session' and tags.`bpb.machine` = '{label}' "
-                                                 f"and attributes.start_time >= {started}")
+        experiment = client.get_experiment_by_name("backprop-bench")       # made by the first session
+        found = experiment and client.search_runs(
+            [experiment.experiment_id], f"tags.`bpb.kind` = 'session' and tags.`bpb.machine` = '{label}' "
+                                        f"and attributes.start_time >= {started}")
         if found:
-            cells = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{found[0].info.run_id}'")
+            cells = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{found[0].info.run_id}'")
             states = [c.info.status for c in cells]
             if "RUNNING" in states and "FINISHED" in states:
-                return found[0].info.run_id
+                return experiment.experiment_id
         time.sleep(0.2)
     raise AssertionError(f"host {label} never had a cell in flight")
 
 
-def test_sigterm_on_the_driver_kills_every_host_s_cell_and_session(fleet, server, tmp_path):
-    import signal
+def session_under_way(fleet, server, tmp_path, labels: str):
+    """A dry-run of three implementations on the fleet, returned once each host of ``labels``
+    has a cell in flight: (client, experiment id, start in ms, the driver's process)."""
     import time
     from tests.helpers import popen_cli
     client = mlflow.MlflowClient(server.url)
-    experiment = client.get_experiment_by_name("backprop-bench").experiment_id
     started = int(time.time() * 1000)
     proc = popen_cli("bench", "--dry-run", "--ray", fleet, "--impl", "numpy-sample,numpy-batch,numba-batch",
                      "--tracking-uri", server.url, "--output-dir", str(tmp_path), env={"CI": "1"})
-    cell_in_flight(client, experiment, "a", started, proc)
+    experiment = [cell_in_flight(client, label, started, proc) for label in labels][-1]
+    return client, experiment, started, proc
+
+
+def test_sigterm_on_the_driver_kills_every_host_s_cell_and_session(fleet, server, tmp_path):
+    import signal
+    client, experiment, started, proc = session_under_way(fleet, server, tmp_path, "ab")   # both sessions open
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "results written so far are kept" in err and "Traceback" not in err, err[-2000:]
@@ -143,14 +151,7 @@ def test_a_host_that_dies_mid_session_fails_its_cells_and_the_other_host_finishe
     """Last in this file: host b does not come back."""
     import os
     import signal
-    import time
-    from tests.helpers import popen_cli
-    client = mlflow.MlflowClient(server.url)
-    experiment = client.get_experiment_by_name("backprop-bench").experiment_id
-    started = int(time.time() * 1000)
-    proc = popen_cli("bench", "--dry-run", "--ray", fleet, "--impl", "numpy-sample,numpy-batch,numba-batch",
-                     "--tracking-uri", server.url, "--output-dir", str(tmp_path), env={"CI": "1"})
-    cell_in_flight(client, experiment, "b", started, proc)
+    client, experiment, started, proc = session_under_way(fleet, server, tmp_path, "b")
     for pid in host_processes("b"):
         try:
             os.kill(pid, signal.SIGKILL)

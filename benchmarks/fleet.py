@@ -40,7 +40,6 @@ from benchmarks import hosts, workers
 from benchmarks.config import UsageError
 
 RESOURCE = "bench_host"
-LABEL_ENV = "BPB_MACHINE"       # a host's machine label, in the environment of its `ray start`
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_SECONDS = 1.0              # how often a wait on a host looks at Ctrl-C
 NODE_DEATH_SECONDS = 30.0       # after a task failed, how long to wait for Ray to say whether its node died
@@ -264,7 +263,7 @@ def start_host(label: str, address: str | None, port: int = 6379) -> int:
     ray_cli = Path(sys.executable).with_name("ray")
     if not ray_cli.exists():
         raise UsageError("fleet-host needs Ray (pip install -r requirements.txt)")
-    env = {**os.environ, LABEL_ENV: label, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, hosts.LABEL_ENV: label, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     where = (["--head", f"--port={port}", "--include-dashboard=false"] if address is None
              else [f"--address={address}"])
     cmd = [str(ray_cli), "start", *where, "--num-cpus=0", f'--resources={{"{RESOURCE}": 1}}', "--disable-usage-stats"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import signal
 import socket
 from dataclasses import dataclass, replace
 
@@ -74,9 +73,12 @@ LOCAL = Local()
 # `ray start` had: Ray sets OMP_NUM_THREADS=1 in its workers (a task that asks for no CPU), which
 # would hold BLAS to one thread.
 
+LABEL_ENV = "BPB_MACHINE"       # a host's machine label, in the environment of its `ray start`
+
+
 def who_here() -> tuple[str, str]:
     """(this host's machine label: $BPB_MACHINE of its `ray start`, else its name; its name)."""
-    return os.environ.get("BPB_MACHINE") or socket.gethostname(), socket.gethostname()
+    return os.environ.get(LABEL_ENV) or socket.gethostname(), socket.gethostname()
 
 
 def _as_started() -> None:
@@ -93,16 +95,11 @@ def _as_started() -> None:
 
 
 def _in_fresh_process(target, *args):
-    """``target(conn, *args)`` in a fresh spawned process; what it sends back, or None."""
+    """``target(conn, *args)`` in a fresh spawned process; what it sends back."""
     _as_started()
     ctx = mp.get_context("spawn")
     mine, theirs = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=target, args=(theirs, *args))
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)   # as workers.run_isolated starts a worker
-    try:
-        proc.start()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    proc = workers.start_deaf(ctx.Process(target=target, args=(theirs, *args)))
     theirs.close()
     try:
         return mine.recv()
@@ -136,11 +133,7 @@ def group_fresh(address, authkey: bytes, job: workers.Job, cells) -> int | None:
     _as_started()
     ctx = mp.get_context("spawn")
     job = replace(job, parent_pid=os.getpid())
-    proc = ctx.Process(target=workers.serve_at, args=(address, authkey, job, cells), name=f"bench-{cells[0].config.impl}")
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        proc.start()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    proc = workers.start_deaf(ctx.Process(target=workers.serve_at, args=(address, authkey, job, cells),
+                                          name=f"bench-{cells[0].config.impl}"))
     proc.join()
     return proc.exitcode

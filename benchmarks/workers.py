@@ -215,12 +215,7 @@ def run_isolated(cells: list[Cell], job: Job, recorder) -> None:
     """
     ctx = mp.get_context("spawn")
     conn, child = ctx.Pipe(duplex=True)
-    proc = ctx.Process(target=_worker, args=(child, job, cells), name=f"bench-{cells[0].config.impl}")
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)   # inherited by the new process only
-    try:
-        proc.start()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    proc = start_deaf(ctx.Process(target=_worker, args=(child, job, cells), name=f"bench-{cells[0].config.impl}"))
     child.close()
 
     def kill():
@@ -238,6 +233,17 @@ def run_isolated(cells: list[Cell], job: Job, recorder) -> None:
         if proc.is_alive():
             proc.terminate()
             proc.join(timeout=10)
+
+
+def start_deaf(proc):
+    """``proc`` started with SIGINT ignored, which only the new process inherits: Ctrl-C during its
+    start-up cannot print a traceback from multiprocessing's bootstrap (``_worker`` listens again)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return proc
 
 
 def relay(conn, recorder, limit: float, kill, died, stopping: threading.Event | None = None) -> None:

@@ -21,7 +21,7 @@ from benchmarks import commands, datasets
 from benchmarks.argtypes import (cell_seconds, csv_of, epoch_count, fraction, impl_list, iso_date, machine_label,
                                  output_dir, output_file, port, positive_float, positive_int, repeat_count, repeat_time,
                                  seed_int, thread_count, unit_interval)
-from benchmarks.cli_store import add_store_parsers, add_tracking_option
+from benchmarks.cli_store import add_fleet_options, add_store_parsers, add_tracking_option
 from benchmarks.config import EXIT_INTERRUPTED, EXIT_USAGE, PRESETS, UsageError
 from benchmarks.baseline import BASELINE
 from benchmarks.regress import MIN_BAND
@@ -132,8 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(bench)
     add_tracking_option(bench)
     add_machine_option(bench)
-    bench.add_argument("--ray", default=None, metavar="ADDRESS", help="run the matrix on every host of this Ray fleet "
-                       "(HOST:PORT, auto, ray://HOST:10001), a session per host, at once (benchmarks/fleet.py)")
+    add_fleet_options(bench)
     bench.set_defaults(func=commands.cmd_bench)
 
     cal = sub.add_parser("calibrate", help="A/A calibration: K sessions of unchanged code, each cell's noise",

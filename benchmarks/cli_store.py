@@ -1,6 +1,7 @@
 """The team's subcommands of ``python -m benchmarks``: ``server`` (MLflow on PostgreSQL for a
 team), ``pg`` (a local PostgreSQL in a folder), ``store`` (check or repair a store) and
-``fleet-host`` (this machine as a host of a Ray fleet, ``benchmarks/fleet.py``). Their
+``fleet-host`` (this machine as a host of a Ray fleet, ``benchmarks/fleet.py``), and the
+options of ``bench`` that run it on a fleet. Their
 handlers are in ``benchmarks/commands.py``, the rest of the parser in ``benchmarks/cli.py``."""
 from __future__ import annotations
 
@@ -12,6 +13,14 @@ from tracking import pg, server
 def add_tracking_option(p) -> None:
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+
+
+def add_fleet_options(p) -> None:
+    p.add_argument("--ray", default=None, metavar="ADDRESS", help="run on this Ray fleet (HOST:PORT, auto, "
+                   "ray://HOST:10001), every session at once (benchmarks/fleet.py)")
+    p.add_argument("--hosts", choices=("all", "shard"), default="all",
+                   help="with --ray: all: every host runs the matrix, a session each; shard: the hosts of one "
+                        "label share it, a session per label, to finish sooner (default: all)")
 
 
 def add_pg_options(p) -> None:

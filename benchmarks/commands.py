@@ -133,7 +133,7 @@ def cmd_bench(*, impl, presets, batch_sizes, dtypes, repeats, epochs, seeds, tra
               cell_budget, quick: bool, dry_run: bool, pytest_benchmark: bool, isolate: bool, scaling: bool,
               output_dir: str,
               dataset, data_dir, download: bool, threads: int | None, uri: str, machine: str | None,
-              ray: str | None = None) -> int:
+              ray: str | None = None, hosts: str = "all") -> int:
     from benchmarks.plan import BenchOptions
     from benchmarks.session import SessionSettings, run_session
     mode = "dry-run" if dry_run else ("quick" if quick else "full")
@@ -145,6 +145,8 @@ def cmd_bench(*, impl, presets, batch_sizes, dtypes, repeats, epochs, seeds, tra
     blocked = [f"{n}: {impls.available_reason(n)}" for n in impl or () if impls.available_reason(n)]
     if blocked:
         raise UsageError("cannot run here: " + "; ".join(blocked))
+    if hosts != "all" and not ray:
+        raise UsageError(f"--hosts {hosts} shares the matrix among a fleet's hosts: it needs --ray ADDRESS")
     if ray:
         from benchmarks import fleet
         fleet.check_first(ray, uri, machine)
@@ -154,7 +156,7 @@ def cmd_bench(*, impl, presets, batch_sizes, dtypes, repeats, epochs, seeds, tra
     settings = SessionSettings(mode=mode, out_dir=output_dir, threads=threads, isolate=isolate, data_dir=data_dir,
                                pytest_benchmark=pytest_benchmark and mode != "dry-run", machine_label=machine)
     if ray:
-        return fleet.run_fleet(ray, options, data, store, settings)
+        return fleet.run_fleet(ray, options, data, store, settings, shard=hosts == "shard")
     status, _ = run_session(options, data, store, settings)
     return status
 

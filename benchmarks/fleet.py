@@ -1,56 +1,39 @@
-"""One bench session across a Ray fleet: ``bench --ray ADDRESS``. Every host of the fleet runs
-the whole matrix, one session per host, all at once; then the machines report
-(``benchmarks/across_machines.py``) puts them side by side.
+"""One bench command across a Ray fleet: ``bench --ray ADDRESS``. A host is a Ray node that
+advertises one ``bench_host`` (``fleet-host`` below starts one; ``benchmarks/ray_host.py`` is
+how a session uses it). ``--hosts all``: every host runs the whole matrix, a session per host,
+all at once; then the machines report (``benchmarks/across_machines.py``) puts the labels side
+by side. ``--hosts shard``: the hosts that share a machine label share one session's matrix
+(``Shard``), each group of cells on whichever of them is free, to finish sooner; a label's cells
+are compared only with that label's.
 
-A host is a Ray node that advertises one ``bench_host`` (``fleet-host`` below starts one). Each
-thing a session asks of its host (``benchmarks/hosts.py``: measure, run a group of cells, the end
-probe) is a Ray task that asks for that one ``bench_host`` on that node, so one timed thing at a
-time runs on each host, in a fresh process (``max_calls=1``). The task spawns the process that
-measures with the environment ``ray start`` had (Ray sets OMP_NUM_THREADS=1 in its workers, which
-would hold BLAS to one thread): the same isolation as a local session's workers.
-
-Tracking stays in this process, which writes every run: a group's worker connects back here
-(``multiprocessing.connection``, with a one-time key) and speaks the same messages as a local
-worker over its pipe (``workers.relay``), so it waits at the same sync points and this process
-knows every cell in flight. Ray's streaming generators carry messages one way only; the sync
-point needs the answer "written". The hosts never touch the store, but a fleet's sessions are
-meant for a team, so a store only this machine can open (a SQLite file) is refused.
+Tracking stays in this process, which writes every run (``benchmarks/ray_host.py``). The hosts
+never touch the store, but a fleet's sessions are meant for a team, so a store only this machine
+can open (a SQLite file) is refused.
 
 A host that leaves the cluster: its cell in flight is FAILED "node lost", its later cells are
-FAILED as never started, the other hosts go on. Ctrl-C or SIGTERM here: every host's cell in
-flight is KILLED and its session too, as in a local session.
+FAILED as never started (a shard's other hosts take the groups not yet begun), the other hosts
+go on. Ctrl-C or SIGTERM here: every host's cell in flight is KILLED and its session too, as in
+a local session.
 """
 from __future__ import annotations
 
 import os
-import queue
 import re
-import secrets
 import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
+from collections import deque
 from dataclasses import replace
-from multiprocessing.connection import Listener
 from pathlib import Path
 
+import tracking
 from benchmarks import hosts, workers
 from benchmarks.config import UsageError
+from benchmarks.ray_host import RESOURCE, WAIT_SECONDS, RayHost, _alive, _ray
 
-RESOURCE = "bench_host"
 ROOT = Path(__file__).resolve().parents[1]
-WAIT_SECONDS = 1.0              # how often a wait on a host looks at Ctrl-C
-NODE_DEATH_SECONDS = 30.0       # after a task failed, how long to wait for Ray to say whether its node died
-
-
-def _ray():
-    try:
-        import ray
-    except ImportError:
-        raise UsageError("--ray needs Ray (pip install -r requirements.txt)") from None
-    return ray
 
 
 def connect(address: str) -> list[dict]:
@@ -90,117 +73,6 @@ def _reachable(address: str) -> None:
                          "`python -m benchmarks fleet-host --head --label NAME`)") from None
 
 
-def _alive(node_id: str) -> bool:
-    return any(n["NodeID"] == node_id and n.get("Alive") for n in _ray().nodes())
-
-
-def _gone(node_id: str) -> bool:
-    """After a task failed: whether its node left the cluster. Ray marks a node dead only after
-    its health checks fail (about 15 s by default), so a task whose node died may fail first."""
-    deadline = time.monotonic() + NODE_DEATH_SECONDS
-    while _alive(node_id):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(WAIT_SECONDS)
-    return True
-
-
-class RayHost:
-    """One host of the fleet, as ``benchmarks/hosts.py``'s ``Local`` is this machine."""
-
-    def __init__(self, node: dict, stopping: threading.Event):
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-        self.node_id, self.stopping = node["NodeID"], stopping
-        self.place = dict(num_cpus=0, resources={RESOURCE: 1}, max_retries=0,
-                          scheduling_strategy=NodeAffinitySchedulingStrategy(self.node_id, soft=False))
-        self.label, self.name = self._wait(self._submit(hosts.who_here))
-        self.tags = {"bpb.fleet_host": self.name, "bpb.ray_node": self.node_id}
-
-    def _submit(self, func, *args):
-        return _ray().remote(max_calls=1)(func).options(**self.place).remote(*args)
-
-    def _lost(self, detail: str = "") -> workers.WorkerFailed:
-        who = f"{self.name} ({self.label})" if hasattr(self, "label") else f"node {self.node_id[:12]}"
-        reason = f"node lost: host {who} left the Ray cluster"
-        return workers.WorkerFailed(reason, f"{reason}\n{detail}".strip())
-
-    def _wait(self, ref):
-        """The task's answer; Ctrl-C here (``stopping``) cancels it; a lost node is ``WorkerFailed``."""
-        ray = _ray()
-        while not ray.wait([ref], timeout=WAIT_SECONDS)[0]:
-            if self.stopping.is_set():
-                ray.cancel(ref, force=True)
-                raise KeyboardInterrupt("interrupted by the user (Ctrl-C or SIGTERM on the fleet's driver)")
-            if not _alive(self.node_id):
-                raise self._lost()
-        try:
-            return ray.get(ref)
-        except ray.exceptions.RayError as exc:
-            if _gone(self.node_id):
-                raise self._lost(str(exc)) from None
-            raise workers.WorkerFailed(f"on host {self.name}: {str(exc).strip().splitlines()[-1]}", str(exc)) from None
-
-    def measure(self, *args, log=print) -> hosts.Measured:
-        measured, lines = self._wait(self._submit(hosts.measure_fresh, *args))
-        for line in lines:
-            log(line)
-        return measured
-
-    def end_probe(self, threads: int, dry_run: bool):
-        try:
-            return self._wait(self._submit(hosts.end_probe_fresh, threads, dry_run))
-        except workers.WorkerFailed:            # the host is gone: its cells say so, the session ends
-            from benchmarks.peaks import PeakProbe
-            return PeakProbe("float32", threads, 0, 0.0)
-
-    def run_group(self, cells, job: workers.Job, recorder) -> None:
-        """The cells in a fresh process on this host, which connects back and speaks as a local worker."""
-        if not _alive(self.node_id):
-            raise self._lost()
-        key = secrets.token_bytes(32)
-        listener = Listener(("0.0.0.0", 0), authkey=key)
-        ray = _ray()
-        address = (ray.util.get_node_ip_address(), listener.address[1])
-        ref = self._submit(hosts.group_fresh, address, key, replace(job, data_dir=None, parent_pid=None), cells)
-        accepted: queue.Queue = queue.Queue()
-        threading.Thread(target=lambda: accepted.put(_accept(listener)), daemon=True).start()
-        conn = None
-        try:
-            while conn is None:
-                try:
-                    conn = accepted.get(timeout=WAIT_SECONDS)
-                except queue.Empty:
-                    if self.stopping.is_set() or ray.wait([ref], timeout=0)[0]:
-                        self._wait(ref)           # raises: interrupted, the node lost, the task failed
-                        raise workers.WorkerFailed("the worker ended before it connected", "no connection")
-                    continue
-                if isinstance(conn, Exception):
-                    raise workers.WorkerFailed(f"the worker could not connect: {conn}", repr(conn))
-
-            def died() -> workers.WorkerFailed:
-                try:
-                    code = self._wait(ref)
-                except workers.WorkerFailed as exc:
-                    return exc
-                return workers.WorkerFailed(f"worker process died on host {self.name} (exit code {code})",
-                                            f"exit code {code}")
-            workers.relay(conn, recorder, workers.no_progress_seconds(job.options),
-                          lambda: ray.cancel(ref, force=True), died, self.stopping)
-        finally:
-            if conn is not None and not isinstance(conn, Exception):
-                conn.close()
-            listener.close()
-            if not ray.wait([ref], timeout=0)[0]:
-                ray.cancel(ref, force=True)
-
-
-def _accept(listener):
-    try:
-        return listener.accept()
-    except Exception as exc:          # closed, or the key did not match
-        return exc
-
-
 def check_first(address: str, uri: str, machine: str | None) -> None:
     """Before anything is written: a fleet's sessions go to a store the team can reach, its hosts
     are labelled where they start, and its head answers."""
@@ -213,27 +85,105 @@ def check_first(address: str, uri: str, machine: str | None) -> None:
     _reachable(address)
 
 
-def run_fleet(address: str, options, data, store, settings, log=print) -> int:
-    """Every host runs ``options``' matrix in a session of its own, at once; then the machines
-    report. Returns 1 when a cell failed anywhere."""
+class Shard:
+    """The hosts of one label sharing one session's matrix: measured on the first of them, each
+    group of cells on whichever host is free, at once; each cell tagged with the host it ran on.
+    A lost host's cell in flight is FAILED "node lost" and its later groups go to the others."""
+
+    def __init__(self, members: list[RayHost]):
+        self.members, self.label = members, members[0].label
+        self.name = f"{len(members)} hosts of {self.label}"
+        self.tags = {"bpb.fleet_host": ", ".join(h.name for h in members), "bpb.hosts": "shard",
+                     "bpb.ray_node": ", ".join(h.node_id for h in members)}
+
+    def measure(self, *args, log=print) -> hosts.Measured:
+        return self.members[0].measure(*args, log=log)
+
+    def end_probe(self, threads: int, dry_run: bool):
+        alive = [h for h in self.members if _alive(h.node_id)] or self.members
+        return alive[0].end_probe(threads, dry_run)
+
+    def run_groups(self, groups, job: workers.Job, recorder, failed) -> float:
+        """Every group once, on the first member free; returns the seconds of tracking calls
+        the members' threads made."""
+        todo, errors, spent = deque(groups), [], []
+
+        def work(host: RayHost, twin) -> None:
+            before = tracking.spent()[0]
+            try:
+                while not errors:
+                    try:
+                        cells = todo.popleft()
+                    except IndexError:
+                        return
+                    try:
+                        host.run_group(cells, job, twin)
+                    except workers.WorkerFailed as exc:
+                        failed(cells, exc, twin)
+                        if not _alive(host.node_id):
+                            return                  # the others take what is left
+            except BaseException as exc:            # Ctrl-C on the driver, a broken store: the session ends
+                errors.append(exc)
+            finally:
+                spent.append(tracking.spent()[0] - before)
+                recorder.gather(twin)
+
+        threads = [threading.Thread(target=work, name=f"shard-{h.name}-{h.node_id[:6]}",
+                                    args=(h, recorder.beside(h.tags, f"{h.name} ({h.node_id[:6]}): ")))
+                   for h in self.members]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise next((e for e in errors if isinstance(e, KeyboardInterrupt)), errors[0])
+        gone = workers.WorkerFailed(f"node lost: no host of {self.label} is left in the Ray cluster", "")
+        for cells in todo:                              # every member lost
+            failed(cells, gone, recorder)
+        return sum(spent)
+
+
+def sessions(fleet: list[RayHost], shard: bool) -> list[tuple[str, object]]:
+    """(name, host) of each session: a host each, or (``shard``) a label each. A name is the
+    label, numbered where several sessions share one."""
+    by_label: dict[str, list[RayHost]] = {}
+    for host in fleet:
+        by_label.setdefault(host.label, []).append(host)
+    if shard:
+        return [(label, members[0] if len(members) == 1 else Shard(members)) for label, members in by_label.items()]
+    return [(label if len(members) == 1 else f"{label}-{i}", host)
+            for label, members in by_label.items() for i, host in enumerate(members, start=1)]
+
+
+def run_fleet(address: str, options, data, store, settings, shard: bool = False, log=print) -> int:
+    """``options``' matrix on every host (or, ``shard``, on every label) in a session of its
+    own, at once; then the machines report. Returns 1 when a cell failed anywhere."""
     from benchmarks.across_machines import run_machines_report
     from benchmarks.session import run_session
     nodes = connect(address)
     stopping = threading.Event()
     fleet = [RayHost(node, stopping) for node in nodes]
-    labels = [h.label for h in fleet]
-    log(f"fleet at {address}: {len(fleet)} hosts: " + ", ".join(f"{h.label} ({h.name})" for h in fleet))
+    planned = sessions(fleet, shard)
+    log(f"fleet at {address}: {len(fleet)} hosts: " + ", ".join(f"{h.label} ({h.name})" for h in fleet) +
+        "".join(f"; {name}'s matrix shared by {len(h.members)} hosts" for name, h in planned if isinstance(h, Shard)))
+    machines: dict[str, list[RayHost]] = {}
+    for host in fleet:
+        machines.setdefault(host.address, []).append(host)
+    for address, here in machines.items():
+        if len(here) > 1:
+            log(f"note: {len(here)} hosts are one machine ({address}): their cells run at once there and contend "
+                "for its cores, so their figures are not that machine's own")
     results: dict[str, tuple[int, str] | BaseException] = {}
 
-    def one(host: RayHost) -> None:
+    def one(name: str, host) -> None:
         mine = replace(settings, host=host, machine_label=host.label, pytest_benchmark=False, isolate=True,
-                       out_dir=str(Path(settings.out_dir) / f"fleet-{host.label}"))
+                       out_dir=str(Path(settings.out_dir) / f"fleet-{name}"))
         try:
-            results[host.label] = run_session(options, data, store, mine, log=lambda text: log(f"[{host.label}] {text}"))
+            results[name] = run_session(options, data, store, mine, log=lambda text: log(f"[{name}] {text}"))
         except BaseException as exc:    # the session is closed KILLED or FAILED already (session.abort)
-            results[host.label] = exc
+            results[name] = exc
 
-    threads = [threading.Thread(target=one, args=(h,), name=f"fleet-{h.label}") for h in fleet]
+    threads = [threading.Thread(target=one, args=unit, name=f"fleet-{unit[0]}") for unit in planned]
     for t in threads:
         t.start()
     try:
@@ -245,15 +195,16 @@ def run_fleet(address: str, options, data, store, settings, log=print) -> int:
         for t in threads:
             t.join()
         raise
-    failed = {label: r for label, r in results.items() if isinstance(r, BaseException)}
-    for label, exc in failed.items():
-        log(f"[{label}] session ended: {type(exc).__name__}: {exc}")
-    done = [results[label][1] for label in labels if label not in failed]
+    names = [name for name, _ in planned]
+    failed = {name: r for name, r in results.items() if isinstance(r, BaseException)}
+    for name, exc in failed.items():
+        log(f"[{name}] session ended: {type(exc).__name__}: {exc}")
+    done = [results[name][1] for name in names if name not in failed]
     if len(done) > 1:
         run_machines_report(store, done, settings.out_dir, log=log)
     if failed and not done:
         raise next(iter(failed.values()))
-    return 1 if failed or any(results[label][0] for label in labels if label not in failed) else 0
+    return 1 if failed or any(results[name][0] for name in names if name not in failed) else 0
 
 
 def start_host(label: str, address: str | None, port: int = 6379) -> int:

@@ -1,7 +1,8 @@
-"""Where a session's measurements are taken: this machine (``LOCAL``), or a host of a Ray fleet
-(``benchmarks/fleet.py``'s ``RayHost``, which runs the same functions there). A session asks
-its host three things: ``measure`` (the thread count and why, the inventory, the start peak
-probes: before the first cell), ``run_group`` (one implementation's cells in a fresh process,
+"""Where a session's measurements are taken: this machine (``LOCAL``), or a fleet's host
+(``benchmarks/ray_host.py``'s ``RayHost``, which runs the same functions there), or the hosts
+of one label that share the matrix (``benchmarks/fleet.py``'s ``Shard``). A session asks its
+host three things: ``measure`` (the thread count and why, the inventory, the start peak probes:
+before the first cell), ``run_groups`` (each implementation's cells in a fresh process,
 ``benchmarks/workers.py``) and ``end_probe`` (after the last cell). What is measured is the
 host's, so a session's record describes the machine its cells ran on.
 
@@ -47,6 +48,18 @@ def measure_here(threads: int | None, reason: str, one_thread_dtypes: set[str], 
     return Measured(threads, reason, pinned, inventory, probes, peaks)
 
 
+def one_by_one(run_group, groups, job: workers.Job, recorder, failed) -> float:
+    """Each group of cells in turn, ``run_group(cells, job, recorder)``; a group whose worker
+    failed goes to ``failed(cells, exc, recorder)``, and the next group runs. Returns the
+    seconds of tracking calls made in other threads: none."""
+    for cells in groups:
+        try:
+            run_group(cells, job, recorder)
+        except workers.WorkerFailed as exc:
+            failed(cells, exc, recorder)
+    return 0.0
+
+
 class Local:
     """This machine: the session's own process measures, and spawns its workers."""
     name = None                           # the session is named after this host
@@ -57,8 +70,8 @@ class Local:
         return measure_here(*args, log=log)
 
     @staticmethod
-    def run_group(cells, job: workers.Job, recorder) -> None:
-        workers.run_isolated(cells, job, recorder)
+    def run_groups(groups, job: workers.Job, recorder, failed) -> float:
+        return one_by_one(workers.run_isolated, groups, job, recorder, failed)
 
     @staticmethod
     def end_probe(threads: int, dry_run: bool):

@@ -2,6 +2,8 @@
 measures becomes MLflow writes here, and progress lines for the person watching."""
 from __future__ import annotations
 
+import copy
+import itertools
 import time
 
 import tracking
@@ -39,7 +41,8 @@ class TrackingRecorder:
         self.wait_after = 0.0
         self.worker_wait = 0.0          # what workers waited in all (wait_after included)
         self._spent_at_open, self._flushed, self._pending = 0.0, 0.0, None
-        self.opened = 0
+        self.opened, self._numbers = 0, itertools.count(1)     # the cells opened, shared with ``beside``'s
+        self._family = [self]                                   # this recorder and its ``beside``s
         self.cell_start = self.last_line = time.monotonic()
 
     def open(self, cell, params, tags):
@@ -48,7 +51,7 @@ class TrackingRecorder:
         self.current = (cell, self.session.open_cell(cell.title, {}, {**tags, **self.tags}, self.dataset))
         self._pending, self._flushed = {"params": dict(params), "tags": {}, "points": []}, time.monotonic()
         self.run_ids[cell.name] = self.current[1]
-        self.opened += 1
+        self.opened = next(self._numbers)
         self.cell_start = time.monotonic()
         self._line(f"[{self.opened}/{self.total}] {cell.title} ...")
 
@@ -122,10 +125,32 @@ class TrackingRecorder:
             self.worker_wait += waited
         self.on_outcome(outcome)
 
+    def beside(self, tags: dict, prefix: str) -> "TrackingRecorder":
+        """A recorder for cells that run at the same time as this one's, in the same session, from
+        another thread (a shard's other host, ``benchmarks/fleet.py``): its own cell in flight,
+        tags and lines, the same session, numbering, rates and records per cell. What its worker
+        waited is its own (``worker_wait``): the caller adds it up."""
+        twin = copy.copy(self)
+        twin.tags, twin.current, twin.between, twin._pending = {**self.tags, **tags}, None, "", None
+        twin.wait_after = twin.worker_wait = 0.0
+        twin.say = lambda text: self.say(f"{prefix}{text}")
+        self._family.append(twin)
+        return twin
+
+    def gather(self, twin: "TrackingRecorder") -> None:
+        """What ``twin``'s worker waited, added to this recorder's, once it is done."""
+        self.wait_after += twin.wait_after
+        self.worker_wait += twin.worker_wait
+
     def abort(self, status: str, reason: str):
         """Close the cell in flight, if any, with ``status`` (KILLED, or FAILED for a dead worker)."""
         if self.current is not None:
             self.close(CellOutcome(self.current[0], status, reason))
+
+    def abort_all(self, status: str, reason: str):
+        """``abort`` here and in every recorder ``beside`` this one: the session ends."""
+        for recorder in self._family:
+            recorder.abort(status, reason)
 
 
 def speedup_base_cells(cells: list[Cell]) -> dict:

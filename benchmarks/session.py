@@ -80,6 +80,7 @@ class Running:
     log: object = print
     began: float = 0.0                    # time.perf_counter() at its start
     spent_before: float = 0.0             # tracking.spent() at its start
+    spent_elsewhere: float = 0.0          # tracking calls made for it in other threads (a shard's hosts)
     outcomes: list[CellOutcome] = field(default_factory=list)
     recorder: TrackingRecorder | None = None
 
@@ -163,26 +164,26 @@ def run_cells(run: Running) -> float:
     groups: dict[str, list[Cell]] = {}
     for cell in m.cells:        # the scaling section's cases are timed together (benchmarks/scaling.py)
         groups.setdefault("scaling" if cell.kind == "scaling" else cell.config.impl, []).append(cell)
-    beside_workers = 0.0
     job = workers.Job(run.data.name, settings.data_dir, m.threads, peaks, run.options, parent_pid=os.getpid(),
                       gpu_peaks=gpu_peaks)
-    for impl_cells in groups.values():
-        if not settings.isolate:
+    if not settings.isolate:
+        for impl_cells in groups.values():
             workers.prepare_process({c.config.impl for c in impl_cells}, m.threads)
             group_runner(impl_cells)(impl_cells, run.data, run.recorder, peaks, run.options, gpu_peaks)
-            continue
-        before = tracking.spent()[0]
-        try:
-            settings.host.run_group(impl_cells, job, run.recorder)
-        except workers.WorkerFailed as exc:
-            run.session.log_text(exc.details, f"worker-errors/{len(run.outcomes)}.txt")
-            run.recorder.abort("FAILED", f"worker: {exc}")
-            done = {o.cell for o in run.outcomes}
-            for cell in impl_cells:
-                if cell not in done:
-                    run.on_outcome(CellOutcome(cell, "FAILED", f"worker: {exc} (never started)"))
-        finally:       # the writes a worker's messages caused, made while it went on
-            beside_workers += tracking.spent()[0] - before
+        return 0.0
+
+    def failed(impl_cells: list[Cell], exc: workers.WorkerFailed, recorder) -> None:
+        run.session.log_text(exc.details, f"worker-errors/{impl_cells[0].name.replace('/', '_')}.txt")
+        recorder.abort("FAILED", f"worker: {exc}")
+        done = {o.cell for o in run.outcomes}
+        for cell in impl_cells:
+            if cell not in done:
+                run.on_outcome(CellOutcome(cell, "FAILED", f"worker: {exc} (never started)"))
+
+    before = tracking.spent()[0]       # the writes a worker's messages caused, made while it went on
+    elsewhere = settings.host.run_groups(list(groups.values()), job, run.recorder, failed)
+    run.spent_elsewhere += elsewhere
+    beside_workers = tracking.spent()[0] - before + elsewhere
     return beside_workers
 
 
@@ -192,11 +193,13 @@ def finish(run: Running, beside_workers: float) -> int:
     session, recorder, outcomes, log, m, store = run.session, run.recorder, run.outcomes, run.log, run.machine, run.store
     dry, mode = run.settings.mode == "dry-run", run.settings.mode
     failed = [o for o in outcomes if o.status != "FINISHED"]
-    end = run.settings.host.end_probe(m.threads, dry)
+    end = run.settings.host.end_probe(m.threads, dry)       # None: the host is gone (a fleet's)
     log(f"peak probe at the end: float32 {end.peak:.0f} GFLOP/s (spread {end.spread:.0%}), "
-        f"{end.peak / m.peaks.get('float32').gflops - 1:+.0%} against the start")
+        f"{end.peak / m.peaks.get('float32').gflops - 1:+.0%} against the start" if end else
+        "peak probe at the end: none, the host is gone")
     session.log(metrics={"cells_failed": len(failed), "cells_finished": len(outcomes) - len(failed),
-                         **peak_probes.probe_metrics({("float32", False): end}, "end"), "load_average_end": load_average()})
+                         **peak_probes.probe_metrics({("float32", False): end} if end else {}, "end"),
+                         "load_average_end": load_average()})
     session.log_dict(examples_payload(run.data, outcomes), "examples.json")
     if run.settings.pytest_benchmark:
         attach_pytest_benchmark(session, run.settings.out_dir, m.threads, quick=mode != "full", log=log)
@@ -204,7 +207,7 @@ def finish(run: Running, beside_workers: float) -> int:
         name: r for name, r in recorder.run_ids.items() if name not in recorder.speedup_logged},
         written=session.written)
     view = session.publish_view()
-    spent = tracking.spent()[0] - run.spent_before
+    spent = tracking.spent()[0] - run.spent_before + run.spent_elsewhere
     log_overhead(session, recorder, spent, spent - beside_workers + recorder.worker_wait,
                  time.perf_counter() - run.began, log)
     session.finish("FINISHED")
@@ -228,7 +231,7 @@ def abort(run: Running, exc: BaseException) -> None:
               else tracking.store_failure(exc) or f"{type(exc).__name__}: {exc}")
     status = "KILLED" if killed else "FAILED"
     try:
-        run.recorder.abort(status, reason)
+        run.recorder.abort_all(status, reason)
         run.session.finish(status, f"{reason} (after {len(run.outcomes)} of {len(run.machine.cells)} cells)")
     except Exception as second:   # the store itself may be what failed: keep the first cause
         run.log(f"could not mark session {run.session.run_id} {status} in the store: {type(second).__name__}")

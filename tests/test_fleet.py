@@ -1,6 +1,7 @@
-"""One bench session across a real Ray fleet (benchmarks/fleet.py): two Ray nodes on this
+"""One bench command across a real Ray fleet (benchmarks/fleet.py): two Ray nodes on this
 machine, started with ``python -m benchmarks fleet-host`` and labelled a and b, against the team
-server on the run's PostgreSQL. Nothing of Ray is mocked."""
+server on the run's PostgreSQL; at the end host b is killed and a second host labelled a joins,
+to share a's matrix (``--hosts shard``). Nothing of Ray is mocked. The tests run in file order."""
 import re
 import subprocess
 import sys
@@ -120,14 +121,15 @@ def cell_in_flight(client, label: str, started: int, proc) -> str:
     raise AssertionError(f"host {label} never had a cell in flight")
 
 
-def session_under_way(fleet, server, tmp_path, labels: str):
-    """A dry-run of three implementations on the fleet, returned once each host of ``labels``
-    has a cell in flight: (client, experiment id, start in ms, the driver's process)."""
+def session_under_way(fleet, server, tmp_path, labels: str, *more: str):
+    """A dry-run of three implementations on the fleet (with options ``more``), returned once
+    each host of ``labels`` has a cell in flight: (client, experiment id, start in ms, the
+    driver's process)."""
     import time
     from tests.helpers import popen_cli
     client = mlflow.MlflowClient(server.url)
     started = int(time.time() * 1000)
-    proc = popen_cli("bench", "--dry-run", "--ray", fleet, "--impl", "numpy-sample,numpy-batch,numba-batch",
+    proc = popen_cli("bench", "--dry-run", "--ray", fleet, "--impl", "numpy-sample,numpy-batch,numba-batch", *more,
                      "--tracking-uri", server.url, "--output-dir", str(tmp_path), env={"CI": "1"})
     experiment = [cell_in_flight(client, label, started, proc) for label in labels][-1]
     return client, experiment, started, proc
@@ -135,7 +137,10 @@ def session_under_way(fleet, server, tmp_path, labels: str):
 
 def test_sigterm_on_the_driver_kills_every_host_s_cell_and_session(fleet, server, tmp_path):
     import signal
-    client, experiment, started, proc = session_under_way(fleet, server, tmp_path, "ab")   # both sessions open
+    # both sessions open, and each long enough (numpy-sample on 20,000 samples) that a host whose
+    # first cell ended soon cannot end its session before the other host's first cell ends
+    client, experiment, started, proc = session_under_way(fleet, server, tmp_path, "ab",
+                                                          "--train-limit", "20000", "--epochs", "2")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "results written so far are kept" in err and "Traceback" not in err, err[-2000:]
@@ -148,7 +153,7 @@ def test_sigterm_on_the_driver_kills_every_host_s_cell_and_session(fleet, server
 
 
 def test_a_host_that_dies_mid_session_fails_its_cells_and_the_other_host_finishes(fleet, server, tmp_path):
-    """Last in this file: host b does not come back."""
+    """Host b does not come back."""
     import os
     import signal
     client, experiment, started, proc = session_under_way(fleet, server, tmp_path, "b")
@@ -176,3 +181,24 @@ def test_a_host_that_dies_mid_session_fails_its_cells_and_the_other_host_finishe
     never = [line for line in out.splitlines() if line.startswith("[b]   ") and "never started" in line]
     assert never and all("FAILED" in line and "node lost" in line for line in never), out[-3000:]
     assert len(cells_b) + len(never) == len(cells_a), (sorted(cells_b), never)
+
+
+def test_the_hosts_of_one_label_share_its_matrix_and_each_cell_runs_once(fleet, server, tmp_path):
+    """After host b is killed (above): a second host labelled a joins, and ``--hosts shard``
+    gives the two of them one session, whose cells are exactly the local plan's."""
+    from benchmarks.plan import BenchOptions, plan
+    joined = run_cli("fleet-host", "--label", "a", "--address", fleet, timeout=180)
+    assert joined.returncode == 0 and "host 'a' joined" in joined.stdout, joined.stdout + joined.stderr
+    proc = run_cli("bench", "--dry-run", "--ray", fleet, "--hosts", "shard", "--impl", "numpy-batch,numpy-sample",
+                   "--tracking-uri", server.url, "--output-dir", str(tmp_path), env={"CI": "1"})
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "a's matrix shared by 2 hosts" in proc.stdout, proc.stdout[:2000]
+    [(label, run_id)] = re.findall(r"^\[(\w+)\] session ([0-9a-f]{32}) in ", proc.stdout, re.M)
+    client = mlflow.MlflowClient(server.url)
+    parent = client.get_run(run_id)
+    assert label == "a" and parent.info.status == "FINISHED" and parent.data.tags["bpb.hosts"] == "shard"
+    cells = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'")
+    local, _ = plan(BenchOptions.make("dry-run", impls=("numpy-batch", "numpy-sample")))
+    assert sorted(c.data.tags["bpb.cell"] for c in cells) == sorted(c.name for c in local)    # each once
+    assert all(c.info.status == "FINISHED" and c.data.tags["bpb.machine"] == "a" for c in cells)
+    assert len({c.data.tags["bpb.ray_node"] for c in cells}) == 2                          # both hosts ran cells

@@ -88,13 +88,17 @@ def check_first(address: str, uri: str, machine: str | None) -> None:
 class Shard:
     """The hosts of one label sharing one session's matrix: measured on the first of them, each
     group of cells on whichever host is free, at once; each cell tagged with the host it ran on.
-    A lost host's cell in flight is FAILED "node lost" and its later groups go to the others."""
+    A lost host's cell in flight is FAILED "node lost"; the groups it had not begun go to the
+    others. Anything else that ends one host's work (Ctrl-C, a broken store) stops them all."""
 
     def __init__(self, members: list[RayHost]):
         self.members, self.label = members, members[0].label
         self.name = f"{len(members)} hosts of {self.label}"
         self.tags = {"bpb.fleet_host": ", ".join(h.name for h in members), "bpb.hosts": "shard",
                      "bpb.ray_node": ", ".join(h.node_id for h in members)}
+        self.halt = threading.Event()           # one member's error stops the others' cells too
+        for host in members:
+            host.stopping = _Either(host.stopping, self.halt)
 
     def measure(self, *args, log=print) -> hosts.Measured:
         return self.members[0].measure(*args, log=log)
@@ -105,13 +109,13 @@ class Shard:
 
     def run_groups(self, groups, job: workers.Job, recorder, failed) -> float:
         """Every group once, on the first member free; returns the seconds of tracking calls
-        the members' threads made."""
+        the members' threads made. Raises the first error that ended a member's work."""
         todo, errors, spent = deque(groups), [], []
 
         def work(host: RayHost, twin) -> None:
             before = tracking.spent()[0]
             try:
-                while not errors:
+                while not self.halt.is_set():
                     try:
                         cells = todo.popleft()
                     except IndexError:
@@ -119,28 +123,46 @@ class Shard:
                     try:
                         host.run_group(cells, job, twin)
                     except workers.WorkerFailed as exc:
+                        lost = not _alive(host.node_id)
+                        if lost and not any(c.name in twin.run_ids for c in cells):
+                            todo.appendleft(cells)      # never begun: another member runs it
+                            return
                         failed(cells, exc, twin)
-                        if not _alive(host.node_id):
-                            return                  # the others take what is left
+                        if lost:
+                            return
             except BaseException as exc:            # Ctrl-C on the driver, a broken store: the session ends
                 errors.append(exc)
+                self.halt.set()
             finally:
                 spent.append(tracking.spent()[0] - before)
-                recorder.gather(twin)
 
-        threads = [threading.Thread(target=work, name=f"shard-{h.name}-{h.node_id[:6]}",
-                                    args=(h, recorder.beside(h.tags, f"{h.name} ({h.node_id[:6]}): ")))
-                   for h in self.members]
+        twins = [recorder.beside(h.tags, f"{h.name} ({h.node_id[:6]}): ") for h in self.members]
+        threads = [threading.Thread(target=work, args=(h, twin), name=f"shard-{h.name}-{h.node_id[:6]}")
+                   for h, twin in zip(self.members, twins)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        for twin in twins:
+            recorder.gather(twin)
         if errors:
-            raise next((e for e in errors if isinstance(e, KeyboardInterrupt)), errors[0])
-        gone = workers.WorkerFailed(f"node lost: no host of {self.label} is left in the Ray cluster", "")
+            raise errors[0]                             # the cause; the others were stopped by it
+        gone = workers.WorkerFailed(f"node lost: no host of {self.label} is left in the Ray cluster",
+                                    f"every host of {self.label} left the Ray cluster: "
+                                    + ", ".join(f"{h.name} ({h.node_id})" for h in self.members))
         for cells in todo:                              # every member lost
             failed(cells, gone, recorder)
         return sum(spent)
+
+
+class _Either:
+    """Set when either event is: a shard member stops on Ctrl-C or when its shard halts."""
+
+    def __init__(self, *events):
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
 
 
 def sessions(fleet: list[RayHost], shard: bool) -> list[tuple[str, object]]:
@@ -169,9 +191,9 @@ def run_fleet(address: str, options, data, store, settings, shard: bool = False,
     machines: dict[str, list[RayHost]] = {}
     for host in fleet:
         machines.setdefault(host.address, []).append(host)
-    for address, here in machines.items():
+    for where, here in machines.items():
         if len(here) > 1:
-            log(f"note: {len(here)} hosts are one machine ({address}): their cells run at once there and contend "
+            log(f"note: {len(here)} hosts are one machine ({where}): their cells run at once there and contend "
                 "for its cores, so their figures are not that machine's own")
     results: dict[str, tuple[int, str] | BaseException] = {}
 

@@ -149,8 +149,14 @@ class TrackingRecorder:
 
     def abort_all(self, status: str, reason: str):
         """``abort`` here and in every recorder ``beside`` this one: the session ends."""
+        failures = []
         for recorder in self._family:
-            recorder.abort(status, reason)
+            try:
+                recorder.abort(status, reason)
+            except Exception as exc:      # the store may be what failed: still try every other cell
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
 
 def speedup_base_cells(cells: list[Cell]) -> dict:

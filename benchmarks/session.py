@@ -230,11 +230,12 @@ def abort(run: Running, exc: BaseException) -> None:
     reason = ((str(exc) or "interrupted by the user (Ctrl-C)") if killed
               else tracking.store_failure(exc) or f"{type(exc).__name__}: {exc}")
     status = "KILLED" if killed else "FAILED"
-    try:
-        run.recorder.abort_all(status, reason)
-        run.session.finish(status, f"{reason} (after {len(run.outcomes)} of {len(run.machine.cells)} cells)")
-    except Exception as second:   # the store itself may be what failed: keep the first cause
-        run.log(f"could not mark session {run.session.run_id} {status} in the store: {type(second).__name__}")
+    for close in (lambda: run.recorder.abort_all(status, reason),
+                  lambda: run.session.finish(status, f"{reason} (after {len(run.outcomes)} of {len(run.machine.cells)} cells)")):
+        try:
+            close()
+        except Exception as second:   # the store itself may be what failed: keep the first cause
+            run.log(f"could not mark session {run.session.run_id} {status} in the store: {type(second).__name__}")
 
 
 def log_overhead(session: tracking.Session, recorder: TrackingRecorder, seconds: float, waited: float, wall: float,

@@ -46,6 +46,7 @@ _REGISTRY = {
     "numba-sample": "impls.numba_sample:NumbaSample",
     "numba-batch": "impls.numba_batch:NumbaBatch",
     "torch-cpu": "impls.torch_impl:TorchCPU",
+    "torch-compile": "impls.torch_compile:TorchCompile",
     "torch-cuda": "impls.torch_cuda:TorchCUDA",
     "torch-cuda-graph": "impls.torch_cuda:TorchCUDAGraph",
     "torch-ddp": "impls.torch_ddp:TorchDDP",
@@ -60,8 +61,9 @@ PEERS = ("sklearn-mlp", "jax-cpu")
 
 # run only where named (``--impl torch-ddp``, or ``all``): not in the default matrices, the gate or
 # the pytest-benchmark suite. torch-ddp starts a process per rank, and on the per-sample preset it
-# would time an all-reduce per sample; its scaling section is not built yet (docs/architecture.md)
-OPT_IN = ("torch-ddp",)
+# would time an all-reduce per sample; torch-compile compiles each configuration for seconds
+# (docs/performance.md, "torch.compile")
+OPT_IN = ("torch-ddp", "torch-compile")
 
 # the implementation every speed-up divides by (samples/s over its samples/s, same network, dtype
 # and session); logged to MLflow as ``speedup_vs_reference``, a name kept for old sessions' sake

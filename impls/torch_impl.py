@@ -73,6 +73,10 @@ class _TorchBase(Implementation):
                 h = torch.relu(h) if self.spec.activation == "relu" else torch.sigmoid(h)
         return h
 
+    def _batch_loss(self, xb, yb):
+        """The batch's mean cross-entropy, with the graph that ``backward`` follows."""
+        return F.cross_entropy(self._logits(xb), yb)
+
     def optimizer_step_site(self):
         return self._opt, "step"               # torch.optim's step, once per batch
 
@@ -81,7 +85,7 @@ class _TorchBase(Implementation):
         order_t = torch.as_tensor(np.asarray(order, dtype=np.int64), device=self.device)
         losses, sizes = [], []
         for idx in torch.split(order_t, self.batch_size):
-            loss = F.cross_entropy(self._logits(xt[idx]), yt[idx])
+            loss = self._batch_loss(xt[idx], yt[idx])
             self._opt.zero_grad(set_to_none=True)
             loss.backward()
             self._opt.step()

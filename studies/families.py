@@ -7,7 +7,8 @@ ratio of two contenders (a registered implementation over its family's yardstick
 ``studies/yardsticks/``), judged by the median of its per-round ratios against the issue's
 target; the ratio of the medians and the range of per-round ratios are shown beside it.
 
-Contests (``CONTESTS``): numba-sample, torch-cpu, numpy-sample, floor, adam, load, probe.
+Contests (``CONTESTS``): numba-sample, torch-cpu, numpy-sample, floor, jax, jax-1, adam, load,
+probe.
 A contest whose contender cannot run here says why and does not pass; the floor's optional
 peers (jax-cpu, sklearn-mlp) are left out, with the reason, when absent.
 """
@@ -67,6 +68,9 @@ def _contests() -> dict[str, Contest]:
     q4 = {"preset": "hw1-q4", "threads": 1}
     floor = [Contender(n, n, optional=n in ("jax-cpu", "sklearn-mlp"))
              for n in ("numpy-batch", "numba-batch", "torch-cpu", "jax-cpu", "sklearn-mlp")]
+    ours = ("numpy-batch", "numba-batch", "torch-cpu", "torch-compile")      # the project's minibatch families
+    jax = {n: tuple(Contender(c, c, threads=n, optional=c == "jax-cpu") for c in (*ours, "jax-cpu"))
+           for n in (CORES, 1)}
     load = [Contender(f"{n} {w}", n, threads="default", busy=w == "loaded")
             for n in ("numpy-batch", "numba-batch", "torch-cpu") for w in ("quiet", "loaded")]
     return {c.name: c for c in (
@@ -83,6 +87,10 @@ def _contests() -> dict[str, Contest]:
         Contest("floor", f"the best minibatch family (peers shown, not judged) / gemm-floor, hw1-q3, {CORES} threads",
                 (*floor, Contender("gemm-floor", "gemm-floor", "ref")),
                 tuple(_vs(c.label, "gemm-floor") for c in floor), 0.5, rule="best"),
+        Contest("jax", f"the best project family / jax-cpu, hw1-q3, {CORES} threads",
+                jax[CORES], tuple(_vs(n, "jax-cpu") for n in ours), 1.0, rule="best"),
+        Contest("jax-1", "the best project family / jax-cpu, hw1-q3, 1 thread (jax too)",
+                jax[1], tuple(_vs(n, "jax-cpu") for n in ours), 0.9, rule="best"),
         Contest("adam", f"the optimizer steps' share of a numpy-batch hw1-q3 epoch, {CORES} threads",
                 (Contender("numpy-batch adam", "numpy-batch", mode="adam"),),
                 (Comparison("adam share", "numpy-batch adam", metric="adam_share"),), 0.15, op="<="),

@@ -84,12 +84,22 @@ def _load(small):
             _DATA[net] = (x, y, order, impls.init_params(spec, seed=11, scheme="xavier"))
 
 
+# torch-compile compiles each configuration for seconds (docs/performance.md, "torch.compile"): the
+# default tier runs a cover of its rows (both networks, both dtypes, both batch sizes, SGD and
+# Adam), ``pytest -m slow`` the others
+COMPILED_COVER = {("relu", "adam", 32, "float32"), ("sigmoid", "sgd", 1, "float64")}
+
+
+def compiled_slow(name, net, opt, batch, dtype):
+    return name == "torch-compile" and (net, opt, batch, dtype) not in COMPILED_COVER
+
+
 def fast_epoch(name, net, opt, batch, dtype):
     return name in FAMILIES and net == "sigmoid" and dtype == "float64" and batch == (1 if name.endswith("-sample") else 32)
 
 
-@pytest.mark.parametrize(*grid(fast_epoch, name=impls.names(), net=list(NETS), opt=list(OPTIMIZERS), batch=[1, 32],
-                               dtype=impls.DTYPES))
+@pytest.mark.parametrize(*grid(fast_epoch, compiled_slow, name=impls.names(), net=list(NETS), opt=list(OPTIMIZERS),
+                               batch=[1, 32], dtype=impls.DTYPES))
 def test_one_epoch_parity(name, net, opt, batch, dtype):
     cls = implementation(name, dtype, batch)
     optimizer, momentum, lr = OPTIMIZERS[opt]
@@ -107,8 +117,9 @@ def test_one_epoch_parity(name, net, opt, batch, dtype):
     assert all(W.dtype == np.dtype(dtype) and b.dtype == np.dtype(dtype) for W, b in got)
 
 
-@pytest.mark.parametrize(*grid(lambda name, net, dtype: name in FAMILIES, name=impls.names(), net=list(NETS),
-                               dtype=impls.DTYPES))
+@pytest.mark.parametrize(*grid(lambda name, net, dtype: name in FAMILIES,
+                               lambda name, net, dtype: name == "torch-compile" and (net, dtype) != ("relu", "float32"),
+                               name=impls.names(), net=list(NETS), dtype=impls.DTYPES))
 def test_step_zero_gradient(name, net, dtype):
     """One plain-SGD step on one batch: (p0 - p1) / lr is the implementation's gradient."""
     batch = 1 if sample_only(name) else 16
@@ -160,9 +171,15 @@ def test_capabilities_are_declared_and_enforced(name):
         cls(spec, params[:-1], lr=0.1)
 
 
+def test_torch_compile_without_a_cxx_compiler_says_how_to_get_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))                  # no c++ or g++ on it
+    assert "apt-get install g++" in impls.get("torch-compile").unavailable_reason()
+
+
 def test_registry():
     assert impls.names() == ["numpy-sample", "numpy-batch", "numba-sample", "numba-batch",
-                             "torch-cpu", "torch-cuda", "torch-cuda-graph", "torch-ddp", "sklearn-mlp", "jax-cpu"]
+                             "torch-cpu", "torch-compile", "torch-cuda", "torch-cuda-graph", "torch-ddp", "sklearn-mlp",
+                             "jax-cpu"]
     assert [n for n in impls.names() if impls.is_peer(n)] == list(impls.PEERS) == ["sklearn-mlp", "jax-cpu"]
     with pytest.raises(impls.UnknownImplementation, match="valid names: numpy-sample, numpy-batch"):
         impls.get("numpy-fast")

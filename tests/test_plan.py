@@ -29,7 +29,7 @@ def test_default_plan_covers_every_available_implementation():
 
 
 def test_an_opt_in_implementation_runs_only_where_named_and_in_the_scaling_section():
-    assert impls.OPT_IN == ("torch-ddp",)
+    assert impls.OPT_IN == ("torch-ddp", "torch-compile")
     for options in (BenchOptions(), BenchOptions.make("quick"), gate_options()):
         assert not any(c.config.impl in impls.OPT_IN for c in plan(options)[0] if c.kind != "scaling")
     assert not any(c.kind == "scaling" for c in plan(gate_options())[0])

@@ -134,3 +134,14 @@ def test_a_yardstick_is_prepared_by_the_runner_and_only_a_trainer_has_parity(nam
         assert 0 <= out["parity_max_error"] <= impls.PARITY_TOLERANCE["float32"]
     else:                                                   # the floor trains nothing: no parity to check
         assert np.isnan(out["parity_max_error"])
+
+
+def test_the_jax_contests_time_every_minibatch_family_and_jax_on_one_thread_count():
+    from studies.families import CORES
+    for name, threads, target in (("jax", CORES, 1.0), ("jax-1", 1, 0.9)):
+        contest = CONTESTS[name]
+        assert {c.name for c in contest.contenders} == {"numpy-batch", "numba-batch", "torch-cpu", "torch-compile",
+                                                        "jax-cpu"}
+        assert {c.threads for c in contest.contenders} == {threads} and {c.preset for c in contest.contenders} == {"hw1-q3"}
+        assert contest.rule == "best" and contest.target == target
+        assert all(k.den == "jax-cpu" for k in contest.comparisons) and len(contest.comparisons) == 4

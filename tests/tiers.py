@@ -9,15 +9,17 @@ import itertools
 import pytest
 
 
-def grid(fast, **axes):
+def grid(fast, slow=None, **axes):
     """``@pytest.mark.parametrize(*grid(fast, name=[...], dtype=[...]))``: every combination
     of the axes, in the order given, with the ids stacked ``parametrize`` decorators give
     (``numpy-batch-float64``); an axis given as a dict is named by its keys. A row for which
-    ``fast(**row)`` is false is marked integration."""
+    ``fast(**row)`` is false is marked integration; one for which ``slow(**row)`` is true is
+    marked slow (``pytest -m slow``: out of the default tier too)."""
     named = [axis if isinstance(axis, dict) else {str(v): v for v in axis} for axis in axes.values()]
     rows = []
     for ids in itertools.product(*named):
         values = [axis[i] for axis, i in zip(named, ids)]
-        marks = () if fast(**dict(zip(axes, values))) else (pytest.mark.integration,)
+        row = dict(zip(axes, values))
+        marks = (pytest.mark.slow,) if slow is not None and slow(**row) else () if fast(**row) else (pytest.mark.integration,)
         rows.append(pytest.param(*values, id="-".join(ids), marks=marks))
     return ",".join(axes), rows

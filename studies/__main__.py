@@ -1,4 +1,4 @@
-"""``python -m studies families|probe-threads|probe-contention|gpu-profile``: the lab's entry point.
+"""``python -m studies families|probe-threads|probe-contention|gpu-profile|gemm-shapes``: the lab's entry point.
 
 ``families`` has its parser here; the other subcommands pass the rest of the command line to
 their module's own ``main``.
@@ -9,7 +9,7 @@ import argparse
 import sys
 
 PASS_THROUGH = {"probe-threads": "studies.threads_probe", "probe-contention": "studies.contention_probe",
-                "gpu-profile": "studies.gpu_profile"}
+                "gpu-profile": "studies.gpu_profile", "gemm-shapes": "studies.gemm_shapes"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -235,7 +235,8 @@ def abort(run: Running, exc: BaseException) -> None:
         try:
             close()
         except Exception as second:   # the store itself may be what failed: keep the first cause
-            run.log(f"could not mark session {run.session.run_id} {status} in the store: {type(second).__name__}")
+            run.log(f"could not mark session {run.session.run_id} {status} in the store: {type(second).__name__}: "
+                    f"{str(second).strip()[:300]}")
 
 
 def log_overhead(session: tracking.Session, recorder: TrackingRecorder, seconds: float, waited: float, wall: float,

@@ -159,3 +159,22 @@ def test_a_server_whose_database_stays_down_past_the_retries_is_one_line(pg_clus
         assert "to each of 3 tries (an error inside the server, such as its database being down)" in done.stderr
     finally:
         srv.stop()
+
+
+def test_a_session_whose_closing_step_fails_still_ends_with_its_status(tmp_path):
+    """``tracking.Session.finish`` tries every step, the run's status last: one that fails (here
+    the system-metrics monitor) cannot leave the session RUNNING; its error is raised after."""
+    import mlflow
+    import tracking
+
+    class Broken:
+        def finish(self):
+            raise RuntimeError("the monitor broke")
+
+    store = tracking.connect(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    session = tracking.Session.start(store, name="closing", params={}, tags={})
+    session.monitor = Broken()
+    with pytest.raises(RuntimeError, match="the monitor broke"):
+        session.finish("KILLED", "stopped by the test")
+    run = mlflow.MlflowClient(store.uri).get_run(session.run_id)
+    assert run.info.status == "KILLED" and run.data.tags["bpb.failure_reason"] == "stopped by the test"

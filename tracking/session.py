@@ -162,15 +162,28 @@ class Session:
 
     @timed
     def finish(self, status: str = "FINISHED", reason: str | None = None):
-        """End the parent run with ``status`` (children left RUNNING get the same)."""
-        if self.monitor is not None:
-            self.monitor.finish()
-            self.monitor = None
+        """End the parent run with ``status`` (children left RUNNING get the same). Each step is
+        tried even when one before it failed, the run's own status last, so a failing step (the
+        system-metrics monitor, one child's write) cannot leave the session RUNNING; the first
+        failure is raised afterwards."""
+        failures = []
+
+        def attempt(step) -> None:
+            try:
+                step()
+            except Exception as exc:
+                failures.append(exc)
+
+        monitor, self.monitor = self.monitor, None
+        if monitor is not None:
+            attempt(monitor.finish)
         if status != "FINISHED":
-            self.close_running_cells(status, reason or status.lower())
+            attempt(lambda: self.close_running_cells(status, reason or status.lower()))
         if reason:
-            self.client.set_tag(self.run_id, REASON_TAG, reason[:5000])
+            attempt(lambda: self.client.set_tag(self.run_id, REASON_TAG, reason[:5000]))
         self.client.set_terminated(self.run_id, status)
+        if failures:
+            raise failures[0]
 
     @timed
     def log_artifact(self, path, artifact_path: str | None = None):

@@ -31,14 +31,14 @@ from pathlib import Path
 import tracking
 from benchmarks import hosts, workers
 from benchmarks.config import UsageError
-from benchmarks.ray_host import RESOURCE, WAIT_SECONDS, RayHost, _alive, _ray
+from benchmarks.ray_host import RESOURCE, WAIT_SECONDS, RayHost, ray_api
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def connect(address: str) -> list[dict]:
     """Join the cluster at ``address``; the alive nodes that advertise a ``bench_host``."""
-    ray = _ray()
+    ray = ray_api()
     _reachable(address)
     # ray.init installs its own SIGTERM handler (sys.exit, which would leave every session
     # RUNNING): the CLI's own handlers stay, so SIGTERM and Ctrl-C stop the fleet as they stop a session
@@ -104,7 +104,7 @@ class Shard:
         return self.members[0].measure(*args, log=log)
 
     def end_probe(self, threads: int, dry_run: bool):
-        alive = [h for h in self.members if _alive(h.node_id)] or self.members
+        alive = [h for h in self.members if h.alive()] or self.members
         return alive[0].end_probe(threads, dry_run)
 
     def run_groups(self, groups, job: workers.Job, recorder, failed) -> float:
@@ -123,7 +123,7 @@ class Shard:
                     try:
                         host.run_group(cells, job, twin)
                     except workers.WorkerFailed as exc:
-                        lost = not _alive(host.node_id)
+                        lost = not host.alive()
                         if lost and not any(c.name in twin.run_ids for c in cells):
                             todo.appendleft(cells)      # never begun: another member runs it
                             return

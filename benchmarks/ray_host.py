@@ -27,7 +27,7 @@ WAIT_SECONDS = 1.0              # how often a wait on a host looks at Ctrl-C
 NODE_DEATH_SECONDS = 30.0       # after a task failed, how long to wait for Ray to say whether its node died
 
 
-def _ray():
+def ray_api():
     try:
         import ray
     except ImportError:
@@ -36,7 +36,7 @@ def _ray():
 
 
 def _alive(node_id: str) -> bool:
-    return any(n["NodeID"] == node_id and n.get("Alive") for n in _ray().nodes())
+    return any(n["NodeID"] == node_id and n.get("Alive") for n in ray_api().nodes())
 
 
 def _gone(node_id: str) -> bool:
@@ -62,8 +62,12 @@ class RayHost:
         self.label, self.name = self._wait(self._submit(hosts.who_here))
         self.tags = {"bpb.fleet_host": self.name, "bpb.ray_node": self.node_id}
 
+    def alive(self) -> bool:
+        """Whether this host's node is still in the cluster."""
+        return _alive(self.node_id)
+
     def _submit(self, func, *args):
-        return _ray().remote(max_calls=1)(func).options(**self.place).remote(*args)
+        return ray_api().remote(max_calls=1)(func).options(**self.place).remote(*args)
 
     def _lost(self, detail: str = "") -> workers.WorkerFailed:
         who = f"{self.name} ({self.label})" if hasattr(self, "label") else f"node {self.node_id[:12]}"
@@ -72,12 +76,12 @@ class RayHost:
 
     def _wait(self, ref):
         """The task's answer; Ctrl-C here (``stopping``) cancels it; a lost node is ``WorkerFailed``."""
-        ray = _ray()
+        ray = ray_api()
         while not ray.wait([ref], timeout=WAIT_SECONDS)[0]:
             if self.stopping.is_set():
                 ray.cancel(ref, force=True)
                 raise KeyboardInterrupt("interrupted by the user (Ctrl-C or SIGTERM on the fleet's driver)")
-            if not _alive(self.node_id):
+            if not self.alive():
                 raise self._lost()
         try:
             return ray.get(ref)
@@ -104,11 +108,11 @@ class RayHost:
 
     def run_group(self, cells, job: workers.Job, recorder) -> None:
         """The cells in a fresh process on this host, which connects back and speaks as a local worker."""
-        if not _alive(self.node_id):
+        if not self.alive():
             raise self._lost()
         key = secrets.token_bytes(32)
         listener = Listener(("0.0.0.0", 0), authkey=key)
-        ray = _ray()
+        ray = ray_api()
         address = (ray.util.get_node_ip_address(), listener.address[1])
         ref = self._submit(hosts.group_fresh, address, key, replace(job, data_dir=None, parent_pid=None), cells)
         accepted: queue.Queue = queue.Queue()

@@ -24,6 +24,7 @@ sections, so a cell's page opens on its training curves.
 """
 from __future__ import annotations
 
+import math
 import os
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -34,7 +35,7 @@ import impls
 from benchmarks import budget, gpu, memory, runner, timing
 from benchmarks.inventory import inventory as machine_inventory
 from benchmarks.plan import BenchOptions, Cell
-from tracking.peaks import GPU_KEY, Peaks
+from tracking.peaks import GPU_KEY, Peaks, shape_key
 from reports.stats import quartiles
 
 EXAMPLE_INDICES = (0, 1, 2)   # the homework's three test images: ankle boot, pullover, trouser
@@ -81,6 +82,21 @@ def roofline_peak(cell: Cell, peaks: Peaks, gpu_peaks: dict | None) -> tuple[flo
     return peak.gflops, f"CPU {c.dtype} GEMM ({threads}), measured this session, probe spread {100 * peak.spread:.1f}%"
 
 
+def shape_of(cell: Cell) -> tuple | None:
+    """(layer sizes, batch, dtype) of a batch cell on the CPU, whose ``shape_fraction`` divides by
+    the shape peak (``benchmarks/shape_peaks.py``); None for a per-sample, GPU or scaling cell."""
+    c = cell.config
+    if cell.kind == "scaling" or c.batch_size == 1 or impls.get(c.impl).device == "cuda":
+        return None
+    return tuple(c.sizes), c.batch_size, c.dtype
+
+
+def shape_peak_gflops(cell: Cell, peaks: Peaks) -> float:
+    """The shape peak of the cell's network, batch and dtype measured this session; NaN: none."""
+    shape = shape_of(cell)
+    return peaks.shapes.get(shape_key(*shape), float("nan")) if shape else float("nan")
+
+
 def cell_params(cell: Cell, peaks: Peaks, options: BenchOptions, gpu_peaks: dict | None = None) -> dict:
     """The child run's params: the whole RunConfig and the cell's constants, the peak its
     roofline divides by among them (``peak_gemm_gflops``, which one: ``peak_gemm``)."""
@@ -91,6 +107,7 @@ def cell_params(cell: Cell, peaks: Peaks, options: BenchOptions, gpu_peaks: dict
                  "peak_gemm_gflops": round(roofline_peak(cell, peaks, gpu_peaks)[0], 1),
                  "peak_gemm": peak.key if on_cpu else GPU_KEY,
                  "peak_gemm_spread": round(peak.spread, 4) if on_cpu else float("nan"),
+                 "shape_peak_gflops": round(shape_peak_gflops(cell, peaks), 1),
                  "cell_budget_seconds": options.cell_budget}
     if cell.kind == "throughput":       # paired_reference: the speed-up base timed in pairs, the name stores hold
         constants.update(repeats=options.repeats, repeat_seconds=options.repeat_seconds,
@@ -207,6 +224,9 @@ def run_cell(cell: Cell, data, recorder, peaks: Peaks, options: BenchOptions,
             recorder.log(*gpu.measure_energy(timing.Timed(p.new(), p, options.repeat_seconds)))
     out.summary.update(rate_summary(rates))
     out.summary["roofline_fraction"] = out.summary["samples_per_second_median"] * flops / (peak_gflops * 1e9)
+    shape_gflops = shape_peak_gflops(cell, peaks)
+    if not math.isnan(shape_gflops):        # a batch cell on the CPU (``shape_of``)
+        out.summary["shape_fraction"] = out.summary["samples_per_second_median"] * flops / (shape_gflops * 1e9)
     recorder.log({k: v for k, v in out.summary.items() if k not in ("compile_seconds", "parity_max_error", "budget_note")}
                  | {"load_average_end": load_average(), "peak_rss_mb": memory.peak_rss_mb()})
     return out

@@ -15,7 +15,7 @@ import os
 import socket
 from dataclasses import dataclass, replace
 
-from benchmarks import gpu, peaks as peak_probes, workers
+from benchmarks import gpu, peaks as peak_probes, shape_peaks, workers
 from benchmarks.inventory import STARTED_WITH, THREAD_ENV_KEYS, inventory as machine_inventory
 from benchmarks.threads import default_threads, pin_threads
 
@@ -29,12 +29,14 @@ class Measured:
     inventory: dict
     probes: dict                          # (dtype, on one thread) -> PeakProbe
     peaks: object                         # tracking.peaks.Peaks
+    shapes: dict                          # shape key -> ShapePeak (benchmarks/shape_peaks.py)
 
 
 def measure_here(threads: int | None, reason: str, one_thread_dtypes: set[str], dry_run: bool, wants_gpu: bool,
-                 log=print) -> Measured:
+                 shapes=(), log=print) -> Measured:
     """The threads chosen (``threads`` None: ``default_threads``, from the cores and the load)
-    and pinned, the inventory, the start probes: of the machine this runs on."""
+    and pinned, the inventory, the start probes: of the machine this runs on. ``shapes``: the
+    (sizes, batch, dtype) of the batch cells on the CPU, whose shape peaks are measured."""
     thread_env = STARTED_WITH               # as the user set them
     threads, reason = default_threads() if threads is None else (threads, reason)
     pinned = pin_threads(threads)
@@ -44,8 +46,9 @@ def measure_here(threads: int | None, reason: str, one_thread_dtypes: set[str], 
     log(f"threads {threads}: {reason}; thread-pool variables "
         f"{' '.join(f'{k}={v}' for k, v in thread_env.items()) or 'none set'}")
     probes = peak_probes.session_probes(one_thread_dtypes, threads, dry_run, log)
-    peaks = peak_probes.record(probes, gpu.session_peaks(wants_gpu, log))
-    return Measured(threads, reason, pinned, inventory, probes, peaks)
+    shape = shape_peaks.session_shape_peaks(shapes, threads, dry_run, log)
+    peaks = peak_probes.record(probes, gpu.session_peaks(wants_gpu, log), shape)
+    return Measured(threads, reason, pinned, inventory, probes, peaks, shape)
 
 
 def one_by_one(run_group, groups, job: workers.Job, recorder, failed) -> float:

@@ -134,11 +134,12 @@ def end_probe(threads: int, dry_run: bool = False) -> PeakProbe:
     return peak_probe("float32", threads, **(DRY_RUN_PROBE if dry_run else {}))
 
 
-def record(probes: dict[tuple[str, bool], PeakProbe], gpu: dict | None = None) -> Peaks:
+def record(probes: dict[tuple[str, bool], PeakProbe], gpu: dict | None = None, shapes: dict | None = None) -> Peaks:
     """The session's ``Peaks``: each start probe's peak, spread and library, the GPU's peaks
-    per mode (``benchmarks/gpu.py``), and ``PEAK_RULE``."""
+    per mode (``benchmarks/gpu.py``), ``PEAK_RULE``, and the shape peaks' GFLOP/s
+    (``benchmarks/shape_peaks.py``)."""
     return Peaks(tuple(Peak(dtype, one, p.peak, p.spread, p.source) for (dtype, one), p in probes.items()),
-                 dict(gpu or {}), PEAK_RULE)
+                 dict(gpu or {}), PEAK_RULE, shapes={key: s.gflops() for key, s in (shapes or {}).items()})
 
 
 def probe_metrics(probes: dict[tuple[str, bool], PeakProbe], when: str) -> dict[str, float]:

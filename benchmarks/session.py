@@ -20,7 +20,7 @@ import impls
 import tracking
 from benchmarks import peaks as peak_probes, workers
 from benchmarks.hosts import LOCAL
-from benchmarks.cells import EXAMPLE_INDICES, CellOutcome, load_average, one_thread
+from benchmarks.cells import EXAMPLE_INDICES, CellOutcome, load_average, one_thread, shape_of
 from benchmarks.scaling import group_runner
 from benchmarks.config import UsageError
 from benchmarks.estimate import estimate
@@ -29,7 +29,7 @@ from benchmarks.pytest_suite import attach_pytest_benchmark
 from benchmarks.recorder import TrackingRecorder
 from benchmarks.session_report import point_latest, render_report
 from tracking.durations import earlier_durations
-from tracking.peaks import Peaks
+from tracking.peaks import Peaks, shape_metric
 
 ROOT = Path(__file__).resolve().parents[1]
 # MLflow's monitor reads the run back at every sample (a round trip) and writes each sample from
@@ -66,6 +66,7 @@ class Machine:
     inventory: dict
     probes: dict
     peaks: Peaks
+    shapes: dict                          # shape key -> ShapePeak (benchmarks/shape_peaks.py)
 
 
 @dataclass
@@ -121,8 +122,10 @@ def survey(options: BenchOptions, data, store: tracking.Store, settings: Session
     here = settings.host.measure(settings.threads, settings.threads_reason,
                                  {c.config.dtype for c in cells if one_thread(c.config.impl)},
                                  settings.mode == "dry-run",
-                                 any(impls.get(c.config.impl).device == "cuda" for c in cells), log=log)
-    return Machine(cells, skipped, here.threads, here.reason, here.pinned, here.inventory, here.probes, here.peaks)
+                                 any(impls.get(c.config.impl).device == "cuda" for c in cells),
+                                 {s for s in map(shape_of, cells) if s}, log=log)
+    return Machine(cells, skipped, here.threads, here.reason, here.pinned, here.inventory, here.probes, here.peaks,
+                   here.shapes)
 
 
 def open_session(options: BenchOptions, data, store: tracking.Store, settings: SessionSettings, m: Machine,
@@ -140,6 +143,7 @@ def open_session(options: BenchOptions, data, store: tracking.Store, settings: S
                                            "mlflow.note.content": f"bench {mode} session: running ({len(m.cells)} cells)",
                                            "dataset": data.name, "dataset_digest": data.digest, **settings.label()})
     session.log(metrics={"cells_planned": len(m.cells), **peak_probes.probe_metrics(m.probes, "start"),
+                         **{shape_metric(key, name): v for key, p in m.shapes.items() for name, v in p.figures().items()},
                          "load_average_start": load_average()},
                 tags={"bpb.skipped": "; ".join(m.skipped) or "none"})
     session.log_dict({"skipped": m.skipped}, "skipped.json")

@@ -99,6 +99,9 @@ def _row(g: pd.DataFrame, speedup_base: str) -> dict:
         "speed-up": (f"{speedup:.2f}x" if not math.isnan(speedup) else (f"no {speedup_base}" if not done.empty else failed)),
         "% roofline": _num(100 * float(done["roofline_fraction"].median()) if not done.empty else float("nan"), ".3f", failed),
         "roofline peak": roofline_peak_text(c),
+        "% shape peak": _num(100 * float(pd.to_numeric(done.get("shape_fraction", pd.Series(dtype=float))).median())
+                             if not done.empty else float("nan"), ".1f", failed if is_batch_cpu(c) and done.empty else NA),
+        "shape peak": shape_peak_text(c),
         "compile s": _num(float(g["compile_seconds"].median()), ".3f", "failed before"),
         "peak RSS MiB": _num(float(pd.to_numeric(g.get("peak_rss_mb", pd.Series(dtype=float))).max()), ",.0f",
                              "not measured"),
@@ -122,6 +125,19 @@ def roofline_peak_text(c) -> str:
         return text + " (GPU)"
     return text + (f", spread {100 * spread:.1f}%" if spread is not None and not pd.isna(spread) else
                    ", spread not measured")
+
+
+def is_batch_cpu(c) -> bool:
+    """A cell with a shape peak: batch above 1, on the CPU (``benchmarks/cells.py`` shape_of)."""
+    return c.get("device") != "cuda" and int(c["batch_size"]) > 1
+
+
+def shape_peak_text(c) -> str:
+    """The shape peak a cell's "% shape peak" divides by: GFLOP/s of this machine's best GEMMs at
+    the cell's own network, batch and dtype (``benchmarks/shape_peaks.py``); sessions before
+    it, per-sample and GPU cells have none."""
+    peak = pd.to_numeric(c.get("shape_peak_gflops"), errors="coerce")
+    return NA if peak is None or pd.isna(peak) else f"{peak:,.0f} GFLOP/s, b{int(c['batch_size'])} shapes"
 
 
 def pytest_benchmark_table(payload: dict) -> pd.DataFrame:

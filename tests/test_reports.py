@@ -40,7 +40,8 @@ def test_table_has_a_row_per_cell_and_no_empty_entries(session):
     table = summary_table(cells, impls.SPEEDUP_BASE)
     assert len(table) == len(cells)
     assert list(table.columns) == ["implementation", "cell", "network", "dtype", "batch", "samples/s (median)",
-                                   "IQR", "speed-up", "% roofline", "roofline peak", "compile s", "peak RSS MiB",
+                                   "IQR", "speed-up", "% roofline", "roofline peak", "% shape peak", "shape peak",
+                                   "compile s", "peak RSS MiB",
                                    "test acc", "time to target s",
                                    "parity max err", "status"]
     assert not table.isna().any().any()

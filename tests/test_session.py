@@ -69,6 +69,16 @@ def test_dry_run_through_the_cli_logs_the_whole_schema(tmp_path, fashion, dry_ru
                    "samples_per_second_q3", "roofline_fraction"):
         assert children[f"metrics.{metric}"].notna().all(), metric
     assert (children["metrics.roofline_fraction"] > 0).all()
+    # the shape peak (benchmarks/shape_peaks.py): each batch cell on the CPU has its fraction and its
+    # peak, a per-sample cell neither; the session holds every shape peak it measured
+    batch = children[children["params.batch_size"].astype(int) > 1]
+    assert len(batch) and (batch["metrics.shape_fraction"] > 0).all()
+    shape_peaks = {name: parent[name] for name in parent.index if name.startswith("metrics.shape_peak/")}
+    for _, cell in batch.iterrows():
+        key = f"{cell['params.sizes'].replace(',', '-')}_b{cell['params.batch_size']}_{cell['params.dtype']}"
+        assert float(cell["params.shape_peak_gflops"]) == pytest.approx(shape_peaks[f"metrics.shape_peak/{key}/gflops"], abs=0.06)
+    per_sample = children[children["params.batch_size"].astype(int) == 1]
+    assert per_sample["metrics.shape_fraction"].isna().all() and (per_sample["params.shape_peak_gflops"] == "nan").all()
     acc = children[children["tags.bpb.cell_kind"] == "accuracy"]
     assert len(acc) >= len(available)
     for rid in acc["run_id"]:

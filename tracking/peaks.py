@@ -10,7 +10,10 @@ parsed back by prefix. The names are those older sessions logged, so they still 
 - ``gpu_peak_gemm_gflops_<mode>`` (params), the GPU's own peak per mode;
 - ``peak_probe/<when>/<key>/<figure>`` (metrics), every figure of a probe;
 - ``peak_gemm_gflops`` (a metric of the first sessions, before the params): the float32 peak;
-- ``peak_gemm`` (a cell's param): the key of the peak its roofline divides by, or ``GPU_KEY``.
+- ``peak_gemm`` (a cell's param): the key of the peak its roofline divides by, or ``GPU_KEY``;
+- ``shape_peak/<shape key>/<figure>`` (metrics), each shape peak of the session
+  (``benchmarks/shape_peaks.py``); ``shape_peak_gflops`` (a batch cell's param) the one its
+  ``shape_fraction`` divides by.
 """
 from __future__ import annotations
 
@@ -46,6 +49,15 @@ def probe_metric(when: str, dtype: str, one_thread: bool, figure: str) -> str:
     return f"peak_probe/{when}/{peak_key(dtype, one_thread)}/{figure}"
 
 
+def shape_key(sizes, batch: int, dtype: str) -> str:
+    """The name of one shape peak: the network's layer sizes, the batch and the dtype."""
+    return f"{'-'.join(map(str, sizes))}_b{batch}_{dtype}"
+
+
+def shape_metric(key: str, figure: str) -> str:
+    return f"shape_peak/{key}/{figure}"
+
+
 @dataclass(frozen=True)
 class Peak:
     """One measured CPU GEMM peak: its dtype, whether on one thread (else the session's
@@ -75,11 +87,13 @@ class Peak:
 class Peaks:
     """A session's peaks: the CPU's per dtype (on its threads, and on one thread where its
     single-threaded cells need it), the GPU's per mode, the rule, and the end probe's float32
-    figures (``PROBE_FIGURES``; empty where not read back)."""
+    figures (``PROBE_FIGURES``; empty where not read back), and the shape peaks in GFLOP/s by
+    ``shape_key`` (the session's, in memory; a session read back keeps them in its metrics)."""
     cpu: tuple[Peak, ...] = ()
     gpu: dict = field(default_factory=dict)
     rule: str = ""
     end: dict = field(default_factory=dict)
+    shapes: dict = field(default_factory=dict)
 
     def get(self, dtype: str, one_thread: bool = False) -> Peak | None:
         return next((p for p in self.cpu if p.dtype == dtype and p.one_thread == one_thread), None)

@@ -9,10 +9,11 @@ EPOCH_METRICS = ("train_loss", "test_loss", "test_accuracy", "epoch_seconds", "s
 
 CELL_COLUMNS = ["run_id", "cell", "kind", "impl", "device", "preset", "dataset", "network", "dtype",
                 "batch_size", "seed", "status", "reason", "samples_per_second_median",
-                "samples_per_second_q1", "samples_per_second_q3", "roofline_fraction",
+                "samples_per_second_q1", "samples_per_second_q3", "roofline_fraction", "shape_fraction",
                 "compile_seconds", "test_accuracy", "time_to_target_seconds", "target_accuracy",
                 "parity_max_error", "flops_per_sample", "samples_per_second_relative_iqr", "load_average_start",
-                "load_average_end", "budget", "peak_gemm_gflops", "peak_gemm", "peak_gemm_spread", "peak_rss_mb"]
+                "load_average_end", "budget", "peak_gemm_gflops", "peak_gemm", "peak_gemm_spread", "shape_peak_gflops",
+                "peak_rss_mb"]
 # the scaling section's cells (benchmarks/scaling.py): never among the cells above, so that no
 # table, headline, gate or comparison of cells mistakes a case of it for a throughput cell
 SCALING_COLUMNS = ["run_id", "cell", "role", "impl", "preset", "network", "dtype", "batch_size", "world_size",
@@ -51,6 +52,7 @@ def tidy(cells, epochs):
         "samples_per_second_q1": col("metrics.samples_per_second_q1"),
         "samples_per_second_q3": col("metrics.samples_per_second_q3"),
         "roofline_fraction": col("metrics.roofline_fraction"),
+        "shape_fraction": col("metrics.shape_fraction"),         # a batch cell on the CPU (benchmarks/shape_peaks.py)
         "compile_seconds": col("metrics.compile_seconds"),
         "test_accuracy": col("metrics.test_accuracy"),
         "time_to_target_seconds": col("metrics.time_to_target_seconds"),
@@ -67,6 +69,7 @@ def tidy(cells, epochs):
             col("metrics.peak_gemm_gflops")),
         "peak_gemm": col("params.peak_gemm", None),                # which peak, its spread
         "peak_gemm_spread": pd.to_numeric(col("params.peak_gemm_spread"), errors="coerce"),
+        "shape_peak_gflops": pd.to_numeric(col("params.shape_peak_gflops"), errors="coerce"),
         "peak_rss_mb": col("metrics.peak_rss_mb"),
     }, columns=CELL_COLUMNS)
     out = out[out["kind"] != "scaling"].reset_index(drop=True)     # their own frame: ``tidy_scaling``

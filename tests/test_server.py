@@ -16,6 +16,7 @@ import pytest
 from tracking import pg
 from tests.helpers import is_outcome, run_cli
 from tests.team_server import Server, bench, sessions
+from tracking.peaks import MEASURED_PARAMS
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(pg.installed() is not None, reason=f"needs PostgreSQL: {pg.installed()}")]
@@ -112,7 +113,7 @@ def test_a_session_rides_out_a_server_restart(server, eight, tmp_path):
             history = {k: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, k)]
                        for k in run.data.metrics}
             params = {k: v for k, v in run.data.params.items()       # measured: timings
-                      if k not in ("peak_gemm_gflops", "peak_gemm_spread")}
+                      if k not in MEASURED_PARAMS}
             out[name] = (run.info.status, params, history)
         return out
     a, b = cells(calm), cells(disturbed)

@@ -36,7 +36,7 @@ KEYS = {peak_key(dtype, one): (dtype, one) for dtype in DTYPES for one in (False
 # the session's params that hold what its probes measured (not the rule, which is a choice);
 # the bare names are the cells' own
 MEASURED_PARAMS = frozenset({f"peak_gemm_{figure}_{key}" for figure in ("gflops", "spread", "source") for key in KEYS}
-                            | {"peak_gemm_gflops", "peak_gemm_spread"})
+                            | {"peak_gemm_gflops", "peak_gemm_spread", "shape_peak_gflops"})
 
 
 def on_one_thread(key) -> bool:

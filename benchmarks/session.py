@@ -293,7 +293,9 @@ def describe(o: CellOutcome) -> str:
                 f"{s['samples_per_second_q1']:,.0f}-{s['samples_per_second_q3']:,.0f}){ratio}")
     text = (f"  {o.cell.title}: {s['samples_per_second_median']:,.0f} samples/s "
             f"(IQR {s['samples_per_second_q1']:,.0f}-{s['samples_per_second_q3']:,.0f}), "
-            f"{100 * s['roofline_fraction']:.2f}% of peak, compile {s['compile_seconds']:.2f} s")
+            f"{100 * s['roofline_fraction']:.2f}% of peak"
+            + (f" ({100 * s['shape_fraction']:.0f}% of its shape peak)" if "shape_fraction" in s else "")
+            + f", compile {s['compile_seconds']:.2f} s")
     if "test_accuracy" in s:
         text += f", test accuracy {s['test_accuracy']:.4f}"
     return text

@@ -105,7 +105,10 @@ def _sections(cells, meta, skipped, bench_table, speedup_base,
                 ("Cells", [*([noise[1]] if noise else []),
                            f"Noisy: the IQR of a cell's repeats is above {100 * answer.NOISE_THRESHOLD:.0f}% of their "
                            f"median. Speed-up: samples/s over {speedup_base}'s on the same network and dtype, this "
-                           "session." + (" Detects here: the smallest slowdown `compare` flags with 90% probability "
+                           "session. % roofline: FLOP/s over the session's peak GEMM (2048x2048 products). % shape "
+                           "peak: FLOP/s over the rate this machine's numpy and torch GEMMs reach at the cell's own "
+                           "products (its network at its batch, the faster library for each product), the most a "
+                           "family could train at if nothing but its GEMMs took time." + (" Detects here: the smallest slowdown `compare` flags with 90% probability "
                                          "at <= 1% false alarms, on this machine's noise profile." if noise and noise[0] else "")],
                  summary_table(cells, speedup_base, noise[0] if noise else None))]
     peer_rows = peers_section(cells, peers)

@@ -137,7 +137,7 @@ def shape_peak_text(c) -> str:
     the cell's own network, batch and dtype (``benchmarks/shape_peaks.py``); sessions before
     it, per-sample and GPU cells have none."""
     peak = pd.to_numeric(c.get("shape_peak_gflops"), errors="coerce")
-    return NA if peak is None or pd.isna(peak) else f"{peak:,.0f} GFLOP/s, b{int(c['batch_size'])} shapes"
+    return NA if peak is None or pd.isna(peak) else f"{peak:,.0f} GFLOP/s, this network at b{int(c['batch_size'])}"
 
 
 def pytest_benchmark_table(payload: dict) -> pd.DataFrame:

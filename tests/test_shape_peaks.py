@@ -74,6 +74,15 @@ def test_the_table_shows_each_batch_cells_fraction_of_its_shape_peak():
     cells = pd.DataFrame([_cell("numpy-sample", 1, math.nan, math.nan), _cell("numpy-batch", 256, 0.774, 118.04)])
     table = summary_table(cells, impls.SPEEDUP_BASE).set_index("implementation")
     assert table.loc["numpy-batch", "% shape peak"] == "77.4"
-    assert table.loc["numpy-batch", "shape peak"] == "118 GFLOP/s, b256 shapes"
+    assert table.loc["numpy-batch", "shape peak"] == "118 GFLOP/s, this network at b256"
     assert table.loc["numpy-sample", "% shape peak"] == "n/a" and table.loc["numpy-sample", "shape peak"] == "n/a"
     assert not np.any(table.astype(str).apply(lambda col: col.str.contains("nan")))
+
+
+def test_the_headline_says_how_far_the_fastest_is_from_its_shape_peak():
+    from reports.answer import headline
+    rows = [_cell("numpy-sample", 256, math.nan, math.nan), _cell("numpy-batch", 256, 0.774, 118.04),
+            _cell("torch-cpu", 256, 0.41, 118.04)]
+    rows[1]["samples_per_second_median"], rows[1]["samples_per_second_q1"], rows[1]["samples_per_second_q3"] = 5e4, 4.9e4, 5.1e4
+    [line, *_] = headline(pd.DataFrame(rows), impls.SPEEDUP_BASE)
+    assert "**numpy-batch** is fastest" in line and "77% of this machine's GEMM rate at these shapes" in line

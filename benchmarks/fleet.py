@@ -196,6 +196,11 @@ def run_fleet(address: str, options, data, store, settings, shard: bool = False,
             log(f"note: {len(here)} hosts are one machine ({where}): their cells run at once there and contend "
                 "for its cores, so their figures are not that machine's own")
     results: dict[str, tuple[int, str] | BaseException] = {}
+    # each session's thread sets its event when it has closed its session. The main thread waits on
+    # these, not on Thread.join: on Python 3.11, a join that Ctrl-C or SIGTERM interrupts marks the
+    # thread it waited for as ended while it still runs (threading.py, bpo-45274), so the join
+    # after it returned at once, the driver exited, and that host's session was left RUNNING
+    ended = {name: threading.Event() for name, _ in planned}
 
     def one(name: str, host) -> None:
         mine = replace(settings, host=host, machine_label=host.label, pytest_benchmark=False, isolate=True,
@@ -204,18 +209,19 @@ def run_fleet(address: str, options, data, store, settings, shard: bool = False,
             results[name] = run_session(options, data, store, mine, log=lambda text: log(f"[{name}] {text}"))
         except BaseException as exc:    # the session is closed KILLED or FAILED already (session.abort)
             results[name] = exc
+        finally:
+            ended[name].set()
 
-    threads = [threading.Thread(target=one, args=unit, name=f"fleet-{unit[0]}") for unit in planned]
-    for t in threads:
-        t.start()
+    for unit in planned:
+        threading.Thread(target=one, args=unit, name=f"fleet-{unit[0]}").start()
     try:
-        for t in threads:
-            while t.is_alive():
-                t.join(WAIT_SECONDS)
+        for event in ended.values():
+            while not event.wait(WAIT_SECONDS):
+                pass
     except KeyboardInterrupt:
         stopping.set()
-        for t in threads:
-            t.join()
+        for event in ended.values():
+            event.wait()
         raise
     names = [name for name, _ in planned]
     failed = {name: r for name, r in results.items() if isinstance(r, BaseException)}

@@ -1,4 +1,4 @@
-"""The shape peak: the best GEMM rate this machine reaches at a network's own shapes.
+"""The shape peak: the best rate numpy's and torch's GEMMs reach at a network's own shapes.
 
 The peak probe (``benchmarks/peaks.py``) times 2048^3 GEMMs, the machine's roofline. A minibatch
 step of these networks multiplies much smaller matrices (hw1-q3 at batch 256: 256x784 by 784x256
@@ -14,7 +14,8 @@ each through numpy's ``matmul`` and ``torch.mm`` into a preallocated output, wit
 stored transposed where a step has it so. Each product counts at its faster library's median, and
 the step's flops over the sum of those times is the shape peak in GFLOP/s: the rate at which a
 family doing nothing but these GEMMs would train. A batch cell's fraction of it
-(``shape_fraction``) says how far the family is from what this machine can do at these shapes.
+(``shape_fraction``) says how far the family is from what those libraries can do at these
+shapes; a peer with GEMMs of its own (jax-cpu's XLA) is not bound by it.
 ``python -m benchmarks.shape_peaks [batch [threads]]`` prints hw1-q3's products.
 """
 from __future__ import annotations

@@ -133,7 +133,7 @@ def is_batch_cpu(c) -> bool:
 
 
 def shape_peak_text(c) -> str:
-    """The shape peak a cell's "% shape peak" divides by: GFLOP/s of this machine's best GEMMs at
+    """The shape peak a cell's "% shape peak" divides by: GFLOP/s of numpy's and torch's best GEMMs at
     the cell's own network, batch and dtype (``benchmarks/shape_peaks.py``); sessions before
     it, per-sample and GPU cells have none."""
     peak = pd.to_numeric(c.get("shape_peak_gflops"), errors="coerce")

@@ -121,8 +121,7 @@ def survey(options: BenchOptions, data, store: tracking.Store, settings: Session
     log(estimate(cells, options, earlier_durations(store, settings.mode), len(data.y_train)))
     here = settings.host.measure(settings.threads, settings.threads_reason,
                                  {c.config.dtype for c in cells if one_thread(c.config.impl)},
-                                 settings.mode == "dry-run",
-                                 any(impls.get(c.config.impl).device == "cuda" for c in cells),
+                                 settings.mode == "dry-run", any(impls.get(c.config.impl).device == "cuda" for c in cells),
                                  {s for s in map(shape_of, cells) if s}, log=log)
     return Machine(cells, skipped, here.threads, here.reason, here.pinned, here.inventory, here.probes, here.peaks,
                    here.shapes)

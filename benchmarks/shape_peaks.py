@@ -100,41 +100,51 @@ def median_seconds(call, seconds: float) -> float:
     return statistics.median(blocks)
 
 
-def gemm_call(library: str, p: Product, dtype: str, rng):
-    """A no-argument callable computing product ``p`` through numpy or torch, on fresh random operands."""
+def operands(p: Product, dtype: str, rng):
+    """Random numpy operands of product ``p``, each stored as a step stores it (transposed or not)."""
     a = rng.standard_normal((p.k, p.m) if p.a_transposed else (p.m, p.k)).astype(dtype)
     b = rng.standard_normal((p.n, p.k) if p.b_transposed else (p.k, p.n)).astype(dtype)
+    return a, b
+
+
+def _gemm(library: str, p: Product, dtype: str, rng):
+    """A no-argument callable computing product ``p`` through numpy or torch into a preallocated output."""
+    a, b = operands(p, dtype, rng)
     if library == "torch":
         import torch
         a, b = torch.from_numpy(a), torch.from_numpy(b)
-        A, B = (a.T if p.a_transposed else a), (b.T if p.b_transposed else b)
+    A, B = (a.T if p.a_transposed else a), (b.T if p.b_transposed else b)
+    if library == "torch":
         out = torch.empty((p.m, p.n), dtype=A.dtype)
         return lambda: torch.mm(A, B, out=out)
-    A, B = (a.T if p.a_transposed else a), (b.T if p.b_transposed else b)
     out = np.empty((p.m, p.n), dtype)
     return lambda: np.matmul(A, B, out=out)
 
 
-def shape_peak(sizes, batch: int, dtype: str, threads: int, seconds: float = SECONDS) -> ShapePeak:
-    """Each product of one step through each library present, library by library, on ``threads``
-    threads: numpy's BLAS limited as the peak probe limits it, torch set and restored. torch's
-    count is set here, not left to ``pin_threads``, which only reaches pools already loaded."""
+def shape_peak(sizes, batch: int, dtype: str, threads: int, seconds: float = SECONDS,
+               libraries=("numpy", "torch")) -> ShapePeak:
+    """Each product of one step through each of ``libraries`` present, library by library, on
+    ``threads`` threads: numpy's BLAS limited as the peak probe limits it, torch set and
+    restored. torch's count is set here, not left to ``pin_threads``, which only reaches pools
+    already loaded."""
     from threadpoolctl import threadpool_limits
     rng = np.random.default_rng(0)
     products = step_products(tuple(sizes), batch)
     measured = {}
-    with threadpool_limits(limits=threads, user_api="blas"):
-        measured["numpy"] = {p.label: median_seconds(gemm_call("numpy", p, dtype, rng), seconds) for p in products}
-    try:
-        import torch
-    except ImportError:                     # optional: numpy alone without it
-        return ShapePeak(tuple(sizes), batch, dtype, measured)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        measured["torch"] = {p.label: median_seconds(gemm_call("torch", p, dtype, rng), seconds) for p in products}
-    finally:
-        torch.set_num_threads(before)
+    if "numpy" in libraries:
+        with threadpool_limits(limits=threads, user_api="blas"):
+            measured["numpy"] = {p.label: median_seconds(_gemm("numpy", p, dtype, rng), seconds) for p in products}
+    if "torch" in libraries:
+        try:
+            import torch
+        except ImportError:                 # optional: numpy alone without it
+            return ShapePeak(tuple(sizes), batch, dtype, measured)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            measured["torch"] = {p.label: median_seconds(_gemm("torch", p, dtype, rng), seconds) for p in products}
+        finally:
+            torch.set_num_threads(before)
     return ShapePeak(tuple(sizes), batch, dtype, measured)
 
 

@@ -15,7 +15,7 @@ from reports.tables import with_speedup
 NOISE_THRESHOLD = 0.25       # relative IQR (IQR / median of the repeats) above which a cell is noisy
 
 
-OPTIONAL = ("samples_per_second_relative_iqr", "load_average_start", "load_average_end", "budget")
+OPTIONAL = ("samples_per_second_relative_iqr", "load_average_start", "load_average_end", "budget", "shape_fraction")
 
 
 def complete(cells: pd.DataFrame) -> pd.DataFrame:
@@ -74,8 +74,7 @@ def headline(cells: pd.DataFrame, speedup_base: str, repeats: dict | None = None
         up = pick.loc[pick["impl"] == best, "speedup"].median()
         if best != speedup_base and not math.isnan(up):
             line += f", {up:.3g}x {speedup_base}"
-        shape = (pd.to_numeric(pick.loc[pick["impl"] == best, "shape_fraction"], errors="coerce").median()
-                 if "shape_fraction" in pick else math.nan)
+        shape = pd.to_numeric(pick.loc[pick["impl"] == best, "shape_fraction"], errors="coerce").median()
         if not math.isnan(shape):
             line += f", {100 * shape:.0f}% of what numpy's and torch's GEMMs reach at these shapes"
         line += f"; parity passed (max relative error {ranked['parity'].iat[0]:.1e})"

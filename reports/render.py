@@ -108,8 +108,9 @@ def _sections(cells, meta, skipped, bench_table, speedup_base,
                            "session. % roofline: FLOP/s over the session's peak GEMM (2048x2048 products). % shape "
                            "peak: FLOP/s over the rate this machine's numpy and torch GEMMs reach at the cell's own "
                            "products (its network at its batch, the faster library for each product), the most a "
-                           "family could train at if nothing but its GEMMs took time." + (" Detects here: the smallest slowdown `compare` flags with 90% probability "
-                                         "at <= 1% false alarms, on this machine's noise profile." if noise and noise[0] else "")],
+                           "family could train at if nothing but its GEMMs took time."
+                           + (" Detects here: the smallest slowdown `compare` flags with 90% probability at <= 1% "
+                              "false alarms, on this machine's noise profile." if noise and noise[0] else "")],
                  summary_table(cells, speedup_base, noise[0] if noise else None))]
     peer_rows = peers_section(cells, peers)
     if peer_rows is not None:

@@ -100,7 +100,7 @@ def _row(g: pd.DataFrame, speedup_base: str) -> dict:
         "% roofline": _num(100 * float(done["roofline_fraction"].median()) if not done.empty else float("nan"), ".3f", failed),
         "roofline peak": roofline_peak_text(c),
         "% shape peak": _num(100 * float(pd.to_numeric(done.get("shape_fraction", pd.Series(dtype=float))).median())
-                             if not done.empty else float("nan"), ".1f", failed if is_batch_cpu(c) and done.empty else NA),
+                             if not done.empty else float("nan"), ".1f", failed if done.empty and has_shape_peak(c) else NA),
         "shape peak": shape_peak_text(c),
         "compile s": _num(float(g["compile_seconds"].median()), ".3f", "failed before"),
         "peak RSS MiB": _num(float(pd.to_numeric(g.get("peak_rss_mb", pd.Series(dtype=float))).max()), ",.0f",
@@ -127,17 +127,20 @@ def roofline_peak_text(c) -> str:
                    ", spread not measured")
 
 
-def is_batch_cpu(c) -> bool:
-    """A cell with a shape peak: batch above 1, on the CPU (``benchmarks/cells.py`` shape_of)."""
-    return c.get("device") != "cuda" and int(c["batch_size"]) > 1
+def has_shape_peak(c) -> bool:
+    """Whether the cell recorded the shape peak its "% shape peak" divides by (a batch cell on the
+    CPU, ``benchmarks/cells.py`` shape_of, of a session that measured one)."""
+    peak = pd.to_numeric(c.get("shape_peak_gflops"), errors="coerce")
+    return peak is not None and not pd.isna(peak)
 
 
 def shape_peak_text(c) -> str:
     """The shape peak a cell's "% shape peak" divides by: GFLOP/s of numpy's and torch's best GEMMs at
     the cell's own network, batch and dtype (``benchmarks/shape_peaks.py``); sessions before
     it, per-sample and GPU cells have none."""
-    peak = pd.to_numeric(c.get("shape_peak_gflops"), errors="coerce")
-    return NA if peak is None or pd.isna(peak) else f"{peak:,.0f} GFLOP/s, this network at b{int(c['batch_size'])}"
+    if not has_shape_peak(c):
+        return NA
+    return f"{float(c['shape_peak_gflops']):,.0f} GFLOP/s, this network at b{int(c['batch_size'])}"
 
 
 def pytest_benchmark_table(payload: dict) -> pd.DataFrame:

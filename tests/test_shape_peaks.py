@@ -16,15 +16,17 @@ from tracking.peaks import shape_key
 
 
 @pytest.mark.parametrize("preset", ["hw1-q3", "hw1-q4"])
-def test_the_products_are_the_flops_the_roofline_counts(preset):
+@pytest.mark.parametrize("batch", [1, 256])
+def test_the_products_are_the_flops_the_roofline_counts(preset, batch):
     c = PRESETS[preset]
-    products = shape_peaks.step_products(c.sizes, 256)
+    products = shape_peaks.step_products(c.sizes, batch)
     per_sample = impls.flops_per_sample(impls.NetSpec(c.sizes, c.activation))
-    assert sum(p.flops for p in products) == 256 * per_sample
+    assert sum(p.flops for p in products) == batch * per_sample
     layers = len(c.sizes) - 1
     assert len(products) == 3 * layers - 1                    # forward and dW each layer, dA all but the first
+    assert [p.label for p in products][:3] == ["forward 1", "dW 1", "forward 2"]
     dA2 = next(p for p in products if p.label == "dA 2")
-    assert (dA2.m, dA2.k, dA2.n, dA2.b_transposed) == (256, c.sizes[2], c.sizes[1], True)
+    assert (dA2.m, dA2.k, dA2.n, dA2.b_transposed) == (batch, c.sizes[2], c.sizes[1], True)
 
 
 def test_each_product_counts_at_its_faster_library():

@@ -12,11 +12,15 @@ is held to the same table (tests/test_conformance.py).
   before any array is made (arrays made before keep 32 bits). It is set when this module is
   imported; every array here is created with an explicit dtype, so float32 runs stay float32
   (Python scalars are weakly typed and do not promote).
-- Threads: XLA's CPU backend sizes its own thread pool when it starts, on the first computation,
-  from ``XLA_FLAGS``; threadpoolctl and ``torch.set_num_threads`` do not reach it. ``pin_threads``
-  (called by benchmarks/threads.py ``pin_threads`` before the first computation) adds
-  ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`` for one thread; for more
-  it leaves XLA's own choice (every core), and says so in ``thread_setting``.
+- Threads: XLA takes no thread count. Its CPU pool runs on every core the process may use,
+  and threadpoolctl, ``torch.set_num_threads`` and the old one-thread ``XLA_FLAGS``
+  (``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``) do not confine it: with
+  those flags a jitted 256x784x256 GEMM here spent 1.87 CPU seconds per wall second
+  (docs/performance.md, "jax-cpu on one thread"). ``pin_threads`` (called by
+  benchmarks/threads.py ``pin_threads``) narrows the CPU affinity of every thread of the process
+  to its first ``n`` allowed CPUs, before or after the backend starts. That confines the whole
+  process, which is why a session runs each implementation in a worker of its own
+  (benchmarks/workers.py).
 """
 from __future__ import annotations
 
@@ -31,27 +35,29 @@ import numpy as np
 # (a scan over the whole epoch compiles once per epoch length: the harness's probe and its
 # timed passes have different lengths, and the first timed pass would include a compile)
 CHUNK = 32
-ONE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-_THREADS = {"setting": "xla default (every core)"}
+_THREADS = {"setting": "every core the process may use (not pinned)"}
 
 
 def pin_threads(n: int) -> str:
-    """Limit XLA's CPU threads to 1 when ``n == 1``: only possible before the backend starts.
-    Returns what XLA will use, in words."""
-    from jax._src import xla_bridge
-    if xla_bridge.backends_are_initialized():
-        _THREADS["setting"] += " (backend already started: --threads not applied)" if n == 1 else ""
+    """Confine this process, XLA's pool included, to ``n`` CPUs (its first ``n`` allowed ones)
+    by CPU affinity; returns what XLA will use, in words. Where the system has no affinity call,
+    nothing is confined and the words say so."""
+    if not hasattr(os, "sched_setaffinity"):
+        _THREADS["setting"] = "every core: this system cannot confine XLA (no CPU affinity)"
         return _THREADS["setting"]
-    flags = os.environ.get("XLA_FLAGS", "")
-    if n == 1 and "xla_cpu_multi_thread_eigen" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {ONE_THREAD_FLAGS}".strip()
-        _THREADS["setting"] = "1 (" + ONE_THREAD_FLAGS + ")"
-    elif n != 1:
-        _THREADS["setting"] = "xla default (every core): XLA takes no thread count but 1"
+    allowed = sorted(os.sched_getaffinity(0))
+    if n < len(allowed):
+        allowed = allowed[:n]
+        for tid in os.listdir("/proc/self/task"):   # threads started earlier keep their own mask
+            try:
+                os.sched_setaffinity(int(tid), allowed)
+            except OSError:                          # the thread ended meanwhile
+                pass
+    _THREADS["setting"] = f"{len(allowed)} (CPU affinity {','.join(map(str, allowed))})"
     return _THREADS["setting"]
 
 
-import jax  # after the helpers above: importing jax does not start its backend
+import jax  # noqa: E402  (kept below pin_threads, which needs no jax)
 
 jax.config.update("jax_enable_x64", True)
 

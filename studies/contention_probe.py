@@ -33,7 +33,7 @@ CASES = [
     ("torch-cpu t2 GOMP_SPINCOUNT=1000", "torch-cpu", 2, {"GOMP_SPINCOUNT": "1000"}),
     ("torch-cpu t2 GOMP_SPINCOUNT=10000", "torch-cpu", 2, {"GOMP_SPINCOUNT": "10000"}),
     ("torch-cpu t2 GOMP_SPINCOUNT=100000", "torch-cpu", 2, {"GOMP_SPINCOUNT": "100000"}),
-    ("jax t1", "jax-cpu", 1, {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}),
+    ("jax t1", "jax-cpu", 1, {}),
     ("jax t2", "jax-cpu", 2, {}),
 ]
 

@@ -93,13 +93,25 @@ def test_missing_backends_are_reasons_not_errors(monkeypatch):
 
 
 @pytest.mark.integration
-def test_one_thread_reaches_xla_before_its_backend_starts():
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity and two CPUs to tell one thread from several")
+def test_one_thread_confines_xla_to_one_cpu():
+    """XLA_FLAGS' one-thread flags no longer confine XLA's pool (impls/jax_cpu.py): pinned to one
+    thread, a jitted GEMM loop must spend no more CPU time than wall time, and every thread of
+    the process, XLA's included, must be allowed one CPU only."""
     runnable("jax-cpu")
-    code = ("import os; from benchmarks import threads; import impls; impls.get('jax-cpu'); "
-            "s = threads.pin_threads(1); print(s['jax']); print(os.environ['XLA_FLAGS'])")
-    # a fresh process as a session's worker starts: no XLA_FLAGS left by a test run earlier in this one
+    code = ("import os, time; from benchmarks import threads; import impls; impls.get('jax-cpu'); "
+            "s = threads.pin_threads(1); import jax, jax.numpy as jnp; "
+            "a = jnp.ones((256, 784), jnp.float32); b = jnp.ones((784, 256), jnp.float32); "
+            "f = jax.jit(lambda a, b: a @ b); f(a, b).block_until_ready(); "
+            "c0, t0 = time.process_time(), time.perf_counter(); "
+            "[f(a, b) for _ in range(300)][-1].block_until_ready(); "
+            "print((time.process_time() - c0) / (time.perf_counter() - t0)); print(s['jax']); "
+            "print(max(len(os.sched_getaffinity(int(t))) for t in os.listdir('/proc/self/task')))")
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "BPB_THREADS")}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                         check=True, env=env).stdout
-    assert "xla_cpu_multi_thread_eigen=false" in out.splitlines()[0]
-    assert "intra_op_parallelism_threads=1" in out.splitlines()[1]
+    cpu_per_wall, setting, widest = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+        env=env).stdout.splitlines()
+    assert setting.startswith("1 (CPU affinity ")
+    assert int(widest) == 1
+    assert float(cpu_per_wall) < 1.1     # two busy threads would read near 2; one CPU cannot exceed 1

@@ -2,16 +2,25 @@
 
 Below ``BLAS_FROM`` it runs loop kernels, compiled serial: four batch rows (or four output units)
 per pass over a weight row. From ``BLAS_FROM`` on, every layer's products go through BLAS
-(np.dot: SciPy's OpenBLAS), whose own threads share the GEMMs; the elementwise loops run serial.
+(np.dot: SciPy's OpenBLAS), and the batch is split into one part per numba thread: each part's
+rows go forward and backward on a thread of their own, with BLAS held to one thread, into a
+gradient buffer of their own; then each thread sums the parts' gradients over its slice of theta
+and steps the optimizer there. Measured on 2 threads (docs/performance.md, "numba-batch split by
+rows"): 107k samples/s against 81k when OpenBLAS's own two threads shared each product of the
+whole batch and the elementwise passes and Adam ran on one; on 1 thread, within 1% of that.
+BLAS must be held to one thread inside the parts: two threads each calling a two-thread
+OpenBLAS ran at 14k.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  np.dot's BLAS, loaded now so that thread pinning reaches it
 from numba import njit, prange
+from threadpoolctl import ThreadpoolController
 
 from impls.numba_kernels import (_FASTMATH, ONE, NumbaBase, _activate, _input_delta, _layer_forward,
-                                 _optimizer_step_inline, _softmax_loss, _variant)
+                                 _optimizer_step, _optimizer_step_inline, _softmax_loss, _variant)
 
 # ---- minibatch kernels: 4 rows (or 4 output units) per pass over a weight row ------------
 # One pass over a row of W^T serves four samples at once, so W (800 kB for net B's first
@@ -146,62 +155,95 @@ def _epoch_batch(x, y, order, theta, sizes, w_off, b_off, a_off, hp, relu, kind,
 
 
 @njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
-def _epoch_batch_blas(x, y, order, theta, sizes, w_off, b_off, a_off, hp, relu, kind, batch,
-                      g, m, v, state, abuf, dbuf, losses):
-    """Minibatch training with every layer's products in BLAS (np.dot: SciPy's OpenBLAS).
-    abuf and dbuf are flat: layer k's (batch, n_k) block starts at batch * a_off[k], so each
+def _part_grads(x, y, order, start, r0, r1, scale, theta, sizes, w_off, b_off, a_off, hp, relu, batch, g, abuf, dbuf):
+    """Rows r0:r1 of the batch at ``start``: forward and backward with every product in BLAS,
+    their share of the batch-mean gradient into g (theta's layout); returns their summed loss.
+    abuf and dbuf are flat: layer k's (rows, n_k) block starts at batch * a_off[k], so each
     block is C-contiguous, as np.dot needs; W^T's transpose is an F-contiguous view."""
     L = sizes.shape[0] - 1
     n0 = sizes[0]
+    one = hp[ONE]
+    nb = r1 - r0
+    if nb == 0:                                                # a short last batch, fewer rows than parts
+        g[:] = one * 0
+        return 0.0
+    total = 0.0
+    A0 = abuf[0:nb * n0].reshape((nb, n0))
+    for r in range(nb):
+        A0[r] = x[order[start + r0 + r]]
+    for k in range(L):
+        n_in, n_out, w, b = sizes[k], sizes[k + 1], w_off[k], b_off[k]
+        Ain = abuf[batch * a_off[k]:batch * a_off[k] + nb * n_in].reshape((nb, n_in))
+        Aout = abuf[batch * a_off[k + 1]:batch * a_off[k + 1] + nb * n_out].reshape((nb, n_out))
+        WT = theta[w:w + n_in * n_out].reshape((n_out, n_in))
+        np.dot(Ain, WT.T, Aout)
+        for r in range(nb):
+            for j in range(n_out):
+                Aout[r, j] = _activate(Aout[r, j] + theta[b + j], k == L - 1, relu, one)
+    nL = sizes[L]
+    ZL = abuf[batch * a_off[L]:batch * a_off[L] + nb * nL].reshape((nb, nL))
+    DL = dbuf[batch * a_off[L]:batch * a_off[L] + nb * nL].reshape((nb, nL))
+    for r in range(nb):
+        total += _softmax_loss(ZL[r], y[order[start + r0 + r]], DL[r])
+        for j in range(nL):
+            DL[r, j] *= scale                                  # the loss is a batch mean
+    for k in range(L - 1, -1, -1):
+        n_in, n_out, w, b = sizes[k], sizes[k + 1], w_off[k], b_off[k]
+        Ain = abuf[batch * a_off[k]:batch * a_off[k] + nb * n_in].reshape((nb, n_in))
+        Dout = dbuf[batch * a_off[k + 1]:batch * a_off[k + 1] + nb * n_out].reshape((nb, n_out))
+        WT = theta[w:w + n_in * n_out].reshape((n_out, n_in))
+        if k > 0:                                              # before this layer's W changes
+            Din = dbuf[batch * a_off[k]:batch * a_off[k] + nb * n_in].reshape((nb, n_in))
+            np.dot(Dout, WT, Din)
+            for r in range(nb):
+                for i in range(n_in):
+                    a = Ain[r, i]
+                    if relu:
+                        Din[r, i] = Din[r, i] if a > 0 else Din[r, i] * 0
+                    else:
+                        Din[r, i] *= a * (one - a)
+        GT = g[w:w + n_in * n_out].reshape((n_out, n_in))
+        np.dot(Dout.T, Ain, GT)
+        for j in range(n_out):
+            g[b + j] = one * 0
+        for r in range(nb):
+            for j in range(n_out):
+                g[b + j] += Dout[r, j]
+    return total
+
+
+_optimizer_step_serial = njit(cache=True, fastmath=_FASTMATH, error_model="numpy")(_variant(_optimizer_step, "_serial"))
+
+
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy", parallel=True)
+def _epoch_batch_blas(x, y, order, theta, sizes, w_off, b_off, a_off, hp, relu, kind, batch,
+                      gs, m, v, state, abufs, dbufs, losses):
+    """Minibatch training split into gs.shape[0] parts of every batch's rows (one per thread):
+    part k's gradient goes to gs[k], with its own work buffers abufs[k] and dbufs[k]; then each
+    thread sums the parts into gs[0] over its slice of theta and steps the optimizer there (through
+    a compiled call, not the inlined step, whose prange would nest in this one)."""
+    parts = gs.shape[0]
+    size = theta.shape[0]
     one = hp[ONE]
     n = order.shape[0]
     total = 0.0
     for start in range(0, n, batch):
         nb = min(batch, n - start)
-        scale = one / nb
-        A0 = abuf[0:nb * n0].reshape((nb, n0))
-        for r in range(nb):
-            A0[r] = x[order[start + r]]
-        for k in range(L):
-            n_in, n_out, w, b = sizes[k], sizes[k + 1], w_off[k], b_off[k]
-            Ain = abuf[batch * a_off[k]:batch * a_off[k] + nb * n_in].reshape((nb, n_in))
-            Aout = abuf[batch * a_off[k + 1]:batch * a_off[k + 1] + nb * n_out].reshape((nb, n_out))
-            WT = theta[w:w + n_in * n_out].reshape((n_out, n_in))
-            np.dot(Ain, WT.T, Aout)
-            for r in range(nb):
-                for j in range(n_out):
-                    Aout[r, j] = _activate(Aout[r, j] + theta[b + j], k == L - 1, relu, one)
-        nL = sizes[L]
-        ZL = abuf[batch * a_off[L]:batch * a_off[L] + nb * nL].reshape((nb, nL))
-        DL = dbuf[batch * a_off[L]:batch * a_off[L] + nb * nL].reshape((nb, nL))
-        for r in range(nb):
-            total += _softmax_loss(ZL[r], y[order[start + r]], DL[r])
-            for j in range(nL):
-                DL[r, j] *= scale                              # the loss is a batch mean
-        for k in range(L - 1, -1, -1):
-            n_in, n_out, w, b = sizes[k], sizes[k + 1], w_off[k], b_off[k]
-            Ain = abuf[batch * a_off[k]:batch * a_off[k] + nb * n_in].reshape((nb, n_in))
-            Dout = dbuf[batch * a_off[k + 1]:batch * a_off[k + 1] + nb * n_out].reshape((nb, n_out))
-            WT = theta[w:w + n_in * n_out].reshape((n_out, n_in))
-            if k > 0:                                          # before this layer's W changes
-                Din = dbuf[batch * a_off[k]:batch * a_off[k] + nb * n_in].reshape((nb, n_in))
-                np.dot(Dout, WT, Din)
-                for r in range(nb):
-                    for i in range(n_in):
-                        a = Ain[r, i]
-                        if relu:
-                            Din[r, i] = Din[r, i] if a > 0 else Din[r, i] * 0
-                        else:
-                            Din[r, i] *= a * (one - a)
-            GT = g[w:w + n_in * n_out].reshape((n_out, n_in))
-            np.dot(Dout.T, Ain, GT)
-            for j in range(n_out):
-                g[b + j] = one * 0
-            for r in range(nb):
-                for j in range(n_out):
-                    g[b + j] += Dout[r, j]
+        for k in prange(parts):
+            losses[k] = _part_grads(x, y, order, start, k * nb // parts, (k + 1) * nb // parts, one / nb, theta,
+                                    sizes, w_off, b_off, a_off, hp, relu, batch, gs[k], abufs[k], dbufs[k])
+        for k in range(parts):
+            total += losses[k]
         state[0] += 1
-        _optimizer_step_inline(theta, g, m, v, hp, kind, state[0])
+        step = state[0]
+        for k in prange(parts):
+            p0, p1 = k * size // parts, (k + 1) * size // parts
+            g = gs[0]
+            for q in range(1, parts):
+                gq = gs[q]
+                for p in range(p0, p1):
+                    g[p] += gq[p]
+            _optimizer_step_serial(theta[p0:p1], g[p0:p1], m[p0:p1], v[p0:p1], hp, kind, step)
     return total / max(n, 1)
 
 
@@ -211,15 +253,20 @@ def _epoch_batch_blas(x, y, order, theta, sizes, w_off, b_off, a_off, hp, relu, 
 # "Small batches, threads and a busy machine").
 _epoch_batch_serial = njit(cache=True, fastmath=_FASTMATH, error_model="numpy")(_variant(_epoch_batch, "_serial"))
 # From this batch size on, every layer's products go through BLAS (_epoch_batch_blas). Measured
-# (docs/performance.md, "numba kernels"), 1 thread, CPU time: on hw1-q3 (batch 256,
-# Adam) 1.28x numpy-batch and 1.7x the 4-row loop kernels; at batch 32 BLAS still led the serial
-# loops on both nets (1.17x, 1.14x); at batch 8 the loops led (0.85x). Two threads: not yet measured.
-BLAS_FROM = 32
+# (docs/performance.md, "numba kernels"), 1 thread, CPU time: on hw1-q3 (batch 256, Adam) 1.28x
+# numpy-batch and 1.7x the 4-row loop kernels; at batch 32 BLAS still led the serial loops on
+# both nets (1.17x, 1.14x); at batch 8 the loops led (0.85x). A part gets PART_ROWS rows at least.
+BLAS_FROM, PART_ROWS = 32, 16
+
+
+def parts_for(batch: int, threads: int) -> int:
+    """How many parts the BLAS kernel splits a batch into: one per thread, each of at least PART_ROWS rows."""
+    return max(1, min(threads, batch // PART_ROWS))
 
 
 class NumbaBatch(NumbaBase):
     name = "numba-batch"
-    description = "minibatch njit loops, 4 batch rows per pass over a weight row; BLAS from batch 32"
+    description = "minibatch njit loops, 4 batch rows per pass over a weight row; from batch 32, BLAS on rows split by thread"
 
     def __init__(self, spec, params, **config):
         super().__init__(spec, params, **config)
@@ -227,14 +274,26 @@ class NumbaBatch(NumbaBase):
         self._A = np.zeros((self.batch_size, width), dtype=self.dtype)
         self._D = np.zeros_like(self._A)
         self._losses = np.zeros(self.batch_size, dtype=np.float64)
+        self._blas = ThreadpoolController()       # built once: a limit through it costs microseconds
+        self._split = None                        # the BLAS kernel's per-part buffers, sized by parts_for
+
+    def _parts(self) -> tuple:
+        parts = parts_for(self.batch_size, numba.get_num_threads())
+        if self._split is None or self._split[0].shape[0] != parts:
+            width = self.batch_size * int(self._a_off[-1])
+            self._split = (np.zeros((parts, self.theta.size), self.dtype),
+                           np.zeros((parts, width), self.dtype), np.zeros((parts, width), self.dtype), np.zeros(parts))
+        return self._split
 
     def train_epoch(self, x, y, order):
         x, y, order = self._check_data(x, y, order)
         if self.batch_size >= BLAS_FROM:
-            return float(_epoch_batch_blas(x, y, order, self.theta, self._sizes, self._w_off, self._b_off,
-                                           self._a_off, self._hp, self.spec.activation == "relu", self._kind,
-                                           self.batch_size, self._g, self._m, self._v, self._state,
-                                           self._A.reshape(-1), self._D.reshape(-1), self._losses))
+            gs, abufs, dbufs, losses = self._parts()
+            with self._blas.limit(limits=1, user_api="blas"):
+                return float(_epoch_batch_blas(x, y, order, self.theta, self._sizes, self._w_off, self._b_off,
+                                               self._a_off, self._hp, self.spec.activation == "relu", self._kind,
+                                               self.batch_size, gs, self._m, self._v, self._state,
+                                               abufs, dbufs, losses))
         return float(_epoch_batch_serial(x, y, order, self.theta, self._sizes, self._w_off, self._b_off,
                                          self._a_off, self._hp, self.spec.activation == "relu", self._kind,
                                          self.batch_size, self._g, self._m, self._v, self._state,

@@ -204,6 +204,31 @@ def test_init_params_is_deterministic_and_follows_the_scheme():
 
 
 @pytest.mark.parametrize("dtype", impls.DTYPES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_numba_batch_rows_split_by_thread_hold_parity(threads, dtype):
+    """From BLAS_FROM, numba-batch splits each batch's rows into one part per numba thread and
+    sums the parts' gradients (impls/numba_batch.py). One part and two are held to the table, on
+    an epoch whose last batch has one row, so that one of two parts has none."""
+    import numba
+    from impls import numba_batch
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip(f"numba has {numba.config.NUMBA_NUM_THREADS} thread(s) here")
+    cls = implementation("numba-batch", dtype, 32)
+    x, y, order, params = _problem("relu")
+    order = order[:31 * 32 + 1]
+    want, _ = oracle.train_epoch(NETS["relu"], params, x, y, order, lr=1e-3, batch_size=32, optimizer="adam")
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        impl = cls(NETS["relu"], params, lr=1e-3, batch_size=32, dtype=dtype, optimizer="adam")
+        impl.train_epoch(x.astype(dtype), y, order)
+    finally:
+        numba.set_num_threads(before)
+    assert impl._split[0].shape[0] == numba_batch.parts_for(32, threads) == threads
+    assert impls.parity_error(impl.get_params(), want) <= TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("dtype", impls.DTYPES)
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
 @pytest.mark.parametrize("batch", [8, 32])
 def test_numba_batch_loop_and_blas_kernels_both_hold_parity(batch, opt, dtype):

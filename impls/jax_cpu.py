@@ -36,18 +36,19 @@ import numpy as np
 # timed passes have different lengths, and the first timed pass would include a compile)
 CHUNK = 32
 _THREADS = {"setting": "every core the process may use (not pinned)"}
+# the CPUs this process was given, before any pinning: a later, wider pin gives them back
+_GIVEN = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
 
 def pin_threads(n: int) -> str:
-    """Confine this process, XLA's pool included, to ``n`` CPUs (its first ``n`` allowed ones)
-    by CPU affinity; returns what XLA will use, in words. Where the system has no affinity call,
-    nothing is confined and the words say so."""
-    if not hasattr(os, "sched_setaffinity"):
+    """Confine this process, XLA's pool included, to ``n`` CPUs (the first ``n`` it was given) by
+    CPU affinity, or give every CPU back when ``n`` covers them; returns what XLA will use, in
+    words. Where the system has no affinity call, nothing is confined and the words say so."""
+    if not _GIVEN:
         _THREADS["setting"] = "every core: this system cannot confine XLA (no CPU affinity)"
         return _THREADS["setting"]
-    allowed = sorted(os.sched_getaffinity(0))
-    if n < len(allowed):
-        allowed = allowed[:n]
+    allowed = _GIVEN[:max(1, n)]
+    if sorted(os.sched_getaffinity(0)) != allowed:
         for tid in os.listdir("/proc/self/task"):   # threads started earlier keep their own mask
             try:
                 os.sched_setaffinity(int(tid), allowed)

@@ -28,6 +28,25 @@ def full_disk(tmp_path):
     yield from tmpfs(tmp_path / "full", "128k")
 
 
+@pytest.fixture(autouse=True)
+def _cpus_given_back():
+    """A test that pins threads in this process with jax-cpu loaded confines it by CPU affinity
+    (impls/jax_cpu.py); every later test, and every process it starts, would run on those CPUs.
+    Each test gives back the CPUs it found."""
+    import os
+    if not hasattr(os, "sched_getaffinity"):
+        yield
+        return
+    given = os.sched_getaffinity(0)
+    yield
+    if os.sched_getaffinity(0) != given:
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                os.sched_setaffinity(int(tid), given)
+            except OSError:
+                pass
+
+
 @pytest.fixture(scope="session")
 def dry_run(tmp_path_factory, pytestconfig, fashion):
     """One ``bench --dry-run`` session through the CLI, shared by the tests that read it:

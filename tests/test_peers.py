@@ -98,7 +98,7 @@ def test_missing_backends_are_reasons_not_errors(monkeypatch):
 def test_one_thread_confines_xla_to_one_cpu():
     """XLA_FLAGS' one-thread flags no longer confine XLA's pool (impls/jax_cpu.py): pinned to one
     thread, a jitted GEMM loop must spend no more CPU time than wall time, and every thread of
-    the process, XLA's included, must be allowed one CPU only."""
+    the process, XLA's included, must be allowed one CPU only, until a wider pin gives them back."""
     runnable("jax-cpu")
     code = ("import os, time; from benchmarks import threads; import impls; impls.get('jax-cpu'); "
             "s = threads.pin_threads(1); import jax, jax.numpy as jnp; "
@@ -107,11 +107,13 @@ def test_one_thread_confines_xla_to_one_cpu():
             "c0, t0 = time.process_time(), time.perf_counter(); "
             "[f(a, b) for _ in range(300)][-1].block_until_ready(); "
             "print((time.process_time() - c0) / (time.perf_counter() - t0)); print(s['jax']); "
-            "print(max(len(os.sched_getaffinity(int(t))) for t in os.listdir('/proc/self/task')))")
+            "print(max(len(os.sched_getaffinity(int(t))) for t in os.listdir('/proc/self/task'))); "
+            "threads.pin_threads(64); print(min(len(os.sched_getaffinity(int(t))) for t in os.listdir('/proc/self/task')))")
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "BPB_THREADS")}
-    cpu_per_wall, setting, widest = subprocess.run(
+    cpu_per_wall, setting, widest, back = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
         env=env).stdout.splitlines()
     assert setting.startswith("1 (CPU affinity ")
     assert int(widest) == 1
     assert float(cpu_per_wall) < 1.1     # two busy threads would read near 2; one CPU cannot exceed 1
+    assert int(back) == len(os.sched_getaffinity(0))     # a wider pin gives every CPU back

@@ -1,6 +1,7 @@
 """Helpers shared by the test modules (imported by them; conftest.py holds fixtures only)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -11,6 +12,21 @@ import pytest
 from tracking.peaks import Peak, Peaks
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """torch on one thread in this process for the block. In-process torch training in the test
+    run: beside the other pytest worker's processes, a two-thread torch spends its time waiting in
+    OpenMP barriers for a thread the machine has not scheduled (a batch-1 parity row of
+    tests/test_conformance.py took 40-48 s beside two busy loops, 2 s beside one)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run_cli(*args, cwd=None, env=None, timeout=600):

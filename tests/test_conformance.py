@@ -13,6 +13,7 @@ import pytest
 
 import impls
 from impls import oracle
+from tests.helpers import one_torch_thread
 from tests.tiers import grid
 
 # The one table of parity tolerances, shared with the harness's pre-timing check; the worst
@@ -82,6 +83,18 @@ def _load(small):
         order = np.random.default_rng(7).permutation(N)
         for net, spec in NETS.items():
             _DATA[net] = (x, y, order, impls.init_params(spec, seed=11, scheme="xavier"))
+
+
+@pytest.fixture(autouse=True)
+def _torch_rows_on_one_thread(request):
+    """The torch rows train on one thread (tests/helpers.py ``one_torch_thread``); torch-ddp's
+    keep the count that its default world size is taken from."""
+    name = getattr(getattr(request.node, "callspec", None), "params", {}).get("name", "")
+    if not isinstance(name, str) or not name.startswith("torch-") or name == "torch-ddp":
+        yield
+        return
+    with one_torch_thread():
+        yield
 
 
 # torch-compile compiles each configuration for seconds (docs/performance.md, "torch.compile"): the

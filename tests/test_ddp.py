@@ -27,6 +27,15 @@ SPEC = impls.NetSpec((784, 48, 24, 10), "relu")
 OPTIMIZERS = {"sgd": ("sgd", 0.0, 0.05), "momentum": ("sgd", 0.9, 0.02), "adam": ("adam", 0.0, 1e-3)}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One torch thread in this process (tests/helpers.py ``one_torch_thread``): world size 1's
+    rank gets one thread too, as world size 2's ranks get one each."""
+    from tests.helpers import one_torch_thread
+    with one_torch_thread():
+        yield
+
+
 @pytest.fixture(scope="module")
 def problem(small):
     x, y = small

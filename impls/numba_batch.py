@@ -17,7 +17,6 @@ import numba
 import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  np.dot's BLAS, loaded now so that thread pinning reaches it
 from numba import njit, prange
-from threadpoolctl import ThreadpoolController
 
 from impls.numba_kernels import (_FASTMATH, ONE, NumbaBase, _activate, _input_delta, _layer_forward,
                                  _optimizer_step, _optimizer_step_inline, _softmax_loss, _variant)
@@ -274,7 +273,6 @@ class NumbaBatch(NumbaBase):
         self._A = np.zeros((self.batch_size, width), dtype=self.dtype)
         self._D = np.zeros_like(self._A)
         self._losses = np.zeros(self.batch_size, dtype=np.float64)
-        self._blas = ThreadpoolController()       # built once: a limit through it costs microseconds
         self._split = None                        # the BLAS kernel's per-part buffers, sized by parts_for
 
     def _parts(self) -> tuple:

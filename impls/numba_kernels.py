@@ -24,6 +24,7 @@ import types
 
 import numpy as np
 from numba import njit, prange
+from threadpoolctl import ThreadpoolController
 
 from impls.base import Implementation
 
@@ -164,6 +165,7 @@ class NumbaBase(Implementation):
         self._m = np.zeros_like(self.theta)
         self._v = np.zeros_like(self.theta)
         self._state = np.zeros(1, dtype=np.int64)
+        self._blas = ThreadpoolController()       # built once: a limit through it costs microseconds
 
     def _check_data(self, x, y, order):
         x = np.ascontiguousarray(x, dtype=self.dtype)
@@ -174,13 +176,17 @@ class NumbaBase(Implementation):
                 for (i, o), w, b in zip(self.spec.layers, self._w_off, self._b_off)]
 
     def predict_proba(self, x):
-        # Evaluation is never timed: plain numpy GEMMs on views of theta.
-        a = np.asarray(x, dtype=self.dtype)
-        params = self.get_params()
-        for k, (W, b) in enumerate(params):
-            z = a @ W + b
-            if k < len(params) - 1:
-                a = np.maximum(z, 0) if self.spec.activation == "relu" else 1 / (1 + np.exp(-np.clip(z, -80, 80)))
+        # Evaluation is never timed: plain numpy GEMMs on views of theta, on one BLAS thread. On
+        # more, numpy's BLAS threads spin on after it into the next epoch and take a core from
+        # numba-batch's parts (docs/performance.md, "numba-batch split by rows": 92k against 104k
+        # samples/s for the epoch after an evaluation).
+        with self._blas.limit(limits=1, user_api="blas"):
+            a = np.asarray(x, dtype=self.dtype)
+            params = self.get_params()
+            for k, (W, b) in enumerate(params):
+                z = a @ W + b
+                if k < len(params) - 1:
+                    a = np.maximum(z, 0) if self.spec.activation == "relu" else 1 / (1 + np.exp(-np.clip(z, -80, 80)))
         z = z - z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)

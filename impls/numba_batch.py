@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-import scipy.linalg.cython_blas  # noqa: F401  np.dot's BLAS, loaded now so that thread pinning reaches it
 from numba import njit, prange
 
 from impls.numba_kernels import (_FASTMATH, ONE, NumbaBase, _activate, _input_delta, _layer_forward,
-                                 _optimizer_step, _optimizer_step_inline, _softmax_loss, _variant)
+                                 _optimizer_step, _optimizer_step_inline, _softmax_loss, _variant, blas_threads)
 
 # ---- minibatch kernels: 4 rows (or 4 output units) per pass over a weight row ------------
 # One pass over a row of W^T serves four samples at once, so W (800 kB for net B's first
@@ -287,7 +286,7 @@ class NumbaBatch(NumbaBase):
         x, y, order = self._check_data(x, y, order)
         if self.batch_size >= BLAS_FROM:
             gs, abufs, dbufs, losses = self._parts()
-            with self._blas.limit(limits=1, user_api="blas"):
+            with blas_threads().limit(limits=1, user_api="blas"):
                 return float(_epoch_batch_blas(x, y, order, self.theta, self._sizes, self._w_off, self._b_off,
                                                self._a_off, self._hp, self.spec.activation == "relu", self._kind,
                                                self.batch_size, gs, self._m, self._v, self._state,

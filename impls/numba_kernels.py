@@ -20,9 +20,12 @@ The optimizers are one fused loop each: per sample inside the gradient loop
 """
 from __future__ import annotations
 
+import functools
 import types
 
 import numpy as np
+# np.dot's BLAS inside njit (SciPy's), loaded now so that thread pinning and blas_threads() reach it
+import scipy.linalg.cython_blas  # noqa: F401
 from numba import njit, prange
 from threadpoolctl import ThreadpoolController
 
@@ -142,6 +145,13 @@ def _variant(func, suffix: str):
 _optimizer_step_inline = njit(cache=True, fastmath=_FASTMATH, error_model="numpy", inline="always")(_variant(_optimizer_step, "_inline"))
 
 
+@functools.cache
+def blas_threads():
+    """The process's threadpoolctl controller, built once: a limit through it costs microseconds
+    (``threadpool_limits`` walks the loaded libraries each time: 0.7 ms)."""
+    return ThreadpoolController()
+
+
 class NumbaBase(Implementation):
     """theta's layout (offsets, hyperparameters, optimizer state) and what both numba classes share."""
     def __init__(self, spec, params, **config):
@@ -165,7 +175,6 @@ class NumbaBase(Implementation):
         self._m = np.zeros_like(self.theta)
         self._v = np.zeros_like(self.theta)
         self._state = np.zeros(1, dtype=np.int64)
-        self._blas = ThreadpoolController()       # built once: a limit through it costs microseconds
 
     def _check_data(self, x, y, order):
         x = np.ascontiguousarray(x, dtype=self.dtype)
@@ -180,7 +189,7 @@ class NumbaBase(Implementation):
         # more, numpy's BLAS threads spin on after it into the next epoch and take a core from
         # numba-batch's parts (docs/performance.md, "numba-batch split by rows": 92k against 104k
         # samples/s for the epoch after an evaluation).
-        with self._blas.limit(limits=1, user_api="blas"):
+        with blas_threads().limit(limits=1, user_api="blas"):
             a = np.asarray(x, dtype=self.dtype)
             params = self.get_params()
             for k, (W, b) in enumerate(params):

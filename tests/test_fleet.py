@@ -178,9 +178,12 @@ def test_a_host_that_dies_mid_session_fails_its_cells_and_the_other_host_finishe
     parent_b, cells_b = by_label["b"]
     assert parent_b.info.status in ("FINISHED", "FAILED") and parent_b.info.status != "RUNNING"
     assert all(c.info.status in ("FINISHED", "FAILED") for c in cells_b.values())    # nothing left RUNNING
-    # the cell in flight: FAILED, node lost; the cells after it never started, and are listed so
+    # the cell in flight: FAILED, node lost; the cells after it never started, and are listed so.
+    # Under load the cell seen RUNNING can end in the moment before the kill lands (a dry-run cell
+    # is a second or less): the kill then falls between two cells, no run is FAILED, and every
+    # cell after the last FINISHED one is listed as never started (the count below checks it)
     reasons = [c.data.tags.get("bpb.failure_reason", "") for c in cells_b.values() if c.info.status == "FAILED"]
-    assert len(reasons) == 1 and "node lost" in reasons[0], reasons
+    assert len(reasons) <= 1 and all("node lost" in r for r in reasons), reasons
     never = [line for line in out.splitlines() if line.startswith("[b]   ") and "never started" in line]
     assert never and all("FAILED" in line and "node lost" in line for line in never), out[-3000:]
     assert len(cells_b) + len(never) == len(cells_a), (sorted(cells_b), never)

@@ -45,7 +45,9 @@ def eight(server, tmp_path_factory):
     out = tmp_path_factory.mktemp("eight")
     procs = [bench(server.url, out, "--machine", label) for label in LABELS * 2]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0] * 8, outputs
+    failed = [f"session {i} ({label}) exit {p.returncode}:\n{text[-3000:]}"
+              for i, (label, p, text) in enumerate(zip(LABELS * 2, procs, outputs)) if p.returncode]
+    assert not failed, "\n\n".join(failed)
     return outputs
 
 

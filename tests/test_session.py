@@ -264,10 +264,14 @@ def test_the_session_follows_mlflow_conventions_and_prints_progress(dry_run):
     exp = client.get_experiment_by_name("backprop-bench")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     view = json.loads(exp.tags["mlflow.sharedViewState.backprop-bench-latest"])
-    assert "metrics.`speedup_vs_reference`" in json.loads(view["state"])["selectedColumns"]
+    columns = json.loads(view["state"])["selectedColumns"]
+    assert "metrics.`speedup_vs_reference`" in columns and "metrics.`shape_fraction`" in columns
     runs = client.search_runs([exp.experiment_id])
     parent = next(r for r in runs if r.data.tags["bpb.kind"] == "session")
     cells = [r for r in runs if r.data.tags["bpb.kind"] == "cell" and r.data.tags["bpb.cell_kind"] != "scaling"]
+    # no column of the view is empty: each metric it shows is logged by some cell of the session
+    logged = set().union(*(r.data.metrics for r in cells))
+    assert {c[len("metrics.`"):-1] for c in columns if c.startswith("metrics.")} <= logged, sorted(logged)
     for run in (r for r in runs if r.data.tags.get("bpb.cell_kind") == "scaling"):      # tests/test_scaling.py
         kind = run.data.tags["bpb.scaling"]
         assert run.info.run_name.startswith(f"{run.data.tags['implementation']} "), run.info.run_name

@@ -25,12 +25,13 @@ from tracking.store import Store
 REASON_TAG = "bpb.failure_reason"
 # The saved view every session updates: MLflow's Views menu lists experiment tags named
 # mlflow.sharedViewState.<id>, and ?viewStateShareKey=<id> opens one. Its columns answer
-# "how fast, how much faster, how accurate, how noisy, how exact" without clicking.
+# "how fast, how much faster, how accurate, how noisy, how exact, how near this machine's GEMM
+# speed (the 2048^3 peak, and the net's own shapes for a CPU batch cell)" without clicking.
 VIEW_ID = "backprop-bench-latest"
 VIEW_COLUMNS = ["metrics.`samples_per_second_median`", "metrics.`speedup_vs_reference`", "metrics.`test_accuracy`",
                 "metrics.`samples_per_second_relative_iqr`", "metrics.`parity_max_error`",
-                "metrics.`roofline_fraction`", "metrics.`compile_seconds`", "params.`dtype`", "params.`batch_size`",
-                "tags.`implementation`"]
+                "metrics.`roofline_fraction`", "metrics.`shape_fraction`", "metrics.`compile_seconds`", "params.`dtype`",
+                "params.`batch_size`", "tags.`implementation`"]
 # Pixels, where the UI's default width cuts a cell's name or the first figures of its values
 VIEW_WIDTHS = {"attributes.`Run Name`": 320, "runDateAndNestInfo": 150, VIEW_COLUMNS[0]: 150, VIEW_COLUMNS[1]: 120,
                VIEW_COLUMNS[2]: 110}

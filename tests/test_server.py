@@ -43,10 +43,11 @@ def server(pg_dir, tmp_path_factory):
 def eight(server, tmp_path_factory):
     """8 sessions under 4 machine labels, started at the same moment against one server."""
     out = tmp_path_factory.mktemp("eight")
-    procs = [bench(server.url, out, "--machine", label) for label in LABELS * 2]
+    labels = LABELS * 2
+    procs = [bench(server.url, out, "--machine", label) for label in labels]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     failed = [f"session {i} ({label}) exit {p.returncode}:\n{text[-3000:]}"
-              for i, (label, p, text) in enumerate(zip(LABELS * 2, procs, outputs)) if p.returncode]
+              for i, (label, p, text) in enumerate(zip(labels, procs, outputs)) if p.returncode]
     assert not failed, "\n\n".join(failed)
     return outputs
 

@@ -17,7 +17,9 @@ import numpy as np
 from tracking.peaks import PROBE_FIGURES, Peak, Peaks, probe_metric
 
 PROBE_N = 2048          # 2048^3: each GEMM lasts 0.05-0.5 s here, long past any turbo burst
-DRY_RUN_PROBE = {"n": 512, "seconds": 0.05}   # a dry run's probe: about 2 s in all, as before the peak probe had repeats
+# a dry run's probe: 3 repeats of 0.01 s on a 256^3 GEMM, about 0.3 s for the four probes here (the
+# 512^3 one over five 0.05 s repeats took 2.2 s). A dry run checks that everything runs: its figures are not a peak
+DRY_RUN_PROBE = {"n": 256, "seconds": 0.01, "repeats": 3}
 PEAK_RULE = ("the larger of the numpy and torch medians, measured at the session's start "
              "(the cells' rooflines are fixed before they run; the end probe shows the drift)")
 
@@ -117,7 +119,7 @@ def session_probes(needed, threads: int, dry_run: bool = False, log=print) -> di
     """The start-of-session probes, by (dtype, on one thread): both dtypes on the session's
     threads, and on 1 thread for each dtype in ``needed`` (the dtypes of the session's
     single-threaded cells). On a 1-thread session the one probe serves both.
-    A dry run probes a 512^3 GEMM over 0.05 s repeats: its figures are not a peak."""
+    A dry run probes a small GEMM briefly (``DRY_RUN_PROBE``): its figures are not a peak."""
     size = DRY_RUN_PROBE if dry_run else {}
     t0, probes = time.perf_counter(), {}
     for dtype in ("float32", "float64"):

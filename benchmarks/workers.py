@@ -20,6 +20,7 @@ import importlib
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -124,6 +125,12 @@ def _worker(conn, job: Job, cells: list[Cell]) -> None:
         group_runner(cells)(cells, data, recorder, job.peaks, job.options, job.gpu_peaks)
         recorder.sync()           # the last cell's writes: the session waits for them either way
         conn.send(("done", recorder.waited))
+        conn.close()
+        # everything is sent and the session waits for this process to end before its next
+        # worker starts: end it without the interpreter's teardown (benchmarks/__main__.py)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(0)
     except KeyboardInterrupt:
         _quietly(conn.send, ("interrupted",))
     except (BrokenPipeError, EOFError, ConnectionResetError):

@@ -114,11 +114,11 @@ def building(path: Path):
     return lambda: seen() != before or any(p.name.startswith(f".{path.name}.") for p in path.parent.iterdir())
 
 
-def interrupt(args: list[str], started, sig: int, after: float) -> subprocess.CompletedProcess:
+def interrupt(args: list[str], started, sig: int, after: float, env=None) -> subprocess.CompletedProcess:
     """``python -m benchmarks ARGS``, sent ``sig`` ``after`` seconds once ``started()`` is
     true, or once it has ended."""
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", *args], cwd=ROOT, env={**ENV, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while proc.poll() is None and time.time() < deadline and not started():
         time.sleep(0.05)
@@ -143,11 +143,14 @@ def assert_interrupted(proc, sig: int) -> None:
 
 
 def test_a_first_use_interrupted_at_any_moment_leaves_no_store_or_a_complete_one(tmp_path):
+    """Each try with a cache of its own: no template (tracking/template.py), so that MLflow's
+    migrations run and are interrupted, and so is the template's keeping."""
     path = tmp_path / "new.db"
     uri = f"sqlite:///{path}"
     rng = random.Random(21)
-    for sig in SIGNALS:
-        proc = interrupt(["store", "check", "--tracking-uri", uri], building(path), sig, rng.uniform(0, 1.5))
+    for i, sig in enumerate(SIGNALS):
+        proc = interrupt(["store", "check", "--tracking-uri", uri], building(path), sig, rng.uniform(0, 1.5),
+                         env={"XDG_CACHE_HOME": str(tmp_path / f"cache-{i}")})
         assert_interrupted(proc, sig)
         if path.exists():             # the build finished before the signal: complete
             from tracking import schema

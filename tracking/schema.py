@@ -25,6 +25,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import tracking.template as template
 from tracking.failure import TrackingError, describe
 
 # what an interrupted alembic step leaves, when the next try runs it again
@@ -181,12 +182,15 @@ def upgrade(eng, revision: str = "heads") -> None:
 
 
 def build(real: Path, source: Path | None = None) -> Path:
-    """A temporary file beside ``real``: a new store at this MLflow's schema, or a copy of
-    ``source`` migrated to it. Removed again when anything (an interrupt included) stops it."""
+    """A temporary file beside ``real``: a new store at this MLflow's schema (a copy of the
+    template, tracking/template.py, when there is a good one), or a copy of ``source`` migrated to
+    it. Removed again when anything (an interrupt included) stops it."""
     from mlflow.store.db.utils import InitialBase
     tmp = temp_name(real)
     tmp.unlink(missing_ok=True)
     try:
+        if source is None and template.copy_to(tmp, head(), complete_and_empty):
+            return tmp
         if source is not None:
             copy(source, tmp)
         eng = engine(tmp)
@@ -199,6 +203,8 @@ def build(real: Path, source: Path | None = None) -> Path:
         found = inspect(tmp)
         if found.kind != "current":
             raise TrackingError(f"building {real} left it {found.kind} at revision {found.revision}")
+        if source is None:
+            template.keep(tmp, head())
         return tmp
     except BaseException as exc:
         for p in (tmp, Path(f"{tmp}-journal")):
@@ -207,6 +213,15 @@ def build(real: Path, source: Path | None = None) -> Path:
         if stop is not None and stop is not exc:
             raise stop from None     # Ctrl-C or SIGTERM, not the error SQLAlchemy raised on its way out
         raise
+
+
+def complete_and_empty(path: Path) -> bool:
+    """A store at this MLflow's schema that holds nothing: what a copy of the template must be."""
+    try:
+        found = inspect(path)
+    except TrackingError:
+        return False
+    return found.kind == "current" and found.empty
 
 
 def interrupt_in(exc: BaseException) -> BaseException | None:
@@ -222,13 +237,8 @@ def interrupt_in(exc: BaseException) -> BaseException | None:
 
 
 def copy(source: Path, target: Path) -> None:
-    """A consistent copy of the store ``source`` (SQLite's backup API), with its mode and owner."""
-    src, dst = sqlite3.connect(source, timeout=60), sqlite3.connect(target)
-    try:
-        src.backup(dst)
-    finally:
-        dst.close()
-        src.close()
+    """A consistent copy of the store ``source`` (``template.backup``), with its mode and owner."""
+    template.backup(source, target)
     st = source.stat()
     os.chmod(target, st.st_mode & 0o7777)
     if os.geteuid() == 0:

@@ -127,3 +127,33 @@ def test_hw1_q4_numpy_and_numba_sample_agree_and_learn(tmp_path, size):
     assert round(numpy_run["summary"]["test_accuracy"], 4) == round(numba_run["summary"]["test_accuracy"], 4)
     for a, b in zip(numpy_run["epochs"], numba_run["epochs"]):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9)
+
+
+LEAVING = """
+import atexit, concurrent.futures, sys, threading, time, weakref
+from pathlib import Path
+from benchmarks.__main__ import leave
+out = Path(sys.argv[1])
+pool = concurrent.futures.ThreadPoolExecutor(1)       # an idle worker, as MLflow's async logging keeps
+pool.submit(lambda: None).result()
+worker = threading.Thread(target=lambda: (time.sleep(0.5), (out / "thread").write_text("joined")))
+worker.start()                                        # not a daemon: waited for
+atexit.register(lambda: (out / "atexit").write_text("ran"))
+class Kept: pass
+kept = Kept()
+weakref.finalize(kept, lambda: (out / "finalize").write_text("ran"))
+sys.stdout.write("buffered, no newline")
+leave(3)
+"""
+
+
+def test_a_command_s_quick_exit_waits_for_threads_runs_its_hooks_and_keeps_its_output(tmp_path):
+    """``benchmarks/__main__.py`` ``leave``: the exit code given, the output flushed, a thread that
+    is not a daemon joined, atexit handlers and finalizers run, and a thread pool's idle worker
+    does not hold it (it did: joined before threading's exit hooks told the pool to stop)."""
+    proc = subprocess.run([sys.executable, "-c", LEAVING, str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == "buffered, no newline"
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"thread": "joined", "atexit": "ran",
+                                                                  "finalize": "ran"}

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import impls
+import mlflow
 import tracking
 from benchmarks import baseline as baseline_file
 from benchmarks.gate import GateOptions, run_gate
@@ -29,9 +30,12 @@ CPU_IMPLS = [n for n, why in impls.available().items()
 
 @pytest.fixture(scope="module")
 def gate(tmp_path_factory):
-    """One full gate session of this tree against the committed baseline, speed at warn."""
+    """One full gate session of this tree against the committed baseline, speed at warn, on one
+    thread: it shares two cores with the other pytest worker, and spares two of its four peak
+    probes. The thread choice is tested by every other session; numba-batch's two-thread split, in
+    tests/test_conformance.py."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('gate') / 'mlflow.db'}"
-    proc = run_cli("regress", "--speed", "warn", "--tracking-uri", uri, env={"CI": "1"})
+    proc = run_cli("regress", "--speed", "warn", "--threads", "1", "--tracking-uri", uri, env={"CI": "1"})
     return uri, proc, tracking.latest_session(tracking.connect(uri), mode="regress")
 
 
@@ -53,7 +57,6 @@ def test_gate_passes_on_this_tree_and_prints_its_table(gate):
     m = re.search(r"regress: (\d+) of (\d+) checks pass", proc.stdout)
     assert m and m.group(1) == m.group(2)
     # the verdicts are on the session's MLflow run too
-    import mlflow
     client = mlflow.MlflowClient(uri)
     assert client.get_run(run_id).data.tags["regress.result"] in ("pass", "warn")
     logged = json.loads(Path(client.download_artifacts(run_id, "regress/verdicts.json")).read_text())
@@ -70,7 +73,6 @@ def test_update_moves_only_entries_that_left_their_band_and_then_passes(gate, tm
     proc = run_cli("regress", "--update", "--run-id", run_id, "--baseline", str(baseline), "--tracking-uri", uri)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     new, old = json.loads(baseline.read_text()), json.loads(COMMITTED.read_text())
-    import mlflow
     logged = json.loads(Path(mlflow.MlflowClient(uri).download_artifacts(
         run_id, "regress/verdicts.json", str(tmp_path))).read_text())
     assert logged["updated"] is True
@@ -120,7 +122,6 @@ def test_a_noise_profile_of_the_machine_judges_the_speed_checks_measured_there(g
 
 def test_a_run_that_is_not_a_gate_session_is_refused(gate):
     uri, _, run_id = gate
-    import mlflow
     child = mlflow.MlflowClient(uri).search_runs(
         [mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=1)[0].info.run_id
@@ -254,7 +255,7 @@ def test_accuracy_drop_fails_the_gate_naming_the_cell(tmp_path, capsys, monkeypa
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     options = GateOptions(impls=("numpy-batch",), checks=("accuracy", "parity"))
     monkeypatch.setenv("BPB_FAULT", "tests.faults:lr_schedule_bug_numpy_batch")
-    rc = run_gate(options, COMMITTED, store=tracking.connect(uri), out_dir=str(tmp_path / "r"), log=print)
+    rc = run_gate(options, COMMITTED, store=tracking.connect(uri), out_dir=str(tmp_path / "r"), log=print, threads=1)
     out = capsys.readouterr().out
     assert rc == 1
     rows = verdict_rows(out)
@@ -272,7 +273,7 @@ def test_float32_parity_break_fails_the_gate(tmp_path, capsys, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     options = GateOptions(impls=("numba-batch",), checks=("parity",))
     monkeypatch.setenv("BPB_FAULT", "tests.faults:float32_bug_numba_batch")
-    rc = run_gate(options, COMMITTED, store=tracking.connect(uri), out_dir=str(tmp_path / "r"), log=print)
+    rc = run_gate(options, COMMITTED, store=tracking.connect(uri), out_dir=str(tmp_path / "r"), log=print, threads=1)
     out = capsys.readouterr().out
     assert rc == 1
     parity = {r[0]: r[-1] for r in verdict_rows(out) if r[1] == "parity"}

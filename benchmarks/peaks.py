@@ -17,9 +17,10 @@ import numpy as np
 from tracking.peaks import PROBE_FIGURES, Peak, Peaks, probe_metric
 
 PROBE_N = 2048          # 2048^3: each GEMM lasts 0.05-0.5 s here, long past any turbo burst
-# a dry run's probe: 3 repeats of 0.01 s on a 256^3 GEMM, about 0.3 s for the four probes here (the
-# 512^3 one over five 0.05 s repeats took 2.2 s). A dry run checks that everything runs: its figures are not a peak
-DRY_RUN_PROBE = {"n": 256, "seconds": 0.01, "repeats": 3}
+# a dry run's probe: 3 repeats of 0.01 s on a 256^3 GEMM, through numpy only, about 0.3 s for the four
+# probes here (the 512^3 one over five 0.05 s repeats took 2.2 s, and importing torch for it 1.7 s
+# more). A dry run checks that everything runs: its figures are not a peak
+DRY_RUN_PROBE = {"n": 256, "seconds": 0.01, "repeats": 3, "libraries": ("numpy",)}
 PEAK_RULE = ("the larger of the numpy and torch medians, measured at the session's start "
              "(the cells' rooflines are fixed before they run; the end probe shows the drift)")
 

@@ -20,7 +20,6 @@ import importlib
 import multiprocessing as mp
 import os
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 import impls
 from benchmarks.config import UsageError
 from benchmarks.inventory import FAULT_ENV
+from benchmarks.leave import leave
 from benchmarks.plan import BenchOptions, Cell
 from benchmarks.threads import pin_threads
 from tracking.peaks import Peaks
@@ -126,11 +126,9 @@ def _worker(conn, job: Job, cells: list[Cell]) -> None:
         recorder.sync()           # the last cell's writes: the session waits for them either way
         conn.send(("done", recorder.waited))
         conn.close()
-        # everything is sent and the session waits for this process to end before its next
-        # worker starts: end it without the interpreter's teardown (benchmarks/__main__.py)
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        os._exit(0)
+        # everything is sent, and the session waits for this process to end before its next
+        # worker starts: its exit hooks run, its teardown is skipped
+        leave(0)
     except KeyboardInterrupt:
         _quietly(conn.send, ("interrupted",))
     except (BrokenPipeError, EOFError, ConnectionResetError):

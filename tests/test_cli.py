@@ -132,7 +132,7 @@ def test_hw1_q4_numpy_and_numba_sample_agree_and_learn(tmp_path, size):
 LEAVING = """
 import atexit, concurrent.futures, sys, threading, time, weakref
 from pathlib import Path
-from benchmarks.__main__ import leave
+from benchmarks.leave import leave
 out = Path(sys.argv[1])
 pool = concurrent.futures.ThreadPoolExecutor(1)       # an idle worker, as MLflow's async logging keeps
 pool.submit(lambda: None).result()
@@ -148,7 +148,7 @@ leave(3)
 
 
 def test_a_command_s_quick_exit_waits_for_threads_runs_its_hooks_and_keeps_its_output(tmp_path):
-    """``benchmarks/__main__.py`` ``leave``: the exit code given, the output flushed, a thread that
+    """``benchmarks/leave.py``: the exit code given, the output flushed, a thread that
     is not a daemon joined, atexit handlers and finalizers run, and a thread pool's idle worker
     does not hold it (it did: joined before threading's exit hooks told the pool to stop)."""
     proc = subprocess.run([sys.executable, "-c", LEAVING, str(tmp_path)], capture_output=True, text=True, cwd=ROOT,

@@ -21,9 +21,9 @@ def leave(code) -> None:
     shutdown = getattr(threading, "_shutdown", None)      # what CPython's exit calls first
     if shutdown is None or sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(code)
-    # threading's own exit hooks first (they tell thread pools such as MLflow's async logging
-    # workers to stop), then every thread that is not a daemon joined: joined without those
-    # hooks, a pool's idle worker is waited for forever
+    # threading's own exit hooks first (they tell concurrent.futures thread pools to stop), then
+    # every thread that is not a daemon joined: joined without those hooks, a pool's idle worker
+    # is waited for forever (tests/test_cli.py)
     shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):

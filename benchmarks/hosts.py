@@ -47,7 +47,8 @@ def measure_here(threads: int | None, reason: str, one_thread_dtypes: set[str], 
         f"{' '.join(f'{k}={v}' for k, v in thread_env.items()) or 'none set'}")
     probes = peak_probes.session_probes(one_thread_dtypes, threads, dry_run, log)
     shape = shape_peaks.session_shape_peaks(shapes, threads, dry_run, log)
-    peaks = peak_probes.record(probes, gpu.session_peaks(wants_gpu, log), shape)
+    peaks = peak_probes.record(probes, gpu.session_peaks(wants_gpu, log), shape,
+                               peak_probes.DRY_RUN_RULE if dry_run else peak_probes.PEAK_RULE)
     return Measured(threads, reason, pinned, inventory, probes, peaks, shape)
 
 

@@ -17,12 +17,17 @@ import numpy as np
 from tracking.peaks import PROBE_FIGURES, Peak, Peaks, probe_metric
 
 PROBE_N = 2048          # 2048^3: each GEMM lasts 0.05-0.5 s here, long past any turbo burst
-# a dry run's probe: 3 repeats of 0.01 s on a 256^3 GEMM, through numpy only, about 0.3 s for the four
+PROBE = {"n": PROBE_N, "seconds": 0.3, "repeats": 5}
+# a dry run's probe: 3 repeats of 0.01 s on a 256^3 GEMM, through numpy only, 0.1 s for the four
 # probes here (the 512^3 one over five 0.05 s repeats took 2.2 s, and importing torch for it 1.7 s
 # more). A dry run checks that everything runs: its figures are not a peak
 DRY_RUN_PROBE = {"n": 256, "seconds": 0.01, "repeats": 3, "libraries": ("numpy",)}
-PEAK_RULE = ("the larger of the numpy and torch medians, measured at the session's start "
+PEAK_RULE = (f"the larger of the numpy and torch medians of {PROBE['repeats']} repeats of {PROBE['seconds']:g} s "
+             f"on a {PROBE_N}^3 GEMM, measured at the session's start "
              "(the cells' rooflines are fixed before they run; the end probe shows the drift)")
+DRY_RUN_RULE = (f"a dry run's, not a peak: the numpy median of {DRY_RUN_PROBE['repeats']} repeats of "
+                f"{DRY_RUN_PROBE['seconds']:g} s on a {DRY_RUN_PROBE['n']}^3 GEMM, measured at the session's start; "
+                "its shape peaks through numpy only")
 
 
 @dataclass
@@ -84,8 +89,8 @@ def _repeats(gemm, flops: float, repeats: int, seconds: float) -> list[float]:
     return rates
 
 
-def peak_probe(dtype: str = "float32", threads: int | None = None, repeats: int = 5, seconds: float = 0.3,
-               n: int = PROBE_N, libraries=("numpy", "torch")) -> PeakProbe:
+def peak_probe(dtype: str = "float32", threads: int | None = None, repeats: int = PROBE["repeats"],
+               seconds: float = PROBE["seconds"], n: int = PROBE_N, libraries=("numpy", "torch")) -> PeakProbe:
     """The GEMM peak of this machine in ``dtype`` on ``threads`` threads (None: as the BLAS is
     pinned now): numpy's ``matmul`` and ``torch.mm`` into preallocated outputs, alternating
     library by library. torch is skipped where it is not installed."""
@@ -137,12 +142,13 @@ def end_probe(threads: int, dry_run: bool = False) -> PeakProbe:
     return peak_probe("float32", threads, **(DRY_RUN_PROBE if dry_run else {}))
 
 
-def record(probes: dict[tuple[str, bool], PeakProbe], gpu: dict | None = None, shapes: dict | None = None) -> Peaks:
+def record(probes: dict[tuple[str, bool], PeakProbe], gpu: dict | None = None, shapes: dict | None = None,
+           rule: str = PEAK_RULE) -> Peaks:
     """The session's ``Peaks``: each start probe's peak, spread and library, the GPU's peaks
-    per mode (``benchmarks/gpu.py``), ``PEAK_RULE``, and the shape peaks' GFLOP/s
-    (``benchmarks/shape_peaks.py``)."""
+    per mode (``benchmarks/gpu.py``), the rule that says what the probes were (``PEAK_RULE``, a dry
+    run's ``DRY_RUN_RULE``), and the shape peaks' GFLOP/s (``benchmarks/shape_peaks.py``)."""
     return Peaks(tuple(Peak(dtype, one, p.peak, p.spread, p.source) for (dtype, one), p in probes.items()),
-                 dict(gpu or {}), PEAK_RULE, shapes={key: s.gflops() for key, s in (shapes or {}).items()})
+                 dict(gpu or {}), rule, shapes={key: s.gflops() for key, s in (shapes or {}).items()})
 
 
 def probe_metrics(probes: dict[tuple[str, bool], PeakProbe], when: str) -> dict[str, float]:

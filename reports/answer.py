@@ -76,7 +76,7 @@ def headline(cells: pd.DataFrame, speedup_base: str, repeats: dict | None = None
             line += f", {up:.3g}x {speedup_base}"
         shape = pd.to_numeric(pick.loc[pick["impl"] == best, "shape_fraction"], errors="coerce").median()
         if not math.isnan(shape):
-            line += f", {100 * shape:.0f}% of what numpy's and torch's GEMMs reach at these shapes"
+            line += f", {100 * shape:.0f}% of what this machine's GEMMs reach at these shapes"
         line += f"; parity passed (max relative error {ranked['parity'].iat[0]:.1e})"
         lines.append(line + note)
         lines += disagreements(judged, preset, dtype, batch, where)

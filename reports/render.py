@@ -58,7 +58,8 @@ def _facts(meta: dict, peaks: Peaks) -> list[str]:
         f"session run `{meta.get('run_id', '?')}` ({meta.get('mode', '?')}), dataset {meta.get('dataset', '?')}",
         f"CPU {machine.get('cpu_model', '?')} ({machine.get('cpu_cores', '?')} cores), GPU {machine.get('gpu', '?')}",
         f"BLAS {machine.get('blas', '?')}; {machine.get('openblas_env', '')}",
-        "peak GEMM (measured at session start): " + ", ".join(f"{d} {v:.0f} GFLOP/s" for d, v in start.items()),
+        ("GEMM rate of a dry run's small probe, not a peak (measured at session start): " if meta.get("mode") == "dry-run"
+         else "peak GEMM (measured at session start): ") + ", ".join(f"{d} {v:.0f} GFLOP/s" for d, v in start.items()),
         *_probe_facts(peaks),
         f"git commit {machine.get('git_commit', '?')}",
     ]
@@ -70,7 +71,7 @@ def _probe_facts(peaks: Peaks) -> list[str]:
     probed = sorted((p for p in peaks.cpu if not math.isnan(p.spread)), key=lambda p: (p.dtype, p.one_thread))
     if not probed:
         return []
-    lines = ["peak probe spread (max-min over median of 5 repeats): " + ", ".join(
+    lines = ["peak probe spread (max-min over median of its repeats): " + ", ".join(
         f"{p.dtype}{' 1 thread' if p.one_thread else ''} {p.gflops:.0f} GFLOP/s spread {100 * p.spread:.1f}%"
         for p in probed), f"roofline peak rule: {peaks.rule or '?'}"]
     start, end = peaks.get("float32"), peaks.end
@@ -105,10 +106,11 @@ def _sections(cells, meta, skipped, bench_table, speedup_base,
                 ("Cells", [*([noise[1]] if noise else []),
                            f"Noisy: the IQR of a cell's repeats is above {100 * answer.NOISE_THRESHOLD:.0f}% of their "
                            f"median. Speed-up: samples/s over {speedup_base}'s on the same network and dtype, this "
-                           "session. % roofline: FLOP/s over the session's peak GEMM (2048x2048 products). % shape "
-                           "peak: FLOP/s over the rate this machine's numpy and torch GEMMs reach at the cell's own "
-                           "products (its network at its batch, the faster library for each product), the most a "
-                           "family could train at if nothing but its GEMMs took time."
+                           "session. % roofline: FLOP/s over the session's peak GEMM (the roofline peak rule "
+                           "above). % shape peak: FLOP/s over the rate this machine's GEMMs reach at the cell's own "
+                           "products (its network at its batch; numpy's and torch's, the faster for each product, "
+                           "numpy's only in a dry run), the most a family could train at if nothing but its GEMMs "
+                           "took time."
                            + (" Detects here: the smallest slowdown `compare` flags with 90% probability at <= 1% "
                               "false alarms, on this machine's noise profile." if noise and noise[0] else "")],
                  summary_table(cells, speedup_base, noise[0] if noise else None))]

@@ -132,7 +132,8 @@ def test_a_dry_run_logs_the_probe_and_every_cells_peak_rss(dry_run):
         for fig in ("numpy_median", "numpy_spread", "torch_median", "torch_spread", "peak", "spread"):
             assert f"peak_probe/start/{key}/{fig}" in metrics
     assert {"peak_probe/end/float32/peak", "peak_probe/end/float32/spread"} <= set(metrics)
-    assert "peak_gemm_rule" in params
+    from benchmarks.peaks import DRY_RUN_RULE
+    assert params["peak_gemm_rule"] == DRY_RUN_RULE          # what its probe was: not a peak
     for run in children:
         assert run.data.metrics["peak_rss_mb"] > 10, run.info.run_name
         assert "own peak" in run.data.tags["bpb.peak_rss"]
@@ -140,5 +141,7 @@ def test_a_dry_run_logs_the_probe_and_every_cells_peak_rss(dry_run):
     sample = [r for r in children if r.data.tags["implementation"] == "numpy-sample"]
     assert sample and all(r.data.params["peak_gemm"].endswith("_1thread") for r in sample)
     md = (report / "latest" / "report.md").read_text()
-    assert "peak probe spread" in md and "roofline peak rule" in md and "peak probe at the session's end" in md
+    assert "peak probe spread" in md and "peak probe at the session's end" in md
+    assert f"roofline peak rule: {DRY_RUN_RULE}" in md and "2048^3" not in md
+    assert "- GEMM rate of a dry run's small probe, not a peak (measured at session start): float32 " in md
     assert "| % roofline | roofline peak |" in md and "peak RSS MiB" in md and ", spread " in md

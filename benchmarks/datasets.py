@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tracking.cache import user_cache
+
 FILES = {  # role -> (IDX file name, magic number, samples)
     "train_images": ("train-images-idx3-ubyte", 2051, 60000),
     "train_labels": ("train-labels-idx1-ubyte", 2049, 60000),
@@ -96,8 +98,7 @@ class Dataset:
 def cache_dir() -> Path:
     if os.environ.get("BPB_DATA_DIR"):
         return Path(os.environ["BPB_DATA_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "backprop-bench"
+    return user_cache()
 
 
 def _find_file(folder: Path, info: DatasetInfo, fname: str) -> Path | None:

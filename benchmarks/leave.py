@@ -15,9 +15,8 @@ def leave(code) -> None:
     logging's, MLflow's, torch-ddp's that stops its ranks, every ``weakref.finalize``), the output
     is flushed. What is skipped is freeing every module and object one by one: 1.2 s of CPU after
     a session with torch, numba and mlflow loaded, on the 2-core Zen 2 of docs/performance.md
-    (0.04 s this way). Under a profiler or a tracer
-    (``python -m cProfile -m benchmarks``, a debugger) the exit is the usual one, so that they
-    can write what they found after the command returns."""
+    (0.04 s this way). Under a profiler or a tracer (``python -m cProfile -m benchmarks``, a
+    debugger) the exit is the usual one, so that they can write what they found afterwards."""
     shutdown = getattr(threading, "_shutdown", None)      # what CPython's exit calls first
     if shutdown is None or sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(code)

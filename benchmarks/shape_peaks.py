@@ -154,8 +154,8 @@ def session_shape_peaks(shapes, threads: int, dry_run: bool = False, log=print) 
     t0 = time.perf_counter()
     out = {}
     for sizes, batch, dtype in sorted(set(shapes)):
-        p = (shape_peak(sizes, batch, dtype, threads, DRY_RUN_SECONDS, libraries=("numpy",)) if dry_run
-             else shape_peak(sizes, batch, dtype, threads, SECONDS))
+        p = shape_peak(sizes, batch, dtype, threads, DRY_RUN_SECONDS if dry_run else SECONDS,
+                       ("numpy",) if dry_run else ("numpy", "torch"))
         out[p.key] = p
     if out:
         log(f"shape peaks: {len(out)} network shapes in {time.perf_counter() - t0:.1f} s; " + ", ".join(

@@ -111,6 +111,7 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _worker(conn, job: Job, cells: list[Cell]) -> None:
+    sent = False
     try:
         # started with SIGINT ignored (run_isolated), so that Ctrl-C during start-up cannot print
         # a traceback from multiprocessing's bootstrap; from here on it is a KeyboardInterrupt
@@ -125,10 +126,7 @@ def _worker(conn, job: Job, cells: list[Cell]) -> None:
         group_runner(cells)(cells, data, recorder, job.peaks, job.options, job.gpu_peaks)
         recorder.sync()           # the last cell's writes: the session waits for them either way
         conn.send(("done", recorder.waited))
-        conn.close()
-        # everything is sent, and the session waits for this process to end before its next
-        # worker starts: its exit hooks run, its teardown is skipped
-        leave(0)
+        sent = True
     except KeyboardInterrupt:
         _quietly(conn.send, ("interrupted",))
     except (BrokenPipeError, EOFError, ConnectionResetError):
@@ -137,6 +135,8 @@ def _worker(conn, job: Job, cells: list[Cell]) -> None:
         _quietly(conn.send, ("error", traceback.format_exc()))
     finally:
         conn.close()
+    if sent:      # the session waits for this process to end before its next worker starts
+        leave(0)  # its exit hooks run, its teardown is skipped
 
 
 def serve_at(address, authkey: bytes, job: Job, cells: list[Cell]) -> None:

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from tracking import pg, procs
+from tracking.cache import user_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,8 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def pid_path(port: int) -> Path:
     # the user's cache (as datasets.py's), not $XDG_RUNTIME_DIR: tox passes only the former on,
     # and every start must find the file; a file from an earlier boot is ignored (``read``)
-    base = os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser()
-    folder = Path(base, "backprop-bench", "run")
+    folder = user_cache() / "run"
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:

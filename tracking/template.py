@@ -12,14 +12,14 @@ import sqlite3
 from pathlib import Path
 from typing import Callable
 
+from tracking.cache import user_cache
+
 
 def path(revision: str) -> Path:
-    """The template of schema ``revision``, in the user's cache (as tracking/keeper.py's pid files)."""
+    """The template of schema ``revision``, in the user's cache (tracking/cache.py)."""
     import mlflow
     import sqlalchemy
-    base = os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser()
-    return Path(base, "backprop-bench", "stores",
-                f"new-mlflow-{mlflow.__version__}-sqlalchemy-{sqlalchemy.__version__}-{revision}.db")
+    return user_cache() / "stores" / f"new-mlflow-{mlflow.__version__}-sqlalchemy-{sqlalchemy.__version__}-{revision}.db"
 
 
 def copy_to(target: Path, revision: str, complete: Callable[[Path], bool]) -> bool:

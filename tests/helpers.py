@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,18 +28,31 @@ def one_torch_thread():
         torch.set_num_threads(before)
 
 
-def run_cli(*args, cwd=None, env=None, timeout=600):
-    """``python -m benchmarks ARGS`` in a subprocess; returns CompletedProcess (text)."""
+def start_cli(*args, env=None, cwd=None, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=False):
+    """``python -m benchmarks ARGS`` started and not waited for (text pipes), with this process's
+    environment and ``env`` over it: a child of the prewarmed parent (tests/prewarm.py), or a
+    fresh interpreter where the environment asks for one."""
+    from tests import prewarm
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "benchmarks", *args], capture_output=True,
-                          text=True, cwd=cwd or ROOT, env=full_env, timeout=timeout)
+    return prewarm.start(args, env=full_env, cwd=cwd or ROOT, stdout=stdout, stderr=stderr,
+                         start_new_session=start_new_session)
+
+
+def run_cli(*args, cwd=None, env=None, timeout=600):
+    """``python -m benchmarks ARGS``, waited for; returns CompletedProcess (text)."""
+    proc = start_cli(*args, env=env, cwd=cwd)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def popen_cli(*args, env=None):
-    """``python -m benchmarks ARGS`` started in a subprocess and not waited for (text pipes)."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "benchmarks", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=full_env)
+    """``python -m benchmarks ARGS`` started and not waited for (text pipes)."""
+    return start_cli(*args, env=env)
 
 
 def is_outcome(line: str) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import mlflow
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, start_cli
 
 # one thread for all: the default count is chosen per session by a probe (benchmarks/threads.py),
 # and float32 GEMMs round differently on 1 and 2 threads, so sessions compared value for value
@@ -41,6 +41,8 @@ class Server:
     def start(self, timeout=180):
         self.starts += 1
         out = open(self.log, "a")
+        # a fresh interpreter, not a child of the prewarmed parent (tests/prewarm.py): the process
+        # table must show the server's own command line, as it names the holder of a port
         self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks", *self.args], cwd=ROOT, env=self.env,
                                      stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + timeout
@@ -65,9 +67,8 @@ class Server:
 
 
 def bench(url, out, *extra, env=None):
-    return subprocess.Popen([sys.executable, "-m", "benchmarks", *SMALL, "--tracking-uri", url, "--output-dir",
-                             str(out), *extra], cwd=ROOT, env={**ENV, **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return start_cli(*SMALL, "--tracking-uri", url, "--output-dir", str(out), *extra, env={**ENV, **(env or {})},
+                     stderr=subprocess.STDOUT)
 
 
 def sessions(url):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import is_outcome, ROOT, fill, run_cli
+from tests.helpers import is_outcome, ROOT, fill, run_cli, start_cli
 
 pytestmark = pytest.mark.integration      # every test here starts real processes
 
@@ -30,9 +30,8 @@ def runs(uri):
 
 def start(uri, tmp_path, *extra):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "CI": "1"}
-    return subprocess.Popen([sys.executable, "-m", "benchmarks", *SMALL, "--tracking-uri", uri,
-                             "--output-dir", str(tmp_path / "out"), *extra], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return start_cli(*SMALL, "--tracking-uri", uri, "--output-dir", str(tmp_path / "out"), *extra, env=env,
+                     stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def wait_for_first_cell(proc, timeout=300):
@@ -138,9 +137,8 @@ def test_a_report_of_a_session_still_running_says_so_at_the_top(tmp_path):
     release = tmp_path / "release"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "CI": "1",
            "BPB_FAULT": "tests.faults:silent_until_released", faults.RELEASE_ENV: str(release)}
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", *SMALL, "--tracking-uri", uri,
-                             "--output-dir", str(tmp_path / "out")], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = start_cli(*SMALL, "--tracking-uri", uri, "--output-dir", str(tmp_path / "out"), env=env,
+                     stderr=subprocess.STDOUT, start_new_session=True)
     try:
         for line in proc.stdout:                       # the session is open, its worker held
             if line.startswith("session "):

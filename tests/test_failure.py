@@ -9,12 +9,11 @@ import os
 import random
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, fill, is_outcome, one_line, run_cli, tmpfs
+from tests.helpers import ROOT, fill, is_outcome, one_line, run_cli, start_cli, tmpfs
 
 pytestmark = pytest.mark.integration      # every test here starts real processes
 
@@ -37,9 +36,7 @@ def session_runs(uri: str) -> list:
 
 def start_session(uri: str, out: Path, env=None) -> tuple[subprocess.Popen, list[str]]:
     """A session in a subprocess, returned once its first cell has finished (with its lines)."""
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", *SESSION, "--tracking-uri", uri, "--output-dir",
-                             str(out)], cwd=ROOT, env={**ENV, **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start_cli(*SESSION, "--tracking-uri", uri, "--output-dir", str(out), env={**ENV, **(env or {})})
     lines = []
     for line in proc.stdout:
         lines.append(line)

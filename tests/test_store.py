@@ -10,14 +10,13 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, one_line, run_cli
+from tests.helpers import ROOT, one_line, run_cli, start_cli
 
 pytestmark = pytest.mark.integration      # every test here starts real processes
 
@@ -117,8 +116,7 @@ def building(path: Path):
 def interrupt(args: list[str], started, sig: int, after: float, env=None) -> subprocess.CompletedProcess:
     """``python -m benchmarks ARGS``, sent ``sig`` ``after`` seconds once ``started()`` is
     true, or once it has ended."""
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", *args], cwd=ROOT, env={**ENV, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_cli(*args, env={**ENV, **(env or {})}, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
     while proc.poll() is None and time.time() < deadline and not started():
         time.sleep(0.05)

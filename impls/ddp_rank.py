@@ -15,6 +15,7 @@ A rank started by the implementation dies with it (``PR_SET_PDEATHSIG``), whatev
 from __future__ import annotations
 
 import argparse
+import atexit
 import ctypes
 import datetime
 import os
@@ -172,6 +173,21 @@ def _local(model: Model, msg):
         return torch.softmax(model.net(x), dim=1).numpy()
 
 
+def _stop(store, rank: int, world_size: int) -> None:
+    """Leave the group in an order in which no rank outlives the store it talks to: each rank
+    destroys its process group, the others then say so through the store, and rank 0, which
+    serves the store, waits for them (30 s at most) before it goes. A rank once ended with
+    SIGABRT ("terminate called without an active exception") after a stop, in a loaded test
+    run: torch's C++ threads can abort when their peer or store disappears under them."""
+    dist.destroy_process_group()
+    if rank != 0:
+        store.add("bpb/stopped", 1)
+        return
+    deadline = time.monotonic() + 30
+    while store.add("bpb/stopped", 0) < world_size - 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _die_with(parent_pid: int) -> None:
     """SIGKILL this rank when the process that started it ends, however it ends."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -215,7 +231,7 @@ def main(argv=None) -> int:
         if conn is not None:
             conn.send(("ready", None))
         serve(conn, args.rank)
-        dist.destroy_process_group()
+        _stop(store, args.rank, args.world_size)
         return 0
     except (EOFError, ConnectionError, BrokenPipeError):
         return 1                                # the implementation or a peer went away
@@ -231,4 +247,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # without the interpreter's teardown, in which torch's C++ objects (the store's client, gloo's
+    # threads) are destroyed after Python has started to go (benchmarks/leave.py does the same)
+    atexit._run_exitfuncs()
+    sys.stdout.flush(), sys.stderr.flush()
+    os._exit(code)

@@ -21,6 +21,7 @@ whose command line is looked at (the team server's) is started fresh (tests/team
 from __future__ import annotations
 
 import atexit
+import contextlib
 import io
 import json
 import locale
@@ -79,11 +80,15 @@ def serve(path: str) -> None:
             conn, _ = listener.accept()
             request, fds = receive(conn)
             sys.stdout.flush(), sys.stderr.flush()
+            set_up, said = os.pipe()
             pid = os.fork()
             if pid == 0:
-                run_child(request, fds, [listener, wake_r, wake_w, conn, *waiting.values()])
-            for fd in set(fds):
+                os.close(set_up)
+                run_child(request, fds, said, [listener, wake_r, wake_w, conn, *waiting.values()])
+            for fd in {*fds, said}:
                 os.close(fd)
+            os.read(set_up, 1)        # as Popen returns: once the child has its session, output and folder
+            os.close(set_up)
             send(conn, {"pid": pid})
             waiting[pid] = conn
         while waiting and (ended := os.waitpid(-1, os.WNOHANG))[0]:
@@ -98,7 +103,7 @@ def serve(path: str) -> None:
     os._exit(0)
 
 
-def run_child(request: dict, fds: list[int], inherited: list[socket.socket]) -> None:
+def run_child(request: dict, fds: list[int], said: int, inherited: list[socket.socket]) -> None:
     """In the forked child: become the command, run it, never return to the parent's loop."""
     code = 1
     try:
@@ -119,6 +124,7 @@ def run_child(request: dict, fds: list[int], inherited: list[socket.socket]) -> 
         os.environ.update(request["env"])
         sys.path[0] = os.getcwd()                      # what ``python -m`` puts first
         streams(unbuffered=bool(os.environ.get("PYTHONUNBUFFERED")))
+        os.write(said, b"1"), os.close(said)
         sys.argv = ["-m", *request["args"]]
         import runpy
         runpy.run_module("benchmarks", run_name="__main__", alter_sys=True)
@@ -154,11 +160,8 @@ def streams(unbuffered: bool) -> None:
 
 
 def send(conn: socket.socket, message: dict, fds=()) -> None:
-    data = json.dumps(message).encode() + b"\n"
-    if fds:
-        socket.send_fds(conn, [data], list(fds))
-    else:
-        conn.sendall(data)
+    data = json.dumps(message).encode() + b"\n"      # a request fits a unix socket's buffer whole
+    socket.send_fds(conn, [data], list(fds)) if fds else conn.sendall(data)
 
 
 def receive(conn: socket.socket) -> tuple[dict, list[int]]:
@@ -195,11 +198,8 @@ class Child:
         return json.loads(line)
 
     def poll(self):
-        if self.returncode is None:
-            try:
-                self.returncode = self.message(0)["code"]
-            except subprocess.TimeoutExpired:
-                pass
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.wait(0)
         return self.returncode
 
     def wait(self, timeout=None):

@@ -66,9 +66,9 @@ class Server:
             self.proc.wait(timeout=60)
 
 
-def bench(url, out, *extra, env=None):
+def bench(url, out, *extra, env=None, fresh=False):
     return start_cli(*SMALL, "--tracking-uri", url, "--output-dir", str(out), *extra, env={**ENV, **(env or {})},
-                     stderr=subprocess.STDOUT)
+                     stderr=subprocess.STDOUT, fresh=fresh)
 
 
 def sessions(url):

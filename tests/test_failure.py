@@ -36,7 +36,11 @@ def session_runs(uri: str) -> list:
 
 def start_session(uri: str, out: Path, env=None) -> tuple[subprocess.Popen, list[str]]:
     """A session in a subprocess, returned once its first cell has finished (with its lines)."""
-    proc = start_cli(*SESSION, "--tracking-uri", uri, "--output-dir", str(out), env={**ENV, **(env or {})})
+    # a fresh interpreter, as before tests/prewarm.py: forked, the session against a server whose
+    # database was stopped once ended in CI with MLflow's RestException (503) and a traceback
+    # instead of the one line of its retries (cause not found)
+    proc = start_cli(*SESSION, "--tracking-uri", uri, "--output-dir", str(out), env={**ENV, **(env or {})},
+                     fresh=True)
     lines = []
     for line in proc.stdout:
         lines.append(line)

@@ -28,15 +28,14 @@ def one_torch_thread():
         torch.set_num_threads(before)
 
 
-def start_cli(*args, env=None, cwd=None, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=False,
-              fresh=False):
+def start_cli(*args, env=None, cwd=None, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=False):
     """``python -m benchmarks ARGS`` started and not waited for (text pipes), with this process's
     environment and ``env`` over it: a child of the prewarmed parent (tests/prewarm.py), or a
-    fresh interpreter where the environment asks for one, or ``fresh``."""
+    fresh interpreter where the environment asks for one."""
     from tests import prewarm
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return prewarm.start(args, env=full_env, cwd=cwd or ROOT, stdout=stdout, stderr=stderr,
-                         start_new_session=start_new_session, fresh=fresh)
+                         start_new_session=start_new_session)
 
 
 def run_cli(*args, cwd=None, env=None, timeout=600):

@@ -266,11 +266,11 @@ def needs_fresh(env: dict, started: dict) -> bool:
 
 
 def start(args, *, env: dict, cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-          start_new_session=False, fresh=False):
+          start_new_session=False):
     """``python -m benchmarks ARGS`` with ``env`` (the whole environment) in ``cwd``: a ``Child``
     of the prewarmed parent, or a ``subprocess.Popen`` where a fresh interpreter is needed."""
     path, started = parent()
-    if fresh or needs_fresh(env, started) or not text:
+    if needs_fresh(env, started) or not text:
         return subprocess.Popen([sys.executable, "-m", "benchmarks", *args], cwd=cwd, env=env, stdout=stdout,
                                 stderr=stderr, text=text, start_new_session=start_new_session)
     ends, ours = [], []

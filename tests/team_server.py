@@ -66,9 +66,9 @@ class Server:
             self.proc.wait(timeout=60)
 
 
-def bench(url, out, *extra, env=None, fresh=False):
+def bench(url, out, *extra, env=None):
     return start_cli(*SMALL, "--tracking-uri", url, "--output-dir", str(out), *extra, env={**ENV, **(env or {})},
-                     stderr=subprocess.STDOUT, fresh=fresh)
+                     stderr=subprocess.STDOUT)
 
 
 def sessions(url):

@@ -36,11 +36,7 @@ def session_runs(uri: str) -> list:
 
 def start_session(uri: str, out: Path, env=None) -> tuple[subprocess.Popen, list[str]]:
     """A session in a subprocess, returned once its first cell has finished (with its lines)."""
-    # a fresh interpreter, as before tests/prewarm.py: forked, the session against a server whose
-    # database was stopped once ended in CI with MLflow's RestException (503) and a traceback
-    # instead of the one line of its retries (cause not found)
-    proc = start_cli(*SESSION, "--tracking-uri", uri, "--output-dir", str(out), env={**ENV, **(env or {})},
-                     fresh=True)
+    proc = start_cli(*SESSION, "--tracking-uri", uri, "--output-dir", str(out), env={**ENV, **(env or {})})
     lines = []
     for line in proc.stdout:
         lines.append(line)
@@ -179,3 +175,18 @@ def test_a_session_whose_closing_step_fails_still_ends_with_its_status(tmp_path)
         session.finish("KILLED", "stopped by the test")
     run = mlflow.MlflowClient(store.uri).get_run(session.run_id)
     assert run.info.status == "KILLED" and run.data.tags["bpb.failure_reason"] == "stopped by the test"
+
+
+def test_a_server_error_answer_that_was_not_retried_is_one_line_too():
+    """MLflow's RestException carrying the server's own 5xx answer (what a session meets with the
+    server's database shutting down under MLflow 3.18, whose client lets it through) is named in
+    one line, not a traceback; a 4xx answer is not a store failure."""
+    from mlflow.exceptions import RestException
+    from tracking import failure
+    down = RestException({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "(psycopg.OperationalError) "
+                          "connection failed: FATAL:  the database system is shutting down"})
+    line = failure.describe(down, "http://127.0.0.1:5000", "http://127.0.0.1:5000")
+    assert line == ("the tracking server at http://127.0.0.1:5000 answered HTTP 503 (TEMPORARILY_UNAVAILABLE: an "
+                    "error inside the server, such as its database being down); see the server's log, then run again")
+    missing = RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no run"})
+    assert failure.describe(missing, "http://127.0.0.1:5000", "http://127.0.0.1:5000") is None

@@ -88,9 +88,7 @@ def test_eight_sessions_on_four_machines_all_finish_and_everything_reads_back(se
 
 
 def test_a_session_rides_out_a_server_restart(server, eight, tmp_path):
-    # a fresh interpreter, as before tests/prewarm.py: forked, this session once ended in CI with
-    # "did not answer in 8 tries (connection aborted)" after the restart (cause not found)
-    proc = bench(server.url, tmp_path / "out", "--machine", "restarted", fresh=True)
+    proc = bench(server.url, tmp_path / "out", "--machine", "restarted")
     lines = []
     for line in proc.stdout:
         lines.append(line)

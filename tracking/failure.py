@@ -75,7 +75,7 @@ def describe(exc: BaseException, uri: str, shown: str) -> str | None:
     if uri.startswith("sqlite:///"):
         return _sqlite(Path(uri[len("sqlite:///"):]).expanduser(), chain, text, low)
     if uri.startswith(("http://", "https://")):
-        return _server(shown, low)
+        return _server(shown, low, chain)
     if uri.startswith("postgresql"):
         reasons = ("connection failed", "could not connect", "connection refused", "server closed the connection",
                    "terminating connection", "connection is closed", "no such file or directory")
@@ -124,7 +124,15 @@ def _sqlite(path: Path, chain: list[BaseException], text: str, low: str) -> str 
     return None
 
 
-def _server(shown: str, low: str) -> str | None:
+def _server(shown: str, low: str, chain: list[BaseException]) -> str | None:
+    answer = next((e for e in chain if type(e).__name__ == "RestException"), None)   # the server's own error
+    status = answer.get_http_status_code() if answer is not None else 0
+    if 500 <= status < 600:
+        # MLflow's retries end in "too many 5xx error responses" (below); the server's own error
+        # answer comes through instead where the client did not retry to the end (MLflow 3.18,
+        # the server's database shutting down), so the line names no count of tries
+        return (f"the tracking server at {shown} answered HTTP {status} ({answer.error_code}: an error inside the "
+                "server, such as its database being down); see the server's log, then run again")
     n = retries() + 1
     tries = "one try" if n == 1 else f"{n} tries"
     status = re.search(r"too many (\d{3}) error responses|error code (\d{3})", low)

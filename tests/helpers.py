@@ -28,6 +28,10 @@ def one_torch_thread():
         torch.set_num_threads(before)
 
 
+# what the tests' sessions run with: their lines as they are written, CI's plain output
+SESSION_ENV = {"PYTHONUNBUFFERED": "1", "CI": "1"}
+
+
 def start_cli(*args, env=None, cwd=None, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=False):
     """``python -m benchmarks ARGS`` started and not waited for (text pipes), with this process's
     environment and ``env`` over it: a child of the prewarmed parent (tests/prewarm.py), or a

@@ -265,14 +265,13 @@ def needs_fresh(env: dict, started: dict) -> bool:
     return bool(os.environ.get(FRESH_ENV)) or any(STARTUP.search(k) for k in changed)
 
 
-def start(args, *, env: dict, cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-          start_new_session=False):
+def start(args, *, env: dict, cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=False):
     """``python -m benchmarks ARGS`` with ``env`` (the whole environment) in ``cwd``: a ``Child``
     of the prewarmed parent, or a ``subprocess.Popen`` where a fresh interpreter is needed."""
     path, started = parent()
-    if needs_fresh(env, started) or not text:
+    if needs_fresh(env, started):
         return subprocess.Popen([sys.executable, "-m", "benchmarks", *args], cwd=cwd, env=env, stdout=stdout,
-                                stderr=stderr, text=text, start_new_session=start_new_session)
+                                stderr=stderr, text=True, start_new_session=start_new_session)
     ends, ours = [], []
     for target, given in ((1, stdout), (2, stderr)):
         if given == subprocess.PIPE:

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import mlflow
 
-from tests.helpers import ROOT, start_cli
+from tests.helpers import SESSION_ENV, ROOT, start_cli
 
 # one thread for all: the default count is chosen per session by a probe (benchmarks/threads.py),
 # and float32 GEMMs round differently on 1 and 2 threads, so sessions compared value for value
 # must run on the same count
 SMALL = ("bench", "--dry-run", "--impl", "numpy-sample,numpy-batch", "--threads", "1")
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "CI": "1"}
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), **SESSION_ENV}       # the server: a fresh Popen
 
 
 def free_port() -> int:
@@ -67,7 +67,7 @@ class Server:
 
 
 def bench(url, out, *extra, env=None):
-    return start_cli(*SMALL, "--tracking-uri", url, "--output-dir", str(out), *extra, env={**ENV, **(env or {})},
+    return start_cli(*SMALL, "--tracking-uri", url, "--output-dir", str(out), *extra, env={**SESSION_ENV, **(env or {})},
                      stderr=subprocess.STDOUT)
 
 

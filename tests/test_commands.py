@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import is_outcome, ROOT, fill, run_cli, start_cli
+from tests.helpers import SESSION_ENV, is_outcome, fill, run_cli, start_cli
 
 pytestmark = pytest.mark.integration      # every test here starts real processes
 
@@ -29,7 +29,7 @@ def runs(uri):
 
 
 def start(uri, tmp_path, *extra):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "CI": "1"}
+    env = SESSION_ENV
     return start_cli(*SMALL, "--tracking-uri", uri, "--output-dir", str(tmp_path / "out"), *extra, env=env,
                      stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -135,8 +135,7 @@ def test_a_report_of_a_session_still_running_says_so_at_the_top(tmp_path):
     from tests import faults
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     release = tmp_path / "release"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "CI": "1",
-           "BPB_FAULT": "tests.faults:silent_until_released", faults.RELEASE_ENV: str(release)}
+    env = {**SESSION_ENV, "BPB_FAULT": "tests.faults:silent_until_released", faults.RELEASE_ENV: str(release)}
     proc = start_cli(*SMALL, "--tracking-uri", uri, "--output-dir", str(tmp_path / "out"), env=env,
                      stderr=subprocess.STDOUT, start_new_session=True)
     try:

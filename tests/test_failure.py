@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, fill, is_outcome, one_line, run_cli, start_cli, tmpfs
+from tests.helpers import SESSION_ENV, fill, is_outcome, one_line, run_cli, start_cli, tmpfs
 
 pytestmark = pytest.mark.integration      # every test here starts real processes
 
 mlflow = pytest.importorskip("mlflow")
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "CI": "1"}
 SESSION = ("bench", "--dry-run", "--impl", "numpy-sample,numpy-batch", "--threads", "1")
 
 
@@ -36,7 +35,7 @@ def session_runs(uri: str) -> list:
 
 def start_session(uri: str, out: Path, env=None) -> tuple[subprocess.Popen, list[str]]:
     """A session in a subprocess, returned once its first cell has finished (with its lines)."""
-    proc = start_cli(*SESSION, "--tracking-uri", uri, "--output-dir", str(out), env={**ENV, **(env or {})})
+    proc = start_cli(*SESSION, "--tracking-uri", uri, "--output-dir", str(out), env={**SESSION_ENV, **(env or {})})
     lines = []
     for line in proc.stdout:
         lines.append(line)

@@ -14,7 +14,7 @@ import impls
 from benchmarks.threads import all_cores
 from benchmarks.plan import BenchOptions
 from benchmarks.config import RunConfig
-from tests.helpers import ROOT, is_outcome, run_cli, start_cli
+from tests.helpers import SESSION_ENV, is_outcome, run_cli, start_cli
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -189,7 +189,7 @@ def test_a_stopped_worker_is_ended_and_its_cell_failed_no_progress(tmp_path, fas
 @pytest.mark.integration
 def test_ctrl_c_marks_the_current_run_killed_and_keeps_finished_ones(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "CI": "1"}
+    env = SESSION_ENV
     proc = start_cli("bench", "--dry-run", "--tracking-uri", uri, "--output-dir", str(tmp_path / "r"), "--impl",
                      "numpy-sample,numpy-batch", env=env, stderr=subprocess.STDOUT, start_new_session=True)
     seen, deadline = [], time.time() + 300

@@ -5,7 +5,6 @@ one left half-built by plain MLflow is named in one line and repaired with every
 (docs/reliability.md)."""
 from __future__ import annotations
 
-import os
 import random
 import signal
 import sqlite3
@@ -16,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, one_line, run_cli, start_cli
+from tests.helpers import SESSION_ENV, one_line, run_cli, start_cli
 
 pytestmark = pytest.mark.integration      # every test here starts real processes
 
 mlflow = pytest.importorskip("mlflow")
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "CI": "1"}
 
 
 # ---- stores in every state, made with MLflow's own migrations -----------------------------
@@ -116,7 +114,7 @@ def building(path: Path):
 def interrupt(args: list[str], started, sig: int, after: float, env=None) -> subprocess.CompletedProcess:
     """``python -m benchmarks ARGS``, sent ``sig`` ``after`` seconds once ``started()`` is
     true, or once it has ended."""
-    proc = start_cli(*args, env={**ENV, **(env or {})}, stderr=subprocess.STDOUT)
+    proc = start_cli(*args, env={**SESSION_ENV, **(env or {})}, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
     while proc.poll() is None and time.time() < deadline and not started():
         time.sleep(0.05)

@@ -125,14 +125,14 @@ def _sqlite(path: Path, chain: list[BaseException], text: str, low: str) -> str 
 
 
 def _server(shown: str, low: str, chain: list[BaseException]) -> str | None:
-    answer = next((e for e in chain if type(e).__name__ == "RestException"), None)   # the server's own error
-    status = answer.get_http_status_code() if answer is not None else 0
-    if 500 <= status < 600:
+    from mlflow.exceptions import RestException
+    answer = next((e for e in chain if isinstance(e, RestException)), None)     # the server's own error
+    if answer is not None and 500 <= answer.get_http_status_code() < 600:
         # MLflow's retries end in "too many 5xx error responses" (below); the server's own error
         # answer comes through instead where the client did not retry to the end (MLflow 3.18,
         # the server's database shutting down), so the line names no count of tries
-        return (f"the tracking server at {shown} answered HTTP {status} ({answer.error_code}: an error inside the "
-                "server, such as its database being down); see the server's log, then run again")
+        return (f"the tracking server at {shown} answered HTTP {answer.get_http_status_code()} ({answer.error_code}: "
+                "an error inside the server, such as its database being down); see the server's log, then run again")
     n = retries() + 1
     tries = "one try" if n == 1 else f"{n} tries"
     status = re.search(r"too many (\d{3}) error responses|error code (\d{3})", low)

@@ -21,7 +21,7 @@ from pathlib import Path
 import tracking
 from benchmarks.browser import Browser, BrowserError
 from benchmarks.config import UsageError
-from tracking.server import ServerError, wait_ready
+from tracking.server import ServerError, server_env, wait_ready
 
 
 def chromium() -> str:
@@ -40,8 +40,8 @@ def free_port() -> int:
 def start_ui(uri: str, port: int, wait: float = 90.0) -> subprocess.Popen:
     """``mlflow ui`` on ``uri`` at 127.0.0.1:``port``, answering /health; UsageError if it does not."""
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                             "--port", str(port), "--workers", "1"], env=server_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc, wait)
     except ServerError as exc:
@@ -124,8 +124,8 @@ def run_ui(store: tracking.Store, host: str, port: int, session: str) -> int:
     at ``session`` (``latest``, resolved by the caller) and printing its address."""
     view = tracking.Session(store, session).publish_view()
     print(f"MLflow UI for {store.display}, session {session}: http://{host}:{port}/{view}", flush=True)
-    os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store.uri, "--host", host,
-                              "--port", str(port)])
+    os.execve(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store.uri, "--host", host,
+                               "--port", str(port)], server_env())
     return 0                # not reached: exec replaces this process
 
 

@@ -199,6 +199,17 @@ def run(options: ServerOptions) -> int:
         guard.close()
 
 
+def server_env() -> dict[str, str]:
+    """This process's environment for an ``mlflow server`` or ``mlflow ui`` it starts, with two
+    defaults that a user's own setting overrides: no GenAI job runner (MLflow starts a job runner
+    and seven huey consumers, about 17 CPU-seconds and as many imports of MLflow, for jobs that
+    nothing here submits) and no telemetry."""
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    return env
+
+
 def start(options: ServerOptions, backend, auth_user, password, guard) -> int:
     """PostgreSQL (unless a backend is named), then the mlflow server; each is held by the
     keeper before it starts."""
@@ -213,9 +224,7 @@ def start(options: ServerOptions, backend, auth_user, password, guard) -> int:
         print(f"PostgreSQL {'started' if started_pg else 'already running'} in {cluster.folder}", flush=True)
         backend = cluster.uri(options.pg_database)
     backend = with_driver(backend)
-    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": backend}
-    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")   # GenAI job runners: 8 processes unused here
-    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env = {**server_env(), "MLFLOW_BACKEND_STORE_URI": backend}
     secrets = [s for s in (uri_password(backend),) if s]
     # option=value: a value can never be read as an option of its own
     cmd = [sys.executable, "-m", "mlflow", "server", f"--host={options.host}", f"--port={options.port}",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import unzipped
 from tracking.cache import user_cache
 
 FILES = {  # role -> (IDX file name, magic number, samples)
@@ -87,7 +88,9 @@ class Dataset:
         if key not in self._features:
             x = self.x_train if split == "train" else self.x_test
             x = x[:limit] if limit else x
-            self._features[key] = x.astype(dtype) / np.asarray(255, dtype=dtype)
+            scaled = x.astype(dtype)
+            scaled /= np.asarray(255, dtype=dtype)          # in place: one array of the dtype, not two
+            self._features[key] = scaled
         return self._features[key]
 
     def labels(self, split: str, limit: int | None = None) -> np.ndarray:
@@ -132,7 +135,8 @@ def _read(path: Path) -> bytes:
                         "install or download the dataset again.") from None
 
 
-def _parse(path: Path, data: bytes, info: DatasetInfo, fname: str, magic: int, n: int) -> np.ndarray:
+def _parse(path: Path, data: bytes, sha: bytes, info: DatasetInfo, fname: str, magic: int, n: int) -> np.ndarray:
+    """The file's array, once ``data`` (its content, whose SHA-256 is ``sha``) passes every check."""
     def bad(what: str) -> DataError:
         return DataError(f"{path}: {what}. The file is truncated or corrupt: delete it and install "
                          f"or download {info.title} again.")
@@ -151,7 +155,7 @@ def _parse(path: Path, data: bytes, info: DatasetInfo, fname: str, magic: int, n
         raise bad(f"{len(data)} bytes, expected exactly {want_len}")
     expected = info.sha256.get(fname)
     if expected:
-        got = hashlib.sha256(data).hexdigest()
+        got = sha.hex()
         if got != expected:
             raise bad(f"SHA-256 {got}, expected {expected}")
     arr = np.frombuffer(data, dtype=np.uint8, offset=header)
@@ -162,15 +166,40 @@ def _parse(path: Path, data: bytes, info: DatasetInfo, fname: str, magic: int, n
     return arr.astype(np.int64)
 
 
+def _copy_checked(path: Path, info: DatasetInfo, fname: str, magic: int, n: int):
+    """(content, its SHA-256, array) of the decompressed copy of a gzipped ``path``
+    (benchmarks/unzipped.py) where there is one, it is the content it was written with, and that
+    content passes every check the file's own must pass; else None."""
+    copy = unzipped.cached(path, cache_dir()) if path.suffix == ".gz" else None
+    if copy is None:
+        return None
+    data, recorded = copy
+    sha = hashlib.sha256(data).digest()
+    try:
+        if sha != recorded:
+            raise DataError("a damaged copy")
+        return data, sha, _parse(path, data, sha, info, fname, magic, n)
+    except DataError:
+        unzipped.forget(path, cache_dir())
+        return None
+
+
 @lru_cache(maxsize=4)
 def _load_folder(folder: str, name: str) -> Dataset:
     info = DATASETS[name]
     arrays, digest = {}, hashlib.sha256()
     for role, (fname, magic, n) in FILES.items():
         path = _find_file(Path(folder), info, fname)
-        data = _read(path)
-        arrays[role] = _parse(path, data, info, fname, magic, n)
-        digest.update(hashlib.sha256(data).digest())
+        copy = _copy_checked(path, info, fname, magic, n)
+        if copy is None:
+            data = _read(path)
+            sha = hashlib.sha256(data).digest()
+            arrays[role] = _parse(path, data, sha, info, fname, magic, n)
+            if path.suffix == ".gz":
+                unzipped.keep(path, data, sha, cache_dir())
+        else:
+            data, sha, arrays[role] = copy
+        digest.update(sha)
     return Dataset(name=name, x_train=arrays["train_images"], y_train=arrays["train_labels"],
                    x_test=arrays["test_images"], y_test=arrays["test_labels"], classes=info.classes,
                    source=folder, digest=digest.hexdigest()[:16])

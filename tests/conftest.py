@@ -82,8 +82,8 @@ def dry_run(tmp_path_factory, pytestconfig, fashion):
 # built once. Each worker sends the files that take longest first, so that neither is left with
 # the gate at the end; the rest follow in file order. Per-worker session fixtures (PostgreSQL,
 # Chromium) start in seconds; the dry-run session is built once for both.
-LONGEST_FIRST = ("test_gate.py", "test_server.py", "test_fleet.py", "test_store.py", "test_commands.py", "test_failure.py",
-                 "test_pages.py", "test_session.py", "test_server_children.py", "test_compare.py")
+LONGEST_FIRST = ("test_gate.py", "test_server.py", "test_fleet.py", "test_gate_faults.py", "test_store.py",
+                 "test_commands.py", "test_failure.py", "test_pages.py", "test_session.py", "test_server_children.py", "test_compare.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -92,6 +92,12 @@ def float32_bug_numba_batch():
     _overshoot_numba_batch(0.01, when=lambda net: net.dtype == np.float32)
 
 
+def lr_schedule_bug_numpy_batch_and_float32_bug_numba_batch():
+    """Both of the above, for one gate session that catches each (tests/test_gate.py)."""
+    lr_schedule_bug_numpy_batch()
+    float32_bug_numba_batch()
+
+
 def _slow_numpy_batch(factor: float):
     """numpy-batch takes ``factor`` times as long: after each epoch it sleeps (factor - 1) times
     the time it trained."""

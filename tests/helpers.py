@@ -103,6 +103,13 @@ class Recorder:
         self.after = seconds
 
 
+def verdict_rows(text: str) -> list[list[str]]:
+    """The rows of a gate's verdict table (benchmarks/regress.py ``print_table``), split into columns."""
+    import re
+    return [re.split(r"\s{2,}", line.strip()) for line in text.splitlines()
+            if re.match(r"^(speed/)?hw1-q[34]/", line)]
+
+
 def sqlite_uri(folder: Path, name: str = "mlflow.db") -> str:
     return f"sqlite:///{folder / name}"
 

@@ -15,10 +15,12 @@ import mlflow
 
 from tests.helpers import SESSION_ENV, ROOT, start_cli
 
-# one thread for all: the default count is chosen per session by a probe (benchmarks/threads.py),
+# One thread for all: the default count is chosen per session by a probe (benchmarks/threads.py),
 # and float32 GEMMs round differently on 1 and 2 threads, so sessions compared value for value
-# must run on the same count
-SMALL = ("bench", "--dry-run", "--impl", "numpy-sample,numpy-batch", "--threads", "1")
+# must run on the same count. One process each (--no-isolate): these tests are about the server,
+# and eight sessions at once spawned sixteen workers on two cores; the sessions of a fleet
+# (tests/test_fleet.py) run their cells in spawned workers against the server.
+SMALL = ("bench", "--dry-run", "--impl", "numpy-sample,numpy-batch", "--threads", "1", "--no-isolate")
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), **SESSION_ENV}       # the server: a fresh Popen
 
 

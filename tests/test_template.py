@@ -47,10 +47,22 @@ def test_the_first_new_store_is_kept_and_the_next_is_a_copy_of_it(tmp_path, cach
     assert [p.name for p in cache.parent.iterdir()] == [cache.name]               # no part left
 
 
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """(the shape of a store built by MLflow's migrations, the template that build kept), made
+    once for the module: each damaged template below starts from a copy of it."""
+    folder = tmp_path_factory.mktemp("built")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(folder / "cache"))
+        store = schema.build(folder / "reference.db")
+        return shape(store), template.path(schema.head()).read_bytes()
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "a store with a run", "another database"])
-def test_a_damaged_template_is_passed_over_and_replaced(tmp_path, cache, damage):
-    reference = shape(schema.build(tmp_path / "reference.db"))
-    good = cache.read_bytes()
+def test_a_damaged_template_is_passed_over_and_replaced(tmp_path, cache, built, damage):
+    reference, good = built
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_bytes(good)
     if damage == "garbage":
         cache.write_bytes(b"not a database at all" * 100)
     elif damage == "truncated":

@@ -5,7 +5,8 @@ Lookup order for a dataset: ``--data-dir`` if given (and only there); the user c
 one folder per dataset); a system copy (Debian's ``dataset-fashion-mnist`` package); then,
 only when asked with ``download=True``, torchvision's downloader into the user cache. Every file
 is checked: magic number, dimensions, exact byte length and, where known, its SHA-256.
-Files may be plain or gzipped. Nothing here runs at import time.
+Files may be plain or gzipped; a gzipped file is inflated once, and its decompressed copy kept in
+the cache and checked as the file is (benchmarks/unzipped.py). Nothing here runs at import time.
 """
 from __future__ import annotations
 

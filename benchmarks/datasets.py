@@ -176,13 +176,13 @@ def _copy_checked(path: Path, info: DatasetInfo, fname: str, magic: int, n: int)
         return None
     data, recorded = copy
     sha = hashlib.sha256(data).digest()
-    try:
-        if sha != recorded:
-            raise DataError("a damaged copy")
-        return data, sha, _parse(path, data, sha, info, fname, magic, n)
-    except DataError:
-        unzipped.forget(path, cache_dir())
-        return None
+    if sha == recorded:
+        try:
+            return data, sha, _parse(path, data, sha, info, fname, magic, n)
+        except DataError:
+            pass
+    unzipped.forget(path, cache_dir())
+    return None
 
 
 @lru_cache(maxsize=4)

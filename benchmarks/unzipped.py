@@ -14,9 +14,9 @@ written beside its name and renamed into place)."""
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
+
+from tracking.cache import put
 
 DIGEST = 32             # a copy: the SHA-256 of the content, then the content
 
@@ -41,30 +41,25 @@ def cached(source: Path, root: Path) -> tuple[memoryview, bytes] | None:
 
 
 def keep(source: Path, data: bytes, sha: bytes, root: Path) -> None:
-    """Store ``data`` (whose SHA-256 is ``sha``) under ``root`` as ``source``'s copy, replacing the copies of its earlier
-    versions; any failure leaves no file behind and is not an error."""
-    tmp = None
+    """Store ``data`` (whose SHA-256 is ``sha``) under ``root`` as ``source``'s copy, replacing the
+    copies of its earlier versions; a cache that cannot be written is not an error (tracking/cache.py ``put``)."""
     try:
         prefix, name = _names(source)
-        where = root / "unzipped"
-        where.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=where, prefix=f".{name}.")
-        with os.fdopen(fd, "wb") as f:
+    except OSError:
+        return
+
+    def write(part: Path) -> None:
+        with open(part, "wb") as f:
             f.write(sha)
             f.write(data)
-        os.replace(tmp, where / name)
-        tmp = None
+    where = root / "unzipped"
+    if put(where / name, write):
         for old in where.glob(prefix + "*"):
             if old.name != name:
-                old.unlink(missing_ok=True)
-    except OSError:
-        pass
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+                try:
+                    old.unlink(missing_ok=True)
+                except OSError:
+                    pass
 
 
 def forget(source: Path, root: Path) -> None:

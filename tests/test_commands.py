@@ -29,8 +29,7 @@ def runs(uri):
 
 
 def start(uri, tmp_path, *extra):
-    env = SESSION_ENV
-    return start_cli(*SMALL, "--tracking-uri", uri, "--output-dir", str(tmp_path / "out"), *extra, env=env,
+    return start_cli(*SMALL, "--tracking-uri", uri, "--output-dir", str(tmp_path / "out"), *extra, env=SESSION_ENV,
                      stderr=subprocess.STDOUT, start_new_session=True)
 
 

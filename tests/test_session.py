@@ -189,9 +189,8 @@ def test_a_stopped_worker_is_ended_and_its_cell_failed_no_progress(tmp_path, fas
 @pytest.mark.integration
 def test_ctrl_c_marks_the_current_run_killed_and_keeps_finished_ones(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = SESSION_ENV
     proc = start_cli("bench", "--dry-run", "--tracking-uri", uri, "--output-dir", str(tmp_path / "r"), "--impl",
-                     "numpy-sample,numpy-batch", env=env, stderr=subprocess.STDOUT, start_new_session=True)
+                     "numpy-sample,numpy-batch", env=SESSION_ENV, stderr=subprocess.STDOUT, start_new_session=True)
     seen, deadline = [], time.time() + 300
     for line in proc.stdout:
         if is_outcome(line):

@@ -7,12 +7,11 @@ that cannot be read, or whose copy is not a complete empty store, is passed over
 built instead. This module knows SQLite files only; tracking/schema.py says what complete is."""
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 from typing import Callable
 
-from tracking.cache import user_cache
+from tracking.cache import put, user_cache
 
 
 def path(revision: str) -> Path:
@@ -40,22 +39,9 @@ def copy_to(target: Path, revision: str, complete: Callable[[Path], bool]) -> bo
 
 def keep(built: Path, revision: str) -> None:
     """A copy of the new store ``built`` kept as the template (called when ``copy_to`` found none,
-    or a bad one, which this replaces): written beside it and renamed into place, so that no
-    reader sees half of one. A cache that cannot be written (read-only, full) only means that the
-    next new store is built too."""
-    target = path(revision)
-    part = target.with_name(f"{target.name}.{os.getpid()}.part")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        backup(built, part)
-        os.replace(part, target)
-    except (OSError, sqlite3.Error):
-        pass
-    finally:
-        try:
-            part.unlink(missing_ok=True)
-        except OSError:                  # its folder could not be made: there is no part
-            pass
+    or a bad one, which this replaces), written beside it and renamed into place; a cache that
+    cannot be written (read-only, full) only means that the next new store is built too."""
+    put(path(revision), lambda part: backup(built, part), (OSError, sqlite3.Error))
 
 
 def backup(source: Path, target: Path) -> None:

@@ -162,10 +162,11 @@ def wait_ready(url: str, proc: subprocess.Popen, seconds: float = READY_SECONDS,
 
 
 def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """End the server's process group (mlflow, uvicorn and its workers): TERM, then KILL."""
+    """End the server's process group (mlflow, uvicorn and its workers): TERM (``procs.term``),
+    then KILL."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:
-            os.killpg(proc.pid, sig)
+            procs.term(proc.pid) if sig == signal.SIGTERM else os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
         try:

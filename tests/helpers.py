@@ -32,6 +32,19 @@ def one_torch_thread():
 SESSION_ENV = {"PYTHONUNBUFFERED": "1", "CI": "1"}
 
 
+def brief_probes(mp: pytest.MonkeyPatch) -> None:
+    """A session run in this process probes as a dry run does (benchmarks/peaks.py DRY_RUN_PROBE,
+    benchmarks/shape_peaks.py DRY_RUN_SECONDS), whatever its mode: for tests that read no peak. The
+    full probes cost a gate session 13 s here, and stay covered by tests/test_gate.py's session."""
+    from benchmarks import peaks, shape_peaks
+    start, end, shapes = peaks.session_probes, peaks.end_probe, shape_peaks.session_shape_peaks
+    mp.setattr(peaks, "session_probes", lambda needed, threads, dry_run=False, log=print:
+               start(needed, threads, True, log))
+    mp.setattr(peaks, "end_probe", lambda threads, dry_run=False: end(threads, True))
+    mp.setattr(shape_peaks, "session_shape_peaks", lambda wanted, threads, dry_run=False, log=print:
+               shapes(wanted, threads, True, log))
+
+
 def start_cli(*args, env=None, cwd=None, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=False):
     """``python -m benchmarks ARGS`` started and not waited for (text pipes), with this process's
     environment and ``env`` over it: a child of the prewarmed parent (tests/prewarm.py), or a

@@ -7,7 +7,7 @@ import pytest
 import tracking
 from benchmarks import baseline as baseline_file
 from benchmarks.gate import GateOptions, run_gate
-from tests.helpers import verdict_rows
+from tests.helpers import brief_probes, verdict_rows
 
 pytestmark = pytest.mark.integration      # a real gate session, its workers spawned
 
@@ -18,13 +18,15 @@ COMMITTED = Path(baseline_file.BASELINE)
 def broken(tmp_path_factory):
     """One gate session (in this process, accuracy and parity checks) of two implementations,
     each broken its own way (tests/faults.py): numpy-batch's learning rate drops after its first
-    step, numba-batch's float32 update is 1% too large. (exit status, what it printed)."""
+    step, numba-batch's float32 update is 1% too large. Its probes are a dry run's: nothing here
+    reads a peak. (exit status, what it printed)."""
     import contextlib
     import io
     folder = tmp_path_factory.mktemp("broken")
     options = GateOptions(impls=("numpy-batch", "numba-batch"), checks=("accuracy", "parity"))
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        brief_probes(mp)
         mp.setenv("BPB_FAULT", "tests.faults:lr_schedule_bug_numpy_batch_and_float32_bug_numba_batch")
         rc = run_gate(options, COMMITTED, store=tracking.connect(f"sqlite:///{folder / 'mlflow.db'}"),
                       out_dir=str(folder / "r"), log=print, threads=1)

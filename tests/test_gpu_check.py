@@ -5,13 +5,14 @@ import pytest
 
 from benchmarks import gpucheck
 from benchmarks.plan import BenchOptions
-from tests.helpers import sqlite_uri
+from tests.helpers import brief_probes, sqlite_uri
 
 
 @pytest.mark.integration
 def test_gpu_check_flow_on_a_cpu(tmp_path, monkeypatch, capsys):
     import tracking
     monkeypatch.setattr(gpucheck, "no_gpu_reason", lambda: None)
+    brief_probes(monkeypatch)                       # the CPU's peaks: not what this checks
     monkeypatch.setattr(gpucheck, "check_options", lambda: BenchOptions.make(
         "dry-run", ("hw1-q3",), impls=gpucheck.IMPLS, sweep_preset="hw1-q3", batch_sizes=(256,)))
     uri = sqlite_uri(tmp_path)

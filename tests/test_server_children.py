@@ -1,7 +1,8 @@
 """The server owns its children: a kill -9 of ``python -m benchmarks server`` ends its mlflow
-server and the PostgreSQL it started; a restart ends what a dead server left serving before it
+server and the PostgreSQL it started, and removes its private folder; a restart ends what a dead server left serving before it
 says "auth on"; a port that something else answers is refused, naming it; readiness is the
 started server's own socket. Real PostgreSQL and mlflow servers (tests/team_server.py)."""
+import json
 import os
 import shutil
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tracking import pg
+from tracking import keeper, pg
 from tests.helpers import run_cli
 from tests.team_server import Server, end_mlflow_group, eventually, free_port, group, processes, serves
 
@@ -42,11 +43,14 @@ def test_kill_9_of_the_server_command_ends_its_mlflow_server_and_its_postgresql(
     own = base / "pg"                                  # a cluster this server starts, so it must stop it
     srv = Server(own, tmp_path).start()
     postmaster = int((own / "data" / "postmaster.pid").read_text().split()[0])
+    private = Path(json.loads(keeper.pid_path(srv.port).read_text())["private"])    # where an auth config goes
     try:
+        assert private.is_dir()
         os.kill(srv.proc.pid, signal.SIGKILL)
         srv.proc.wait(timeout=30)
         assert eventually(lambda: not group(srv.mlflow_pid) and postmaster not in processes()), (
             [processes().get(pid) for pid in group(srv.mlflow_pid)], postmaster in processes())
+        assert not private.exists()
         assert not serves(srv.port)
         assert run_cli("pg", "status", "--pg-dir", str(own)).returncode == 3        # stopped
         assert "is gone; its keeper ended the mlflow server" in srv.log.read_text()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,8 +71,11 @@ def me(pid: int | None = None) -> list:
 
 def release(held: dict) -> list[str]:
     """End what ``held`` (a pid file's record) says was started: the mlflow server's group,
-    then the cluster; returns what was ended, in words."""
+    then the cluster, and remove the server's private folder (its auth config); returns what was
+    ended, in words."""
     ended = []
+    if held.get("private"):
+        shutil.rmtree(held["private"], ignore_errors=True)
     pgid, started = held.get("group") or (None, None)
     if pgid and procs.end_group(pgid, started):
         ended.append(f"the mlflow server (process group {pgid})")

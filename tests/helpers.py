@@ -28,6 +28,16 @@ def one_torch_thread():
         torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def one_blas_thread():
+    """numpy's and scipy's BLAS on one thread in this process for the block, for the same reason as
+    ``one_torch_thread``: beside the other pytest worker, sklearn-mlp's batch-1 parity rows took
+    7 s each on OpenBLAS's two threads, 1 s alone."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 # what the tests' sessions run with: their lines as they are written, CI's plain output
 SESSION_ENV = {"PYTHONUNBUFFERED": "1", "CI": "1"}
 

@@ -6,6 +6,7 @@ tolerance of its dtype. The reference runs in float64 (``impls.oracle.train_epoc
 float32 runs are held to the float32 row of the table. Implementations that cannot run here
 are skipped with the reason ``impls.available()`` gives.
 """
+import contextlib
 from functools import lru_cache
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 
 import impls
 from impls import oracle
-from tests.helpers import one_torch_thread
+from tests.helpers import one_blas_thread, one_torch_thread
 from tests.tiers import grid
 
 # The one table of parity tolerances, shared with the harness's pre-timing check; the worst
@@ -86,14 +87,15 @@ def _load(small):
 
 
 @pytest.fixture(autouse=True)
-def _torch_rows_on_one_thread(request):
-    """The torch rows train on one thread (tests/helpers.py ``one_torch_thread``); torch-ddp's
-    keep the count that its default world size is taken from."""
+def _rows_on_one_thread(request):
+    """Every row's BLAS on one thread, and the torch rows' torch (tests/helpers.py
+    ``one_blas_thread``, ``one_torch_thread``); torch-ddp's keep the count that its default world
+    size is taken from."""
     name = getattr(getattr(request.node, "callspec", None), "params", {}).get("name", "")
-    if not isinstance(name, str) or not name.startswith("torch-") or name == "torch-ddp":
-        yield
-        return
-    with one_torch_thread():
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(one_blas_thread())
+        if isinstance(name, str) and name.startswith("torch-") and name != "torch-ddp":
+            stack.enter_context(one_torch_thread())
         yield
 
 

@@ -34,6 +34,7 @@ from tracking import pg, procs
 from tracking.cache import user_cache
 
 ROOT = Path(__file__).resolve().parents[1]
+PRIVATE_PREFIX = "bpb-server-"       # the server's private folder (tracking/server.py), removed in ``release``
 
 
 # ---- the pid file -------------------------------------------------------------------------
@@ -74,8 +75,9 @@ def release(held: dict) -> list[str]:
     then the cluster, and remove the server's private folder (its auth config); returns what was
     ended, in words."""
     ended = []
-    if held.get("private"):
-        shutil.rmtree(held["private"], ignore_errors=True)
+    private = Path(held.get("private") or "")
+    if private.name.startswith(PRIVATE_PREFIX):     # only a folder the server made, whatever the file says
+        shutil.rmtree(private, ignore_errors=True)
     pgid, started = held.get("group") or (None, None)
     if pgid and procs.end_group(pgid, started):
         ended.append(f"the mlflow server (process group {pgid})")

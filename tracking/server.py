@@ -233,7 +233,7 @@ def start(options: ServerOptions, backend, auth_user, password, guard) -> int:
            f"--artifacts-destination={artifacts_uri(options.artifacts_destination)}"]
     if options.allowed_hosts:
         cmd += [f"--allowed-hosts={options.allowed_hosts}"]
-    private = tempfile.mkdtemp(prefix="bpb-server-")                # 0700: the auth config lives here
+    private = tempfile.mkdtemp(prefix=keeper.PRIVATE_PREFIX)                # 0700: the auth config lives here
     guard.hold(private=private)                  # a server killed with kill -9: its keeper removes it
     try:
         if options.auth:

@@ -139,22 +139,24 @@ def our_group(pgid: int | None, started: int | None) -> list[int]:
     return members
 
 
-def term(pgid: int) -> None:
-    """SIGTERM to process group ``pgid``, then SIGCONT, as systemd ends a unit: a stopped process
-    (SIGSTOP, Ctrl-Z) keeps a TERM pending until it runs again, and would be left to the KILL."""
-    os.killpg(pgid, signal.SIGTERM)
-    os.killpg(pgid, signal.SIGCONT)
+def signal_group(pgid: int, sig: int) -> None:
+    """``sig`` to process group ``pgid``; a SIGTERM is followed by SIGCONT, as systemd ends a unit:
+    a stopped process (SIGSTOP, Ctrl-Z) keeps a TERM pending until it runs again, and would be
+    left to the KILL."""
+    os.killpg(pgid, sig)
+    if sig == signal.SIGTERM:
+        os.killpg(pgid, signal.SIGCONT)
 
 
 def end_group(pgid: int, started: int | None, grace: float = 15.0) -> list[int]:
     """TERM, then KILL after ``grace`` seconds, to every member of our group ``pgid``;
-    returns the pids that were running. A stopped member gets SIGCONT after the TERM (``term``)."""
+    returns the pids that were running. A stopped member gets SIGCONT after the TERM (``signal_group``)."""
     members = our_group(pgid, started)
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         if not our_group(pgid, started):
             break
         try:
-            term(pgid) if sig == signal.SIGTERM else os.killpg(pgid, sig)
+            signal_group(pgid, sig)
         except (ProcessLookupError, PermissionError):
             break
         deadline = time.monotonic() + wait

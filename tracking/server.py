@@ -162,11 +162,11 @@ def wait_ready(url: str, proc: subprocess.Popen, seconds: float = READY_SECONDS,
 
 
 def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """End the server's process group (mlflow, uvicorn and its workers): TERM (``procs.term``),
-    then KILL."""
+    """End the server's process group (mlflow, uvicorn and its workers): TERM (and CONT:
+    ``procs.signal_group``), then KILL."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:
-            procs.term(proc.pid) if sig == signal.SIGTERM else os.killpg(proc.pid, sig)
+            procs.signal_group(proc.pid, sig)
         except ProcessLookupError:
             return
         try:
@@ -233,7 +233,7 @@ def start(options: ServerOptions, backend, auth_user, password, guard) -> int:
            f"--artifacts-destination={artifacts_uri(options.artifacts_destination)}"]
     if options.allowed_hosts:
         cmd += [f"--allowed-hosts={options.allowed_hosts}"]
-    private = tempfile.mkdtemp(prefix=keeper.PRIVATE_PREFIX)                # 0700: the auth config lives here
+    private = tempfile.mkdtemp(prefix=keeper.PRIVATE_PREFIX)       # 0700: the auth config lives here
     guard.hold(private=private)                  # a server killed with kill -9: its keeper removes it
     try:
         if options.auth:

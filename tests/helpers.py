@@ -46,13 +46,19 @@ def brief_probes(mp: pytest.MonkeyPatch) -> None:
     """A session run in this process probes as a dry run does (benchmarks/peaks.py DRY_RUN_PROBE,
     benchmarks/shape_peaks.py DRY_RUN_SECONDS), whatever its mode: for tests that read no peak. The
     full probes cost a gate session 13 s here, and stay covered by tests/test_gate.py's session."""
+    import inspect
     from benchmarks import peaks, shape_peaks
-    start, end, shapes = peaks.session_probes, peaks.end_probe, shape_peaks.session_shape_peaks
-    mp.setattr(peaks, "session_probes", lambda needed, threads, dry_run=False, log=print:
-               start(needed, threads, True, log))
-    mp.setattr(peaks, "end_probe", lambda threads, dry_run=False: end(threads, True))
-    mp.setattr(shape_peaks, "session_shape_peaks", lambda wanted, threads, dry_run=False, log=print:
-               shapes(wanted, threads, True, log))
+
+    def as_dry_run(probe):
+        signature = inspect.signature(probe)
+
+        def call(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.arguments["dry_run"] = True
+            return probe(*bound.args, **bound.kwargs)
+        return call
+    for module, name in ((peaks, "session_probes"), (peaks, "end_probe"), (shape_peaks, "session_shape_peaks")):
+        mp.setattr(module, name, as_dry_run(getattr(module, name)))
 
 
 def start_cli(*args, env=None, cwd=None, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=False):
